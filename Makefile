@@ -1,0 +1,36 @@
+# rmq: build, run and test. `make run` and `make test` install what a fresh Debian machine lacks.
+SHELL := /bin/bash
+PORT ?= 6399
+MODULE := target/release/librmq.so
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := redis-server libclang-dev
+
+.PHONY: deps build run test test-unit test-integration bench bench-quick clean
+
+# Installs the Debian packages that are missing (redis-server, libclang-dev for bindgen).
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup)"; exit 1; }
+
+build: deps
+	cargo build --release -p rmq
+
+run: build
+	@echo "starting redis-server on 127.0.0.1:$(PORT) with rmq (ctrl-c stops it)"
+	@echo "try:  redis-cli -p $(PORT) RMQ.PUSH jobs hello   then   redis-cli -p $(PORT) RMQ.FETCH jobs"
+	redis-server redis.conf.example --port $(PORT) --bind 127.0.0.1
+
+test: build
+	@if cargo nextest --version >/dev/null 2>&1; then \
+	  RMQ_MODULE=$(CURDIR)/$(MODULE) cargo nextest run --workspace --no-fail-fast; \
+	else \
+	  RMQ_MODULE=$(CURDIR)/$(MODULE) cargo test --workspace --no-fail-fast; \
+	fi
+
+clean:
+	cargo clean

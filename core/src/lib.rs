@@ -1,0 +1,1 @@
+//! rmq-core: the queue logic of rmq, apart from Redis's FFI.

@@ -1,0 +1,1 @@
+//! librmq: the RMQ.* Redis module.
