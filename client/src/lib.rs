@@ -1,0 +1,1 @@
+//! rmq-client: producer with a disk spool, worker, for both rmq editions.
