@@ -1,1 +1,16 @@
-//! rmq-core: the queue logic of rmq, apart from Redis's FFI.
+//! rmq-core: the queue logic of rmq, apart from Redis's FFI, so it reads and tests alone.
+//!
+//! - [`args`]: arguments → typed requests; every refusal happens there.
+//! - [`queue`]: the state machine of one queue over a [`store::Store`].
+//! - [`record`]: the stored form of a message (shared with the Lua edition).
+//! - [`settings`]: per-queue settings and their rules.
+
+pub mod args;
+pub mod error;
+pub mod mem;
+pub mod queue;
+pub mod record;
+pub mod settings;
+pub mod store;
+
+pub use error::{Error, Result};
