@@ -1,1 +1,114 @@
-//! librmq: the RMQ.* Redis module.
+//! librmq: the RMQ.* Redis module — a reliable message queue inside Redis.
+//!
+//! This file is the table of contents: every command with its syntax, the module's settings,
+//! and what starts at load. The logic lives in `rmq-core` (no FFI there); the glue is here:
+//! - `commands`: native hot path (PUSH FETCH ACK NACK TOUCH) plus RECOVER and STATS
+//! - `block`: FETCH … BLOCK on the ready key
+//! - `guard`: the timer that reclaims expired locks and promotes due messages
+//! - `store`: the queue logic's `Store` on Redis keys, replicating effects as plain commands
+//! - `registry`: which queues this node holds; `info`: INFO rmq; `config`: module settings
+//! - `safety`: no panic crosses into Redis
+
+mod block;
+mod commands;
+mod config;
+mod ffi;
+mod guard;
+mod info;
+mod registry;
+mod safety;
+mod store;
+
+use std::os::raw::c_int;
+
+use redis_module::configuration::ConfigurationFlags;
+use redis_module::{raw, redis_module, Context, RedisString, Status};
+
+use crate::config::*;
+use crate::ffi::Ctx;
+
+type Argv = *mut *mut raw::RedisModuleString;
+
+macro_rules! entry {
+    ($fn_name:ident, $name:literal, $handler:path) => {
+        extern "C" fn $fn_name(ctx: Ctx, argv: Argv, argc: c_int) -> c_int {
+            safety::command(ctx, argv, argc, $name, $handler)
+        }
+    };
+}
+
+// RMQ.PUSH q body [ID id] [TAG tag] [KEY key] [HEADER name value]… [DELAY ms | AT unix-ms]
+entry!(rmq_push, "RMQ.PUSH", commands::push);
+// RMQ.FETCH q [COUNT n] [LOCK ms] [BLOCK ms] [CONSUMER name]
+entry!(rmq_fetch, "RMQ.FETCH", commands::fetch);
+// RMQ.ACK q receipt [receipt …]
+entry!(rmq_ack, "RMQ.ACK", commands::ack);
+// RMQ.NACK q receipt [RETRY [DELAY ms] | FAIL | ERROR] [REASON text]
+entry!(rmq_nack, "RMQ.NACK", commands::nack);
+// RMQ.TOUCH q receipt [LOCK ms]
+entry!(rmq_touch, "RMQ.TOUCH", commands::touch);
+// RMQ.RECOVER q [EXPIRED] [FAILED] [ERRORS]
+entry!(rmq_recover, "RMQ.RECOVER", commands::recover);
+// RMQ.STATS q
+entry!(rmq_stats, "RMQ.STATS", commands::stats);
+
+type Handler = extern "C" fn(Ctx, Argv, c_int) -> c_int;
+
+/// name, handler, flags, first key, last key, key step.
+const COMMANDS: &[(&std::ffi::CStr, Handler, &std::ffi::CStr, c_int, c_int, c_int)] = &[
+    (c"rmq.push", rmq_push, c"write deny-oom fast", 1, 1, 1),
+    (c"rmq.fetch", rmq_fetch, c"write", 1, 1, 1),
+    (c"rmq.ack", rmq_ack, c"write fast", 1, 1, 1),
+    (c"rmq.nack", rmq_nack, c"write fast", 1, 1, 1),
+    (c"rmq.touch", rmq_touch, c"write fast", 1, 1, 1),
+    (c"rmq.recover", rmq_recover, c"write", 1, 1, 1),
+    (c"rmq.stats", rmq_stats, c"readonly fast", 1, 1, 1),
+];
+
+fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+    let raw_ctx = ctx.ctx;
+    for (name, handler, flags, first, last, step) in COMMANDS {
+        let ok = unsafe {
+            raw::RedisModule_CreateCommand.unwrap()(raw_ctx, name.as_ptr(), Some(*handler), flags.as_ptr(), *first, *last, *step)
+        };
+        if ok != raw::REDISMODULE_OK as c_int {
+            ctx.log_warning(&format!("rmq: could not register {}", name.to_string_lossy()));
+            return Status::Err;
+        }
+    }
+    registry::subscribe(raw_ctx);
+    unsafe { raw::RedisModule_RegisterInfoFunc.unwrap()(raw_ctx, Some(info::info)) };
+    guard::start(raw_ctx);
+    Status::Ok
+}
+
+fn on_guard_interval_changed() -> Option<Box<dyn Fn(&redis_module::configuration::ConfigurationContext, &str, &'static std::sync::atomic::AtomicI64)>> {
+    Some(Box::new(|_, _, _| guard::rearm()))
+}
+
+/// The largest value any duration setting takes (docs/commands.md: numbers ≤ 10^15).
+const MAX: i64 = 1_000_000_000_000_000;
+
+redis_module! {
+    name: "rmq",
+    version: 1,
+    allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
+    data_types: [],
+    init: init,
+    commands: [],
+    configurations: [
+        i64: [
+            ["lock-ms", &LOCK_MS, 30_000, 1, MAX, ConfigurationFlags::DEFAULT, None],
+            ["guard-interval-ms", &GUARD_INTERVAL_MS, 3_000, 1, 86_400_000, ConfigurationFlags::DEFAULT, on_guard_interval_changed()],
+            ["max-attempts", &MAX_ATTEMPTS, 5, 1, MAX, ConfigurationFlags::DEFAULT, None],
+            ["backoff-ms", &BACKOFF_MS, 1_000, 0, MAX, ConfigurationFlags::DEFAULT, None],
+            ["backoff-max-ms", &BACKOFF_MAX_MS, 3_600_000, 0, MAX, ConfigurationFlags::DEFAULT, None],
+            ["dedup-window-ms", &DEDUP_WINDOW_MS, 3_600_000, 0, MAX, ConfigurationFlags::DEFAULT, None],
+            ["max-fetch-count", &MAX_FETCH_COUNT, 1_000, 1, 1_000_000, ConfigurationFlags::DEFAULT, None],
+        ],
+        string: [],
+        bool: [],
+        enum: [],
+        module_args_as_configuration: true,
+    ]
+}

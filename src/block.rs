@@ -1,0 +1,55 @@
+//! FETCH … BLOCK: the client waits on the queue's ready key, like BLPOP. Whatever makes a
+//! message ready (PUSH, NACK RETRY, RECOVER, the guard) signals that key; Redis then calls
+//! [`on_ready`], which tries the FETCH again and keeps waiting if another consumer was faster.
+
+use std::os::raw::{c_int, c_void};
+
+use redis_module::raw;
+use rmq_core::store::Key;
+
+use crate::commands::{blocked_private, fetch_now, free_blocked, reply_deliveries, Blocked};
+use crate::ffi::{self, reply_null, Ctx, RStr};
+use crate::safety::guarded;
+
+pub fn wait(ctx: Ctx, q: &[u8], timeout_ms: u64, count: u64, lock: Option<u64>, consumer: &[u8]) {
+    let data = Box::new(Blocked { count, lock, consumer: consumer.to_vec() });
+    let key = RStr::new(ctx, &Key::Msg.name(q));
+    let mut keys = [key.ptr];
+    unsafe {
+        raw::RedisModule_BlockClientOnKeys.unwrap()(
+            ctx,
+            Some(on_ready),
+            Some(on_timeout),
+            Some(free_blocked),
+            timeout_ms as i64,
+            keys.as_mut_ptr(),
+            1,
+            Box::into_raw(data) as *mut c_void,
+        );
+    }
+}
+
+/// The ready key was signalled: fetch now, or return ERR to go on waiting.
+extern "C" fn on_ready(ctx: Ctx, argv: *mut *mut raw::RedisModuleString, argc: c_int) -> c_int {
+    let served = guarded(ctx, "FETCH (unblocked)", || {
+        let args = ffi::args(argv, argc);
+        let (Some(b), Some(q)) = (blocked_private(ctx), args.get(1)) else { return Ok(false) };
+        let got = fetch_now(ctx, q, b.count, b.lock, &b.consumer);
+        if got.is_empty() {
+            return Ok(false);
+        }
+        reply_deliveries(ctx, &got);
+        Ok(true)
+    });
+    match served {
+        Some(false) => raw::REDISMODULE_ERR as c_int,
+        _ => raw::REDISMODULE_OK as c_int,
+    }
+}
+
+/// BLOCK ran out: a null reply, as BLPOP gives.
+extern "C" fn on_timeout(ctx: Ctx, _argv: *mut *mut raw::RedisModuleString, _argc: c_int) -> c_int {
+    reply_null(ctx);
+    raw::REDISMODULE_OK as c_int
+}
+

@@ -1,0 +1,174 @@
+//! The native commands: parse (rmq_core::args), run the queue logic (rmq_core::queue) on a
+//! [`RedisStore`], and shape the reply. Replies follow docs/commands.md.
+
+use std::os::raw::c_void;
+
+use redis_module::raw;
+use rmq_core::args::{self, check_queue};
+use rmq_core::queue::{Delivery, Queue};
+use rmq_core::{Error, Result};
+
+use crate::config;
+use crate::ffi::{self, reply_array, reply_bulk, reply_int, reply_map, reply_null, Ctx};
+use crate::registry;
+use crate::store::RedisStore;
+
+/// Checks the arity and the queue name, in that order, and registers the queue for the guard.
+fn queue<'a>(argv: &[&'a [u8]], min_args: usize, name: &'static str) -> Result<&'a [u8]> {
+    if argv.len() < min_args {
+        return Err(Error::WrongArity(name));
+    }
+    check_queue(argv[1])?;
+    Ok(argv[1])
+}
+
+/// RMQ.PUSH q body [ID id] [TAG tag] [KEY key] [HEADER name value]… [DELAY ms | AT unix-ms]
+/// Reply: the id (also for a duplicate within the dedup window); `ERR queue full`.
+pub fn push(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
+    let q = queue(argv, 3, "rmq.push")?;
+    let req = args::push(&argv[2..])?;
+    registry::note(ctx, q);
+    let mut store = RedisStore::new(ctx, q);
+    let outcome = Queue::new(&mut store, &config::node_settings(), ffi::now_ms()).push(&req)?;
+    reply_bulk(ctx, outcome.id());
+    Ok(())
+}
+
+/// RMQ.FETCH q [COUNT n] [LOCK ms] [BLOCK ms] [CONSUMER name]
+/// Reply: an array of message maps, or null; with BLOCK, waits on `msg:{q}`.
+pub fn fetch(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
+    let q = queue(argv, 2, "rmq.fetch")?;
+    let req = args::fetch(&argv[2..], config::max_fetch_count())?;
+    registry::note(ctx, q);
+    let got = fetch_now(ctx, q, req.count, req.lock, req.consumer);
+    if !got.is_empty() {
+        reply_deliveries(ctx, &got);
+        return Ok(());
+    }
+    let in_script = ffi::ctx_flags(ctx) & (raw::REDISMODULE_CTX_FLAGS_MULTI | raw::REDISMODULE_CTX_FLAGS_LUA) != 0;
+    match req.block {
+        Some(ms) if !in_script => {
+            crate::block::wait(ctx, q, ms, req.count, req.lock, req.consumer);
+        }
+        _ => reply_null(ctx),
+    }
+    Ok(())
+}
+
+pub fn fetch_now(ctx: Ctx, q: &[u8], count: u64, lock: Option<u64>, consumer: &[u8]) -> Vec<Delivery> {
+    let mut store = RedisStore::new(ctx, q);
+    Queue::new(&mut store, &config::node_settings(), ffi::now_ms()).fetch(count, lock, consumer)
+}
+
+pub fn reply_deliveries(ctx: Ctx, got: &[Delivery]) {
+    reply_array(ctx, got.len());
+    for d in got {
+        let r = &d.record;
+        reply_map(ctx, 10);
+        reply_bulk(ctx, b"id");
+        reply_bulk(ctx, &r.message_id());
+        reply_bulk(ctx, b"body");
+        reply_bulk(ctx, &r.body);
+        reply_bulk(ctx, b"receipt");
+        reply_bulk(ctx, &d.receipt);
+        reply_bulk(ctx, b"attempt");
+        reply_int(ctx, r.attempt as i64);
+        reply_bulk(ctx, b"tag");
+        reply_bulk(ctx, &r.tag);
+        reply_bulk(ctx, b"key");
+        reply_bulk(ctx, &r.key);
+        reply_bulk(ctx, b"headers");
+        reply_map(ctx, r.headers.len());
+        for (n, v) in &r.headers {
+            reply_bulk(ctx, n);
+            reply_bulk(ctx, v);
+        }
+        reply_bulk(ctx, b"created");
+        reply_int(ctx, r.created as i64);
+        reply_bulk(ctx, b"offset");
+        reply_int(ctx, r.offset as i64);
+        reply_bulk(ctx, b"deadline");
+        reply_int(ctx, d.deadline as i64);
+    }
+}
+
+/// RMQ.ACK q receipt [receipt …]
+/// Reply: how many receipts were current (stale ones count 0).
+pub fn ack(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
+    let q = queue(argv, 3, "rmq.ack")?;
+    let receipts = args::ack(&argv[2..])?;
+    let mut store = RedisStore::new(ctx, q);
+    let n = Queue::new(&mut store, &config::node_settings(), ffi::now_ms()).ack(&receipts);
+    reply_int(ctx, n as i64);
+    Ok(())
+}
+
+/// RMQ.NACK q receipt [RETRY [DELAY ms] | FAIL | ERROR] [REASON text]
+/// Reply: 1, or 0 for a stale receipt.
+pub fn nack(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
+    let q = queue(argv, 3, "rmq.nack")?;
+    let req = args::nack(&argv[2..])?;
+    let mut store = RedisStore::new(ctx, q);
+    let done = Queue::new(&mut store, &config::node_settings(), ffi::now_ms()).nack(req.receipt, req.action, req.reason);
+    reply_int(ctx, done as i64);
+    Ok(())
+}
+
+/// RMQ.TOUCH q receipt [LOCK ms]
+/// Reply: the new deadline (unix ms), or 0 for a stale receipt.
+pub fn touch(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
+    let q = queue(argv, 3, "rmq.touch")?;
+    let req = args::touch(&argv[2..])?;
+    let mut store = RedisStore::new(ctx, q);
+    let deadline = Queue::new(&mut store, &config::node_settings(), ffi::now_ms()).touch(req.receipt, req.lock);
+    reply_int(ctx, deadline.unwrap_or(0) as i64);
+    Ok(())
+}
+
+/// RMQ.RECOVER q [EXPIRED] [FAILED] [ERRORS]
+/// Reply: `[expired, failed, errors]`, how many were taken from each.
+pub fn recover(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
+    let q = queue(argv, 2, "rmq.recover")?;
+    let what = args::recover(&argv[2..])?;
+    let mut store = RedisStore::new(ctx, q);
+    let counts = Queue::new(&mut store, &config::node_settings(), ffi::now_ms()).recover(what);
+    reply_array(ctx, 3);
+    for c in counts {
+        reply_int(ctx, c as i64);
+    }
+    Ok(())
+}
+
+/// RMQ.STATS q
+/// Reply: a map of `ready delayed inflight failed errors pushed acked retried dead errored
+/// dups offset oldest_ready_ms`.
+pub fn stats(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
+    let q = queue(argv, 2, "rmq.stats")?;
+    args::nothing(&argv[2..])?;
+    let mut store = RedisStore::new(ctx, q);
+    let fields = Queue::new(&mut store, &config::node_settings(), ffi::now_ms()).stats();
+    reply_map(ctx, fields.len());
+    for (name, v) in fields {
+        reply_bulk(ctx, name.as_bytes());
+        reply_int(ctx, v as i64);
+    }
+    Ok(())
+}
+
+/// The private data of a blocked FETCH.
+pub struct Blocked {
+    pub count: u64,
+    pub lock: Option<u64>,
+    pub consumer: Vec<u8>,
+}
+
+pub fn blocked_private(ctx: Ctx) -> Option<&'static Blocked> {
+    let p = unsafe { raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx) } as *const Blocked;
+    unsafe { p.as_ref() }
+}
+
+pub extern "C" fn free_blocked(_ctx: Ctx, p: *mut c_void) {
+    if !p.is_null() {
+        let _ = std::panic::catch_unwind(|| drop(unsafe { Box::from_raw(p as *mut Blocked) }));
+    }
+}

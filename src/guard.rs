@@ -1,0 +1,153 @@
+//! The guard: a timer inside Redis that, with no client alive, brings back in-flight messages
+//! whose lock ran out, promotes due delayed messages (waking blocked FETCHes) and trims the
+//! dedup windows. Primary only. Its work per tick is bounded by a time budget; when work is
+//! left, the next tick comes 1 ms later, so Redis serves other clients in between.
+
+use std::os::raw::c_void;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redis_module::{raw, Context, RedisValue};
+use rmq_core::queue::Queue;
+
+use crate::config;
+use crate::ffi::{self, Ctx};
+use crate::registry::{self, QueueRef, MESSAGE_KEYS};
+use crate::safety::quietly;
+use crate::store::RedisStore;
+
+/// Work per tick stops once this much time is spent (checked between batches).
+const TICK_BUDGET: Duration = Duration::from_millis(2);
+/// Messages moved per batch (of each kind) between two budget checks.
+const BATCH: usize = 128;
+/// The pause before carrying on when a tick ran out of budget.
+const CARRY_ON_MS: i64 = 1;
+
+pub static RUNS: AtomicU64 = AtomicU64::new(0);
+pub static RECLAIMED: AtomicU64 = AtomicU64::new(0);
+pub static PROMOTED: AtomicU64 = AtomicU64::new(0);
+pub static LAST_US: AtomicU64 = AtomicU64::new(0);
+pub static EVICTION_POLICY_OK: AtomicBool = AtomicBool::new(true);
+
+/// A context that outlives OnLoad, for arming the timer from config callbacks.
+static MODULE_CTX: AtomicPtr<raw::RedisModuleCtx> = AtomicPtr::new(std::ptr::null_mut());
+static TIMER: Mutex<Option<raw::RedisModuleTimerID>> = Mutex::new(None);
+/// The queue the last tick stopped in, so that the next one carries on there.
+static CURSOR: Mutex<Option<QueueRef>> = Mutex::new(None);
+
+/// The long-lived module context (null before the module has loaded).
+pub fn module_ctx() -> Ctx {
+    MODULE_CTX.load(Ordering::Relaxed)
+}
+
+pub fn start(ctx: Ctx) {
+    let detached = unsafe { raw::RedisModule_GetDetachedThreadSafeContext.unwrap()(ctx) };
+    MODULE_CTX.store(detached, Ordering::Relaxed);
+    check_eviction_policy(ctx);
+    arm(config::guard_interval_ms() as i64);
+}
+
+fn arm(ms: i64) {
+    let ctx = MODULE_CTX.load(Ordering::Relaxed);
+    if ctx.is_null() {
+        return;
+    }
+    let id = unsafe { raw::RedisModule_CreateTimer.unwrap()(ctx, ms, Some(tick), std::ptr::null_mut()) };
+    *TIMER.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+}
+
+/// `CONFIG SET rmq.guard-interval-ms` takes effect at once.
+pub fn rearm() {
+    let ctx = MODULE_CTX.load(Ordering::Relaxed);
+    if ctx.is_null() {
+        return; // still loading: start() arms with the loaded value
+    }
+    if let Some(id) = TIMER.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        unsafe { raw::RedisModule_StopTimer.unwrap()(ctx, id, std::ptr::null_mut()) };
+    }
+    arm(config::guard_interval_ms() as i64);
+}
+
+extern "C" fn tick(ctx: Ctx, _data: *mut c_void) {
+    let mut next = config::guard_interval_ms() as i64;
+    quietly(ctx, "guard", || {
+        let flags = ffi::ctx_flags(ctx);
+        let primary = flags & raw::REDISMODULE_CTX_FLAGS_MASTER != 0;
+        let loading = flags & raw::REDISMODULE_CTX_FLAGS_LOADING != 0;
+        if !primary || loading {
+            return;
+        }
+        let carried_on = CURSOR.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        if !carried_on {
+            check_eviction_policy(ctx);
+        }
+        if run(ctx) {
+            next = CARRY_ON_MS;
+        }
+    });
+    arm(next);
+}
+
+/// One tick over the queues; true when the budget ran out with work left.
+fn run(ctx: Ctx) -> bool {
+    let started = Instant::now();
+    let cursor = CURSOR.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let now = ffi::now_ms();
+    let node = config::node_settings();
+    let mut left = false;
+    for qref in registry::snapshot_from(cursor.as_ref()) {
+        unsafe { raw::RedisModule_SelectDb.unwrap()(ctx, qref.0) };
+        let mut store = RedisStore::new(ctx, &qref.1);
+        if !MESSAGE_KEYS.iter().any(|k| rmq_core::store::Store::exists(&mut store, *k)) {
+            drop(store);
+            registry::forget(&qref);
+            continue;
+        }
+        let mut queue = Queue::new(&mut store, &node, now);
+        loop {
+            let moved = queue.guard(BATCH);
+            RECLAIMED.fetch_add(moved.reclaimed, Ordering::Relaxed);
+            PROMOTED.fetch_add(moved.promoted, Ordering::Relaxed);
+            if !moved.more {
+                break;
+            }
+            if started.elapsed() >= TICK_BUDGET {
+                left = true;
+                break;
+            }
+        }
+        if left || started.elapsed() >= TICK_BUDGET {
+            // Carry on from this queue (it may have more) at the next tick.
+            *CURSOR.lock().unwrap_or_else(|e| e.into_inner()) = Some(qref.clone());
+            left = true;
+            break;
+        }
+    }
+    RUNS.fetch_add(1, Ordering::Relaxed);
+    LAST_US.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    left
+}
+
+/// Logs a warning when `maxmemory-policy` would let Redis evict queue keys.
+fn check_eviction_policy(ctx: Ctx) {
+    let context = Context::new(ctx);
+    let policy = match context.call("CONFIG", &["GET", "maxmemory-policy"]) {
+        Ok(RedisValue::Array(v)) => match v.get(1) {
+            Some(RedisValue::SimpleString(s)) => s.clone(),
+            Some(RedisValue::BulkString(s)) => s.clone(),
+            Some(RedisValue::StringBuffer(b)) => String::from_utf8_lossy(b).into_owned(),
+            _ => return,
+        },
+        _ => return,
+    };
+    let ok = policy == "noeviction";
+    let was = EVICTION_POLICY_OK.swap(ok, Ordering::Relaxed);
+    if !ok && (was || RUNS.load(Ordering::Relaxed) == 0) {
+        ffi::log(
+            ctx,
+            c"warning",
+            &format!("rmq: maxmemory-policy is '{policy}': Redis may evict queue keys and lose messages; set it to noeviction"),
+        );
+    }
+}
