@@ -4,6 +4,8 @@
 //! the wait is bounded); the server is killed when the handle drops.
 #![allow(dead_code)]
 
+pub mod values;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

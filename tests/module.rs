@@ -1,0 +1,545 @@
+//! The module's own behaviour, against a real redis-server with librmq.so loaded: fencing,
+//! the guard, BLOCK, replication, AOF crash recovery, hostile input, and the guard's stalls.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::values::*;
+use common::{Server, ServerOptions};
+use redis::{Connection, Value};
+
+fn module() -> Server {
+    Server::start(ServerOptions::module())
+}
+
+fn rmq(c: &mut Connection, cmd: &str, q: &str, args: &[&str]) -> redis::RedisResult<Value> {
+    let mut x = redis::cmd(cmd);
+    x.arg(q);
+    for a in args {
+        x.arg(*a);
+    }
+    x.query(c)
+}
+
+fn ok(c: &mut Connection, cmd: &str, q: &str, args: &[&str]) -> Value {
+    rmq(c, cmd, q, args).unwrap_or_else(|e| panic!("{cmd} {q} {args:?}: {e}"))
+}
+
+fn err(c: &mut Connection, cmd: &str, q: &str, args: &[&str]) -> String {
+    match rmq(c, cmd, q, args) {
+        Err(e) => error_line(&e),
+        Ok(v) => panic!("{cmd} {q} {args:?} should fail, got {v:?}"),
+    }
+}
+
+fn fetch_one(c: &mut Connection, q: &str, args: &[&str]) -> BTreeMap<String, Value> {
+    let got = messages(&ok(c, "RMQ.FETCH", q, args));
+    assert_eq!(got.len(), 1, "expected one message, got {got:?}");
+    got.into_iter().next().unwrap()
+}
+
+fn stats(c: &mut Connection, q: &str) -> BTreeMap<String, i64> {
+    map(&ok(c, "RMQ.STATS", q, &[])).into_iter().map(|(k, v)| (k, int(&v))).collect()
+}
+
+/// Polls `f` until it holds, for at most `limit`.
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f()
+}
+
+fn llen(c: &mut Connection, key: &str) -> i64 {
+    redis::cmd("LLEN").arg(key).query(c).unwrap()
+}
+
+#[test]
+fn push_fetch_ack_round_trip_with_every_field() {
+    let s = module();
+    let mut c = s.conn();
+    let id = text(&ok(&mut c, "RMQ.PUSH", "jobs", &["hello", "TAG", "email", "KEY", "user:1", "HEADER", "trace", "abc"]));
+    let m = fetch_one(&mut c, "jobs", &["LOCK", "5000", "CONSUMER", "w1"]);
+    assert_eq!(field(&m, "id"), id);
+    assert_eq!(field(&m, "body"), "hello");
+    assert_eq!(field(&m, "tag"), "email");
+    assert_eq!(field(&m, "key"), "user:1");
+    assert_eq!(map(&m["headers"]).get("trace").map(text), Some("abc".into()));
+    assert_eq!(field_int(&m, "attempt"), 1);
+    assert_eq!(field_int(&m, "offset"), 1);
+    let created = field_int(&m, "created");
+    assert_eq!(id, format!("{created}-1"), "server-made ids are <created>-<offset>");
+    assert!(field_int(&m, "deadline") >= created + 5000);
+    assert_eq!(int(&ok(&mut c, "RMQ.ACK", "jobs", &[&field(&m, "receipt")])), 1);
+    let st = stats(&mut c, "jobs");
+    assert_eq!((st["ready"], st["inflight"], st["pushed"], st["acked"]), (0, 0, 1, 1));
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    assert_eq!(keys, vec!["st:{jobs}".to_string()], "an acked message leaves nothing behind");
+}
+
+#[test]
+fn stale_receipt_cannot_ack_nack_or_touch_after_redelivery() {
+    let s = module();
+    let mut c = s.conn();
+    ok(&mut c, "RMQ.PUSH", "q", &["job"]);
+    let first = fetch_one(&mut c, "q", &["LOCK", "50"]);
+    std::thread::sleep(Duration::from_millis(80));
+    let second = fetch_one(&mut c, "q", &["LOCK", "10000"]);
+    assert_eq!(field(&first, "id"), field(&second, "id"));
+    assert_eq!(field_int(&second, "attempt"), 2);
+    let stale = field(&first, "receipt");
+    assert_ne!(stale, field(&second, "receipt"));
+    assert_eq!(int(&ok(&mut c, "RMQ.ACK", "q", &[&stale])), 0);
+    assert_eq!(int(&ok(&mut c, "RMQ.NACK", "q", &[&stale, "FAIL"])), 0);
+    assert_eq!(int(&ok(&mut c, "RMQ.TOUCH", "q", &[&stale])), 0);
+    assert_eq!(int(&ok(&mut c, "RMQ.ACK", "q", &["garbage receipt"])), 0, "malformed receipts are stale, not errors");
+    assert_eq!(stats(&mut c, "q")["inflight"], 1, "the stale receipt changed nothing");
+    assert_eq!(int(&ok(&mut c, "RMQ.ACK", "q", &[&field(&second, "receipt")])), 1);
+}
+
+#[test]
+fn receipt_stays_current_after_expiry_until_reclaimed() {
+    let s = module();
+    let mut c = s.conn();
+    ok(&mut c, "RMQ.PUSH", "q", &["job"]);
+    let m = fetch_one(&mut c, "q", &["LOCK", "20"]);
+    std::thread::sleep(Duration::from_millis(50));
+    // Nobody reclaimed it yet (the guard runs every 3 s): the late consumer may still ACK.
+    assert_eq!(int(&ok(&mut c, "RMQ.ACK", "q", &[&field(&m, "receipt")])), 1);
+}
+
+#[test]
+fn touch_extends_the_lock_and_keeps_the_message_from_others() {
+    let s = module();
+    let mut c = s.conn();
+    ok(&mut c, "RMQ.PUSH", "q", &["job"]);
+    let m = fetch_one(&mut c, "q", &["LOCK", "100"]);
+    let deadline = int(&ok(&mut c, "RMQ.TOUCH", "q", &[&field(&m, "receipt"), "LOCK", "60000"]));
+    assert!(deadline >= field_int(&m, "deadline") + 59_000);
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(ok(&mut c, "RMQ.FETCH", "q", &[]), Value::Nil, "a touched message is not handed out again");
+}
+
+#[test]
+fn vanished_consumer_message_is_back_after_lock_and_guard_with_no_client_call() {
+    let s = Server::start(ServerOptions::module().arg("guard-interval-ms", "100"));
+    let mut c = s.conn();
+    ok(&mut c, "RMQ.PUSH", "q", &["job"]);
+    fetch_one(&mut c, "q", &["LOCK", "200"]);
+    // From here on only plain reads: the guard alone must bring the message back.
+    assert_eq!(llen(&mut c, "msg:{q}"), 0);
+    assert!(eventually(Duration::from_secs(5), || llen(&mut c, "msg:{q}") == 1), "the guard never reclaimed it");
+    let info: String = redis::cmd("INFO").arg("rmq").query(&mut c).unwrap();
+    assert!(info.contains("rmq_guard_reclaimed:1"), "{info}");
+}
+
+#[test]
+fn lock_expiry_at_max_attempts_sends_the_message_to_failed() {
+    let s = Server::start(ServerOptions::module().arg("max-attempts", "2").arg("guard-interval-ms", "50"));
+    let mut c = s.conn();
+    ok(&mut c, "RMQ.PUSH", "q", &["poison"]);
+    for _ in 0..2 {
+        fetch_one(&mut c, "q", &["LOCK", "30"]);
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    assert!(eventually(Duration::from_secs(3), || llen(&mut c, "fai:{q}") == 1));
+    let st = stats(&mut c, "q");
+    assert_eq!((st["ready"], st["inflight"], st["failed"], st["dead"]), (0, 0, 1, 1));
+    // RECOVER FAILED puts it back with its attempts reset.
+    assert_eq!(array(&ok(&mut c, "RMQ.RECOVER", "q", &["FAILED"])).iter().map(int).collect::<Vec<_>>(), vec![0, 1, 0]);
+    assert_eq!(field_int(&fetch_one(&mut c, "q", &[]), "attempt"), 1);
+}
+
+#[test]
+fn nack_retries_with_backoff_then_fails_at_max_attempts() {
+    let s = Server::start(ServerOptions::module().arg("max-attempts", "3").arg("backoff-ms", "40").arg("guard-interval-ms", "20"));
+    let mut c = s.conn();
+    ok(&mut c, "RMQ.PUSH", "q", &["job"]);
+    let m = fetch_one(&mut c, "q", &[]);
+    assert_eq!(int(&ok(&mut c, "RMQ.NACK", "q", &[&field(&m, "receipt"), "REASON", "flaky"])), 1);
+    let st = stats(&mut c, "q");
+    assert_eq!((st["delayed"], st["retried"]), (1, 1), "backoff 40 ms after attempt 1");
+    assert_eq!(ok(&mut c, "RMQ.FETCH", "q", &[]), Value::Nil);
+    std::thread::sleep(Duration::from_millis(60));
+    let m = fetch_one(&mut c, "q", &[]);
+    assert_eq!(field_int(&m, "attempt"), 2);
+    ok(&mut c, "RMQ.NACK", "q", &[&field(&m, "receipt"), "RETRY", "DELAY", "0"]);
+    let m = fetch_one(&mut c, "q", &[]);
+    assert_eq!(field_int(&m, "attempt"), 3);
+    ok(&mut c, "RMQ.NACK", "q", &[&field(&m, "receipt")]);
+    let st = stats(&mut c, "q");
+    assert_eq!((st["failed"], st["dead"], st["retried"]), (1, 1, 2));
+}
+
+#[test]
+fn block_is_woken_by_push() {
+    let s = module();
+    let mut waiter = s.conn();
+    let url = s.url();
+    let pusher = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let _: String = redis::cmd("RMQ.PUSH").arg("q").arg("wake").query(&mut c).unwrap();
+    });
+    let started = Instant::now();
+    let m = fetch_one(&mut waiter, "q", &["BLOCK", "10000"]);
+    assert_eq!(field(&m, "body"), "wake");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    pusher.join().unwrap();
+}
+
+#[test]
+fn block_is_woken_by_nack_retry() {
+    let s = Server::start(ServerOptions::module().arg("backoff-ms", "0"));
+    let mut c = s.conn();
+    ok(&mut c, "RMQ.PUSH", "q", &["job"]);
+    let m = fetch_one(&mut c, "q", &[]);
+    let url = s.url();
+    let receipt = field(&m, "receipt");
+    let nacker = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let n: i64 = redis::cmd("RMQ.NACK").arg("q").arg(receipt).query(&mut c).unwrap();
+        assert_eq!(n, 1);
+    });
+    let mut waiter = s.conn();
+    let m = fetch_one(&mut waiter, "q", &["BLOCK", "10000"]);
+    assert_eq!(field_int(&m, "attempt"), 2);
+    nacker.join().unwrap();
+}
+
+#[test]
+fn block_is_woken_by_the_guard_reclaiming_an_expired_lock() {
+    let s = Server::start(ServerOptions::module().arg("guard-interval-ms", "50"));
+    let mut c = s.conn();
+    ok(&mut c, "RMQ.PUSH", "q", &["job"]);
+    fetch_one(&mut c, "q", &["LOCK", "200"]);
+    let m = fetch_one(&mut c, "q", &["BLOCK", "10000"]);
+    assert_eq!(field_int(&m, "attempt"), 2);
+}
+
+#[test]
+fn block_is_woken_by_a_delayed_message_coming_due() {
+    let s = Server::start(ServerOptions::module().arg("guard-interval-ms", "50"));
+    let mut c = s.conn();
+    ok(&mut c, "RMQ.PUSH", "q", &["later", "DELAY", "200"]);
+    let m = fetch_one(&mut c, "q", &["BLOCK", "10000"]);
+    assert_eq!(field(&m, "body"), "later");
+}
+
+#[test]
+fn block_timeout_returns_null() {
+    let s = module();
+    let mut c = s.conn();
+    let started = Instant::now();
+    assert_eq!(ok(&mut c, "RMQ.FETCH", "q", &["BLOCK", "200"]), Value::Nil);
+    assert!(started.elapsed() >= Duration::from_millis(190));
+}
+
+#[test]
+fn block_inside_multi_answers_at_once() {
+    let s = module();
+    let mut c = s.conn();
+    let started = Instant::now();
+    let (v,): (Value,) = redis::pipe().atomic().cmd("RMQ.FETCH").arg("q").arg("BLOCK").arg("0").query(&mut c).unwrap();
+    assert_eq!(v, Value::Nil);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn bad_input_is_refused_with_an_error_naming_the_argument_and_changes_nothing() {
+    let s = module();
+    let mut c = s.conn();
+    assert_eq!(err(&mut c, "RMQ.PUSH", "a{b}", &["x"]), "ERR invalid queue name");
+    assert!(err(&mut c, "RMQ.FETCH", "q", &["LOCK", "0"]).contains("LOCK must be a positive integer of milliseconds"));
+    assert!(err(&mut c, "RMQ.FETCH", "q", &["COUNT", "1001"]).contains("COUNT must not exceed max-fetch-count (1000)"));
+    assert!(err(&mut c, "RMQ.PUSH", "q", &["x", "DELAY", "1", "AT", "5"]).contains("DELAY and AT cannot be used together"));
+    assert!(err(&mut c, "RMQ.PUSH", "q", &["x", "FOO"]).contains("syntax error near 'FOO'"));
+    assert!(err(&mut c, "RMQ.NACK", "q", &["r", "FAIL", "ERROR"]).contains("RETRY, FAIL and ERROR cannot be used together"));
+    assert!(err(&mut c, "RMQ.PUSH", "q", &[]).contains("wrong number of arguments for 'rmq.push' command"));
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    assert!(keys.is_empty(), "refused commands wrote {keys:?}");
+}
+
+#[test]
+fn dedup_window_drops_a_resent_id() {
+    let s = module();
+    let mut c = s.conn();
+    assert_eq!(text(&ok(&mut c, "RMQ.PUSH", "q", &["a", "ID", "order-1"])), "order-1");
+    assert_eq!(text(&ok(&mut c, "RMQ.PUSH", "q", &["a", "ID", "order-1"])), "order-1");
+    let m = fetch_one(&mut c, "q", &[]);
+    ok(&mut c, "RMQ.ACK", "q", &[&field(&m, "receipt")]);
+    // Even after the ACK, a re-send within the window is dropped.
+    ok(&mut c, "RMQ.PUSH", "q", &["a", "ID", "order-1"]);
+    let st = stats(&mut c, "q");
+    assert_eq!((st["pushed"], st["dups"], st["ready"]), (1, 2, 0));
+}
+
+#[test]
+fn ordered_queue_hands_out_one_at_a_time_and_retries_hold_the_line() {
+    let s = Server::start(ServerOptions::module().arg("backoff-ms", "0"));
+    let mut c = s.conn();
+    let _: () = redis::cmd("HSET").arg("cfg:{o}").arg("ordered").arg("1").query(&mut c).unwrap();
+    for b in ["1", "2", "3"] {
+        ok(&mut c, "RMQ.PUSH", "o", &[b]);
+    }
+    let got = messages(&ok(&mut c, "RMQ.FETCH", "o", &["COUNT", "3"]));
+    assert_eq!(got.len(), 1);
+    assert_eq!(ok(&mut c, "RMQ.FETCH", "o", &[]), Value::Nil, "nothing while one is in flight");
+    ok(&mut c, "RMQ.NACK", "o", &[&field(&got[0], "receipt")]);
+    let again = fetch_one(&mut c, "o", &[]);
+    assert_eq!(field(&again, "body"), "1", "a retried message goes to the front");
+    ok(&mut c, "RMQ.ACK", "o", &[&field(&again, "receipt")]);
+    assert_eq!(field(&fetch_one(&mut c, "o", &[]), "body"), "2");
+}
+
+/// Every key with its full content, scores included, for comparing two servers.
+fn dump_keys(c: &mut Connection) -> BTreeMap<String, String> {
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(c).unwrap();
+    let mut out = BTreeMap::new();
+    for k in keys {
+        let t: String = redis::cmd("TYPE").arg(&k).query(c).unwrap();
+        let v: Value = match t.as_str() {
+            "list" => redis::cmd("LRANGE").arg(&k).arg(0).arg(-1).query(c).unwrap(),
+            "zset" => redis::cmd("ZRANGE").arg(&k).arg(0).arg(-1).arg("WITHSCORES").query(c).unwrap(),
+            "hash" => {
+                let mut h: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL").arg(&k).query(c).unwrap();
+                h.sort();
+                redis::Value::Array(h.into_iter().flat_map(|(a, b)| [Value::BulkString(a), Value::BulkString(b)]).collect())
+            }
+            "stream" => redis::cmd("XRANGE").arg(&k).arg("-").arg("+").query(c).unwrap(),
+            other => panic!("unexpected type {other} of {k}"),
+        };
+        out.insert(k, format!("{v:?}"));
+    }
+    out
+}
+
+#[test]
+fn replica_holds_identical_keys_and_takes_over_with_the_same_receipts() {
+    let primary = Server::start(ServerOptions::module().arg("guard-interval-ms", "50").arg("backoff-ms", "30"));
+    let replica = Server::start(ServerOptions::module().conf("replicaof", &format!("127.0.0.1 {}", primary.port)));
+    let mut p = primary.conn();
+    let mut r = replica.conn();
+    assert!(eventually(Duration::from_secs(10), || {
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut r).unwrap();
+        info.contains("master_link_status:up")
+    }));
+    let _: () = redis::cmd("HSET").arg("cfg:{mix}").arg("log").arg("1").query(&mut p).unwrap();
+    for i in 0..60 {
+        let body = format!("m{i}");
+        let mut args = vec![body.as_str()];
+        let id = format!("id-{i}");
+        if i % 3 == 0 {
+            args.extend(["ID", &id]);
+        }
+        if i % 7 == 0 {
+            args.extend(["DELAY", "40"]);
+        }
+        ok(&mut p, "RMQ.PUSH", "mix", &args);
+    }
+    let got = messages(&ok(&mut p, "RMQ.FETCH", "mix", &["COUNT", "30", "LOCK", "60"]));
+    for (i, m) in got.iter().enumerate() {
+        let rc = field(m, "receipt");
+        match i % 5 {
+            0 => drop(ok(&mut p, "RMQ.ACK", "mix", &[&rc])),
+            1 => drop(ok(&mut p, "RMQ.NACK", "mix", &[&rc])),
+            2 => drop(ok(&mut p, "RMQ.NACK", "mix", &[&rc, "FAIL", "REASON", "bad"])),
+            3 => drop(ok(&mut p, "RMQ.NACK", "mix", &[&rc, "ERROR"])),
+            _ => drop(ok(&mut p, "RMQ.TOUCH", "mix", &[&rc, "LOCK", "60000"])),
+        }
+    }
+    // Let the guard reclaim and promote on the primary, then fetch some more with a long lock.
+    std::thread::sleep(Duration::from_millis(250));
+    ok(&mut p, "RMQ.RECOVER", "mix", &["ERRORS"]);
+    let held = messages(&ok(&mut p, "RMQ.FETCH", "mix", &["COUNT", "5", "LOCK", "600000"]));
+    assert!(!held.is_empty());
+    let _: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut p).unwrap();
+    let want = dump_keys(&mut p);
+    assert!(want.contains_key("bak:{mix}") && want.contains_key("log:{mix}"), "{want:?}");
+    assert!(eventually(Duration::from_secs(5), || dump_keys(&mut r) == want), "replica differs:\nprimary {want:#?}\nreplica {:#?}", dump_keys(&mut r));
+    // Fail over: the replica becomes primary and honours a receipt the old primary gave.
+    drop(primary);
+    let _: () = redis::cmd("REPLICAOF").arg("NO").arg("ONE").query(&mut r).unwrap();
+    assert_eq!(int(&ok(&mut r, "RMQ.ACK", "mix", &[&field(&held[0], "receipt")])), 1);
+}
+
+#[test]
+fn aof_after_kill9_keeps_every_unacked_message_and_holds_no_rmq_command() {
+    let mut s = Server::start(ServerOptions::module().conf("appendonly", "yes").conf("appendfsync", "always"));
+    let mut c = s.conn();
+    let n = 2000;
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.cmd("RMQ.PUSH").arg("q").arg(format!("body-{i}")).arg("ID").arg(format!("m{i}"));
+    }
+    let _: Vec<String> = pipe.query(&mut c).unwrap();
+    let mut acked = BTreeSet::new();
+    let mut inflight = BTreeSet::new();
+    for _ in 0..10 {
+        for m in messages(&ok(&mut c, "RMQ.FETCH", "q", &["COUNT", "100", "LOCK", "600000"])) {
+            let id = field(&m, "id");
+            if acked.len() < 600 {
+                assert_eq!(int(&ok(&mut c, "RMQ.ACK", "q", &[&field(&m, "receipt")])), 1);
+                acked.insert(id);
+            } else {
+                inflight.insert(id);
+            }
+        }
+    }
+    s.kill9();
+    s.restart();
+    let mut c = s.conn();
+    let ready: Vec<Vec<u8>> = redis::cmd("LRANGE").arg("msg:{q}").arg(0).arg(-1).query(&mut c).unwrap();
+    assert_eq!(ready.len(), n - 1000);
+    let st = stats(&mut c, "q");
+    assert_eq!((st["ready"], st["inflight"], st["acked"], st["pushed"]), ((n - 1000) as i64, 400, 600, n as i64));
+    // Every in-flight receipt still works after the restart.
+    let receipts: Vec<String> = redis::cmd("ZRANGE").arg("bak:{q}").arg(0).arg(-1).query(&mut c).unwrap();
+    assert_eq!(receipts.len(), inflight.len());
+    // Drain what is ready: no acked id comes back, every unacked one does.
+    let mut seen = BTreeSet::new();
+    loop {
+        let got = messages(&ok(&mut c, "RMQ.FETCH", "q", &["COUNT", "500"]));
+        if got.is_empty() {
+            break;
+        }
+        for m in got {
+            seen.insert(field(&m, "id"));
+        }
+    }
+    assert!(seen.is_disjoint(&acked), "an acked message came back");
+    assert_eq!(seen.len() + inflight.len() + acked.len(), n);
+    // The AOF holds only plain commands.
+    let mut aof = Vec::new();
+    for e in std::fs::read_dir(s.dir.path().join("appendonlydir")).unwrap() {
+        aof.extend(std::fs::read(e.unwrap().path()).unwrap());
+    }
+    assert!(!aof.is_empty());
+    assert!(!aof.windows(4).any(|w| w.eq_ignore_ascii_case(b"RMQ.")), "the AOF holds an RMQ.* command");
+}
+
+#[test]
+fn aof_kill9_mid_workload_loses_no_acknowledged_push() {
+    let mut s = Server::start(ServerOptions::module().conf("appendonly", "yes").conf("appendfsync", "always"));
+    let url = s.url();
+    // A producer pushes as fast as it can and remembers every push Redis acknowledged.
+    let producer = std::thread::spawn(move || {
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let mut stored = Vec::new();
+        for i in 0.. {
+            let r: redis::RedisResult<String> = redis::cmd("RMQ.PUSH").arg("q").arg("b").arg("ID").arg(format!("p{i}")).query(&mut c);
+            match r {
+                Ok(id) => stored.push(id),
+                Err(_) => break,
+            }
+        }
+        stored
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    s.kill9();
+    let stored = producer.join().unwrap();
+    assert!(stored.len() > 10, "the producer barely ran");
+    s.restart();
+    let mut c = s.conn();
+    let ready: i64 = llen(&mut c, "msg:{q}");
+    // Every acknowledged push is there; at most the one in the air when Redis died is extra.
+    assert!(ready as usize >= stored.len() && ready as usize <= stored.len() + 1, "{ready} ready, {} acknowledged", stored.len());
+    let last: Vec<u8> = redis::cmd("LINDEX").arg("msg:{q}").arg(stored.len() as i64 - 1).query(&mut c).unwrap();
+    assert!(!last.is_empty());
+}
+
+#[test]
+fn seeded_random_and_malformed_commands_never_take_redis_down() {
+    use rand::{Rng, SeedableRng};
+    let mut s = Server::start(ServerOptions::module().arg("guard-interval-ms", "10"));
+    let mut c = s.conn();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed);
+    let commands = ["RMQ.PUSH", "RMQ.FETCH", "RMQ.ACK", "RMQ.NACK", "RMQ.TOUCH", "RMQ.RECOVER", "RMQ.STATS"];
+    let words: &[&[u8]] = &[
+        b"COUNT", b"LOCK", b"BLOCK", b"CONSUMER", b"ID", b"TAG", b"KEY", b"HEADER", b"DELAY", b"AT", b"RETRY", b"FAIL",
+        b"ERROR", b"REASON", b"EXPIRED", b"FAILED", b"ERRORS", b"0", b"1", b"5", b"-1", b"1e3", b"99999999999999999999",
+        b"1000000000000000", b"", b" ", b"{q}", b"\x00\xff", b"q", b"1-1", b"2-1", b"x", b"count",
+    ];
+    let mut receipts: Vec<Vec<u8>> = Vec::new();
+    let (mut errors, mut replies) = (0, 0);
+    for _ in 0..4000 {
+        let cmd = commands[rng.gen_range(0..commands.len())];
+        let mut x = redis::cmd(cmd);
+        if rng.gen_bool(0.9) {
+            x.arg(if rng.gen_bool(0.9) { &b"q"[..] } else { words[rng.gen_range(0..words.len())] });
+        }
+        for _ in 0..rng.gen_range(0..6) {
+            if rng.gen_bool(0.3) && !receipts.is_empty() {
+                x.arg(receipts[rng.gen_range(0..receipts.len())].clone());
+            } else if rng.gen_bool(0.1) {
+                let junk: Vec<u8> = (0..rng.gen_range(0..40)).map(|_| rng.gen()).collect();
+                x.arg(junk);
+            } else {
+                x.arg(words[rng.gen_range(0..words.len())]);
+            }
+        }
+        match x.query::<Value>(&mut c) {
+            Ok(v) => {
+                replies += 1;
+                if cmd == "RMQ.FETCH" {
+                    for m in messages(&v) {
+                        receipts.push(bytes(&m["receipt"]));
+                    }
+                }
+            }
+            Err(e) => {
+                errors += 1;
+                assert!(error_line(&e).starts_with("ERR "), "not a clean error reply: {e:?}");
+                assert!(!error_line(&e).contains("panic"), "{e:?}");
+            }
+        }
+    }
+    assert!(s.alive(), "redis-server died");
+    assert!(errors > 100 && replies > 100, "the mix was not mixed: {errors} errors, {replies} replies");
+    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
+    assert!(!s.log().contains("internal error"), "a command panicked: {}", s.log());
+}
+
+#[test]
+fn guard_reclaiming_200k_expired_messages_never_stalls_a_ping_for_long() {
+    let s = Server::start(ServerOptions::module().arg("guard-interval-ms", "3600000"));
+    let mut c = s.conn();
+    let n = 200_000;
+    for chunk in 0..(n / 10_000) {
+        let mut pipe = redis::pipe();
+        for i in 0..10_000 {
+            pipe.cmd("RMQ.PUSH").arg("big").arg(format!("{}", chunk * 10_000 + i)).ignore();
+        }
+        let _: () = pipe.query(&mut c).unwrap();
+    }
+    let mut pipe = redis::pipe();
+    for _ in 0..(n / 1000) {
+        pipe.cmd("RMQ.FETCH").arg("big").arg("COUNT").arg(1000).arg("LOCK").arg(1500).ignore();
+    }
+    let _: () = pipe.query(&mut c).unwrap();
+    assert_eq!(stats(&mut c, "big")["inflight"], n as i64);
+    std::thread::sleep(Duration::from_millis(1600));
+    // Every lock has run out. Start the guard and ping from another connection meanwhile.
+    let mut pinger = s.conn();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("rmq.guard-interval-ms").arg("5").query(&mut c).unwrap();
+    let mut worst = Duration::ZERO;
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let t = Instant::now();
+        let _: String = redis::cmd("PING").query(&mut pinger).unwrap();
+        worst = worst.max(t.elapsed());
+        if llen(&mut pinger, "msg:{big}") == n as i64 {
+            break;
+        }
+        assert!(Instant::now() < end, "the guard did not reclaim everything within a minute");
+    }
+    assert!(worst < Duration::from_millis(50), "a PING waited {worst:?} while the guard worked");
+}
