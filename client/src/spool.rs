@@ -456,6 +456,19 @@ impl Spool {
         Ok(())
     }
 
+    /// True when some segment holds bytes (a cheap look: sizes only).
+    pub fn has_data(&self) -> io::Result<bool> {
+        for n in self.segments()? {
+            match fs::metadata(self.seg_path(n)) {
+                Ok(m) if m.len() > self.read_pos(n) => return Ok(true),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
     /// Reads what the spool holds. It changes nothing.
     pub fn status(&self) -> io::Result<SpoolStatus> {
         let mut st = SpoolStatus::default();
