@@ -272,6 +272,17 @@ local function decode(bytes)
     return rec
 end
 
+-- For the write paths: a stored value that is not a record is never dropped; it goes to
+-- errors as the body of a record with error "corrupt record", and nil is returned.
+local function decode_or_quarantine(k, now, bytes)
+    local ok, rec = pcall(decode, bytes)
+    if ok then
+        return rec
+    end
+    redis.call('RPUSH', k.err, encode({ '', bytes, '', '', {}, now, 0, 0, 0, 'corrupt record', '' }))
+    return nil
+end
+
 local function message_id(rec)
     if rec[ID] ~= '' then
         return rec[ID]
@@ -341,9 +352,15 @@ local function release_hold(k, rec)
     return false
 end
 
--- Appends (or, front = true, prepends) records to ready.
+-- Appends (or, front = true, prepends) a record to ready.
 local function to_ready(k, rec, front)
     call(front and 'LPUSH' or 'RPUSH', k.msg, encode(rec))
+end
+
+-- A delivered message going back to ready: the back of the line, or the front in an
+-- ordered queue, so that order holds.
+local function ready_again(k, s, rec)
+    to_ready(k, rec, s['ordered'] == 1)
 end
 
 local function to_failed(k, rec, reason)
@@ -352,8 +369,8 @@ local function to_failed(k, rec, reason)
     call('RPUSH', k.fai, encode(rec))
 end
 
--- Takes an in-flight delivery out of bak/inf; gives its record or nil when stale.
-local function take_inflight(k, receipt)
+-- Takes an in-flight delivery out of bak/inf; gives its record, or nil when stale.
+local function take_inflight(k, now, receipt)
     if call('ZREM', k.bak, receipt) == 0 then
         return nil
     end
@@ -362,13 +379,16 @@ local function take_inflight(k, receipt)
     if not bytes then
         return nil
     end
-    local rec = decode(bytes)
-    rec[CONSUMER] = ''
+    local rec = decode_or_quarantine(k, now, bytes)
+    if rec then
+        rec[CONSUMER] = ''
+    end
     return rec
 end
 
--- Due delayed messages to ready (at most `limit`). The held message goes to the front.
-local function promote(k, now, limit)
+-- Due delayed messages to ready (at most `limit`), in due order. A retry (attempt > 0) is
+-- a delivered message coming back (the front in an ordered queue); a DELAY push is new.
+local function promote(k, s, now, limit)
     local due = call('ZRANGEBYSCORE', k.dly, '-inf', dec(now), 'LIMIT', 0, limit)
     if #due == 0 then
         return 0
@@ -376,12 +396,16 @@ local function promote(k, now, limit)
     local hold = hold_of(k)
     for _, bytes in ipairs(due) do
         call('ZREM', k.dly, bytes)
-        local rec = decode(bytes)
-        if hold ~= nil and rec[OFFSET] == hold then
-            call('HDEL', k.st, 'hold')
-            call('LPUSH', k.msg, bytes)
-        else
-            call('RPUSH', k.msg, bytes)
+        local rec = decode_or_quarantine(k, now, bytes)
+        if rec then
+            if hold ~= nil and rec[OFFSET] == hold then
+                call('HDEL', k.st, 'hold')
+            end
+            if rec[ATTEMPT] > 0 then
+                ready_again(k, s, rec)
+            else
+                call('RPUSH', k.msg, bytes)
+            end
         end
     end
     return #due
@@ -396,28 +420,18 @@ local function reclaim(k, s, now, limit)
     else
         expired = call('ZRANGEBYSCORE', k.bak, '-inf', dec(now))
     end
-    local front = {}
     for _, receipt in ipairs(expired) do
-        local rec = take_inflight(k, receipt)
+        local rec = take_inflight(k, now, receipt)
         if rec then
             if rec[ATTEMPT] >= s['max-attempts'] then
                 to_failed(k, rec, 'max attempts (lock expired)')
                 bump(k, 'dead')
                 log_event(k, s, now, 'fail', rec)
             else
-                if s['ordered'] == 1 then
-                    front[#front + 1] = rec
-                else
-                    to_ready(k, rec, false)
-                end
+                ready_again(k, s, rec)
                 log_event(k, s, now, 'reclaim', rec)
             end
         end
-    end
-    -- Lowest offset ends up first.
-    table.sort(front, function(a, b) return a[OFFSET] > b[OFFSET] end)
-    for _, rec in ipairs(front) do
-        to_ready(k, rec, true)
     end
     return #expired
 end
@@ -529,6 +543,10 @@ function commands.push(q, args)
     local window = s['dedup-window-ms']
 
     if id ~= nil and window > 0 then
+        local old = call('ZRANGEBYSCORE', k.dup, '-inf', dec(now - window), 'LIMIT', 0, DEDUP_TRIM)
+        for _, member in ipairs(old) do
+            call('ZREM', k.dup, member)
+        end
         local seen_at = tonumber(call('ZSCORE', k.dup, id) or '')
         if seen_at ~= nil and seen_at > now - window then
             bump(k, 'dups')
@@ -551,14 +569,8 @@ function commands.push(q, args)
     else
         to_ready(k, rec, false)
     end
-    if id ~= nil then
-        local old = call('ZRANGEBYSCORE', k.dup, '-inf', dec(now - window), 'LIMIT', 0, DEDUP_TRIM)
-        for _, member in ipairs(old) do
-            call('ZREM', k.dup, member)
-        end
-        if window > 0 then
-            call('ZADD', k.dup, dec(now), id)
-        end
+    if id ~= nil and window > 0 then
+        call('ZADD', k.dup, dec(now), id)
     end
     log_event(k, s, now, 'push', rec)
     return message_id(rec)
@@ -596,7 +608,7 @@ function commands.fetch(q, args)
     local k = keys_of(q)
     local s = settings(k)
     local now = clock()
-    promote(k, now, BATCH)
+    promote(k, s, now, BATCH)
     reclaim(k, s, now, BATCH)
 
     count = count or 1
@@ -613,17 +625,22 @@ function commands.fetch(q, args)
     local deadline = now + (lock or s['lock-ms'])
     local out = {}
     for _, raw in ipairs(popped) do
-        local rec = decode(raw)
-        rec[ATTEMPT] = rec[ATTEMPT] + 1
-        rec[DELIVERIES] = rec[DELIVERIES] + 1
-        rec[CONSUMER] = consumer or ''
-        local receipt = receipt_of(rec)
-        call('ZADD', k.bak, dec(deadline), receipt)
-        call('HSET', k.inf, receipt, encode(rec))
-        local m = message_fields(rec)
-        m.receipt = receipt
-        m.deadline = deadline
-        out[#out + 1] = { map = m }
+        local rec = decode_or_quarantine(k, now, raw)
+        if rec then
+            rec[ATTEMPT] = rec[ATTEMPT] + 1
+            rec[DELIVERIES] = rec[DELIVERIES] + 1
+            rec[CONSUMER] = consumer or ''
+            local receipt = receipt_of(rec)
+            call('ZADD', k.bak, dec(deadline), receipt)
+            call('HSET', k.inf, receipt, encode(rec))
+            local m = message_fields(rec)
+            m.receipt = receipt
+            m.deadline = deadline
+            out[#out + 1] = { map = m }
+        end
+    end
+    if #out == 0 then
+        return false
     end
     return out
 end
@@ -639,10 +656,17 @@ function commands.ack(q, args)
     local now = clock()
     local n = 0
     for _, receipt in ipairs(args) do
-        local rec = take_inflight(k, receipt)
-        if rec then
-            n = n + 1
-            log_event(k, s, now, 'ack', rec)
+        if s['log'] ~= 1 then
+            if call('ZREM', k.bak, receipt) == 1 then
+                call('HDEL', k.inf, receipt)
+                n = n + 1
+            end
+        else
+            local rec = take_inflight(k, now, receipt)
+            if rec then
+                n = n + 1
+                log_event(k, s, now, 'ack', rec)
+            end
         end
     end
     if n > 0 then
@@ -689,7 +713,7 @@ function commands.nack(q, args)
     local k = keys_of(q)
     local s = settings(k)
     local now = clock()
-    local rec = take_inflight(k, receipt)
+    local rec = take_inflight(k, now, receipt)
     if rec == nil then
         return 0
     end
@@ -711,14 +735,13 @@ function commands.nack(q, args)
             rec[ERROR] = reason
         end
         local wait = delay or backoff(s, rec[ATTEMPT])
-        local ordered = s['ordered'] == 1
         if wait > 0 then
             call('ZADD', k.dly, dec(now + wait), encode(rec))
-            if ordered then
+            if s['ordered'] == 1 then
                 call('HSET', k.st, 'hold', dec(rec[OFFSET]))
             end
         else
-            to_ready(k, rec, ordered)
+            ready_again(k, s, rec)
         end
         bump(k, 'retried')
         log_event(k, s, now, 'retry', rec)
@@ -757,20 +780,29 @@ function commands.touch(q, args)
 end
 
 -- Moves every record of a failed/errors list back to ready, attempt 0, error cleared.
+-- A value that is not a record goes to (the back of) errors as it is; in errors itself
+-- that ends the pass, so it is not met again.
 local function recover_list(k, s, now, key)
-    local all = call('LRANGE', key, 0, -1)
-    if #all == 0 then
-        return 0
+    local n = 0
+    while true do
+        local raw = call('LPOP', key)
+        if not raw then
+            return n
+        end
+        n = n + 1
+        local ok, rec = pcall(decode, raw)
+        if not ok then
+            call('RPUSH', k.err, raw)
+            if key == k.err then
+                return n
+            end
+        else
+            rec[ATTEMPT] = 0
+            rec[ERROR] = ''
+            to_ready(k, rec, false)
+            log_event(k, s, now, 'recover', rec)
+        end
     end
-    call('DEL', key)
-    for _, raw in ipairs(all) do
-        local rec = decode(raw)
-        rec[ATTEMPT] = 0
-        rec[ERROR] = ''
-        to_ready(k, rec, false)
-        log_event(k, s, now, 'recover', rec)
-    end
-    return #all
 end
 
 -- RMQ.RECOVER q [EXPIRED] [FAILED] [ERRORS]
@@ -817,7 +849,10 @@ function commands.stats(q, args)
     end
     local first = call('LINDEX', k.msg, 0)
     if first then
-        m.oldest_ready_ms = math.max(0, now - decode(first)[CREATED])
+        local ok, rec = pcall(decode, first)
+        if ok then
+            m.oldest_ready_ms = math.max(0, now - rec[CREATED])
+        end
     end
     return { map = m }
 end
@@ -945,8 +980,9 @@ end
 
 -- RMQ.REQUEUE q id [id …]
 -- Keys: dly fai err msg st cfg log. Reply: how many messages went back to ready.
--- Delayed, then failed, then errored ones, each in its order, to the back of ready
--- (a held retry of an ordered queue to the front); failed/errored get attempt 0, no error.
+-- Delayed, then failed, then errored ones, each in its order, to the back of ready (a
+-- delayed retry of an ordered queue to the front, as promotion does); failed/errored ones
+-- start again at attempt 0 with no error.
 function commands.requeue(q, args)
     local ids = id_set(args, 'requeue')
     local k = keys_of(q)
@@ -962,16 +998,17 @@ function commands.requeue(q, args)
         end)
         for _, h in ipairs(hits) do
             local rec, raw = h[1], h[2]
-            local front = false
             if state == 'delayed' then
                 call('ZREM', k.dly, raw)
-                front = release_hold(k, rec) and s['ordered'] == 1
+                release_hold(k, rec)
+                -- As promotion does: a retry waiting out its backoff is a delivered message.
+                to_ready(k, rec, rec[ATTEMPT] > 0 and s['ordered'] == 1)
             else
                 call('LREM', state == 'failed' and k.fai or k.err, 1, raw)
                 rec[ATTEMPT] = 0
                 rec[ERROR] = ''
+                to_ready(k, rec, false)
             end
-            to_ready(k, rec, front)
             n = n + 1
             log_event(k, s, now, 'requeue', rec)
         end

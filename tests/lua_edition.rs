@@ -61,13 +61,6 @@ impl Ctx {
         }
     }
 
-    fn err_b(&mut self, name: &str, q: &str, args: &[&[u8]]) -> String {
-        match self.try_b(name, q, args) {
-            Ok(v) => panic!("{name} {q} should have failed, gave {v:?}"),
-            Err(e) => err_text(&e),
-        }
-    }
-
     fn push(&mut self, q: &str, body: &str, args: &[&str]) -> String {
         let mut a = vec![body];
         a.extend_from_slice(args);
@@ -1542,6 +1535,24 @@ fn records_written_by_hand_are_read(ed: Edition) {
     assert_eq!(t.push("q", "next", &[]).split_once('-').unwrap().1, "8");
 }
 
+fn undecodable_records_are_quarantined_to_errors(ed: Edition) {
+    let mut t = Ctx::new(ed);
+    let _: i64 = t.redis(&["RPUSH", "msg:{q}", "\u{1}garbage"]);
+    t.push("q", "good", &[]);
+    assert_eq!(t.stat("q", "oldest_ready_ms"), 0, "STATS reads past it");
+    let before = t.now();
+    assert_eq!(bodies(&t.fetch("q", &["COUNT", "2"])), vec!["good"]);
+    let e = t.peek("q", &["ERRORS"]);
+    assert_eq!(e.len(), 1);
+    assert_eq!((e[0].b("body"), e[0].s("error"), e[0].i("offset")), (b"\x01garbage".to_vec(), "corrupt record".into(), 0));
+    let created = e[0].i("created") as u64;
+    assert!(created as i64 >= before && created as i64 <= t.now());
+    assert_eq!(raw(&mut t, &["LINDEX", "err:{q}", "0"]), record(b"", b"\x01garbage", b"", b"", &[], created, 0, 0, 0, b"corrupt record", b""));
+    // RECOVER ERRORS brings it back to ready as a record; FETCH then hands out the bytes.
+    assert_eq!(ints(&t.run("recover", "q", &["ERRORS"])), vec![0, 0, 1]);
+    assert_eq!(t.fetch1("q", &[]).b("body"), b"\x01garbage");
+}
+
 // ------------------------------------------------------------------------------------
 // Lua edition only
 // ------------------------------------------------------------------------------------
@@ -1566,9 +1577,8 @@ fn internal_faults_are_not_tracebacks(ed: Edition) {
     let mut t = Ctx::new(ed);
     let _: () = t.redis(&["SET", "msg:{q}", "not a list"]);
     assert_eq!(t.err("fetch", "q", &[]), "ERR internal error");
-    let _: () = t.redis(&["DEL", "msg:{q}"]);
-    let _: i64 = t.redis(&["RPUSH", "msg:{q}", "\u{1}garbage"]);
-    assert_eq!(t.err("peek", "q", &[]), "ERR internal error");
+    let _: i64 = t.redis(&["RPUSH", "fai:{q}", "\u{1}garbage"]);
+    assert_eq!(t.err("peek", "q", &["FAILED"]), "ERR internal error");
     assert!(t.server.log().contains("rmq: rmq_peek internal error"));
 }
 
@@ -1655,6 +1665,7 @@ run_on!(lua, super::Edition::Lua;
     resp3_replies_are_maps,
     stored_record_bytes_match_storage_md,
     records_written_by_hand_are_read,
+    undecodable_records_are_quarantined_to_errors,
     // The Lua edition's own rules.
     key_count_must_be_one,
     internal_faults_are_not_tracebacks,
