@@ -155,6 +155,22 @@ pub fn stats(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     Ok(())
 }
 
+/// A command served by the Lua core: `rmq_<name>(keys = {q}, args)`, or no key for QUEUES.
+/// Whatever it moved to ready wakes blocked FETCHes.
+pub fn lua_command(ctx: Ctx, argv: &[&[u8]], function: &str, name: &'static str) -> Result<()> {
+    if function == "rmq_queues" {
+        return crate::lua::run(ctx, function, &[], &argv[1..]);
+    }
+    let q = queue(argv, 2, name)?;
+    registry::note(ctx, q);
+    crate::lua::run(ctx, function, &[q], &argv[2..])?;
+    if matches!(function, "rmq_requeue" | "rmq_replay") {
+        let key = ffi::RStr::new(ctx, &rmq_core::store::Key::Msg.name(q));
+        unsafe { raw::RedisModule_SignalKeyAsReady.unwrap()(ctx, key.ptr) };
+    }
+    Ok(())
+}
+
 /// The private data of a blocked FETCH.
 pub struct Blocked {
     pub count: u64,

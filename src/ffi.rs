@@ -63,24 +63,6 @@ impl OpenKey {
         let ptr = unsafe { raw::RedisModule_OpenKey.unwrap()(ctx, name.ptr, mode as c_int) };
         OpenKey { ptr }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.ptr.is_null() || unsafe { raw::RedisModule_KeyType.unwrap()(self.ptr) } == raw::REDISMODULE_KEYTYPE_EMPTY as c_int
-    }
-
-    pub fn key_type(&self) -> c_int {
-        if self.ptr.is_null() {
-            return raw::REDISMODULE_KEYTYPE_EMPTY as c_int;
-        }
-        unsafe { raw::RedisModule_KeyType.unwrap()(self.ptr) }
-    }
-
-    pub fn len(&self) -> u64 {
-        if self.is_empty() {
-            return 0;
-        }
-        unsafe { raw::RedisModule_ValueLength.unwrap()(self.ptr) as u64 }
-    }
 }
 
 impl Drop for OpenKey {
@@ -130,10 +112,6 @@ pub fn reply_int(ctx: Ctx, n: i64) {
 
 pub fn reply_null(ctx: Ctx) {
     unsafe { raw::RedisModule_ReplyWithNull.unwrap()(ctx) };
-}
-
-pub fn reply_ok(ctx: Ctx) {
-    unsafe { raw::RedisModule_ReplyWithSimpleString.unwrap()(ctx, c"OK".as_ptr()) };
 }
 
 /// `msg` is the whole error line, `ERR …`.

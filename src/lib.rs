@@ -2,7 +2,8 @@
 //!
 //! This file is the table of contents: every command with its syntax, the module's settings,
 //! and what starts at load. The logic lives in `rmq-core` (no FFI there); the glue is here:
-//! - `commands`: native hot path (PUSH FETCH ACK NACK TOUCH) plus RECOVER and STATS
+//! - `commands`: native hot path (PUSH FETCH ACK NACK TOUCH) plus RECOVER and STATS; the
+//!   other commands run lua/rmq.lua through `lua` (mlua), the Lua edition itself
 //! - `block`: FETCH … BLOCK on the ready key
 //! - `guard`: the timer that reclaims expired locks and promotes due messages
 //! - `store`: the queue logic's `Store` on Redis keys, replicating effects as plain commands
@@ -15,6 +16,8 @@ mod config;
 mod ffi;
 mod guard;
 mod info;
+mod lua;
+mod msgpack_lua;
 mod registry;
 mod safety;
 mod store;
@@ -52,6 +55,34 @@ entry!(rmq_recover, "RMQ.RECOVER", commands::recover);
 // RMQ.STATS q
 entry!(rmq_stats, "RMQ.STATS", commands::stats);
 
+/// A command served by lua/rmq.lua's `rmq_<name>` through the module's Lua core.
+macro_rules! lua_entry {
+    ($fn_name:ident, $name:literal, $function:literal, $cmd:literal) => {
+        extern "C" fn $fn_name(ctx: Ctx, argv: Argv, argc: c_int) -> c_int {
+            safety::command(ctx, argv, argc, $name, |ctx, args| commands::lua_command(ctx, args, $function, $cmd))
+        }
+    };
+}
+
+// RMQ.PEEK q [READY|DELAYED|INFLIGHT|FAILED|ERRORS] [START n] [COUNT n]
+lua_entry!(rmq_peek, "RMQ.PEEK", "rmq_peek", "rmq.peek");
+// RMQ.GET q id
+lua_entry!(rmq_get, "RMQ.GET", "rmq_get", "rmq.get");
+// RMQ.DEL q id [id …]
+lua_entry!(rmq_del, "RMQ.DEL", "rmq_del", "rmq.del");
+// RMQ.REQUEUE q id [id …]
+lua_entry!(rmq_requeue, "RMQ.REQUEUE", "rmq_requeue", "rmq.requeue");
+// RMQ.PURGE q READY|DELAYED|INFLIGHT|FAILED|ERRORS|ALL
+lua_entry!(rmq_purge, "RMQ.PURGE", "rmq_purge", "rmq.purge");
+// RMQ.CONFIG q GET [name] | RMQ.CONFIG q SET name value [name value …]
+lua_entry!(rmq_config, "RMQ.CONFIG", "rmq_config", "rmq.config");
+// RMQ.QUEUES
+lua_entry!(rmq_queues, "RMQ.QUEUES", "rmq_queues", "rmq.queues");
+// RMQ.LOG q [FROM offset] [COUNT n]
+lua_entry!(rmq_log, "RMQ.LOG", "rmq_log", "rmq.log");
+// RMQ.REPLAY q FROM offset [TO offset]
+lua_entry!(rmq_replay, "RMQ.REPLAY", "rmq_replay", "rmq.replay");
+
 type Handler = extern "C" fn(Ctx, Argv, c_int) -> c_int;
 
 /// name, handler, flags, first key, last key, key step.
@@ -63,6 +94,15 @@ const COMMANDS: &[(&std::ffi::CStr, Handler, &std::ffi::CStr, c_int, c_int, c_in
     (c"rmq.touch", rmq_touch, c"write fast", 1, 1, 1),
     (c"rmq.recover", rmq_recover, c"write", 1, 1, 1),
     (c"rmq.stats", rmq_stats, c"readonly fast", 1, 1, 1),
+    (c"rmq.peek", rmq_peek, c"readonly", 1, 1, 1),
+    (c"rmq.get", rmq_get, c"readonly", 1, 1, 1),
+    (c"rmq.del", rmq_del, c"write", 1, 1, 1),
+    (c"rmq.requeue", rmq_requeue, c"write", 1, 1, 1),
+    (c"rmq.purge", rmq_purge, c"write", 1, 1, 1),
+    (c"rmq.config", rmq_config, c"write", 1, 1, 1),
+    (c"rmq.queues", rmq_queues, c"readonly", 0, 0, 0),
+    (c"rmq.log", rmq_log, c"readonly", 1, 1, 1),
+    (c"rmq.replay", rmq_replay, c"write deny-oom", 1, 1, 1),
 ];
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {

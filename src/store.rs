@@ -10,7 +10,7 @@ use std::os::raw::c_int;
 use redis_module::raw;
 use rmq_core::store::{Key, Store};
 
-use crate::ffi::{bytes_of, Ctx, OpenKey, RStr, NULL_STR};
+use crate::ffi::{Ctx, OpenKey, RStr, NULL_STR};
 
 const KEYS: usize = Key::ALL.len();
 
@@ -37,10 +37,6 @@ macro_rules! replicate {
 impl<'q> RedisStore<'q> {
     pub fn new(ctx: Ctx, queue: &'q [u8]) -> Self {
         RedisStore { ctx, queue, names: Default::default(), keys: Default::default(), ready_signal: false }
-    }
-
-    pub fn queue(&self) -> &[u8] {
-        self.queue
     }
 
     pub fn name(&mut self, k: Key) -> *mut raw::RedisModuleString {
@@ -279,9 +275,4 @@ impl Store for RedisStore<'_> {
             }
         }
     }
-}
-
-/// The bytes of a key name as a slice, for the registry.
-pub fn key_bytes<'a>(s: *const raw::RedisModuleString) -> &'a [u8] {
-    bytes_of(s)
 }

@@ -1,0 +1,283 @@
+//! The Lua core inside the module: lua/rmq.lua (the Lua edition itself) runs through mlua for
+//! the commands that are not on the hot path, so their logic is written once.
+//!
+//! The bridge gives the script what Redis's own Lua gives it: `redis.call` / `redis.pcall`
+//! (through RM_Call with `!`, so every write replicates as the plain command it is, just as
+//! effects replication does for functions), `redis.error_reply`, `redis.status_reply`,
+//! `redis.log`, `cmsgpack`, Redis's reply conversion rules, and an instruction budget so a
+//! runaway script cannot hang Redis. A Lua fault becomes `ERR internal error` (logged), never
+//! a traceback.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+
+use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
+use redis_module::raw;
+use rmq_core::settings::NAMES;
+use rmq_core::{Error, Result};
+
+use crate::config;
+use crate::ffi::{self, reply_array, reply_bulk, reply_int, reply_map, reply_null, Ctx, RStr};
+
+const SOURCE: &str = include_str!("../lua/rmq.lua");
+/// Instructions one command may run (counted in steps of [`HOOK_STEP`]).
+const INSTRUCTION_BUDGET: u64 = 500_000_000;
+const HOOK_STEP: u32 = 10_000;
+
+struct Core {
+    lua: Lua,
+    functions: HashMap<String, Function>,
+}
+
+thread_local! {
+    // Redis runs commands on one thread: one Lua state, created at first use.
+    static CORE: RefCell<Option<Core>> = const { RefCell::new(None) };
+    static CURRENT: Cell<Ctx> = const { Cell::new(std::ptr::null_mut()) };
+    static SPENT: Cell<u64> = const { Cell::new(0) };
+}
+
+fn setup() -> mlua::Result<Core> {
+    let lua = Lua::new_with(StdLib::TABLE | StdLib::STRING | StdLib::MATH, LuaOptions::default())?;
+    crate::msgpack_lua::install(&lua)?;
+    let registered: Table = lua.create_table()?;
+    let redis = lua.create_table()?;
+    {
+        let registered = registered.clone();
+        redis.set(
+            "register_function",
+            lua.create_function(move |_, (a, b): (Value, Option<Function>)| {
+                let (name, f) = match (a, b) {
+                    (Value::Table(def), _) => (def.get::<String>("function_name")?, def.get::<Function>("callback")?),
+                    (Value::String(name), Some(f)) => (name.to_str()?.to_string(), f),
+                    _ => return Err(mlua::Error::runtime("register_function: bad arguments")),
+                };
+                registered.set(name, f)
+            })?,
+        )?;
+    }
+    redis.set("__call", lua.create_function(redis_call)?)?;
+    redis.set(
+        "error_reply",
+        lua.create_function(|lua, s: mlua::LuaString| {
+            let t = lua.create_table()?;
+            t.set("err", s)?;
+            Ok(t)
+        })?,
+    )?;
+    redis.set(
+        "status_reply",
+        lua.create_function(|lua, s: mlua::LuaString| {
+            let t = lua.create_table()?;
+            t.set("ok", s)?;
+            Ok(t)
+        })?,
+    )?;
+    redis.set(
+        "log",
+        lua.create_function(|_, (_level, msg): (Value, mlua::LuaString)| {
+            ffi::log(CURRENT.with(|c| c.get()), c"warning", &msg.to_string_lossy());
+            Ok(())
+        })?,
+    )?;
+    for (i, name) in ["LOG_DEBUG", "LOG_VERBOSE", "LOG_NOTICE", "LOG_WARNING"].iter().enumerate() {
+        redis.set(*name, i)?;
+    }
+    // The node's settings (CONFIG SET rmq.*), which the Lua edition replaces by SPEC defaults.
+    redis.set(
+        "rmq_node_defaults",
+        lua.create_function(|lua, ()| {
+            let node = config::node_settings();
+            let t = lua.create_table()?;
+            for name in NAMES {
+                t.set(name, node.get(name) as f64)?;
+            }
+            t.set("max-fetch-count", config::max_fetch_count() as f64)?;
+            Ok(t)
+        })?,
+    )?;
+    lua.globals().set("redis", redis)?;
+    // redis.call raises the error reply as Lua error value, as Redis does; pcall returns it.
+    lua.load(
+        r#"
+        local raw = redis.__call
+        redis.pcall = raw
+        redis.call = function(...)
+            local r = raw(...)
+            if type(r) == 'table' and r.err then error(r, 2) end
+            return r
+        end
+        "#,
+    )
+    .set_name("rmq-bridge")
+    .exec()?;
+    // The library's first line (`#!lua name=rmq`) is Redis's header, not Lua.
+    let body = SOURCE.strip_prefix("#!").map_or(SOURCE.to_string(), |rest| format!("--{rest}"));
+    lua.load(&body).set_name("rmq.lua").exec()?;
+    let mut functions = HashMap::new();
+    for pair in registered.pairs::<String, Function>() {
+        let (name, f) = pair?;
+        functions.insert(name, f);
+    }
+    lua.set_hook(HookTriggers::new().every_nth_instruction(HOOK_STEP), |_lua, _debug| {
+        let spent = SPENT.with(|s| {
+            s.set(s.get() + HOOK_STEP as u64);
+            s.get()
+        });
+        if spent > INSTRUCTION_BUDGET {
+            return Err(mlua::Error::runtime("rmq: script ran past its instruction budget"));
+        }
+        Ok(VmState::Continue)
+    })?;
+    Ok(Core { lua, functions })
+}
+
+/// A Lua value as a command argument, as Redis's Lua converts it.
+fn arg_bytes(v: &Value) -> mlua::Result<Vec<u8>> {
+    Ok(match v {
+        Value::String(s) => s.as_bytes().to_vec(),
+        Value::Integer(i) => i.to_string().into_bytes(),
+        Value::Number(n) if *n == n.trunc() && n.abs() < 1e17 => format!("{}", *n as i64).into_bytes(),
+        Value::Number(n) => format!("{n}").into_bytes(),
+        _ => return Err(mlua::Error::runtime("Lua redis lib command arguments must be strings or integers")),
+    })
+}
+
+/// `redis.pcall`: runs a command through RM_Call and converts the reply for Lua.
+fn redis_call(lua: &Lua, args: MultiValue) -> mlua::Result<Value> {
+    let ctx = CURRENT.with(|c| c.get());
+    if ctx.is_null() {
+        return Err(mlua::Error::runtime("redis.call outside a command"));
+    }
+    let mut it = args.iter();
+    let name = arg_bytes(it.next().ok_or_else(|| mlua::Error::runtime("Please specify at least one argument for this redis lib call"))?)?;
+    let rest: Vec<RStr> = it.map(|v| arg_bytes(v).map(|b| RStr::new(ctx, &b))).collect::<mlua::Result<_>>()?;
+    let mut ptrs: Vec<*mut raw::RedisModuleString> = rest.iter().map(|s| s.ptr).collect();
+    let cname = std::ffi::CString::new(name).map_err(|_| mlua::Error::runtime("bad command name"))?;
+    let reply = unsafe { raw::RedisModule_Call.unwrap()(ctx, cname.as_ptr(), c"!v".as_ptr(), ptrs.as_mut_ptr(), ptrs.len()) };
+    if reply.is_null() {
+        let t = lua.create_table()?;
+        t.set("err", "ERR unknown command or wrong number of arguments, or a key outside this node")?;
+        return Ok(Value::Table(t));
+    }
+    let v = convert_reply(lua, reply);
+    unsafe { raw::RedisModule_FreeCallReply.unwrap()(reply) };
+    v
+}
+
+fn convert_reply(lua: &Lua, r: *mut raw::RedisModuleCallReply) -> mlua::Result<Value> {
+    let t = unsafe { raw::RedisModule_CallReplyType.unwrap()(r) };
+    let bytes = || {
+        let mut len = 0usize;
+        let p = unsafe { raw::RedisModule_CallReplyStringPtr.unwrap()(r, &mut len) };
+        if p.is_null() {
+            Vec::new()
+        } else {
+            unsafe { std::slice::from_raw_parts(p as *const u8, len) }.to_vec()
+        }
+    };
+    Ok(match t as isize {
+        x if x == raw::REDISMODULE_REPLY_STRING => Value::String(lua.create_string(bytes())?),
+        x if x == raw::REDISMODULE_REPLY_INTEGER => {
+            Value::Number(unsafe { raw::RedisModule_CallReplyInteger.unwrap()(r) } as f64)
+        }
+        x if x == raw::REDISMODULE_REPLY_ERROR => {
+            let t = lua.create_table()?;
+            t.set("err", lua.create_string(bytes())?)?;
+            Value::Table(t)
+        }
+        x if x == raw::REDISMODULE_REPLY_ARRAY => {
+            let n = unsafe { raw::RedisModule_CallReplyLength.unwrap()(r) };
+            let t = lua.create_table_with_capacity(n, 0)?;
+            for i in 0..n {
+                let e = unsafe { raw::RedisModule_CallReplyArrayElement.unwrap()(r, i) };
+                t.raw_set(i + 1, convert_reply(lua, e)?)?;
+            }
+            Value::Table(t)
+        }
+        _ => Value::Boolean(false),
+    })
+}
+
+/// Writes a Lua value as the reply, by Redis's rules for scripts.
+fn reply_value(ctx: Ctx, v: &Value) -> mlua::Result<()> {
+    match v {
+        Value::Nil | Value::Boolean(false) => reply_null(ctx),
+        Value::Boolean(true) => reply_int(ctx, 1),
+        Value::Integer(i) => reply_int(ctx, *i as i64),
+        Value::Number(n) => reply_int(ctx, *n as i64),
+        Value::String(s) => reply_bulk(ctx, &s.as_bytes()),
+        Value::Table(t) => {
+            if let Some(err) = t.raw_get::<Option<mlua::LuaString>>("err")? {
+                ffi::reply_error(ctx, &err.to_string_lossy());
+            } else if let Some(ok) = t.raw_get::<Option<mlua::LuaString>>("ok")? {
+                unsafe {
+                    let c = std::ffi::CString::new(ok.as_bytes().to_vec()).unwrap_or_default();
+                    raw::RedisModule_ReplyWithSimpleString.unwrap()(ctx, c.as_ptr());
+                }
+            } else if let Some(map) = t.raw_get::<Option<Table>>("map")? {
+                let pairs: Vec<(Value, Value)> = map.pairs::<Value, Value>().collect::<mlua::Result<_>>()?;
+                reply_map(ctx, pairs.len());
+                for (k, v) in &pairs {
+                    reply_value(ctx, k)?;
+                    reply_value(ctx, v)?;
+                }
+            } else {
+                // An array stops at the first nil, as in Redis.
+                let mut items = Vec::new();
+                for i in 1.. {
+                    match t.raw_get::<Value>(i)? {
+                        Value::Nil => break,
+                        v => items.push(v),
+                    }
+                }
+                reply_array(ctx, items.len());
+                for v in &items {
+                    reply_value(ctx, v)?;
+                }
+            }
+        }
+        _ => reply_null(ctx),
+    }
+    Ok(())
+}
+
+/// Runs `rmq_<name>` of lua/rmq.lua with the command's key and arguments, and replies.
+pub fn run(ctx: Ctx, function: &str, keys: &[&[u8]], args: &[&[u8]]) -> Result<()> {
+    // Clone the handles out of the RefCell before calling: the call may re-enter (RM_Call of
+    // another RMQ command) and must not find the cell borrowed.
+    let (lua, f) = CORE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            match setup() {
+                Ok(core) => *slot = Some(core),
+                Err(e) => {
+                    ffi::log(ctx, c"warning", &format!("rmq: the Lua core did not load: {e}"));
+                    return None;
+                }
+            }
+        }
+        let core = slot.as_ref()?;
+        Some((core.lua.clone(), core.functions.get(function)?.clone()))
+    })
+    .ok_or(Error::Internal)?;
+    let to_table = |items: &[&[u8]]| -> mlua::Result<Table> {
+        let t = lua.create_table_with_capacity(items.len(), 0)?;
+        for (i, b) in items.iter().enumerate() {
+            t.raw_set(i + 1, lua.create_string(b)?)?;
+        }
+        Ok(t)
+    };
+    let previous = CURRENT.with(|c| c.replace(ctx));
+    SPENT.with(|s| s.set(0));
+    let result = (|| -> mlua::Result<Value> { f.call::<Value>((to_table(keys)?, to_table(args)?)) })();
+    CURRENT.with(|c| c.set(previous));
+    match result.and_then(|v| reply_value(ctx, &v)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            ffi::log(ctx, c"warning", &format!("rmq: {function} failed in Lua: {e}"));
+            Err(Error::Internal)
+        }
+    }
+}
+
