@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::client::{Client, Fetch, NackKind};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::message::Message;
 
 /// Why a handler did not succeed.
@@ -204,8 +204,10 @@ impl Worker {
         let sem = Arc::new(Semaphore::new(ctx.cfg.concurrency));
         let mut tasks: JoinSet<()> = JoinSet::new();
         tokio::pin!(stop);
+        let mut stopped = false;
         let mut pause = Duration::from_millis(50);
-        'fetching: loop {
+        let mut poll = ctx.client.config().poll_min;
+        'fetching: while !stopped {
             while tasks.try_join_next().is_some() {}
             let first = tokio::select! {
                 p = sem.clone().acquire_owned() => p.expect("semaphore closed"),
@@ -218,19 +220,29 @@ impl Worker {
                     Err(_) => break,
                 }
             }
+            // A FETCH is never cancelled half way (its messages would sit in flight until
+            // their lock ran out): the module blocks on the server in short slices, and the
+            // Lua edition, which cannot block, is polled here with pauses that a stop cuts short.
+            let module = matches!(ctx.client.edition().await, Ok(crate::client::Edition::Module));
             let f = Fetch {
                 count: Some(permits.len() as u32),
                 lock: Some(ctx.cfg.lock),
-                block: Some(ctx.cfg.block),
+                block: module.then(|| ctx.cfg.block.clamp(Duration::from_millis(1), Duration::from_secs(1))),
                 consumer: ctx.cfg.consumer.clone(),
             };
-            let res = tokio::select! {
-                r = ctx.client.fetch(&ctx.queue, &f) => r,
-                _ = &mut stop => break 'fetching,
+            let fetch = ctx.client.fetch(&ctx.queue, &f);
+            tokio::pin!(fetch);
+            let res = loop {
+                tokio::select! {
+                    biased;
+                    r = &mut fetch => break r,
+                    _ = &mut stop, if !stopped => stopped = true,
+                }
             };
             match res {
                 Ok(msgs) => {
                     pause = Duration::from_millis(50);
+                    let empty = msgs.is_empty();
                     for m in msgs {
                         let permit = permits.pop().expect("more messages than asked for");
                         let c = ctx.clone();
@@ -239,11 +251,20 @@ impl Worker {
                             drop(permit);
                         });
                     }
+                    if empty && !module && !stopped {
+                        tokio::select! {
+                            _ = tokio::time::sleep(poll) => {}
+                            _ = &mut stop => break 'fetching,
+                        }
+                        poll = (poll * 2).min(ctx.client.config().poll_max);
+                    } else if !empty {
+                        poll = ctx.client.config().poll_min;
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(queue = %ctx.queue, error = %e, "rmq worker: fetch failed");
-                    if matches!(e, Error::Refused(_) | Error::Config(_)) && pause >= Duration::from_secs(2) {
-                        tracing::error!(queue = %ctx.queue, error = %e, "rmq worker: fetch keeps being refused");
+                    if stopped {
+                        break 'fetching;
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
