@@ -35,6 +35,10 @@ A receipt is "<offset>-<deliveries>"; a server-made id is "<created>-<offset>".
 local ID, BODY, TAG, KEY, HEADERS, CREATED, ATTEMPT, OFFSET, DELIVERIES, ERROR, CONSUMER =
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
 
+-- The Lua type of each record field.
+local RECORD_TYPES = { 'string', 'string', 'string', 'string', 'table', 'number', 'number',
+    'number', 'number', 'string', 'string' }
+
 -- SPEC.md's defaults; cfg:{q} overrides them.
 local SETTING_NAMES = { 'lock-ms', 'max-attempts', 'backoff-ms', 'backoff-max-ms', 'maxlen',
     'ordered', 'dedup-window-ms', 'log', 'log-maxlen' }
@@ -263,11 +267,76 @@ local function encode(rec)
     return cmsgpack.pack(rec)
 end
 
+-- Redis's cmsgpack refuses MessagePack bin strings, which storage.md allows writers to use;
+-- what cmsgpack cannot read is read again by this decoder of the shapes a record may hold
+-- (unsigned integers, str and bin strings, arrays). It throws on anything else.
+local function slow_unpack(bytes)
+    local pos = 1
+    local value
+    local function uint(n)
+        if pos + n - 1 > #bytes then error('short record', 0) end
+        local v = 0
+        for i = pos, pos + n - 1 do
+            v = v * 256 + bytes:byte(i)
+        end
+        pos = pos + n
+        return v
+    end
+    local function str(n)
+        if pos + n - 1 > #bytes then error('short record', 0) end
+        local v = bytes:sub(pos, pos + n - 1)
+        pos = pos + n
+        return v
+    end
+    local function array(n)
+        local t = {}
+        for i = 1, n do
+            t[i] = value()
+        end
+        return t
+    end
+    value = function()
+        local c = uint(1)
+        if c < 0x80 then return c end
+        if c >= 0x90 and c <= 0x9f then return array(c - 0x90) end
+        if c >= 0xa0 and c <= 0xbf then return str(c - 0xa0) end
+        if c == 0xcc then return uint(1) end
+        if c == 0xcd then return uint(2) end
+        if c == 0xce then return uint(4) end
+        if c == 0xcf then return uint(8) end
+        if c == 0xd9 or c == 0xc4 then return str(uint(1)) end
+        if c == 0xda or c == 0xc5 then return str(uint(2)) end
+        if c == 0xdb or c == 0xc6 then return str(uint(4)) end
+        if c == 0xdc then return array(uint(2)) end
+        if c == 0xdd then return array(uint(4)) end
+        error('unsupported MessagePack type', 0)
+    end
+    return value()
+end
+
+local function unpack_value(bytes)
+    local ok, v = pcall(cmsgpack.unpack, bytes)
+    if ok then
+        return v
+    end
+    return slow_unpack(bytes)
+end
+
 -- The record as its array (fields past the 11th, from a later version, are kept).
 local function decode(bytes)
-    local rec = cmsgpack.unpack(bytes)
-    if type(rec) ~= 'table' or #rec < 11 or type(rec[HEADERS]) ~= 'table' then
+    local rec = unpack_value(bytes)
+    if type(rec) ~= 'table' or #rec < 11 or type(rec[HEADERS]) ~= 'table' or #rec[HEADERS] % 2 ~= 0 then
         error('corrupt record', 0)
+    end
+    for i = 1, 11 do
+        if type(rec[i]) ~= RECORD_TYPES[i] then
+            error('corrupt record', 0)
+        end
+    end
+    for _, h in ipairs(rec[HEADERS]) do
+        if type(h) ~= 'string' then
+            error('corrupt record', 0)
+        end
     end
     return rec
 end
@@ -1200,7 +1269,7 @@ function commands.log(q, args)
             time = tonumber(f.time or '0') or 0 }
         if f.event == 'push' then
             m.body, m.tag, m.key = f.body or '', f.tag or '', f.key or ''
-            local ok, h = pcall(cmsgpack.unpack, f.headers or '\144')
+            local ok, h = pcall(unpack_value, f.headers or '\144')
             m.headers = headers_map(ok and type(h) == 'table' and h or {})
         end
         out[#out + 1] = { map = m }
@@ -1249,7 +1318,7 @@ function commands.replay(q, args)
         end
     end
     for _, f in ipairs(pushes) do
-        local ok, headers = pcall(cmsgpack.unpack, f.headers or '\144')
+        local ok, headers = pcall(unpack_value, f.headers or '\144')
         if not ok or type(headers) ~= 'table' then
             headers = {}
         end
