@@ -70,7 +70,7 @@ local MSG_NUM = {
     TO = 'TO must be a non-negative integer',
 }
 
--- States: name -> key prefix, in the order GET looks.
+-- The state keywords of PEEK and PURGE -> state names.
 local STATE_KEYWORDS = { READY = 'ready', DELAYED = 'delayed', INFLIGHT = 'inflight',
     FAILED = 'failed', ERRORS = 'errors' }
 
@@ -348,7 +348,7 @@ local function decode_or_quarantine(k, now, bytes)
     if ok then
         return rec
     end
-    redis.call('RPUSH', k.err, encode({ '', bytes, '', '', {}, now, 0, 0, 0, 'corrupt record', '' }))
+    call('RPUSH', k.err, encode({ '', bytes, '', '', {}, now, 0, 0, 0, 'corrupt record', '' }))
     return nil
 end
 
@@ -411,14 +411,11 @@ local function hold_of(k)
 end
 
 -- Call after taking rec out of dly:{q}: clears hold if rec was the held message.
--- Returns true when it was.
 local function release_hold(k, rec)
     local hold = hold_of(k)
     if hold ~= nil and hold == rec[OFFSET] then
         call('HDEL', k.st, 'hold')
-        return true
     end
-    return false
 end
 
 -- Appends (or, front = true, prepends) a record to ready.
