@@ -27,7 +27,11 @@ pub fn lua_library() -> String {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +44,11 @@ pub enum Ed {
 /// RMQ_MODULE is set).
 pub fn editions() -> Vec<Ed> {
     let spec = std::env::var("RMQ_CLIENT_EDITIONS").unwrap_or_else(|_| {
-        if std::env::var("RMQ_MODULE").is_ok() { "lua,module".into() } else { "lua".into() }
+        if std::env::var("RMQ_MODULE").is_ok() {
+            "lua,module".into()
+        } else {
+            "lua".into()
+        }
     });
     spec.split(',')
         .filter_map(|s| match s.trim() {
@@ -65,10 +73,14 @@ impl Server {
     pub fn start(ed: Ed, extra: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let mut args: Vec<String> = vec![
-            "--bind".into(), "127.0.0.1".into(),
-            "--save".into(), "".into(),
-            "--dir".into(), dir.path().display().to_string(),
-            "--logfile".into(), "redis.log".into(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            "".into(),
+            "--dir".into(),
+            dir.path().display().to_string(),
+            "--logfile".into(),
+            "redis.log".into(),
         ];
         if !extra.iter().any(|(k, _)| *k == "appendonly") {
             args.extend(["--appendonly".into(), "no".into()]);
@@ -82,7 +94,13 @@ impl Server {
             args.push("--loadmodule".into());
             args.push(m.display().to_string());
         }
-        let mut s = Server { port: 0, ed, dir, child: None, args };
+        let mut s = Server {
+            port: 0,
+            ed,
+            dir,
+            child: None,
+            args,
+        };
         s.launch(free_port());
         s
     }
@@ -100,7 +118,10 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("redis-server exited at start ({status}); log:\n{}", self.log());
+                panic!(
+                    "redis-server exited at start ({status}); log:\n{}",
+                    self.log()
+                );
             }
             if let Ok(c) = redis::Client::open(self.url()) {
                 if let Ok(mut con) = c.get_connection_with_timeout(Duration::from_millis(200)) {
@@ -148,7 +169,9 @@ impl Server {
 
     pub fn sync_conn(&self) -> redis::Connection {
         let c = redis::Client::open(self.url()).unwrap();
-        let con = c.get_connection_with_timeout(Duration::from_secs(5)).unwrap();
+        let con = c
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap();
         con.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         con
     }
