@@ -55,6 +55,20 @@ local SETTING_RULE = {
 }
 
 local MAX_FETCH_COUNT = 1000  -- the Lua edition's max-fetch-count
+
+-- The node's defaults. Inside the module, the module's settings (`CONFIG SET rmq.*`), handed
+-- over through redis.rmq_node_defaults; in Redis, which has no such function, SPEC's.
+local function node_defaults()
+    local f = redis.rmq_node_defaults
+    if f then
+        return f()
+    end
+    return DEFAULTS
+end
+
+local function max_fetch_count()
+    return node_defaults()['max-fetch-count'] or MAX_FETCH_COUNT
+end
 local MAX_NUMBER = 1e15       -- the largest number any argument may hold
 local BATCH = 1000            -- FETCH promotes / reclaims at most this many
 local DEDUP_TRIM = 16         -- expired dedup entries removed by each PUSH with ID
@@ -188,8 +202,9 @@ end
 
 function Args:count()
     local n = self:number('COUNT', 1)
-    if n > MAX_FETCH_COUNT then
-        fail('COUNT must not exceed max-fetch-count (' .. MAX_FETCH_COUNT .. ')')
+    local max = max_fetch_count()
+    if n > max then
+        fail('COUNT must not exceed max-fetch-count (' .. dec(max) .. ')')
     end
     return n
 end
@@ -233,7 +248,7 @@ end
 -- The effective settings of a queue; a stored value that does not parse is ignored.
 local function settings(k)
     local s = {}
-    for name, v in pairs(DEFAULTS) do
+    for name, v in pairs(node_defaults()) do
         s[name] = v
     end
     local flat = call('HGETALL', k.cfg)
@@ -1172,13 +1187,9 @@ function commands.config(q, args)
             local name, v = check_setting(args[i], args[i + 1])
             pairs_[#pairs_ + 1] = { name, v }
         end
+        -- An explicit value stays an override, even when it equals today's default.
         for _, p in ipairs(pairs_) do
-            local name, v = p[1], p[2]
-            if v == DEFAULTS[name] then
-                call('HDEL', k.cfg, name)
-            else
-                call('HSET', k.cfg, name, dec(v))
-            end
+            call('HSET', k.cfg, p[1], dec(p[2]))
         end
         local s = settings(k)
         if s['log'] == 0 then

@@ -1166,10 +1166,12 @@ fn config_get_and_set(ed: Edition) {
     assert_eq!(strings(&t.run("config", "q", &["GET", "ordered"])), vec!["ordered", "1"]);
     assert_eq!(strings(&t.run("config", "q", &["GET", "maxlen"])), vec!["maxlen", "7"]);
     assert_eq!(strings(&t.run("config", "other", &["GET", "lock-ms"])), vec!["lock-ms", "30000"], "per queue");
-    // Only overrides are stored.
+    // What was set is stored as set, even a value equal to today's default: it stays an
+    // override when the node's default changes later.
     t.config("q", &["ordered", "0", "maxlen", "0"]);
     let cfg: BTreeMap<String, String> = t.redis(&["HGETALL", "cfg:{q}"]);
-    assert_eq!(cfg.into_iter().collect::<Vec<_>>(), vec![("lock-ms".to_string(), "500".to_string())]);
+    let want = [("lock-ms", "500"), ("maxlen", "0"), ("ordered", "0")];
+    assert_eq!(cfg.into_iter().collect::<Vec<_>>(), want.map(|(a, b)| (a.to_string(), b.to_string())).to_vec());
     // The lock-ms setting is used by FETCH.
     t.push("q", "x", &[]);
     let m = t.fetch1("q", &[]);
@@ -1687,4 +1689,56 @@ run_on!(lua, super::Edition::Lua;
     key_count_must_be_one,
     internal_faults_are_not_tracebacks,
     read_only_functions_run_with_fcall_ro,
+);
+
+
+// The same scenarios against the module (RMQ.*): both editions must answer alike.
+run_on!(module, super::Edition::Module;
+    push_fetch_ack_round_trip_has_all_fields,
+    message_without_tag_key_headers_has_empty_values,
+    server_made_ids_are_created_dash_offset_and_increase,
+    fetch_is_fifo_and_count_limits,
+    fetch_on_empty_queue_is_null_in_resp2_and_resp3,
+    consumer_is_kept_while_in_flight,
+    push_argument_errors_change_nothing,
+    keywords_are_case_insensitive,
+    dedup_returns_same_id_within_window_and_accepts_after,
+    dedup_window_is_trimmed_a_few_at_a_time,
+    maxlen_refuses_with_queue_full_after_dedup,
+    delay_and_at_make_messages_delayed_until_due,
+    promoted_messages_go_behind_what_is_ready,
+    nack_retry_uses_exponential_backoff_capped,
+    nack_retry_without_backoff_goes_to_the_back_of_ready,
+    nack_fail_and_error_move_to_failed_and_errors,
+    nack_argument_errors_change_nothing,
+    max_attempts_by_nack_sends_to_failed,
+    max_attempts_by_lock_expiry_sends_to_failed,
+    stale_receipt_cannot_ack_nack_or_touch,
+    expired_receipt_still_acks_until_reclaimed,
+    touch_extends_the_lock,
+    fetch_argument_errors_change_nothing,
+    recover_counts_each_source_and_resets_attempts,
+    recover_sends_expired_at_max_attempts_to_failed_then_back,
+    recover_does_not_promote_delayed,
+    ordered_queue_hands_out_one_at_a_time,
+    ordered_queue_retry_goes_to_the_front,
+    ordered_queue_reclaimed_message_goes_to_the_front,
+    ordered_queue_retry_holds_the_line_during_backoff,
+    ordered_queue_hold_is_released_by_del_or_requeue,
+    stats_of_an_unused_queue_are_zeros,
+    stats_count_every_state_and_event,
+    peek_shows_state_specific_fields,
+    peek_pages_with_start_and_count,
+    get_finds_a_message_in_any_state,
+    del_removes_messages_from_any_state,
+    requeue_moves_failed_errored_and_delayed_only,
+    purge_deletes_one_state_or_all,
+    config_get_and_set,
+    queues_lists_queues_holding_messages,
+    log_is_written_only_while_on,
+    replay_pushes_copies_with_replay_of_header,
+    resp3_replies_are_maps,
+    stored_record_bytes_match_storage_md,
+    records_written_by_hand_are_read,
+    undecodable_records_are_quarantined_to_errors,
 );

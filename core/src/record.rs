@@ -28,6 +28,9 @@ pub struct Record {
     pub error: Vec<u8>,
     /// CONSUMER of the current delivery while in flight.
     pub consumer: Vec<u8>,
+    /// Fields a later version appended, kept as they were (count, raw MessagePack bytes),
+    /// so an older reader never drops them.
+    pub extra: (u32, Vec<u8>),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -53,7 +56,7 @@ impl Record {
             24 + self.id.len() + self.body.len() + self.tag.len() + self.key.len() + self.error.len() + self.consumer.len(),
         );
         // Writing into a Vec cannot fail.
-        encode::write_array_len(&mut out, FIELDS).unwrap();
+        encode::write_array_len(&mut out, FIELDS + self.extra.0).unwrap();
         write_bytes(&mut out, &self.id);
         write_bytes(&mut out, &self.body);
         write_bytes(&mut out, &self.tag);
@@ -69,6 +72,7 @@ impl Record {
         encode::write_uint(&mut out, self.deliveries).unwrap();
         write_bytes(&mut out, &self.error);
         write_bytes(&mut out, &self.consumer);
+        out.extend_from_slice(&self.extra.1);
         out
     }
 
@@ -104,8 +108,16 @@ impl Record {
             deliveries: r.uint()?,
             error: r.bytes()?,
             consumer: r.bytes()?,
+            extra: (0, Vec::new()),
         };
-        Ok(rec)
+        let start = r.pos;
+        for _ in FIELDS..n {
+            r.skip(0)?;
+        }
+        if r.pos != bytes.len() {
+            return Err(CorruptRecord);
+        }
+        Ok(Record { extra: (n - FIELDS, bytes[start..].to_vec()), ..rec })
     }
 }
 
@@ -156,6 +168,37 @@ impl Reader<'_> {
         Ok(s.to_vec())
     }
 
+    /// Steps over any one value (for fields this version does not know).
+    fn skip(&mut self, depth: usize) -> Result<(), CorruptRecord> {
+        if depth > 32 {
+            return Err(CorruptRecord);
+        }
+        let b = self.byte()?;
+        let (len, items) = match b {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * (b & 0x0f) as u64),
+            0x90..=0x9f => (0, (b & 0x0f) as u64),
+            0xa0..=0xbf => ((b & 0x1f) as u64, 0),
+            0xc4 | 0xd9 => (self.be(1)?, 0),
+            0xc5 | 0xda => (self.be(2)?, 0),
+            0xc6 | 0xdb => (self.be(4)?, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xca | 0xce | 0xd2 => (4, 0),
+            0xcb | 0xcf | 0xd3 => (8, 0),
+            0xdc => (0, self.be(2)?),
+            0xdd => (0, self.be(4)?),
+            0xde => (0, 2 * self.be(2)?),
+            0xdf => (0, 2 * self.be(4)?),
+            _ => return Err(CorruptRecord),
+        };
+        self.pos = self.pos.checked_add(len as usize).filter(|p| *p <= self.buf.len()).ok_or(CorruptRecord)?;
+        for _ in 0..items {
+            self.skip(depth + 1)?;
+        }
+        Ok(())
+    }
+
     fn uint(&mut self) -> Result<u64, CorruptRecord> {
         match self.byte()? {
             b @ 0x00..=0x7f => Ok(b as u64),
@@ -194,6 +237,7 @@ mod tests {
             deliveries: 1,
             error: Vec::new(),
             consumer: Vec::new(),
+            extra: (0, Vec::new()),
         }
     }
 
@@ -216,6 +260,16 @@ mod tests {
         r.error = b"boom".to_vec();
         r.consumer = b"w1".to_vec();
         assert_eq!(Record::decode(&r.encode()).unwrap(), r);
+    }
+
+    #[test]
+    fn fields_of_a_later_version_are_kept() {
+        let mut bytes = sample().encode();
+        bytes[0] = 0x9d;
+        bytes.extend_from_slice(&[0xa3, b'n', b'e', b'w', 0x92, 0x01, 0xc0]);
+        let r = Record::decode(&bytes).unwrap();
+        assert_eq!(r.body, sample().body);
+        assert_eq!(r.encode(), bytes);
     }
 
     #[test]
