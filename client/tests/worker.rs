@@ -277,7 +277,7 @@ async fn touch_keeps_a_handler_running_three_locks_from_redelivery() {
         let srv = Server::start(ed, &[]);
         let c = srv.client();
         c.push(&Push::new("t", "slow").id("t1")).await.unwrap();
-        let lock = 500u64;
+        let lock = 1000u64;
         let (stop_tx, stop) = stopper();
         let runs = Arc::new(AtomicUsize::new(0));
         let r = runs.clone();
