@@ -18,7 +18,7 @@ Keys of a queue q (every one carries the hash tag {q}, so a queue lives in one s
     fai:{q}  list   failed (dead) records, oldest first
     err:{q}  list   errored records, oldest first
     cfg:{q}  hash   settings that differ from the defaults (name -> decimal)
-    st:{q}   hash   offset pushed acked retried dead errored dups, and hold (ordered queues)
+    st:{q}   hash   offset retried dead errored dups removed, and hold (ordered queues)
     dup:{q}  zset   dedup window: producer id -> push time (unix ms)
     log:{q}  stream message log, only while the queue's `log` setting is 1
 
@@ -642,7 +642,6 @@ function commands.push(q, args)
     end
 
     local offset = call('HINCRBY', k.st, 'offset', 1)
-    bump(k, 'pushed')
     local rec = { id or '', body, tag or '', key or '', headers, now, 0, offset, 0, '', '' }
     local due = (delay ~= nil and now + delay) or at
     if due ~= nil and due > now then
@@ -749,9 +748,6 @@ function commands.ack(q, args)
                 log_event(k, s, now, 'ack', rec)
             end
         end
-    end
-    if n > 0 then
-        bump(k, 'acked', n)
     end
     return n
 end
@@ -918,7 +914,7 @@ function commands.stats(q, args)
     no_more(args, 1)
     local k = keys_of(q)
     local now = clock()
-    local names = { 'pushed', 'acked', 'retried', 'dead', 'errored', 'dups', 'offset' }
+    local names = { 'retried', 'dead', 'errored', 'dups', 'offset', 'removed' }
     local vals = call('HMGET', k.st, unpack(names))
     local m = {
         ready = call('LLEN', k.msg), delayed = call('ZCARD', k.dly),
@@ -928,6 +924,12 @@ function commands.stats(q, args)
     for i, name in ipairs(names) do
         m[name] = tonumber(vals[i] or '0') or 0
     end
+    -- Every push takes an offset; a message leaves only by ACK or by DEL/PURGE (counted in
+    -- removed): so pushed and acked need no write on the hot path.
+    m.pushed = m.offset
+    local held = m.ready + m.delayed + m.inflight + m.failed + m.errors
+    m.acked = math.max(0, m.offset - held - m.removed)
+    m.removed = nil
     local first = call('LINDEX', k.msg, 0)
     if first then
         local ok, rec = pcall(decode, first)
@@ -1056,6 +1058,9 @@ function commands.del(q, args)
             log_event(k, s, now, 'delete', rec)
         end
     end
+    if n > 0 then
+        bump(k, 'removed', n)
+    end
     return n
 end
 
@@ -1141,12 +1146,16 @@ function commands.purge(q, args)
     local k = keys_of(q)
     local s = settings(k)
     local now = clock()
-    if kw ~= 'ALL' then
-        return purge_state(k, s, now, STATE_KEYWORDS[kw])
-    end
     local n = 0
-    for _, state in ipairs(ALL_STATES) do
-        n = n + purge_state(k, s, now, state)
+    if kw ~= 'ALL' then
+        n = purge_state(k, s, now, STATE_KEYWORDS[kw])
+    else
+        for _, state in ipairs(ALL_STATES) do
+            n = n + purge_state(k, s, now, state)
+        end
+    end
+    if n > 0 then
+        bump(k, 'removed', n)
     end
     return n
 end
@@ -1346,7 +1355,6 @@ function commands.replay(q, args)
         to_ready(k, rec, false)
         log_event(k, s, now, 'push', rec)
     end
-    bump(k, 'pushed', #pushes)
     return #pushes
 end
 

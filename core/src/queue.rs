@@ -106,8 +106,8 @@ impl<'a, S: Store> Queue<'a, S> {
                 return Err(Error::QueueFull);
             }
         }
+        // Every push takes an offset: `pushed` is the offset, no second counter to write.
         let offset = self.store.hincrby(Key::St, b"offset", 1) as u64;
-        self.store.hincrby(Key::St, b"pushed", 1);
         let record = Record {
             id: req.id.unwrap_or(b"").to_vec(),
             body: req.body.to_vec(),
@@ -201,9 +201,6 @@ impl<'a, S: Store> Queue<'a, S> {
                 self.log(b"ack", &record);
                 acked += 1;
             }
-        }
-        if acked > 0 {
-            self.store.hincrby(Key::St, b"acked", acked as i64);
         }
         acked
     }
@@ -345,27 +342,41 @@ impl<'a, S: Store> Queue<'a, S> {
     }
 
     /// RMQ.STATS, in the order of the reply.
+    ///
+    /// `pushed` is the offset (every push takes one), and a message leaves the queue only by
+    /// ACK or by DEL/PURGE (counted in `removed`), so `acked` is derived: the hot path writes
+    /// no counter for either.
     pub fn stats(&mut self) -> [(&'static str, u64); 13] {
         let counter = |s: &mut S, f: &[u8]| {
-            s.hget(Key::St, f).and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()).unwrap_or(0)
+            s.hget(Key::St, f).and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()).unwrap_or(0u64)
         };
         let oldest = match self.store.lindex(Key::Msg, 0).map(|b| Record::decode(&b)) {
             Some(Ok(r)) => self.now.saturating_sub(r.created),
             _ => 0,
         };
+        let held = [
+            self.store.llen(Key::Msg),
+            self.store.zcard(Key::Dly),
+            self.store.zcard(Key::Bak),
+            self.store.llen(Key::Fai),
+            self.store.llen(Key::Err),
+        ];
+        let offset = counter(self.store, b"offset");
+        let removed = counter(self.store, b"removed");
+        let acked = offset.saturating_sub(held.iter().sum::<u64>() + removed);
         [
-            ("ready", self.store.llen(Key::Msg)),
-            ("delayed", self.store.zcard(Key::Dly)),
-            ("inflight", self.store.zcard(Key::Bak)),
-            ("failed", self.store.llen(Key::Fai)),
-            ("errors", self.store.llen(Key::Err)),
-            ("pushed", counter(self.store, b"pushed")),
-            ("acked", counter(self.store, b"acked")),
+            ("ready", held[0]),
+            ("delayed", held[1]),
+            ("inflight", held[2]),
+            ("failed", held[3]),
+            ("errors", held[4]),
+            ("pushed", offset),
+            ("acked", acked),
             ("retried", counter(self.store, b"retried")),
             ("dead", counter(self.store, b"dead")),
             ("errored", counter(self.store, b"errored")),
             ("dups", counter(self.store, b"dups")),
-            ("offset", counter(self.store, b"offset")),
+            ("offset", offset),
             ("oldest_ready_ms", oldest),
         ]
     }
