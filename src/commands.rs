@@ -11,7 +11,14 @@ use rmq_core::{Error, Result};
 use crate::config;
 use crate::ffi::{self, reply_array, reply_bulk, reply_int, reply_map, reply_null, Ctx};
 use crate::registry;
+use crate::settings_cache;
 use crate::store::RedisStore;
+
+/// The queue logic on `q`'s keys, with its settings, at the command's `now`.
+fn queue_of<'s, 'q>(ctx: Ctx, q: &[u8], store: &'s mut RedisStore<'q>) -> Queue<'s, RedisStore<'q>> {
+    let set = settings_cache::get(ctx, q, store);
+    Queue::with_settings(store, set, ffi::now_ms())
+}
 
 /// Checks the arity and the queue name, in that order, and registers the queue for the guard.
 fn queue<'a>(argv: &[&'a [u8]], min_args: usize, name: &'static str) -> Result<&'a [u8]> {
@@ -29,7 +36,7 @@ pub fn push(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     let req = args::push(&argv[2..])?;
     registry::note(ctx, q);
     let mut store = RedisStore::new(ctx, q);
-    let outcome = Queue::new(&mut store, &config::node_settings(), ffi::now_ms()).push(&req)?;
+    let outcome = queue_of(ctx, q, &mut store).push(&req)?;
     reply_bulk(ctx, outcome.id());
     Ok(())
 }
@@ -57,7 +64,7 @@ pub fn fetch(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
 
 pub fn fetch_now(ctx: Ctx, q: &[u8], count: u64, lock: Option<u64>, consumer: &[u8]) -> Vec<Delivery> {
     let mut store = RedisStore::new(ctx, q);
-    Queue::new(&mut store, &config::node_settings(), ffi::now_ms()).fetch(count, lock, consumer)
+    queue_of(ctx, q, &mut store).fetch(count, lock, consumer)
 }
 
 pub fn reply_deliveries(ctx: Ctx, got: &[Delivery]) {
@@ -98,7 +105,7 @@ pub fn ack(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     let q = queue(argv, 3, "rmq.ack")?;
     let receipts = args::ack(&argv[2..])?;
     let mut store = RedisStore::new(ctx, q);
-    let n = Queue::new(&mut store, &config::node_settings(), ffi::now_ms()).ack(&receipts);
+    let n = queue_of(ctx, q, &mut store).ack(&receipts);
     reply_int(ctx, n as i64);
     Ok(())
 }
@@ -109,7 +116,7 @@ pub fn nack(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     let q = queue(argv, 3, "rmq.nack")?;
     let req = args::nack(&argv[2..])?;
     let mut store = RedisStore::new(ctx, q);
-    let done = Queue::new(&mut store, &config::node_settings(), ffi::now_ms()).nack(req.receipt, req.action, req.reason);
+    let done = queue_of(ctx, q, &mut store).nack(req.receipt, req.action, req.reason);
     reply_int(ctx, done as i64);
     Ok(())
 }
@@ -120,7 +127,7 @@ pub fn touch(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     let q = queue(argv, 3, "rmq.touch")?;
     let req = args::touch(&argv[2..])?;
     let mut store = RedisStore::new(ctx, q);
-    let deadline = Queue::new(&mut store, &config::node_settings(), ffi::now_ms()).touch(req.receipt, req.lock);
+    let deadline = queue_of(ctx, q, &mut store).touch(req.receipt, req.lock);
     reply_int(ctx, deadline.unwrap_or(0) as i64);
     Ok(())
 }
@@ -131,7 +138,7 @@ pub fn recover(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     let q = queue(argv, 2, "rmq.recover")?;
     let what = args::recover(&argv[2..])?;
     let mut store = RedisStore::new(ctx, q);
-    let counts = Queue::new(&mut store, &config::node_settings(), ffi::now_ms()).recover(what);
+    let counts = queue_of(ctx, q, &mut store).recover(what);
     reply_array(ctx, 3);
     for c in counts {
         reply_int(ctx, c as i64);
@@ -146,7 +153,7 @@ pub fn stats(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     let q = queue(argv, 2, "rmq.stats")?;
     args::nothing(&argv[2..])?;
     let mut store = RedisStore::new(ctx, q);
-    let fields = Queue::new(&mut store, &config::node_settings(), ffi::now_ms()).stats();
+    let fields = queue_of(ctx, q, &mut store).stats();
     reply_map(ctx, fields.len());
     for (name, v) in fields {
         reply_bulk(ctx, name.as_bytes());

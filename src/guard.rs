@@ -94,7 +94,6 @@ fn run(ctx: Ctx) -> bool {
     let started = Instant::now();
     let cursor = CURSOR.lock().unwrap_or_else(|e| e.into_inner()).take();
     let now = ffi::now_ms();
-    let node = config::node_settings();
     let mut left = false;
     for qref in registry::snapshot_from(cursor.as_ref()) {
         unsafe { raw::RedisModule_SelectDb.unwrap()(ctx, qref.0) };
@@ -104,7 +103,8 @@ fn run(ctx: Ctx) -> bool {
             registry::forget(&qref);
             continue;
         }
-        let mut queue = Queue::new(&mut store, &node, now);
+        let set = crate::settings_cache::get(ctx, &qref.1, &mut store);
+        let mut queue = Queue::with_settings(&mut store, set, now);
         loop {
             let moved = queue.guard(BATCH);
             RECLAIMED.fetch_add(moved.reclaimed, Ordering::Relaxed);

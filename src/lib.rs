@@ -20,6 +20,7 @@ mod lua;
 mod msgpack_lua;
 mod registry;
 mod safety;
+mod settings_cache;
 mod store;
 
 use std::os::raw::c_int;
@@ -117,12 +118,21 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         }
     }
     registry::subscribe(raw_ctx);
+    settings_cache::subscribe(raw_ctx);
     unsafe { raw::RedisModule_RegisterInfoFunc.unwrap()(raw_ctx, Some(info::info)) };
     guard::start(raw_ctx);
     Status::Ok
 }
 
-fn on_guard_interval_changed() -> Option<Box<dyn Fn(&redis_module::configuration::ConfigurationContext, &str, &'static std::sync::atomic::AtomicI64)>> {
+type OnChanged = Option<Box<dyn Fn(&redis_module::configuration::ConfigurationContext, &str, &'static std::sync::atomic::AtomicI64)>>;
+
+/// A node setting changed: queues' cached settings are rebuilt from it.
+fn on_setting_changed() -> OnChanged {
+    Some(Box::new(|_, _, _| settings_cache::clear()))
+}
+
+/// The guard's timer is re-armed at once with the new interval.
+fn on_guard_interval_changed() -> OnChanged {
     Some(Box::new(|_, _, _| guard::rearm()))
 }
 
@@ -132,18 +142,21 @@ const MAX: i64 = 1_000_000_000_000_000;
 redis_module! {
     name: "rmq",
     version: 1,
-    allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
+    // The module's own short-lived buffers come from the system allocator: going through
+    // zmalloc costs a malloc_usable_size per call, which was a third of a PUSH. What the module
+    // stores in Redis (keys, values) is Redis's memory as always.
+    allocator: (std::alloc::System, std::alloc::System),
     data_types: [],
     init: init,
     commands: [],
     configurations: [
         i64: [
-            ["lock-ms", &LOCK_MS, 30_000, 1, MAX, ConfigurationFlags::DEFAULT, None],
+            ["lock-ms", &LOCK_MS, 30_000, 1, MAX, ConfigurationFlags::DEFAULT, on_setting_changed()],
             ["guard-interval-ms", &GUARD_INTERVAL_MS, 3_000, 1, 86_400_000, ConfigurationFlags::DEFAULT, on_guard_interval_changed()],
-            ["max-attempts", &MAX_ATTEMPTS, 5, 1, MAX, ConfigurationFlags::DEFAULT, None],
-            ["backoff-ms", &BACKOFF_MS, 1_000, 0, MAX, ConfigurationFlags::DEFAULT, None],
-            ["backoff-max-ms", &BACKOFF_MAX_MS, 3_600_000, 0, MAX, ConfigurationFlags::DEFAULT, None],
-            ["dedup-window-ms", &DEDUP_WINDOW_MS, 3_600_000, 0, MAX, ConfigurationFlags::DEFAULT, None],
+            ["max-attempts", &MAX_ATTEMPTS, 5, 1, MAX, ConfigurationFlags::DEFAULT, on_setting_changed()],
+            ["backoff-ms", &BACKOFF_MS, 1_000, 0, MAX, ConfigurationFlags::DEFAULT, on_setting_changed()],
+            ["backoff-max-ms", &BACKOFF_MAX_MS, 3_600_000, 0, MAX, ConfigurationFlags::DEFAULT, on_setting_changed()],
+            ["dedup-window-ms", &DEDUP_WINDOW_MS, 3_600_000, 0, MAX, ConfigurationFlags::DEFAULT, on_setting_changed()],
             ["max-fetch-count", &MAX_FETCH_COUNT, 1_000, 1, 1_000_000, ConfigurationFlags::DEFAULT, None],
         ],
         string: [],

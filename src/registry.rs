@@ -1,4 +1,5 @@
-//! The queues this node holds, for the guard and INFO. Kept in memory, never in a key (no key
+//! The queues this node holds, for the guard and INFO (and the keyspace notifications that
+//! also keep the settings cache right). Kept in memory, never in a key (no key
 //! outside a queue's hash tag may exist): filled by the commands run here, and by keyspace
 //! notifications for what arrives otherwise (replication stream, AOF and RDB loading,
 //! RESTORE during resharding). A queue whose keys are all gone is dropped by the guard.
@@ -67,7 +68,9 @@ extern "C" fn on_key_event(
     key: *mut raw::RedisModuleString,
 ) -> c_int {
     quietly(ctx, "keyspace notification", || {
-        if let Some((k, q)) = Key::parse(ffi::bytes_of(key)) {
+        let key = ffi::bytes_of(key);
+        crate::settings_cache::on_key(ctx, key);
+        if let Some((k, q)) = Key::parse(key) {
             if MESSAGE_KEYS.contains(&k) {
                 note(ctx, q);
             }
@@ -80,6 +83,10 @@ pub fn subscribe(ctx: Ctx) {
     let types = raw::REDISMODULE_NOTIFY_LIST
         | raw::REDISMODULE_NOTIFY_ZSET
         | raw::REDISMODULE_NOTIFY_GENERIC
-        | raw::REDISMODULE_NOTIFY_LOADED;
+        | raw::REDISMODULE_NOTIFY_LOADED
+        // For the settings cache: cfg:{q} is a hash that may change, expire or be evicted.
+        | raw::REDISMODULE_NOTIFY_HASH
+        | raw::REDISMODULE_NOTIFY_EXPIRED
+        | raw::REDISMODULE_NOTIFY_EVICTED;
     unsafe { raw::RedisModule_SubscribeToKeyspaceEvents.unwrap()(ctx, types, Some(on_key_event)) };
 }

@@ -2,9 +2,12 @@
 //!
 //! Every change is applied to the key and replicated as the plain Redis command that does the
 //! same (`RPUSH`, `ZADD` with an absolute score, `HSET`, …), so replicas and the AOF never see
-//! `RMQ.*` and never re-run queue logic. Whatever makes a message ready signals the ready key,
-//! which wakes blocked FETCHes.
+//! `RMQ.*` and never re-run queue logic. Consecutive changes of one kind to one key are sent
+//! as one command (`LPOP key 3`, `ZADD key s1 m1 s2 m2`): replicating costs a command lookup
+//! per command, and different keys' changes commute, so only each key's own order must hold.
+//! Whatever makes a message ready signals the ready key, which wakes blocked FETCHes.
 
+use std::ffi::CStr;
 use std::os::raw::c_int;
 
 use redis_module::raw;
@@ -20,23 +23,71 @@ pub struct RedisStore<'q> {
     names: [Option<RStr>; KEYS],
     keys: [Option<OpenKey>; KEYS],
     ready_signal: bool,
+    effects: Vec<Effect>,
+    /// Index in `effects` of each key's latest effect.
+    last_effect: [Option<usize>; KEYS],
 }
+
+/// A plain command to replicate, built up while a command runs.
+struct Effect {
+    key: Key,
+    command: &'static CStr,
+    args: Vec<RStr>,
+    /// LPOP's count.
+    count: u64,
+}
+
+/// An effect carries at most this many arguments before a new one starts.
+const MAX_EFFECT_ARGS: usize = 1024;
 
 fn slot(k: Key) -> usize {
     k as usize
 }
 
-macro_rules! replicate {
-    ($ctx:expr, $cmd:literal, $fmt:literal $(, $arg:expr)*) => {
-        unsafe {
-            raw::RedisModule_Replicate.unwrap()($ctx, $cmd.as_ptr(), $fmt.as_ptr() $(, $arg)*);
-        }
-    };
-}
-
 impl<'q> RedisStore<'q> {
     pub fn new(ctx: Ctx, queue: &'q [u8]) -> Self {
-        RedisStore { ctx, queue, names: Default::default(), keys: Default::default(), ready_signal: false }
+        RedisStore {
+            ctx,
+            queue,
+            names: Default::default(),
+            keys: Default::default(),
+            ready_signal: false,
+            effects: Vec::new(),
+            last_effect: Default::default(),
+        }
+    }
+
+    /// Records a change to replicate, merged into the key's latest effect when it is the same
+    /// command.
+    fn effect(&mut self, k: Key, command: &'static CStr, args: impl IntoIterator<Item = RStr>) {
+        if let Some(i) = self.last_effect[slot(k)] {
+            let e = &mut self.effects[i];
+            if e.command == command && e.args.len() < MAX_EFFECT_ARGS {
+                e.args.extend(args);
+                e.count += 1;
+                return;
+            }
+        }
+        self.effects.push(Effect { key: k, command, args: args.into_iter().collect(), count: 1 });
+        self.last_effect[slot(k)] = Some(self.effects.len() - 1);
+    }
+
+    /// Sends the recorded changes to replicas and the AOF.
+    fn replicate(&mut self) {
+        let effects = std::mem::take(&mut self.effects);
+        for e in effects {
+            let mut argv = vec![self.name(e.key)];
+            let count;
+            if e.command == c"LPOP" {
+                count = RStr::new(self.ctx, e.count.to_string().as_bytes());
+                argv.push(count.ptr);
+            }
+            argv.extend(e.args.iter().map(|a| a.ptr));
+            unsafe {
+                raw::RedisModule_Replicate.unwrap()(self.ctx, e.command.as_ptr(), c"v".as_ptr(), argv.as_mut_ptr(), argv.len());
+            }
+        }
+        self.last_effect = Default::default();
     }
 
     pub fn name(&mut self, k: Key) -> *mut raw::RedisModuleString {
@@ -81,12 +132,7 @@ impl<'q> RedisStore<'q> {
         let s = RStr::new(ctx, v);
         let where_ = if head { raw::REDISMODULE_LIST_HEAD } else { raw::REDISMODULE_LIST_TAIL };
         unsafe { raw::RedisModule_ListPush.unwrap()(p, where_ as c_int, s.ptr) };
-        let name = self.name(k);
-        if head {
-            replicate!(ctx, c"LPUSH", c"ss", name, s.ptr);
-        } else {
-            replicate!(ctx, c"RPUSH", c"ss", name, s.ptr);
-        }
+        self.effect(k, if head { c"LPUSH" } else { c"RPUSH" }, [s]);
         self.touched_ready(k);
     }
 
@@ -131,6 +177,7 @@ impl Drop for RedisStore<'_> {
         for k in self.keys.iter_mut() {
             k.take();
         }
+        self.replicate();
         self.signal();
     }
 }
@@ -156,8 +203,7 @@ impl Store for RedisStore<'_> {
         let p = self.exists_key(k)?;
         let e = unsafe { raw::RedisModule_ListPop.unwrap()(p, raw::REDISMODULE_LIST_HEAD as c_int) };
         let e = RStr::adopt(self.ctx, e)?;
-        let name = self.name(k);
-        replicate!(self.ctx, c"LPOP", c"s", name);
+        self.effect(k, c"LPOP", []);
         Some(e.bytes().to_vec())
     }
 
@@ -177,8 +223,8 @@ impl Store for RedisStore<'_> {
         let m = RStr::new(ctx, member);
         let mut flags: c_int = 0;
         unsafe { raw::RedisModule_ZsetAdd.unwrap()(p, score as f64, m.ptr, &mut flags) };
-        let name = self.name(k);
-        replicate!(ctx, c"ZADD", c"sls", name, score as i64, m.ptr);
+        let score = RStr::new(ctx, score.to_string().as_bytes());
+        self.effect(k, c"ZADD", [score, m]);
     }
 
     fn zrem(&mut self, k: Key, member: &[u8]) -> bool {
@@ -187,8 +233,7 @@ impl Store for RedisStore<'_> {
         let mut deleted: c_int = 0;
         unsafe { raw::RedisModule_ZsetRem.unwrap()(p, m.ptr, &mut deleted) };
         if deleted != 0 {
-            let name = self.name(k);
-            replicate!(self.ctx, c"ZREM", c"ss", name, m.ptr);
+            self.effect(k, c"ZREM", [m]);
         }
         deleted != 0
     }
@@ -221,8 +266,7 @@ impl Store for RedisStore<'_> {
         let f = RStr::new(ctx, field);
         let v = RStr::new(ctx, value);
         unsafe { raw::RedisModule_HashSet.unwrap()(p, raw::REDISMODULE_HASH_NONE as c_int, f.ptr, v.ptr, NULL_STR) };
-        let name = self.name(k);
-        replicate!(ctx, c"HSET", c"sss", name, f.ptr, v.ptr);
+        self.effect(k, c"HSET", [f, v]);
     }
 
     fn hdel(&mut self, k: Key, field: &[u8]) -> bool {
@@ -232,8 +276,7 @@ impl Store for RedisStore<'_> {
             raw::RedisModule_HashSet.unwrap()(p, raw::REDISMODULE_HASH_NONE as c_int, f.ptr, raw::REDISMODULE_HASH_DELETE, NULL_STR)
         };
         if n > 0 {
-            let name = self.name(k);
-            replicate!(self.ctx, c"HDEL", c"ss", name, f.ptr);
+            self.effect(k, c"HDEL", [f]);
         }
         n > 0
     }
@@ -246,9 +289,8 @@ impl Store for RedisStore<'_> {
         let f = RStr::new(ctx, field);
         let v = RStr::new(ctx, new.to_string().as_bytes());
         unsafe { raw::RedisModule_HashSet.unwrap()(p, raw::REDISMODULE_HASH_NONE as c_int, f.ptr, v.ptr, NULL_STR) };
-        let name = self.name(k);
         // The absolute value, not the increment: a replica ends up with the primary's number.
-        replicate!(ctx, c"HSET", c"sss", name, f.ptr, v.ptr);
+        self.effect(k, c"HSET", [f, v]);
         new
     }
 

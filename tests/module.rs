@@ -543,3 +543,27 @@ fn guard_reclaiming_200k_expired_messages_never_stalls_a_ping_for_long() {
     }
     assert!(worst < Duration::from_millis(50), "a PING waited {worst:?} while the guard worked");
 }
+
+#[test]
+fn settings_changes_take_effect_at_once_however_they_are_made() {
+    let s = module();
+    let mut c = s.conn();
+    let lock_of = |c: &mut Connection| {
+        ok(c, "RMQ.PUSH", "q", &["x"]);
+        let m = fetch_one(c, "q", &[]);
+        ok(c, "RMQ.ACK", "q", &[&field(&m, "receipt")]);
+        field_int(&m, "deadline") - field_int(&m, "created")
+    };
+    assert!((30_000..31_000).contains(&lock_of(&mut c)));
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("rmq.lock-ms").arg("50000").query(&mut c).unwrap();
+    assert!((50_000..51_000).contains(&lock_of(&mut c)), "node setting");
+    ok(&mut c, "RMQ.CONFIG", "q", &["SET", "lock-ms", "70000"]);
+    assert!((70_000..71_000).contains(&lock_of(&mut c)), "RMQ.CONFIG");
+    let _: () = redis::cmd("HSET").arg("cfg:{q}").arg("lock-ms").arg("90000").query(&mut c).unwrap();
+    assert!((90_000..91_000).contains(&lock_of(&mut c)), "a hand-made HSET");
+    let _: () = redis::cmd("DEL").arg("cfg:{q}").query(&mut c).unwrap();
+    assert!((50_000..51_000).contains(&lock_of(&mut c)), "override deleted");
+    let _: () = redis::cmd("HSET").arg("cfg:{q}").arg("lock-ms").arg("20000").query(&mut c).unwrap();
+    let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+    assert!((50_000..51_000).contains(&lock_of(&mut c)), "after FLUSHALL");
+}

@@ -85,6 +85,11 @@ impl<'a, S: Store> Queue<'a, S> {
         Queue { store, set, now }
     }
 
+    /// With settings already known (the module caches them per queue).
+    pub fn with_settings(store: &'a mut S, set: Settings, now: u64) -> Self {
+        Queue { store, set, now }
+    }
+
     /// RMQ.PUSH.
     pub fn push(&mut self, req: &Push) -> Result<PushOutcome> {
         let dedup = req.id.filter(|_| self.set.dedup_window_ms > 0);
