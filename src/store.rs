@@ -223,7 +223,7 @@ impl Store for RedisStore<'_> {
         let m = RStr::new(ctx, member);
         let mut flags: c_int = 0;
         unsafe { raw::RedisModule_ZsetAdd.unwrap()(p, score as f64, m.ptr, &mut flags) };
-        let score = RStr::new(ctx, score.to_string().as_bytes());
+        let score = RStr::new(ctx, itoa::Buffer::new().format(score).as_bytes());
         self.effect(k, c"ZADD", [score, m]);
     }
 
@@ -282,12 +282,16 @@ impl Store for RedisStore<'_> {
     }
 
     fn hincrby(&mut self, k: Key, field: &[u8], by: i64) -> i64 {
-        let old: i64 = self.hget(k, field).and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()).unwrap_or(0);
-        let new = old + by;
         let ctx = self.ctx;
         let p = self.key(k);
         let f = RStr::new(ctx, field);
-        let v = RStr::new(ctx, new.to_string().as_bytes());
+        let mut out: *mut raw::RedisModuleString = NULL_STR;
+        unsafe {
+            raw::RedisModule_HashGet.unwrap()(p, raw::REDISMODULE_HASH_NONE as c_int, f.ptr, &mut out, NULL_STR);
+        }
+        let old: i64 = RStr::adopt(ctx, out).and_then(|v| std::str::from_utf8(v.bytes()).ok()?.parse().ok()).unwrap_or(0);
+        let new = old + by;
+        let v = RStr::new(ctx, itoa::Buffer::new().format(new).as_bytes());
         unsafe { raw::RedisModule_HashSet.unwrap()(p, raw::REDISMODULE_HASH_NONE as c_int, f.ptr, v.ptr, NULL_STR) };
         // The absolute value, not the increment: a replica ends up with the primary's number.
         self.effect(k, c"HSET", [f, v]);
