@@ -158,6 +158,7 @@ redis_module! {
             ["backoff-max-ms", &BACKOFF_MAX_MS, 3_600_000, 0, MAX, ConfigurationFlags::DEFAULT, on_setting_changed()],
             ["dedup-window-ms", &DEDUP_WINDOW_MS, 3_600_000, 0, MAX, ConfigurationFlags::DEFAULT, on_setting_changed()],
             ["max-fetch-count", &MAX_FETCH_COUNT, 1_000, 1, 1_000_000, ConfigurationFlags::DEFAULT, None],
+            ["lua-instruction-budget", &LUA_INSTRUCTION_BUDGET, 500_000_000, 10_000, MAX, ConfigurationFlags::DEFAULT, None],
         ],
         string: [],
         bool: [],

@@ -21,9 +21,8 @@ use crate::config;
 use crate::ffi::{self, reply_array, reply_bulk, reply_int, reply_map, reply_null, Ctx, RStr};
 
 const SOURCE: &str = include_str!("../lua/rmq.lua");
-/// Instructions one command may run (counted in steps of [`HOOK_STEP`]).
-const INSTRUCTION_BUDGET: u64 = 500_000_000;
-const HOOK_STEP: u32 = 10_000;
+/// The instruction budget (`rmq.lua-instruction-budget`) is counted in steps of this many.
+const HOOK_STEP: u32 = 1_000;
 
 struct Core {
     lua: Lua,
@@ -124,8 +123,8 @@ fn setup() -> mlua::Result<Core> {
             s.set(s.get() + HOOK_STEP as u64);
             s.get()
         });
-        if spent > INSTRUCTION_BUDGET {
-            return Err(mlua::Error::runtime("rmq: script ran past its instruction budget"));
+        if spent > config::lua_instruction_budget() {
+            return Err(mlua::Error::runtime("rmq: command ran past rmq.lua-instruction-budget"));
         }
         Ok(VmState::Continue)
     })?;

@@ -567,3 +567,43 @@ fn settings_changes_take_effect_at_once_however_they_are_made() {
     let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
     assert!((50_000..51_000).contains(&lock_of(&mut c)), "after FLUSHALL");
 }
+
+#[test]
+fn a_runaway_lua_command_is_stopped_by_its_budget_and_redis_carries_on() {
+    let mut s = Server::start(ServerOptions::module().arg("lua-instruction-budget", "20000"));
+    let mut c = s.conn();
+    for i in 0..300 {
+        ok(&mut c, "RMQ.PUSH", "q", &[&format!("m{i}")]);
+    }
+    // Reading 300 messages takes far more than 20 000 Lua instructions.
+    assert_eq!(err(&mut c, "RMQ.PEEK", "q", &["COUNT", "300"]), "ERR internal error");
+    assert!(s.alive());
+    assert!(s.log().contains("lua-instruction-budget"), "the reason is logged");
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("rmq.lua-instruction-budget").arg("500000000").query(&mut c).unwrap();
+    assert_eq!(messages(&ok(&mut c, "RMQ.PEEK", "q", &["COUNT", "300"])).len(), 300);
+}
+
+#[test]
+fn block_inside_a_script_answers_at_once() {
+    let s = module();
+    let mut c = s.conn();
+    let started = Instant::now();
+    let v: Value = redis::cmd("EVAL").arg("return redis.call('RMQ.FETCH', KEYS[1], 'BLOCK', '0')").arg(1).arg("q").query(&mut c).unwrap();
+    assert_eq!(v, Value::Nil);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn an_evicting_maxmemory_policy_is_warned_about() {
+    let s = Server::start(ServerOptions::module().conf("maxmemory-policy", "allkeys-lru"));
+    let mut c = s.conn();
+    let info: String = redis::cmd("INFO").arg("rmq").query(&mut c).unwrap();
+    assert!(info.contains("rmq_eviction_policy_ok:0"), "{info}");
+    assert!(s.log().contains("maxmemory-policy is 'allkeys-lru'"), "{}", s.log());
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg("noeviction").query(&mut c).unwrap();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("rmq.guard-interval-ms").arg("10").query(&mut c).unwrap();
+    assert!(eventually(Duration::from_secs(3), || {
+        let info: String = redis::cmd("INFO").arg("rmq").query(&mut c).unwrap();
+        info.contains("rmq_eviction_policy_ok:1")
+    }));
+}
