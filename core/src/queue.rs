@@ -94,12 +94,10 @@ impl<'a, S: Store> Queue<'a, S> {
     pub fn push(&mut self, req: &Push) -> Result<PushOutcome> {
         let dedup = req.id.filter(|_| self.set.dedup_window_ms > 0);
         if let Some(id) = dedup {
-            let horizon = self.now.saturating_sub(self.set.dedup_window_ms);
-            for (old, _) in self.store.zrange_upto(Key::Dup, horizon, DEDUP_TRIM_LIMIT) {
-                self.store.zrem(Key::Dup, &old);
-            }
+            self.trim_dedup(DEDUP_TRIM_LIMIT);
             if let Some(seen) = self.store.zscore(Key::Dup, id) {
-                if seen > horizon {
+                // Pushed less than a window ago (or "later", if the clock went back).
+                if self.now < seen.saturating_add(self.set.dedup_window_ms) {
                     self.store.hincrby(Key::St, b"dups", 1);
                     return Ok(PushOutcome::Duplicate(id.to_vec()));
                 }
@@ -390,12 +388,18 @@ impl<'a, S: Store> Queue<'a, S> {
     pub fn guard(&mut self, limit: usize) -> Moved {
         let p = self.promote_due(limit);
         let r = self.reclaim_expired(limit);
-        let horizon = self.now.saturating_sub(self.set.dedup_window_ms);
+        let trimmed = self.trim_dedup(limit);
+        Moved { promoted: p.promoted, reclaimed: r.reclaimed, more: p.more || r.more || trimmed == limit }
+    }
+
+    /// Removes up to `limit` dedup entries that are a whole window old; how many it removed.
+    fn trim_dedup(&mut self, limit: usize) -> usize {
+        let Some(horizon) = self.now.checked_sub(self.set.dedup_window_ms) else { return 0 };
         let old = self.store.zrange_upto(Key::Dup, horizon, limit);
         for (id, _) in &old {
             self.store.zrem(Key::Dup, id);
         }
-        Moved { promoted: p.promoted, reclaimed: r.reclaimed, more: p.more || r.more || old.len() == limit }
+        old.len()
     }
 
     /// Appends an event to the message log when the queue's `log` setting is on.
