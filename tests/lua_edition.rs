@@ -1636,13 +1636,23 @@ macro_rules! run_on {
     };
 }
 
-run_on!(lua, super::Edition::Lua;
+/// The contract's scenarios, run against both editions: they must answer alike.
+macro_rules! on_both_editions {
+    ($($name:ident),* $(,)?) => {
+        mod both {
+            run_on!(lua, crate::Edition::Lua; $($name),*);
+            run_on!(module, crate::Edition::Module; $($name),*);
+            use super::*;
+        }
+    };
+}
+
+on_both_editions!(
     push_fetch_ack_round_trip_has_all_fields,
     message_without_tag_key_headers_has_empty_values,
     server_made_ids_are_created_dash_offset_and_increase,
     fetch_is_fifo_and_count_limits,
     fetch_on_empty_queue_is_null_in_resp2_and_resp3,
-    fetch_block_is_checked_and_answers_null_when_empty,
     consumer_is_kept_while_in_flight,
     push_argument_errors_change_nothing,
     keywords_are_case_insensitive,
@@ -1685,60 +1695,12 @@ run_on!(lua, super::Edition::Lua;
     stored_record_bytes_match_storage_md,
     records_written_by_hand_are_read,
     undecodable_records_are_quarantined_to_errors,
-    // The Lua edition's own rules.
+);
+
+// The Lua edition's own rules (FCALL key counts, FCALL_RO, faults, BLOCK that never waits).
+run_on!(lua_only, super::Edition::Lua;
     key_count_must_be_one,
     internal_faults_are_not_tracebacks,
     read_only_functions_run_with_fcall_ro,
-);
-
-
-// The same scenarios against the module (RMQ.*): both editions must answer alike.
-run_on!(module, super::Edition::Module;
-    push_fetch_ack_round_trip_has_all_fields,
-    message_without_tag_key_headers_has_empty_values,
-    server_made_ids_are_created_dash_offset_and_increase,
-    fetch_is_fifo_and_count_limits,
-    fetch_on_empty_queue_is_null_in_resp2_and_resp3,
-    consumer_is_kept_while_in_flight,
-    push_argument_errors_change_nothing,
-    keywords_are_case_insensitive,
-    dedup_returns_same_id_within_window_and_accepts_after,
-    dedup_window_is_trimmed_a_few_at_a_time,
-    maxlen_refuses_with_queue_full_after_dedup,
-    delay_and_at_make_messages_delayed_until_due,
-    promoted_messages_go_behind_what_is_ready,
-    nack_retry_uses_exponential_backoff_capped,
-    nack_retry_without_backoff_goes_to_the_back_of_ready,
-    nack_fail_and_error_move_to_failed_and_errors,
-    nack_argument_errors_change_nothing,
-    max_attempts_by_nack_sends_to_failed,
-    max_attempts_by_lock_expiry_sends_to_failed,
-    stale_receipt_cannot_ack_nack_or_touch,
-    expired_receipt_still_acks_until_reclaimed,
-    touch_extends_the_lock,
-    fetch_argument_errors_change_nothing,
-    recover_counts_each_source_and_resets_attempts,
-    recover_sends_expired_at_max_attempts_to_failed_then_back,
-    recover_does_not_promote_delayed,
-    ordered_queue_hands_out_one_at_a_time,
-    ordered_queue_retry_goes_to_the_front,
-    ordered_queue_reclaimed_message_goes_to_the_front,
-    ordered_queue_retry_holds_the_line_during_backoff,
-    ordered_queue_hold_is_released_by_del_or_requeue,
-    stats_of_an_unused_queue_are_zeros,
-    stats_count_every_state_and_event,
-    peek_shows_state_specific_fields,
-    peek_pages_with_start_and_count,
-    get_finds_a_message_in_any_state,
-    del_removes_messages_from_any_state,
-    requeue_moves_failed_errored_and_delayed_only,
-    purge_deletes_one_state_or_all,
-    config_get_and_set,
-    queues_lists_queues_holding_messages,
-    log_is_written_only_while_on,
-    replay_pushes_copies_with_replay_of_header,
-    resp3_replies_are_maps,
-    stored_record_bytes_match_storage_md,
-    records_written_by_hand_are_read,
-    undecodable_records_are_quarantined_to_errors,
+    fetch_block_is_checked_and_answers_null_when_empty,
 );
