@@ -34,3 +34,20 @@ test: build
 
 clean:
 	cargo clean
+
+# Benchmarks (not part of `make test`; see docs/BENCHMARKS.md). redis-server and the harness
+# share one CPU, BENCH_CPU (pinned with taskset); BENCH_ARGS passes options to rmq-bench
+# (`target/release/rmq-bench --help`). `bench` regenerates docs/bench/ and the generated part
+# of docs/BENCHMARKS.md; `bench-quick` (a subset, under two minutes) writes target/bench-quick/.
+BENCH_CPU ?= $(shell [ "$$(nproc)" -gt 1 ] && echo 1 || echo 0)
+BENCH_ARGS ?=
+
+bench: build
+	@command -v taskset >/dev/null || $(SUDO) apt-get install -y -qq util-linux >/dev/null
+	cargo build --release -p rmq-bench
+	target/release/rmq-bench --cpu $(BENCH_CPU) --module $(CURDIR)/$(MODULE) $(BENCH_ARGS)
+
+bench-quick: build
+	@command -v taskset >/dev/null || $(SUDO) apt-get install -y -qq util-linux >/dev/null
+	cargo build --release -p rmq-bench
+	target/release/rmq-bench --quick --cpu $(BENCH_CPU) --module $(CURDIR)/$(MODULE) $(BENCH_ARGS)

@@ -1,0 +1,399 @@
+//! rmq-bench: Redis CPU per message, throughput and memory of rmq (module and Lua edition)
+//! against Redis Streams and list-based queues, measured in one run on one redis-server.
+//!
+//! `make bench` (full) and `make bench-quick` (a subset, under two minutes) run it; see
+//! docs/BENCHMARKS.md for the method. `rmq-bench --help` lists the options.
+
+mod approaches;
+mod chart;
+mod experiments;
+mod measure;
+mod report;
+mod server;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use approaches::Approach;
+use experiments::{AckSample, CycleSample, GuardSample, MemSample, Mode, Workload};
+
+pub struct Config {
+    pub quick: bool,
+    pub runs: usize,
+    pub cpu: Option<usize>,
+    pub module: PathBuf,
+    pub lua: PathBuf,
+    pub out: PathBuf,
+    pub report: Option<PathBuf>,
+    pub approaches: Vec<Approach>,
+    pub workloads: Vec<Workload>,
+    pub mem_n: usize,
+    pub mem_bodies: Vec<usize>,
+    pub ack_small: usize,
+    pub ack_big: usize,
+    pub ack_count: usize,
+    pub guard_n: usize,
+    pub guard_runs: usize,
+    pub skip: Vec<String>,
+}
+
+pub struct Results {
+    pub cycle: HashMap<(usize, Approach), Vec<CycleSample>>,
+    pub memory: HashMap<(usize, Approach), Vec<MemSample>>,
+    pub ack_small: Vec<AckSample>,
+    pub ack_big: Vec<AckSample>,
+    pub guard: Vec<GuardSample>,
+    pub idle_cpu_us_per_s: f64,
+    pub server_cpus: String,
+    pub client_cpus: String,
+    pub redis_version: String,
+    pub elapsed_s: f64,
+}
+
+const USAGE: &str =
+    "rmq-bench [--quick] [--runs N] [--cpu N | --no-pin] [--module PATH] [--lua PATH]
+          [--out DIR] [--report docs/BENCHMARKS.md] [--only a,b,…] [--skip cycle,memory,ack,guard]
+          [--n N] [--mem-n N] [--ack-big N] [--guard-n N] [--guard-runs N]
+approaches: rmq rmq-lua streams streams-xdel lists lists-evalsha";
+
+fn parse_args() -> Result<Config, String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = root.canonicalize().unwrap_or(root);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut c = if quick {
+        Config {
+            quick,
+            runs: 3,
+            cpu: Some(1),
+            module: root.join("target/release/librmq.so"),
+            lua: root.join("lua/rmq.lua"),
+            out: root.join("target/bench-quick"),
+            report: None,
+            approaches: approaches::ALL.to_vec(),
+            workloads: vec![
+                Workload {
+                    body: 16,
+                    mode: Mode::Single,
+                    n: 5_000,
+                },
+                Workload {
+                    body: 16,
+                    mode: Mode::Pipeline(64),
+                    n: 20_000,
+                },
+                Workload {
+                    body: 16,
+                    mode: Mode::Conns(8),
+                    n: 4_000,
+                },
+            ],
+            mem_n: 20_000,
+            mem_bodies: vec![16],
+            ack_small: 1_000,
+            ack_big: 100_000,
+            ack_count: 5_000,
+            guard_n: 100_000,
+            guard_runs: 1,
+            skip: Vec::new(),
+        }
+    } else {
+        let mut workloads = Vec::new();
+        for body in [16, 1024] {
+            workloads.push(Workload {
+                body,
+                mode: Mode::Single,
+                n: 40_000,
+            });
+            workloads.push(Workload {
+                body,
+                mode: Mode::Pipeline(64),
+                n: 200_000,
+            });
+            workloads.push(Workload {
+                body,
+                mode: Mode::Conns(8),
+                n: 40_000,
+            });
+        }
+        Config {
+            quick,
+            runs: 3,
+            cpu: Some(1),
+            module: root.join("target/release/librmq.so"),
+            lua: root.join("lua/rmq.lua"),
+            out: root.join("docs/bench"),
+            report: Some(root.join("docs/BENCHMARKS.md")),
+            approaches: approaches::ALL.to_vec(),
+            workloads,
+            mem_n: 100_000,
+            mem_bodies: vec![16, 1024],
+            ack_small: 1_000,
+            ack_big: 1_000_000,
+            ack_count: 20_000,
+            guard_n: 1_000_000,
+            guard_runs: 3,
+            skip: Vec::new(),
+        }
+    };
+    let mut i = 0;
+    let val = |i: &mut usize, name: &str| -> Result<String, String> {
+        *i += 1;
+        args.get(*i)
+            .cloned()
+            .ok_or_else(|| format!("{name} needs a value"))
+    };
+    let num = |s: String, name: &str| -> Result<usize, String> {
+        s.parse::<usize>()
+            .map_err(|_| format!("{name}: not a number: {s}"))
+    };
+    while i < args.len() {
+        match args[i].as_str() {
+            "--quick" => {}
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--runs" => c.runs = num(val(&mut i, "--runs")?, "--runs")?.max(1),
+            "--cpu" => c.cpu = Some(num(val(&mut i, "--cpu")?, "--cpu")?),
+            "--no-pin" => c.cpu = None,
+            "--module" => c.module = PathBuf::from(val(&mut i, "--module")?),
+            "--lua" => c.lua = PathBuf::from(val(&mut i, "--lua")?),
+            "--out" => c.out = PathBuf::from(val(&mut i, "--out")?),
+            "--report" => c.report = Some(PathBuf::from(val(&mut i, "--report")?)),
+            "--no-report" => c.report = None,
+            "--only" => {
+                let v = val(&mut i, "--only")?;
+                c.approaches = v
+                    .split(',')
+                    .map(|s| Approach::from_short(s.trim()).ok_or(format!("unknown approach {s}")))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--skip" => {
+                c.skip = val(&mut i, "--skip")?
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .collect()
+            }
+            "--n" => {
+                let n = num(val(&mut i, "--n")?, "--n")?;
+                for w in &mut c.workloads {
+                    w.n = if matches!(w.mode, Mode::Pipeline(_)) {
+                        n * 4
+                    } else {
+                        n
+                    };
+                }
+            }
+            "--mem-n" => c.mem_n = num(val(&mut i, "--mem-n")?, "--mem-n")?.max(1000),
+            "--ack-big" => c.ack_big = num(val(&mut i, "--ack-big")?, "--ack-big")?.max(1000),
+            "--guard-n" => c.guard_n = num(val(&mut i, "--guard-n")?, "--guard-n")?.max(1000),
+            "--guard-runs" => c.guard_runs = num(val(&mut i, "--guard-runs")?, "--guard-runs")?,
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+        i += 1;
+    }
+    for w in &mut c.workloads {
+        let k = w.mode.conns();
+        w.n = (w.n / k).max(1) * k;
+    }
+    Ok(c)
+}
+
+fn log(msg: &str) {
+    eprintln!("[rmq-bench] {msg}");
+}
+
+fn main() {
+    let cfg = match parse_args() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    match run(&cfg) {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("rmq-bench: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(cfg: &Config) -> Result<(), String> {
+    let started = Instant::now();
+    if !cfg.module.exists() {
+        return Err(format!(
+            "{} is missing: run `cargo build --release -p rmq` (make bench does)",
+            cfg.module.display()
+        ));
+    }
+    let lua =
+        std::fs::read_to_string(&cfg.lua).map_err(|e| format!("{}: {e}", cfg.lua.display()))?;
+    if let Some(cpu) = cfg.cpu {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        if cpu >= n {
+            return Err(format!("--cpu {cpu}: this machine has CPUs 0..{}", n - 1));
+        }
+        server::pin_self(cpu)?;
+    }
+    let srv = server::Server::start(&cfg.module, cfg.cpu)?;
+    let mut ctl = srv.conn();
+    let shas = approaches::load_scripts(&mut ctl, &lua)?;
+    let server_cpus = srv.cpus_allowed();
+    let client_cpus = server::cpus_allowed("/proc/self/status");
+    let redis_version = measure::info_field(&mut ctl, "server", "redis_version")?;
+    log(&format!(
+        "redis-server {redis_version} pid {} on 127.0.0.1:{}, server CPUs {server_cpus}, client CPUs {client_cpus}",
+        srv.pid(),
+        srv.port
+    ));
+
+    // The noise floor: what the idle server burns per second (cron, the guard timer).
+    let c0 = measure::cpu_us(&mut ctl)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let idle_cpu_us_per_s = measure::cpu_us(&mut ctl)? - c0;
+
+    let mut res = Results {
+        cycle: HashMap::new(),
+        memory: HashMap::new(),
+        ack_small: Vec::new(),
+        ack_big: Vec::new(),
+        guard: Vec::new(),
+        idle_cpu_us_per_s,
+        server_cpus,
+        client_cpus,
+        redis_version,
+        elapsed_s: 0.0,
+    };
+    let skip = |s: &str| cfg.skip.iter().any(|x| x == s);
+
+    if !skip("cycle") {
+        for (wi, w) in cfg.workloads.iter().enumerate() {
+            let mut conns: Vec<_> = (0..w.mode.conns()).map(|_| srv.conn()).collect();
+            for r in 0..cfg.runs {
+                // A B C … then B C … A: every approach runs once per round, in a rotating order.
+                let k = cfg.approaches.len();
+                for j in 0..k {
+                    let a = cfg.approaches[(j + r) % k];
+                    let s = experiments::cycle(&mut ctl, &mut conns, a, &shas, w)?;
+                    log(&format!(
+                        "cycle  {:<22} {:<26} run {}: push {} fetch {} ack {} = {} µs CPU/msg, {} msg/s",
+                        w.label(),
+                        a.name(),
+                        r + 1,
+                        measure::f3(s.cpu[0]),
+                        measure::f3(s.cpu[1]),
+                        measure::f3(s.cpu[2]),
+                        measure::f3(s.cpu_cycle()),
+                        measure::int(s.rate_cycle(w.n))
+                    ));
+                    res.cycle.entry((wi, a)).or_default().push(s);
+                }
+            }
+        }
+    }
+    if !skip("memory") {
+        for &b in &cfg.mem_bodies {
+            for r in 0..cfg.runs {
+                let k = cfg.approaches.len();
+                for j in 0..k {
+                    let a = cfg.approaches[(j + r) % k];
+                    let s = experiments::memory(&srv, &mut ctl, a, &shas, b, cfg.mem_n)?;
+                    log(&format!(
+                        "memory {:<8} {:<26} run {}: queued {} B/msg, in flight {} B/msg, after ack {} B/msg",
+                        experiments::body_label(b),
+                        a.name(),
+                        r + 1,
+                        measure::f3(s.queued),
+                        measure::f3(s.inflight),
+                        measure::f3(s.after_ack)
+                    ));
+                    res.memory.entry((b, a)).or_default().push(s);
+                }
+            }
+        }
+    }
+    if !skip("ack") && cfg.approaches.contains(&Approach::Rmq) {
+        let mut con = srv.conn();
+        for r in 0..cfg.runs {
+            let order = if r % 2 == 0 {
+                [cfg.ack_small, cfg.ack_big]
+            } else {
+                [cfg.ack_big, cfg.ack_small]
+            };
+            for inflight in order {
+                let t = Instant::now();
+                let s = experiments::ack_inflight(
+                    &mut ctl,
+                    &mut con,
+                    inflight,
+                    cfg.ack_count,
+                    1000,
+                    11 + r as u64,
+                )?;
+                log(&format!(
+                    "ack    {} in flight, run {}: {} µs CPU/ack, {} µs wall/ack ({:.1} s)",
+                    measure::int(inflight as f64),
+                    r + 1,
+                    measure::f3(s.cpu_per_ack),
+                    measure::f3(s.wall_per_ack),
+                    t.elapsed().as_secs_f64()
+                ));
+                if inflight == cfg.ack_small {
+                    res.ack_small.push(s);
+                } else {
+                    res.ack_big.push(s);
+                }
+            }
+        }
+    }
+    if !skip("guard") && cfg.approaches.contains(&Approach::Rmq) {
+        for r in 0..cfg.guard_runs {
+            let s = experiments::guard(&srv, &mut ctl, cfg.guard_n, Duration::from_secs(600))?;
+            log(&format!(
+                "guard  {} expired, run {}: all back in {:.2} s; PING max {} µs (p99.9 {} µs, idle max {} µs); longest tick {} µs; setup {:.1} s",
+                measure::int(s.n as f64),
+                r + 1,
+                s.total_s,
+                s.ping_max_us,
+                s.ping_p999_us,
+                s.idle_ping_max_us,
+                s.guard_tick_max_us,
+                s.setup_s
+            ));
+            res.guard.push(s);
+        }
+    }
+    res.elapsed_s = started.elapsed().as_secs_f64();
+    drop(ctl);
+    drop(srv);
+
+    let rep = report::build(cfg, &res);
+    println!("{}", rep.text);
+    std::fs::create_dir_all(&cfg.out).map_err(|e| format!("{}: {e}", cfg.out.display()))?;
+    let write = |name: &str, data: &str| -> Result<(), String> {
+        let p = cfg.out.join(name);
+        std::fs::write(&p, data).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    write("results.md", &rep.markdown)?;
+    write("samples.csv", &rep.csv)?;
+    if !skip("cycle") {
+        chart::cpu_by_approach(&cfg.out.join("cpu_per_message.png"), cfg, &res)?;
+        chart::phases(&cfg.out.join("cpu_per_phase.png"), cfg, &res)?;
+    }
+    log(&format!(
+        "wrote {}/results.md, samples.csv and the charts",
+        cfg.out.display()
+    ));
+    if let Some(p) = &cfg.report {
+        report::splice(p, &rep.summary)?;
+        log(&format!("updated the generated part of {}", p.display()));
+    }
+    log(&format!("done in {:.0} s", started.elapsed().as_secs_f64()));
+    Ok(())
+}
