@@ -282,67 +282,198 @@ fn stats(con: &mut Connection, q: &str, name: &str) -> R<i64> {
         .ok_or_else(|| format!("RMQ.STATS has no {name}: {v:?}"))
 }
 
-/// ACK cost with `inflight` messages in flight: each round fetches `chunk` more messages and
-/// acks `chunk` receipts picked at random from everything in flight (so in flight goes from
-/// inflight + chunk back to inflight); only the ACKs are measured (pipelines of 64).
+/// ACK cost with `inflight` messages in flight, for the module or (as a reference for what
+/// Redis's own structures do) Streams XACK. Each round fetches `chunk` more messages, so
+/// `inflight + chunk` are in flight, then acks `chunk` of them (64 per pipeline), bringing it
+/// back to `inflight`; only the ACKs are bracketed by `INFO cpu`. The same setup is measured
+/// twice: first acking receipts picked at random from everything in flight (the hard case:
+/// every ACK touches cold memory), then acking the oldest first (fetch order, as FIFO workers
+/// with similar handling times do).
 #[derive(Clone, Debug)]
 pub struct AckSample {
-    pub cpu_per_ack: f64,
-    pub wall_per_ack: f64,
+    /// Redis µs CPU per ACK: random order, fetch order.
+    pub cpu: [f64; 2],
+    /// Wall µs per ACK: random order, fetch order.
+    pub wall: [f64; 2],
 }
 
 pub fn ack_inflight(
     ctl: &mut Connection,
     con: &mut Connection,
+    a: Approach,
     inflight: usize,
     acks: usize,
     chunk: usize,
     seed: u64,
 ) -> R<AckSample> {
     const Q: &str = "ackbench";
+    const STREAM: &str = "ackstream";
     const LOCK: u64 = 3_600_000;
+    let streams = match a {
+        Approach::Rmq => false,
+        Approach::Streams => true,
+        other => {
+            return Err(format!(
+                "ack-inflight measures rmq and streams, not {}",
+                other.short()
+            ))
+        }
+    };
     flushall(ctl)?;
     let rounds = (acks / chunk).max(1);
-    push_module(con, Q, inflight + rounds * chunk)?;
-    let mut held = fetch_module(con, Q, inflight, || Ok(LOCK))?;
+    let total = inflight + 2 * rounds * chunk;
+    let fetch = |con: &mut Connection, n: usize| -> R<Vec<Vec<u8>>> {
+        if streams {
+            fetch_stream(con, STREAM, n)
+        } else {
+            fetch_module(con, Q, n, || Ok(LOCK))
+        }
+    };
+    if streams {
+        redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(STREAM)
+            .arg("g")
+            .arg("$")
+            .arg("MKSTREAM")
+            .query::<()>(ctl)
+            .map_err(|e| e.to_string())?;
+        push_stream(con, STREAM, total)?;
+    } else {
+        push_module(con, Q, total)?;
+    }
+    let mut held: std::collections::VecDeque<Vec<u8>> = fetch(con, inflight)?.into();
     let mut rng = Rng::new(seed);
-    let (mut cpu, mut wall) = (0.0, 0.0);
-    for _ in 0..rounds {
-        held.extend(fetch_module(con, Q, chunk, || Ok(LOCK))?);
-        let mut pick = Vec::with_capacity(chunk);
-        for _ in 0..chunk {
-            let i = rng.below(held.len());
-            pick.push(held.swap_remove(i));
-        }
-        let c0 = cpu_us(ctl)?;
-        let t0 = Instant::now();
-        let mut acked = 0;
-        for batch in pick.chunks(64) {
-            let mut p = redis::pipe();
-            for r in batch {
-                p.cmd("RMQ.ACK").arg(Q).arg(r);
+    let mut cpu = [0.0; 2];
+    let mut wall = [0.0; 2];
+    for (order, (cpu, wall)) in cpu.iter_mut().zip(wall.iter_mut()).enumerate() {
+        for _ in 0..rounds {
+            held.extend(fetch(con, chunk)?);
+            let pick: Vec<Vec<u8>> = if order == 0 {
+                (0..chunk)
+                    .map(|_| {
+                        let i = rng.below(held.len());
+                        held.swap_remove_back(i).unwrap()
+                    })
+                    .collect()
+            } else {
+                held.drain(..chunk).collect()
+            };
+            let c0 = cpu_us(ctl)?;
+            let t0 = Instant::now();
+            let mut acked = 0;
+            for batch in pick.chunks(64) {
+                let mut p = redis::pipe();
+                for r in batch {
+                    if streams {
+                        p.cmd("XACK").arg(STREAM).arg("g").arg(r);
+                    } else {
+                        p.cmd("RMQ.ACK").arg(Q).arg(r);
+                    }
+                }
+                let v: Vec<i64> = p.query(con).map_err(|e| format!("ack: {e}"))?;
+                acked += v.iter().sum::<i64>();
             }
-            let v: Vec<i64> = p.query(con).map_err(|e| format!("RMQ.ACK: {e}"))?;
-            acked += v.iter().sum::<i64>();
-        }
-        wall += t0.elapsed().as_secs_f64();
-        cpu += cpu_us(ctl)? - c0;
-        if acked != chunk as i64 {
-            return Err(format!("ack-inflight: {acked} of {chunk} receipts acked"));
+            *wall += t0.elapsed().as_secs_f64();
+            *cpu += cpu_us(ctl)? - c0;
+            if acked != chunk as i64 {
+                return Err(format!(
+                    "ack-inflight {}: {acked} of {chunk} acked",
+                    a.short()
+                ));
+            }
         }
     }
-    let still = stats(ctl, Q, "inflight")?;
+    let still: i64 = if streams {
+        let v: redis::Value = redis::cmd("XPENDING")
+            .arg(STREAM)
+            .arg("g")
+            .query(ctl)
+            .map_err(|e| e.to_string())?;
+        array(&v)
+            .and_then(|a| a.first())
+            .and_then(|x| {
+                if let redis::Value::Int(i) = x {
+                    Some(*i)
+                } else {
+                    None
+                }
+            })
+            .unwrap_or(-1)
+    } else {
+        stats(ctl, Q, "inflight")?
+    };
     if still != inflight as i64 {
         return Err(format!(
-            "ack-inflight: {still} in flight after the rounds, expected {inflight}"
+            "ack-inflight {}: {still} in flight after the rounds, expected {inflight}",
+            a.short()
         ));
     }
-    let total = (rounds * chunk) as f64;
+    let n = (rounds * chunk) as f64;
     flushall(ctl)?;
     Ok(AckSample {
-        cpu_per_ack: cpu / total,
-        wall_per_ack: wall * 1e6 / total,
+        cpu: [cpu[0] / n, cpu[1] / n],
+        wall: [wall[0] * 1e6 / n, wall[1] * 1e6 / n],
     })
+}
+
+fn push_stream(con: &mut Connection, stream: &str, n: usize) -> R<()> {
+    let payload = body(16, 3);
+    let mut left = n;
+    while left > 0 {
+        let b = left.min(64);
+        let mut p = redis::pipe();
+        for _ in 0..b {
+            p.cmd("XADD")
+                .arg(stream)
+                .arg("*")
+                .arg("b")
+                .arg(&payload)
+                .ignore();
+        }
+        p.query::<()>(con).map_err(|e| format!("XADD: {e}"))?;
+        left -= b;
+    }
+    Ok(())
+}
+
+fn fetch_stream(con: &mut Connection, stream: &str, n: usize) -> R<Vec<Vec<u8>>> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let c = (n - out.len()).min(1000);
+        let v: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("g")
+            .arg("c")
+            .arg("COUNT")
+            .arg(c)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(">")
+            .query(con)
+            .map_err(|e| format!("XREADGROUP: {e}"))?;
+        let entries = array(&v)
+            .and_then(|s| s.first())
+            .and_then(array)
+            .and_then(|s| s.get(1))
+            .and_then(array)
+            .ok_or_else(|| format!("XREADGROUP gave {v:?}"))?;
+        if entries.len() != c {
+            return Err(format!(
+                "XREADGROUP COUNT {c} gave {} entries",
+                entries.len()
+            ));
+        }
+        for e in entries {
+            out.push(
+                array(e)
+                    .and_then(|e| e.first())
+                    .and_then(crate::approaches::bulk)
+                    .ok_or("an entry without id")?,
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// The guard reclaiming `n` expired messages at once.

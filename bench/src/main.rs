@@ -41,8 +41,8 @@ pub struct Config {
 pub struct Results {
     pub cycle: HashMap<(usize, Approach), Vec<CycleSample>>,
     pub memory: HashMap<(usize, Approach), Vec<MemSample>>,
-    pub ack_small: Vec<AckSample>,
-    pub ack_big: Vec<AckSample>,
+    /// (approach, messages in flight) → runs.
+    pub ack: HashMap<(Approach, usize), Vec<AckSample>>,
     pub guard: Vec<GuardSample>,
     pub idle_cpu_us_per_s: f64,
     pub server_cpus: String,
@@ -261,8 +261,7 @@ fn run(cfg: &Config) -> Result<(), String> {
     let mut res = Results {
         cycle: HashMap::new(),
         memory: HashMap::new(),
-        ack_small: Vec::new(),
-        ack_big: Vec::new(),
+        ack: HashMap::new(),
         guard: Vec::new(),
         idle_cpu_us_per_s,
         server_cpus,
@@ -318,37 +317,44 @@ fn run(cfg: &Config) -> Result<(), String> {
             }
         }
     }
-    if !skip("ack") && cfg.approaches.contains(&Approach::Rmq) {
+    if !skip("ack") {
         let mut con = srv.conn();
+        let aps: Vec<Approach> = [Approach::Rmq, Approach::Streams]
+            .into_iter()
+            .filter(|a| cfg.approaches.contains(a))
+            .collect();
         for r in 0..cfg.runs {
-            let order = if r % 2 == 0 {
-                [cfg.ack_small, cfg.ack_big]
-            } else {
-                [cfg.ack_big, cfg.ack_small]
-            };
-            for inflight in order {
+            // Alternate: small big small … / big small big …, the approaches rotating too.
+            let mut order: Vec<(Approach, usize)> = Vec::new();
+            for j in 0..aps.len() {
+                let a = aps[(j + r) % aps.len()];
+                if r % 2 == 0 {
+                    order.extend([(a, cfg.ack_small), (a, cfg.ack_big)]);
+                } else {
+                    order.extend([(a, cfg.ack_big), (a, cfg.ack_small)]);
+                }
+            }
+            for (a, inflight) in order {
                 let t = Instant::now();
                 let s = experiments::ack_inflight(
                     &mut ctl,
                     &mut con,
+                    a,
                     inflight,
                     cfg.ack_count,
                     1000,
                     11 + r as u64,
                 )?;
                 log(&format!(
-                    "ack    {} in flight, run {}: {} µs CPU/ack, {} µs wall/ack ({:.1} s)",
+                    "ack    {:<14} {} in flight, run {}: {} µs CPU/ack random order, {} µs fetch order ({:.1} s)",
+                    a.name(),
                     measure::int(inflight as f64),
                     r + 1,
-                    measure::f3(s.cpu_per_ack),
-                    measure::f3(s.wall_per_ack),
+                    measure::f3(s.cpu[0]),
+                    measure::f3(s.cpu[1]),
                     t.elapsed().as_secs_f64()
                 ));
-                if inflight == cfg.ack_small {
-                    res.ack_small.push(s);
-                } else {
-                    res.ack_big.push(s);
-                }
+                res.ack.entry((a, inflight)).or_default().push(s);
             }
         }
     }

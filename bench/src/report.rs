@@ -291,21 +291,39 @@ pub fn build(cfg: &Config, res: &Results) -> Report {
     }
 
     // ACK at 1k vs 1M in flight.
-    if !res.ack_small.is_empty() {
-        let mut t = Table::new(&["in flight", "Redis µs CPU / ACK", "wall µs / ACK", "runs"]);
-        for (n, v) in [(cfg.ack_small, &res.ack_small), (cfg.ack_big, &res.ack_big)] {
-            t.row(vec![
-                int(n as f64),
-                f3(median(&v.iter().map(|s| s.cpu_per_ack).collect::<Vec<_>>())),
-                f3(median(
-                    &v.iter().map(|s| s.wall_per_ack).collect::<Vec<_>>(),
-                )),
-                v.len().to_string(),
-            ]);
+    if !res.ack.is_empty() {
+        let mut t = Table::new(&[
+            "approach",
+            "in flight",
+            "µs CPU / ACK, random order",
+            "µs CPU / ACK, fetch order",
+            "wall µs / ACK, random",
+            "wall µs / ACK, fetch order",
+            "runs",
+        ]);
+        t.right[1] = true;
+        for a in [Approach::Rmq, Approach::Streams] {
+            for n in [cfg.ack_small, cfg.ack_big] {
+                let Some(v) = res.ack.get(&(a, n)) else {
+                    continue;
+                };
+                let med = |f: &dyn Fn(&crate::experiments::AckSample) -> f64| {
+                    median(&v.iter().map(f).collect::<Vec<_>>())
+                };
+                t.row(vec![
+                    a.name().into(),
+                    int(n as f64),
+                    f3(med(&|s| s.cpu[0])),
+                    f3(med(&|s| s.cpu[1])),
+                    f3(med(&|s| s.wall[0])),
+                    f3(med(&|s| s.wall[1])),
+                    v.len().to_string(),
+                ]);
+            }
         }
         let _ = writeln!(
             md,
-            "## ACK with {} vs {} messages in flight (rmq module)\n\nEach round fetches 1,000 more messages (LOCK 1 h) and acks 1,000 receipts picked at random from everything in flight, 64 per pipeline, so in flight goes from n + 1,000 back to n; {} ACKs per run, only the ACKs are bracketed by `INFO cpu`.\n\n{}",
+            "## ACK with {} vs {} messages in flight\n\nEach round fetches 1,000 more messages (LOCK 1 h), so n + 1,000 are in flight, and acks 1,000 of them, 64 per pipeline, back to n; {} ACKs per order and run, only the ACKs bracketed by `INFO cpu`. Random order: receipts picked at random from everything in flight (every ACK touches cold memory: the hard case, and the one the goal is judged on). Fetch order: oldest first, as FIFO workers with similar handling times ack. Streams XACK (the pending entries list of a consumer group, without XDEL) is the reference for what Redis's own structures pay for the same growth.\n\n{}",
             int(cfg.ack_small as f64),
             int(cfg.ack_big as f64),
             int(cfg.ack_count as f64),
@@ -443,13 +461,21 @@ pub fn build(cfg: &Config, res: &Results) -> Report {
             }
         }
     }
-    for (n, v) in [(cfg.ack_small, &res.ack_small), (cfg.ack_big, &res.ack_big)] {
+    for ((a, n), v) in &res.ack {
         for (r, s) in v.iter().enumerate() {
             let _ = writeln!(
                 csv,
-                "ack,{n} in flight,rmq,{},cpu_us_per_ack,{:.4}",
+                "ack,{n} in flight,{},{},cpu_us_per_ack_random,{:.4}",
+                a.short(),
                 r + 1,
-                s.cpu_per_ack
+                s.cpu[0]
+            );
+            let _ = writeln!(
+                csv,
+                "ack,{n} in flight,{},{},cpu_us_per_ack_fetch_order,{:.4}",
+                a.short(),
+                r + 1,
+                s.cpu[1]
             );
         }
     }
@@ -573,32 +599,51 @@ fn goals(cfg: &Config, res: &Results) -> Table {
         verdict(ok),
     ]);
 
-    let (m, ok) = if !res.ack_small.is_empty() && !res.ack_big.is_empty() {
-        let s = median(
-            &res.ack_small
-                .iter()
-                .map(|s| s.cpu_per_ack)
-                .collect::<Vec<_>>(),
-        );
-        let b = median(
-            &res.ack_big
-                .iter()
-                .map(|s| s.cpu_per_ack)
-                .collect::<Vec<_>>(),
-        );
-        (
-            format!(
-                "{} µs at {}, {} µs at {}: {:.2}×",
+    let ack = |a: Approach, n: usize, order: usize| {
+        res.ack
+            .get(&(a, n))
+            .map(|v| median(&v.iter().map(|s| s.cpu[order]).collect::<Vec<_>>()))
+    };
+    let (m, ok) = match (
+        ack(Approach::Rmq, cfg.ack_small, 0),
+        ack(Approach::Rmq, cfg.ack_big, 0),
+    ) {
+        (Some(s), Some(b)) => {
+            let mut m = format!(
+                "random order: {} µs at {}, {} µs at {}: {:.2}×",
                 f3(s),
                 int(cfg.ack_small as f64),
                 f3(b),
                 int(cfg.ack_big as f64),
                 b / s
-            ),
-            Some(b <= 1.3 * s),
-        )
-    } else {
-        ("–".into(), None)
+            );
+            if let (Some(fs), Some(fb)) = (
+                ack(Approach::Rmq, cfg.ack_small, 1),
+                ack(Approach::Rmq, cfg.ack_big, 1),
+            ) {
+                let _ = write!(
+                    m,
+                    "; fetch order: {} → {} µs, {:.2}×",
+                    f3(fs),
+                    f3(fb),
+                    fb / fs
+                );
+            }
+            if let (Some(ss), Some(sb)) = (
+                ack(Approach::Streams, cfg.ack_small, 0),
+                ack(Approach::Streams, cfg.ack_big, 0),
+            ) {
+                let _ = write!(
+                    m,
+                    "; Streams XACK, random order: {} → {} µs, {:.2}×",
+                    f3(ss),
+                    f3(sb),
+                    sb / ss
+                );
+            }
+            (m, Some(b <= 1.3 * s))
+        }
+        _ => ("–".into(), None),
     };
     t.row(vec![
         format!(
@@ -606,7 +651,7 @@ fn goals(cfg: &Config, res: &Results) -> Table {
             int(cfg.ack_big as f64),
             int(cfg.ack_small as f64)
         ),
-        "≤ 1.30×".into(),
+        "≤ 1.30× (random order)".into(),
         m,
         verdict(ok),
     ]);
