@@ -1362,6 +1362,54 @@ end
 -- Registration: one function per command, key count checked, faults caught.
 ---------------------------------------------------------------------------------------
 
+-- An error text as the module sends it (its replies go through Rust strings and C): invalid
+-- UTF-8 (an argument echoed as typed) becomes U+FFFD as String::from_utf8_lossy does, one per
+-- maximal invalid subpart, and NUL, CR and LF become spaces. Clients can then always read it.
+local function reply_text(s)
+    if not s:find('[%z\r\n\128-\255]') then
+        return s
+    end
+    local out, i, n = {}, 1, #s
+    while i <= n do
+        local c = s:byte(i)
+        local len, lo, hi = 0, 0x80, 0xBF
+        if c < 0x80 then
+            len = 1
+        elseif c >= 0xC2 and c <= 0xDF then
+            len = 2
+        elseif c >= 0xE0 and c <= 0xEF then
+            len = 3
+            if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
+        elseif c >= 0xF0 and c <= 0xF4 then
+            len = 4
+            if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
+        end
+        if len == 1 then
+            out[#out + 1] = (c == 0 or c == 10 or c == 13) and ' ' or string.char(c)
+            i = i + 1
+        elseif len == 0 then
+            out[#out + 1] = '\239\191\189'
+            i = i + 1
+        else
+            -- The lead byte and as many continuation bytes as fit this sequence.
+            local j = i + 1
+            while j < i + len do
+                local b = s:byte(j)
+                local l, h = 0x80, 0xBF
+                if j == i + 1 then l, h = lo, hi end
+                if b == nil or b < l or b > h then break end
+                j = j + 1
+            end
+            out[#out + 1] = (j == i + len) and s:sub(i, j - 1) or '\239\191\189'
+            i = j
+        end
+    end
+    return table.concat(out)
+end
+
+-- The module checks the arity of these commands before the queue name.
+local ARITY_FIRST = { push = true, ack = true, nack = true, touch = true }
+
 local function register(name, readonly)
     local handler = commands[name]
     local fname = 'rmq_' .. name
@@ -1376,6 +1424,9 @@ local function register(name, readonly)
                 return redis.error_reply('ERR ' .. fname .. ' takes exactly one key, the queue name')
             end
             local q = keys[1]
+            if ARITY_FIRST[name] and args[1] == nil then
+                return redis.error_reply("ERR wrong number of arguments for 'rmq." .. name .. "' command")
+            end
             if nkeys == 1 and not valid_queue(q) then
                 return redis.error_reply('ERR invalid queue name')
             end
@@ -1384,7 +1435,7 @@ local function register(name, readonly)
                 return res
             end
             if type(res) == 'table' and res.rmq then
-                return redis.error_reply(res.rmq)
+                return redis.error_reply(reply_text(res.rmq))
             end
             local detail = type(res) == 'table' and (res.err or '?') or tostring(res)
             redis.log(redis.LOG_WARNING, 'rmq: ' .. fname .. ' internal error: ' .. tostring(detail))
