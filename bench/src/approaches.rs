@@ -469,7 +469,7 @@ impl Approach {
                             "streams: XLEN {len}, expected {n} (acked entries stay)"
                         ));
                     }
-                    Ok(format!("nothing pending; all {n} acked entries stay in the stream (XACK does not delete)"))
+                    Ok("nothing pending; every acked entry stays in the stream (XACK does not delete)".into())
                 }
             }
             Approach::Lists | Approach::ListsScript => {

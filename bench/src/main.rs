@@ -49,6 +49,21 @@ pub struct Results {
     pub client_cpus: String,
     pub redis_version: String,
     pub elapsed_s: f64,
+    /// Runs that failed (a check, an error reply, a timeout): reported, and the exit code is 1.
+    pub failures: Vec<String>,
+}
+
+/// Records a failed run; gives up when the server itself is gone.
+fn failed(srv: &mut server::Server, res: &mut Results, what: String) -> Result<(), String> {
+    log(&format!("FAILED {what}"));
+    res.failures.push(what);
+    if !srv.alive() {
+        return Err(format!(
+            "redis-server is gone; its log:\n{}",
+            srv.log_tail()
+        ));
+    }
+    Ok(())
 }
 
 const USAGE: &str =
@@ -241,7 +256,7 @@ fn run(cfg: &Config) -> Result<(), String> {
         }
         server::pin_self(cpu)?;
     }
-    let srv = server::Server::start(&cfg.module, cfg.cpu)?;
+    let mut srv = server::Server::start(&cfg.module, cfg.cpu)?;
     let mut ctl = srv.conn();
     let shas = approaches::load_scripts(&mut ctl, &lua)?;
     let server_cpus = srv.cpus_allowed();
@@ -268,6 +283,7 @@ fn run(cfg: &Config) -> Result<(), String> {
         client_cpus,
         redis_version,
         elapsed_s: 0.0,
+        failures: Vec::new(),
     };
     let skip = |s: &str| cfg.skip.iter().any(|x| x == s);
 
@@ -279,7 +295,19 @@ fn run(cfg: &Config) -> Result<(), String> {
                 let k = cfg.approaches.len();
                 for j in 0..k {
                     let a = cfg.approaches[(j + r) % k];
-                    let s = experiments::cycle(&mut ctl, &mut conns, a, &shas, w)?;
+                    let s = match experiments::cycle(&mut ctl, &mut conns, a, &shas, w) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            failed(
+                                &mut srv,
+                                &mut res,
+                                format!("cycle {} {} run {}: {e}", w.label(), a.name(), r + 1),
+                            )?;
+                            conns = (0..w.mode.conns()).map(|_| srv.conn()).collect();
+                            ctl = srv.conn();
+                            continue;
+                        }
+                    };
                     log(&format!(
                         "cycle  {:<22} {:<26} run {}: push {} fetch {} ack {} = {} µs CPU/msg, {} msg/s",
                         w.label(),
@@ -302,7 +330,20 @@ fn run(cfg: &Config) -> Result<(), String> {
                 let k = cfg.approaches.len();
                 for j in 0..k {
                     let a = cfg.approaches[(j + r) % k];
-                    let s = experiments::memory(&srv, &mut ctl, a, &shas, b, cfg.mem_n)?;
+                    let s = match experiments::memory(&srv, &mut ctl, a, &shas, b, cfg.mem_n) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let what = format!(
+                                "memory {} {} run {}: {e}",
+                                experiments::body_label(b),
+                                a.name(),
+                                r + 1
+                            );
+                            failed(&mut srv, &mut res, what)?;
+                            ctl = srv.conn();
+                            continue;
+                        }
+                    };
                     log(&format!(
                         "memory {:<8} {:<26} run {}: queued {} B/msg, in flight {} B/msg, after ack {} B/msg",
                         experiments::body_label(b),
@@ -336,7 +377,7 @@ fn run(cfg: &Config) -> Result<(), String> {
             }
             for (a, inflight) in order {
                 let t = Instant::now();
-                let s = experiments::ack_inflight(
+                let s = match experiments::ack_inflight(
                     &mut ctl,
                     &mut con,
                     a,
@@ -344,7 +385,17 @@ fn run(cfg: &Config) -> Result<(), String> {
                     cfg.ack_count,
                     1000,
                     11 + r as u64,
-                )?;
+                ) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let what =
+                            format!("ack {} {} in flight run {}: {e}", a.name(), inflight, r + 1);
+                        failed(&mut srv, &mut res, what)?;
+                        ctl = srv.conn();
+                        con = srv.conn();
+                        continue;
+                    }
+                };
                 log(&format!(
                     "ack    {:<14} {} in flight, run {}: {} µs CPU/ack random order, {} µs fetch order ({:.1} s)",
                     a.name(),
@@ -360,7 +411,20 @@ fn run(cfg: &Config) -> Result<(), String> {
     }
     if !skip("guard") && cfg.approaches.contains(&Approach::Rmq) {
         for r in 0..cfg.guard_runs {
-            let s = experiments::guard(&srv, &mut ctl, cfg.guard_n, Duration::from_secs(600))?;
+            let s = match experiments::guard(&srv, &mut ctl, cfg.guard_n, Duration::from_secs(600))
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    failed(&mut srv, &mut res, format!("guard run {}: {e}", r + 1))?;
+                    ctl = srv.conn();
+                    let _ = redis::cmd("CONFIG")
+                        .arg("SET")
+                        .arg("rmq.guard-interval-ms")
+                        .arg("3000")
+                        .query::<()>(&mut ctl);
+                    continue;
+                }
+            };
             log(&format!(
                 "guard  {} expired, run {}: all back in {:.2} s; PING max {} µs (p99.9 {} µs, idle max {} µs); longest tick {} µs; setup {:.1} s",
                 measure::int(s.n as f64),
@@ -401,5 +465,12 @@ fn run(cfg: &Config) -> Result<(), String> {
         log(&format!("updated the generated part of {}", p.display()));
     }
     log(&format!("done in {:.0} s", started.elapsed().as_secs_f64()));
+    if !res.failures.is_empty() {
+        return Err(format!(
+            "{} runs failed (listed in the report):\n{}",
+            res.failures.len(),
+            res.failures.join("\n")
+        ));
+    }
     Ok(())
 }

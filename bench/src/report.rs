@@ -374,6 +374,15 @@ pub fn build(cfg: &Config, res: &Results) -> Report {
         let _ = writeln!(txt, "GUARD\n{}", t.text());
     }
 
+    if !res.failures.is_empty() {
+        let list: String = res.failures.iter().map(|f| format!("- {f}\n")).collect();
+        let _ = writeln!(
+            md,
+            "## Failed runs\n\nThese runs failed and are not in the medians above:\n\n{list}"
+        );
+        let _ = writeln!(txt, "FAILED RUNS\n{list}");
+    }
+
     // What each approach sends, and what it leaves behind.
     let mut t = Table::new(&[
         "approach",
@@ -511,6 +520,9 @@ pub fn build(cfg: &Config, res: &Results) -> Report {
         );
     }
     let _ = writeln!(summary, "{}", goals.markdown());
+    if !res.failures.is_empty() {
+        let _ = writeln!(summary, "**{} runs failed** and are left out of the medians; see the list in bench/results.md.\n", res.failures.len());
+    }
     let _ = writeln!(summary, "All tables (per phase, throughput, memory, ACK, guard) and the raw samples: [bench/results.md](bench/results.md), [bench/samples.csv](bench/samples.csv).");
 
     Report {
