@@ -574,33 +574,39 @@ fn guard_inner(
             *samples.lock().unwrap() = local;
             Ok(())
         });
-        std::thread::sleep(Duration::from_secs(1));
-        let c0 = cpu_us(ctl)?;
-        phase.store(1, Ordering::Release);
-        let t0 = Instant::now();
-        cfg(ctl, "10")?;
-        let mut tick_max = 0u64;
-        let done = loop {
-            let len: i64 = redis::cmd("LLEN")
-                .arg(format!("msg:{{{Q}}}"))
-                .query(ctl)
-                .map_err(|e| e.to_string())?;
-            if let Ok(v) = info_field(ctl, "rmq", "rmq_guard_last_us") {
-                tick_max = tick_max.max(v.parse().unwrap_or(0));
-            }
-            if len >= n as i64 {
-                break Some(t0.elapsed().as_secs_f64());
-            }
-            if t0.elapsed() > timeout {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let cpu = cpu_us(ctl)? - c0;
+        // Whatever happens below, the PING thread is told to stop before it is joined.
+        let measured = (|| -> R<(Option<f64>, f64, u64)> {
+            std::thread::sleep(Duration::from_secs(1));
+            let c0 = cpu_us(ctl)?;
+            phase.store(1, Ordering::Release);
+            let t0 = Instant::now();
+            cfg(ctl, "10")?;
+            let mut tick_max = 0u64;
+            let done = loop {
+                let len: i64 = redis::cmd("LLEN")
+                    .arg(format!("msg:{{{Q}}}"))
+                    .query(ctl)
+                    .map_err(|e| e.to_string())?;
+                if let Ok(v) = info_field(ctl, "rmq", "rmq_guard_last_us") {
+                    tick_max = tick_max.max(v.parse().unwrap_or(0));
+                }
+                if len >= n as i64 {
+                    break Some(t0.elapsed().as_secs_f64());
+                }
+                if t0.elapsed() > timeout {
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            Ok((done, cpu_us(ctl)? - c0, tick_max))
+        })();
         phase.store(2, Ordering::Release);
-        pinger
+        let pinged = pinger
             .join()
-            .map_err(|_| "the PING thread panicked".to_string())??;
+            .map_err(|_| "the PING thread panicked".to_string())
+            .and_then(|r| r);
+        let (done, cpu, tick_max) = measured?;
+        pinged?;
         match done {
             Some(total) => Ok((total, cpu, tick_max)),
             None => Err(format!(
