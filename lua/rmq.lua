@@ -1408,7 +1408,10 @@ local function reply_text(s)
 end
 
 -- The module checks the arity of these commands before the queue name.
-local ARITY_FIRST = { push = true, ack = true, nack = true, touch = true }
+-- Arguments each command needs after the queue name: fewer is an arity error, reported
+-- before the queue name is checked (as Redis checks arity first), the same in the module.
+local MIN_ARGS = { push = 1, ack = 1, nack = 1, touch = 1, get = 1, del = 1, requeue = 1, purge = 1,
+    config = 1, replay = 1 }
 
 local function register(name, readonly)
     local handler = commands[name]
@@ -1424,7 +1427,7 @@ local function register(name, readonly)
                 return redis.error_reply('ERR ' .. fname .. ' takes exactly one key, the queue name')
             end
             local q = keys[1]
-            if ARITY_FIRST[name] and args[1] == nil then
+            if #args < (MIN_ARGS[name] or 0) then
                 return redis.error_reply("ERR wrong number of arguments for 'rmq." .. name .. "' command")
             end
             if nkeys == 1 and not valid_queue(q) then

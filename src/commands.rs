@@ -168,7 +168,12 @@ pub fn lua_command(ctx: Ctx, argv: &[&[u8]], function: &str, name: &'static str)
     if function == "rmq_queues" {
         return crate::lua::run(ctx, function, &[], &argv[1..]);
     }
-    let q = queue(argv, 2, name)?;
+    // What each needs after q, checked before the queue name (as lua/rmq.lua's MIN_ARGS).
+    let min_args = match function {
+        "rmq_get" | "rmq_del" | "rmq_requeue" | "rmq_purge" | "rmq_config" | "rmq_replay" => 1,
+        _ => 0,
+    };
+    let q = queue(argv, 2 + min_args, name)?;
     registry::note(ctx, q);
     crate::lua::run(ctx, function, &[q], &argv[2..])?;
     if matches!(function, "rmq_requeue" | "rmq_replay") {

@@ -607,3 +607,16 @@ fn an_evicting_maxmemory_policy_is_warned_about() {
         info.contains("rmq_eviction_policy_ok:1")
     }));
 }
+
+#[test]
+fn arity_is_checked_before_the_queue_name_by_every_command() {
+    let s = module();
+    let mut c = s.conn();
+    for cmd in ["RMQ.PUSH", "RMQ.ACK", "RMQ.NACK", "RMQ.TOUCH", "RMQ.GET", "RMQ.DEL", "RMQ.REQUEUE", "RMQ.PURGE", "RMQ.CONFIG", "RMQ.REPLAY"] {
+        let want = format!("ERR wrong number of arguments for '{}' command", cmd.to_lowercase());
+        assert_eq!(err(&mut c, cmd, "bad name", &[]), want);
+    }
+    for cmd in ["RMQ.FETCH", "RMQ.STATS", "RMQ.RECOVER", "RMQ.PEEK", "RMQ.LOG"] {
+        assert_eq!(err(&mut c, cmd, "bad name", &[]), "ERR invalid queue name", "{cmd}");
+    }
+}
