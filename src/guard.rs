@@ -18,9 +18,9 @@ use crate::safety::quietly;
 use crate::store::RedisStore;
 
 /// Work per tick stops once this much time is spent (checked between batches).
-const TICK_BUDGET: Duration = Duration::from_millis(2);
+const TICK_BUDGET: Duration = Duration::from_millis(1);
 /// Messages moved per batch (of each kind) between two budget checks.
-const BATCH: usize = 128;
+const BATCH: usize = 32;
 /// The pause before carrying on when a tick ran out of budget.
 const CARRY_ON_MS: i64 = 1;
 
