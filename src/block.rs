@@ -7,7 +7,7 @@ use std::os::raw::{c_int, c_void};
 use redis_module::raw;
 use rmq_core::store::Key;
 
-use crate::commands::{blocked_private, fetch_now, free_blocked, reply_deliveries, Blocked};
+use crate::commands::{fetch_now, reply_deliveries};
 use crate::ffi::{self, reply_null, Ctx, RStr};
 use crate::safety::guarded;
 
@@ -53,3 +53,20 @@ extern "C" fn on_timeout(ctx: Ctx, _argv: *mut *mut raw::RedisModuleString, _arg
     raw::REDISMODULE_OK as c_int
 }
 
+/// The private data of a blocked FETCH.
+struct Blocked {
+    count: u64,
+    lock: Option<u64>,
+    consumer: Vec<u8>,
+}
+
+fn blocked_private(ctx: Ctx) -> Option<&'static Blocked> {
+    let p = unsafe { raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx) } as *const Blocked;
+    unsafe { p.as_ref() }
+}
+
+extern "C" fn free_blocked(_ctx: Ctx, p: *mut c_void) {
+    if !p.is_null() {
+        let _ = std::panic::catch_unwind(|| drop(unsafe { Box::from_raw(p as *mut Blocked) }));
+    }
+}

@@ -1,8 +1,6 @@
 //! The native commands: parse (rmq_core::args), run the queue logic (rmq_core::queue) on a
 //! [`RedisStore`], and shape the reply. Replies follow docs/commands.md.
 
-use std::os::raw::c_void;
-
 use redis_module::raw;
 use rmq_core::args::{self, check_queue};
 use rmq_core::queue::{Delivery, Queue};
@@ -181,22 +179,4 @@ pub fn lua_command(ctx: Ctx, argv: &[&[u8]], function: &str, name: &'static str)
         unsafe { raw::RedisModule_SignalKeyAsReady.unwrap()(ctx, key.ptr) };
     }
     Ok(())
-}
-
-/// The private data of a blocked FETCH.
-pub struct Blocked {
-    pub count: u64,
-    pub lock: Option<u64>,
-    pub consumer: Vec<u8>,
-}
-
-pub fn blocked_private(ctx: Ctx) -> Option<&'static Blocked> {
-    let p = unsafe { raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx) } as *const Blocked;
-    unsafe { p.as_ref() }
-}
-
-pub extern "C" fn free_blocked(_ctx: Ctx, p: *mut c_void) {
-    if !p.is_null() {
-        let _ = std::panic::catch_unwind(|| drop(unsafe { Box::from_raw(p as *mut Blocked) }));
-    }
 }

@@ -203,7 +203,7 @@ fn reply_value(ctx: Ctx, v: &Value) -> mlua::Result<()> {
     match v {
         Value::Nil | Value::Boolean(false) => reply_null(ctx),
         Value::Boolean(true) => reply_int(ctx, 1),
-        Value::Integer(i) => reply_int(ctx, *i as i64),
+        Value::Integer(i) => reply_int(ctx, *i),
         Value::Number(n) => reply_int(ctx, *n as i64),
         Value::String(s) => reply_bulk(ctx, &s.as_bytes()),
         Value::Table(t) => {

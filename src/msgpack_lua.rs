@@ -106,7 +106,7 @@ fn encode(out: &mut Vec<u8>, v: &Value, depth: usize) -> Result<()> {
     match v {
         Value::Nil => out.push(0xc0),
         Value::Boolean(b) => out.push(if *b { 0xc3 } else { 0xc2 }),
-        Value::Integer(i) => write_int(out, *i as i64),
+        Value::Integer(i) => write_int(out, *i),
         Value::Number(n) => write_number(out, *n),
         Value::String(s) => write_bytes(out, &s.as_bytes()),
         Value::Table(t) if depth < MAX_NESTING => {

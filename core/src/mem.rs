@@ -4,12 +4,15 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::store::{Key, Store};
 
+/// A stream entry: its fields in order.
+type Entry = Vec<(Vec<u8>, Vec<u8>)>;
+
 #[derive(Default, Debug)]
 pub struct MemStore {
     pub lists: HashMap<Key, VecDeque<Vec<u8>>>,
     pub zsets: HashMap<Key, BTreeMap<Vec<u8>, u64>>,
     pub hashes: HashMap<Key, BTreeMap<Vec<u8>, Vec<u8>>>,
-    pub streams: HashMap<Key, VecDeque<Vec<(Vec<u8>, Vec<u8>)>>>,
+    pub streams: HashMap<Key, VecDeque<Entry>>,
 }
 
 impl Store for MemStore {

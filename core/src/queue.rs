@@ -214,7 +214,7 @@ impl<'a, S: Store> Queue<'a, S> {
         match action {
             NackAction::Retry { delay } => {
                 if record.attempt >= self.set.max_attempts {
-                    self.to_failed(record, MAX_ATTEMPTS_REASON);
+                    self.move_to_failed(record, MAX_ATTEMPTS_REASON);
                     return true;
                 }
                 if let Some(reason) = reason {
@@ -232,7 +232,7 @@ impl<'a, S: Store> Queue<'a, S> {
                 self.store.hincrby(Key::St, b"retried", 1);
                 self.log(b"retry", &record);
             }
-            NackAction::Fail => self.to_failed(record, reason.unwrap_or(b"failed")),
+            NackAction::Fail => self.move_to_failed(record, reason.unwrap_or(b"failed")),
             NackAction::Error => {
                 record.error = reason.unwrap_or(b"error").to_vec();
                 self.store.rpush(Key::Err, &record.encode());
@@ -243,7 +243,7 @@ impl<'a, S: Store> Queue<'a, S> {
         true
     }
 
-    fn to_failed(&mut self, mut record: Record, reason: &[u8]) {
+    fn move_to_failed(&mut self, mut record: Record, reason: &[u8]) {
         record.error = reason.to_vec();
         self.store.rpush(Key::Fai, &record.encode());
         self.store.hincrby(Key::St, b"dead", 1);
@@ -300,7 +300,7 @@ impl<'a, S: Store> Queue<'a, S> {
         for (receipt, _) in &expired {
             let Some(record) = self.take_inflight(receipt) else { continue };
             if record.attempt >= self.set.max_attempts {
-                self.to_failed(record, LOCK_EXPIRED_REASON);
+                self.move_to_failed(record, LOCK_EXPIRED_REASON);
             } else {
                 self.make_ready_again(&record);
                 self.log(b"reclaim", &record);
