@@ -151,21 +151,25 @@ fn legend_row(
     Ok(())
 }
 
-/// Push, fetch and ack stacked, per approach, for the first workload (16 B, 1 connection).
-pub fn phases(path: &Path, cfg: &Config, res: &Results) -> Result<(), String> {
+/// Push, fetch and ack stacked, per approach, for workload `wi` (the stack is the sum of the
+/// phases' medians, so it can differ in the last digit from the median of the cycles).
+pub fn phases(path: &Path, cfg: &Config, res: &Results, wi: usize) -> Result<(), String> {
     fonts();
-    let Some(w) = cfg.workloads.first() else {
+    let Some(w) = cfg.workloads.get(wi) else {
         return Ok(());
     };
     let aps: Vec<Approach> = cfg
         .approaches
         .iter()
         .copied()
-        .filter(|a| res.cycle.contains_key(&(0, *a)))
+        .filter(|a| res.cycle.contains_key(&(wi, *a)))
         .collect();
+    if aps.is_empty() {
+        return Ok(());
+    }
     let phase = |a: Approach, p: usize| {
         median(
-            &res.cycle[&(0, a)]
+            &res.cycle[&(wi, a)]
                 .iter()
                 .map(|s| s.cpu[p])
                 .collect::<Vec<_>>(),

@@ -454,7 +454,15 @@ fn run(cfg: &Config) -> Result<(), String> {
     write("samples.csv", &rep.csv)?;
     if !skip("cycle") {
         chart::cpu_by_approach(&cfg.out.join("cpu_per_message.png"), cfg, &res)?;
-        chart::phases(&cfg.out.join("cpu_per_phase.png"), cfg, &res)?;
+        // One message per round trip, and pipelined (where the commands' own cost shows).
+        chart::phases(&cfg.out.join("cpu_per_phase.png"), cfg, &res, 0)?;
+        if let Some(wi) = cfg
+            .workloads
+            .iter()
+            .position(|w| matches!(w.mode, Mode::Pipeline(_)))
+        {
+            chart::phases(&cfg.out.join("cpu_per_phase_pipeline.png"), cfg, &res, wi)?;
+        }
     }
     log(&format!(
         "wrote {}/results.md, samples.csv and the charts",

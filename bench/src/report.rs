@@ -186,7 +186,7 @@ pub fn build(cfg: &Config, res: &Results) -> Report {
         let _ = writeln!(md, "Full cycle push → fetch → ack, Redis CPU (user + sys, from `INFO cpu`) per message, divided by the same for Streams (XADD → XREADGROUP → XACK) in the same workload. Below 1 is cheaper than Streams.\n");
         let _ = writeln!(md, "{}", head.markdown());
         let _ = writeln!(md, "{}", abs.markdown());
-        let _ = writeln!(md, "![CPU per message by approach](cpu_per_message.png)\n\n![CPU per phase](cpu_per_phase.png)\n");
+        let _ = writeln!(md, "![CPU per message by approach](cpu_per_message.png)\n\n![CPU per phase](cpu_per_phase.png)\n\n![CPU per phase, pipelined](cpu_per_phase_pipeline.png)\n\nIn the per-phase charts a stack is the sum of the medians of its phases, so it can differ by a few percent from the median of the cycles in the tables when the runs disagree.\n");
         let _ = writeln!(txt, "{}\n{}", head.text(), abs.text());
     }
     let _ = writeln!(md, "## Goals\n\n{}", goals.markdown());
