@@ -68,30 +68,30 @@ pub fn fetch_now(ctx: Ctx, q: &[u8], count: u64, lock: Option<u64>, consumer: &[
 pub fn reply_deliveries(ctx: Ctx, got: &[Delivery]) {
     reply_array(ctx, got.len());
     for d in got {
-        let r = &d.record;
+        let l = &d.layout;
         reply_map(ctx, 10);
         reply_bulk(ctx, b"id");
-        reply_bulk(ctx, &r.message_id());
+        reply_bulk(ctx, &d.message_id());
         reply_bulk(ctx, b"body");
-        reply_bulk(ctx, &r.body);
+        reply_bulk(ctx, d.field(&l.body));
         reply_bulk(ctx, b"receipt");
         reply_bulk(ctx, &d.receipt);
         reply_bulk(ctx, b"attempt");
-        reply_int(ctx, r.attempt as i64);
+        reply_int(ctx, l.attempt as i64);
         reply_bulk(ctx, b"tag");
-        reply_bulk(ctx, &r.tag);
+        reply_bulk(ctx, d.field(&l.tag));
         reply_bulk(ctx, b"key");
-        reply_bulk(ctx, &r.key);
+        reply_bulk(ctx, d.field(&l.key));
         reply_bulk(ctx, b"headers");
-        reply_map(ctx, r.headers.len());
-        for (n, v) in &r.headers {
-            reply_bulk(ctx, n);
-            reply_bulk(ctx, v);
+        reply_map(ctx, l.headers.len());
+        for (n, v) in &l.headers {
+            reply_bulk(ctx, d.field(n));
+            reply_bulk(ctx, d.field(v));
         }
         reply_bulk(ctx, b"created");
-        reply_int(ctx, r.created as i64);
+        reply_int(ctx, l.created as i64);
         reply_bulk(ctx, b"offset");
-        reply_int(ctx, r.offset as i64);
+        reply_int(ctx, l.offset as i64);
         reply_bulk(ctx, b"deadline");
         reply_int(ctx, d.deadline as i64);
     }

@@ -15,7 +15,7 @@
 
 use crate::args::{NackAction, Push, Recover, When};
 use crate::error::{Error, Result};
-use crate::record::Record;
+use crate::record::{self, Layout, Record};
 use crate::settings::{Settings, NAMES};
 use crate::store::{Key, Store};
 
@@ -55,12 +55,28 @@ impl PushOutcome {
     }
 }
 
-/// One delivery handed out by FETCH.
+/// One delivery handed out by FETCH: the record as stored in flight, read in place.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    pub record: Record,
+    pub bytes: Vec<u8>,
+    pub layout: Layout,
     pub receipt: Vec<u8>,
     pub deadline: u64,
+}
+
+impl Delivery {
+    pub fn field(&self, span: &std::ops::Range<usize>) -> &[u8] {
+        &self.bytes[span.clone()]
+    }
+
+    pub fn message_id(&self) -> Vec<u8> {
+        self.layout.message_id(&self.bytes)
+    }
+
+    /// The whole record, decoded (for tests and tools; FETCH itself never needs it).
+    pub fn record(&self) -> Record {
+        Record::decode(&self.bytes).expect("a delivery's record decodes")
+    }
 }
 
 /// Moves on the whole queue: counters of what a pass did.
@@ -154,14 +170,18 @@ impl<'a, S: Store> Queue<'a, S> {
         let mut out = Vec::with_capacity(n.min(64) as usize);
         for _ in 0..n {
             let Some(bytes) = self.store.lpop(Key::Msg) else { break };
-            let Some(mut record) = self.decode_or_quarantine(bytes) else { continue };
-            record.attempt += 1;
-            record.deliveries += 1;
-            record.consumer = consumer.to_vec();
-            let receipt = record.receipt();
-            self.store.hset(Key::Inf, &receipt, &record.encode());
+            // Only attempt, deliveries and consumer change: the body is not decoded.
+            let (bytes, layout) = match record::redeliver(&bytes, consumer) {
+                Ok(next) => next,
+                Err(_) => {
+                    self.quarantine(bytes);
+                    continue;
+                }
+            };
+            let receipt = layout.receipt();
+            self.store.hset(Key::Inf, &receipt, &bytes);
             self.store.zadd(Key::Bak, deadline, &receipt);
-            out.push(Delivery { record, receipt, deadline });
+            out.push(Delivery { bytes, layout, receipt, deadline });
         }
         out
     }
@@ -172,11 +192,15 @@ impl<'a, S: Store> Queue<'a, S> {
         match Record::decode(&bytes) {
             Ok(r) => Some(r),
             Err(_) => {
-                let r = Record { body: bytes, error: b"corrupt record".to_vec(), created: self.now, ..Record::default() };
-                self.store.rpush(Key::Err, &r.encode());
+                self.quarantine(bytes);
                 None
             }
         }
+    }
+
+    fn quarantine(&mut self, bytes: Vec<u8>) {
+        let r = Record { body: bytes, error: b"corrupt record".to_vec(), created: self.now, ..Record::default() };
+        self.store.rpush(Key::Err, &r.encode());
     }
 
     /// Takes the current delivery of `receipt` out of flight.

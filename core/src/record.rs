@@ -2,6 +2,8 @@
 //! `cmsgpack.pack` makes of `{id, body, tag, key, headers, created, attempt, offset,
 //! deliveries, error, consumer}` (see docs/storage.md). Both editions read and write it.
 
+use std::ops::Range;
+
 use rmp::encode;
 
 /// Number of fields a record has in this version; readers accept more (later versions append).
@@ -121,6 +123,93 @@ impl Record {
     }
 }
 
+/// Where each field of an encoded record lies: FETCH reads the message from the bytes and
+/// rewrites only the delivery fields, instead of decoding and re-encoding the body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub id: Range<usize>,
+    pub body: Range<usize>,
+    pub tag: Range<usize>,
+    pub key: Range<usize>,
+    pub headers: Vec<(Range<usize>, Range<usize>)>,
+    pub created: u64,
+    pub attempt: u64,
+    pub offset: u64,
+    pub deliveries: u64,
+    /// The encoded attempt, the encoded deliveries, and the encoded consumer (header included).
+    attempt_at: Range<usize>,
+    deliveries_at: Range<usize>,
+    consumer_at: Range<usize>,
+}
+
+impl Layout {
+    /// Checks the whole record, as [`Record::decode`] does, without copying anything.
+    pub fn of(bytes: &[u8]) -> Result<Layout, CorruptRecord> {
+        let mut r = Reader { buf: bytes, pos: 0 };
+        let n = r.array_len()?;
+        if n < FIELDS {
+            return Err(CorruptRecord);
+        }
+        let (id, body, tag, key) = (r.span()?, r.span()?, r.span()?, r.span()?);
+        let hn = r.array_len()?;
+        if hn % 2 != 0 {
+            return Err(CorruptRecord);
+        }
+        let mut headers = Vec::with_capacity(hn as usize / 2);
+        for _ in 0..hn / 2 {
+            headers.push((r.span()?, r.span()?));
+        }
+        let created = r.uint()?;
+        let start = r.pos;
+        let attempt = r.uint()?;
+        let attempt_at = start..r.pos;
+        let offset = r.uint()?;
+        let start = r.pos;
+        let deliveries = r.uint()?;
+        let deliveries_at = start..r.pos;
+        r.span()?;
+        let start = r.pos;
+        r.span()?;
+        let consumer_at = start..r.pos;
+        for _ in FIELDS..n {
+            r.skip(0)?;
+        }
+        if r.pos != bytes.len() {
+            return Err(CorruptRecord);
+        }
+        Ok(Layout { id, body, tag, key, headers, created, attempt, offset, deliveries, attempt_at, deliveries_at, consumer_at })
+    }
+
+    /// The message id (the producer's, or `<created>-<offset>`).
+    pub fn message_id(&self, bytes: &[u8]) -> Vec<u8> {
+        if self.id.is_empty() {
+            pair(self.created, self.offset)
+        } else {
+            bytes[self.id.clone()].to_vec()
+        }
+    }
+
+    pub fn receipt(&self) -> Vec<u8> {
+        pair(self.offset, self.deliveries)
+    }
+}
+
+/// The record of the next delivery of `bytes`: attempt and deliveries one more, consumer
+/// set; every other byte as it was. Gives the new bytes and their layout.
+pub fn redeliver(bytes: &[u8], consumer: &[u8]) -> Result<(Vec<u8>, Layout), CorruptRecord> {
+    let old = Layout::of(bytes)?;
+    let mut out = Vec::with_capacity(bytes.len() + consumer.len() + 8);
+    out.extend_from_slice(&bytes[..old.attempt_at.start]);
+    encode::write_uint(&mut out, old.attempt + 1).unwrap();
+    out.extend_from_slice(&bytes[old.attempt_at.end..old.deliveries_at.start]);
+    encode::write_uint(&mut out, old.deliveries + 1).unwrap();
+    out.extend_from_slice(&bytes[old.deliveries_at.end..old.consumer_at.start]);
+    write_bytes(&mut out, consumer);
+    out.extend_from_slice(&bytes[old.consumer_at.end..]);
+    let layout = Layout::of(&out)?;
+    Ok((out, layout))
+}
+
 /// `a-b` in decimal (on the hot path: no formatter).
 fn pair(a: u64, b: u64) -> Vec<u8> {
     let mut buf = itoa::Buffer::new();
@@ -166,6 +255,12 @@ impl Reader<'_> {
     }
 
     fn bytes(&mut self) -> Result<Vec<u8>, CorruptRecord> {
+        let span = self.span()?;
+        Ok(self.buf[span].to_vec())
+    }
+
+    /// Where a string's content lies.
+    fn span(&mut self) -> Result<Range<usize>, CorruptRecord> {
         let len = match self.byte()? {
             b @ 0xa0..=0xbf => (b & 0x1f) as usize,
             0xd9 | 0xc4 => self.be(1)? as usize,
@@ -173,9 +268,10 @@ impl Reader<'_> {
             0xdb | 0xc6 => self.be(4)? as usize,
             _ => return Err(CorruptRecord),
         };
-        let s = self.buf.get(self.pos..self.pos + len).ok_or(CorruptRecord)?;
+        let start = self.pos;
+        self.buf.get(start..start + len).ok_or(CorruptRecord)?;
         self.pos += len;
-        Ok(s.to_vec())
+        Ok(start..start + len)
     }
 
     /// Steps over any one value (for fields this version does not know).
@@ -283,10 +379,25 @@ mod tests {
     }
 
     #[test]
+    fn redelivery_rewrites_only_the_delivery_fields() {
+        let mut r = sample();
+        r.attempt = 127; // 1 byte, becomes 2 (0xcc 128)
+        r.consumer = b"old".to_vec();
+        let (bytes, layout) = redeliver(&r.encode(), b"worker-7").unwrap();
+        let want = Record { attempt: 128, deliveries: 2, consumer: b"worker-7".to_vec(), ..r.clone() };
+        assert_eq!(bytes, want.encode());
+        assert_eq!(&bytes[layout.body.clone()], r.body.as_slice());
+        assert_eq!((layout.attempt, layout.deliveries, layout.offset), (128, 2, r.offset));
+        assert_eq!(layout.receipt(), want.receipt());
+        assert_eq!(layout.message_id(&bytes), want.message_id());
+    }
+
+    #[test]
     fn truncated_or_garbage_bytes_are_refused() {
         let bytes = sample().encode();
         for cut in 0..bytes.len() {
             assert_eq!(Record::decode(&bytes[..cut]), Err(CorruptRecord));
+            assert!(Layout::of(&bytes[..cut]).is_err());
         }
         assert_eq!(Record::decode(b"hello"), Err(CorruptRecord));
     }

@@ -22,7 +22,7 @@ fn a_stale_receipt_changes_nothing_after_redelivery() {
     let first = q(&mut s, 1000).fetch(1, Some(10), b"a").remove(0);
     let second = q(&mut s, 2000).fetch(1, Some(10), b"b").remove(0);
     assert_ne!(first.receipt, second.receipt);
-    assert_eq!(second.record.attempt, 2);
+    assert_eq!(second.layout.attempt, 2);
     let mut queue = q(&mut s, 2001);
     assert_eq!(queue.ack(&[&first.receipt]), 0);
     assert!(!queue.nack(&first.receipt, NackAction::Fail, None));
@@ -64,7 +64,7 @@ fn retry_waits_out_an_exponential_capped_backoff() {
     }
     assert_eq!(due, vec![100, 200, 250]);
     assert_eq!(q(&mut s, now - 1).fetch(1, None, b"").len(), 0, "not due yet");
-    assert_eq!(q(&mut s, now).fetch(1, None, b"")[0].record.error, b"flaky");
+    assert_eq!(q(&mut s, now).fetch(1, None, b"")[0].record().error, b"flaky");
 }
 
 #[test]
@@ -104,7 +104,7 @@ fn ordered_queue_retry_holds_the_line_then_goes_first() {
     assert!(q(&mut s, 0).nack(&d.receipt, NackAction::Retry { delay: None }, None));
     assert!(q(&mut s, 50).fetch(1, None, b"").is_empty(), "the retry holds the line during its backoff");
     let again = q(&mut s, 100).fetch(1, None, b"").remove(0);
-    assert_eq!(again.record.body, b"1");
+    assert_eq!(again.record().body, b"1");
     assert_eq!(s.hget(Key::St, b"hold"), None);
 }
 
@@ -132,7 +132,7 @@ fn a_corrupt_ready_record_goes_to_errors_not_away() {
     push(&mut s, 0, &[b"good"]);
     let got = q(&mut s, 0).fetch(2, None, b"");
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].record.body, b"good");
+    assert_eq!(got[0].record().body, b"good");
     let kept = Record::decode(&s.lindex(Key::Err, 0).unwrap()).unwrap();
     assert_eq!((kept.body.as_slice(), kept.error.as_slice()), (&b"\x01not a record"[..], &b"corrupt record"[..]));
 }
