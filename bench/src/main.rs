@@ -49,6 +49,9 @@ pub struct Results {
     pub client_cpus: String,
     pub redis_version: String,
     pub elapsed_s: f64,
+    /// The commit under test, and when the run started.
+    pub source: String,
+    pub started_at: String,
     /// Runs that failed (a check, an error reply, a timeout): reported, and the exit code is 1.
     pub failures: Vec<String>,
 }
@@ -239,6 +242,12 @@ fn main() {
 
 fn run(cfg: &Config) -> Result<(), String> {
     let started = Instant::now();
+    let source = report::source_state();
+    let started_at = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     if !cfg.module.exists() {
         return Err(format!(
             "{} is missing: run `cargo build --release -p rmq` (make bench does)",
@@ -284,6 +293,8 @@ fn run(cfg: &Config) -> Result<(), String> {
         redis_version,
         elapsed_s: 0.0,
         failures: Vec::new(),
+        source,
+        started_at,
     };
     let skip = |s: &str| cfg.skip.iter().any(|x| x == s);
 
