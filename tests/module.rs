@@ -323,7 +323,9 @@ fn dump_keys(c: &mut Connection) -> BTreeMap<String, String> {
 
 #[test]
 fn replica_holds_identical_keys_and_takes_over_with_the_same_receipts() {
-    let primary = Server::start(ServerOptions::module().arg("guard-interval-ms", "50").arg("backoff-ms", "30"));
+    let primary = Server::start(
+        ServerOptions::module().arg("guard-interval-ms", "50").arg("backoff-ms", "30").conf("repl-diskless-sync-delay", "0"),
+    );
     let replica = Server::start(ServerOptions::module().conf("replicaof", &format!("127.0.0.1 {}", primary.port)));
     let mut p = primary.conn();
     let mut r = replica.conn();
@@ -331,7 +333,8 @@ fn replica_holds_identical_keys_and_takes_over_with_the_same_receipts() {
         let info: String = redis::cmd("INFO").arg("replication").query(&mut r).unwrap();
         info.contains("master_link_status:up")
     }));
-    let _: () = redis::cmd("HSET").arg("cfg:{mix}").arg("log").arg("1").query(&mut p).unwrap();
+    // Commands served by the Lua core replicate as plain commands too.
+    ok(&mut p, "RMQ.CONFIG", "mix", &["SET", "log", "1", "max-attempts", "9"]);
     for i in 0..60 {
         let body = format!("m{i}");
         let mut args = vec![body.as_str()];
@@ -358,6 +361,10 @@ fn replica_holds_identical_keys_and_takes_over_with_the_same_receipts() {
     // Let the guard reclaim and promote on the primary, then fetch some more with a long lock.
     std::thread::sleep(Duration::from_millis(250));
     ok(&mut p, "RMQ.RECOVER", "mix", &["ERRORS"]);
+    assert_eq!(int(&ok(&mut p, "RMQ.REPLAY", "mix", &["FROM", "1", "TO", "3"])), 3);
+    ok(&mut p, "RMQ.PUSH", "mix", &["doomed", "ID", "doomed", "DELAY", "600000"]);
+    assert_eq!(int(&ok(&mut p, "RMQ.DEL", "mix", &["doomed"])), 1);
+    ok(&mut p, "RMQ.PURGE", "mix", &["FAILED"]);
     let held = messages(&ok(&mut p, "RMQ.FETCH", "mix", &["COUNT", "5", "LOCK", "600000"]));
     assert!(!held.is_empty());
     let _: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut p).unwrap();
