@@ -109,15 +109,11 @@ fn run(ctx: Ctx) -> bool {
             let moved = queue.guard(BATCH);
             RECLAIMED.fetch_add(moved.reclaimed, Ordering::Relaxed);
             PROMOTED.fetch_add(moved.promoted, Ordering::Relaxed);
-            if !moved.more {
-                break;
-            }
-            if started.elapsed() >= TICK_BUDGET {
-                left = true;
+            if !moved.more || started.elapsed() >= TICK_BUDGET {
                 break;
             }
         }
-        if left || started.elapsed() >= TICK_BUDGET {
+        if started.elapsed() >= TICK_BUDGET {
             // Carry on from this queue (it may have more) at the next tick.
             *CURSOR.lock().unwrap_or_else(|e| e.into_inner()) = Some(qref.clone());
             left = true;

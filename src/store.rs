@@ -161,6 +161,15 @@ impl<'q> RedisStore<'q> {
         out
     }
 
+    /// One field of an open hash (empty keys give None).
+    fn hash_get(&self, p: *mut raw::RedisModuleKey, field: &RStr) -> Option<RStr> {
+        let mut out: *mut raw::RedisModuleString = NULL_STR;
+        unsafe {
+            raw::RedisModule_HashGet.unwrap()(p, raw::REDISMODULE_HASH_NONE as c_int, field.ptr, &mut out, NULL_STR);
+        }
+        RStr::adopt(self.ctx, out)
+    }
+
     /// Wakes FETCHes blocked on this queue if anything became ready.
     fn signal(&mut self) {
         if self.ready_signal {
@@ -253,11 +262,7 @@ impl Store for RedisStore<'_> {
     fn hget(&mut self, k: Key, field: &[u8]) -> Option<Vec<u8>> {
         let p = self.exists_key(k)?;
         let f = RStr::new(self.ctx, field);
-        let mut out: *mut raw::RedisModuleString = NULL_STR;
-        unsafe {
-            raw::RedisModule_HashGet.unwrap()(p, raw::REDISMODULE_HASH_NONE as c_int, f.ptr, &mut out, NULL_STR);
-        }
-        RStr::adopt(self.ctx, out).map(|v| v.bytes().to_vec())
+        self.hash_get(p, &f).map(|v| v.bytes().to_vec())
     }
 
     fn hset(&mut self, k: Key, field: &[u8], value: &[u8]) {
@@ -285,11 +290,7 @@ impl Store for RedisStore<'_> {
         let ctx = self.ctx;
         let p = self.key(k);
         let f = RStr::new(ctx, field);
-        let mut out: *mut raw::RedisModuleString = NULL_STR;
-        unsafe {
-            raw::RedisModule_HashGet.unwrap()(p, raw::REDISMODULE_HASH_NONE as c_int, f.ptr, &mut out, NULL_STR);
-        }
-        let old: i64 = RStr::adopt(ctx, out).and_then(|v| std::str::from_utf8(v.bytes()).ok()?.parse().ok()).unwrap_or(0);
+        let old: i64 = self.hash_get(p, &f).and_then(|v| std::str::from_utf8(v.bytes()).ok()?.parse().ok()).unwrap_or(0);
         let new = old + by;
         let v = RStr::new(ctx, itoa::Buffer::new().format(new).as_bytes());
         unsafe { raw::RedisModule_HashSet.unwrap()(p, raw::REDISMODULE_HASH_NONE as c_int, f.ptr, v.ptr, NULL_STR) };

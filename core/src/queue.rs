@@ -219,6 +219,7 @@ impl<'a, S: Store> Queue<'a, S> {
     pub fn ack(&mut self, receipts: &[&[u8]]) -> u64 {
         let mut acked = 0;
         for r in receipts {
+            // Without a log the record is never read: deleting it is enough (the hot path).
             if !self.set.log {
                 if self.store.zrem(Key::Bak, r) {
                     self.store.hdel(Key::Inf, r);
