@@ -18,6 +18,7 @@
 //!     .await?;
 //! # Ok(()) }
 //! ```
+mod archive_backend;
 pub mod client;
 pub mod error;
 pub mod message;

@@ -133,6 +133,10 @@ enum Cmd {
     /// Run COMMAND for every message, body on stdin: exit 0 ACKs, anything else NACKs with its
     /// stderr as the reason. Stops gracefully on ctrl-c / SIGTERM.
     Work(WorkArgs),
+    /// The SQL archive of queues (SQLite, PostgreSQL, MySQL/MariaDB): run, migrate, status,
+    /// search, replay (docs/archive.md).
+    #[command(subcommand)]
+    Archive(rmq_archive::cli::ArchiveCmd),
 }
 
 #[derive(Args)]
@@ -402,6 +406,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             iterations,
         } => stats(&cli, c, queue.as_deref(), *watch, *interval, *iterations).await,
         Cmd::Work(a) => work(&cli, c, a).await,
+        Cmd::Archive(a) => Ok(rmq_archive::cli::run(std::sync::Arc::new(c), cli.json, a).await?),
     }
 }
 
