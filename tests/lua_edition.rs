@@ -1157,7 +1157,7 @@ fn config_get_and_set(ed: Edition) {
     let all = strings(&t.run("config", "q", &["GET"]));
     let want = [
         "lock-ms", "30000", "max-attempts", "5", "backoff-ms", "1000", "backoff-max-ms", "3600000", "maxlen", "0",
-        "ordered", "0", "dedup-window-ms", "3600000", "log", "0", "log-maxlen", "1000000",
+        "ordered", "0", "dedup-window-ms", "3600000", "log", "0", "log-maxlen", "1000000", "paused", "0",
     ];
     assert_eq!(all, want);
     assert_eq!(strings(&t.run("config", "q", &["get", "LOCK-MS"])), vec!["lock-ms", "30000"]);
@@ -1264,38 +1264,55 @@ fn log_is_written_only_while_on(ed: Edition) {
     let events: Vec<(i64, String)> = log.iter().map(|e| (e.i("offset"), e.s("event"))).collect();
     let want: Vec<(i64, &str)> = vec![
         (2, "push"),
+        (1, "fetch"),
+        (2, "fetch"),
         (1, "ack"),
         (2, "retry"),
+        (2, "fetch"),
         (2, "fail"),
         (2, "recover"),
+        (2, "fetch"),
         (2, "error"),
         (2, "requeue"),
         (2, "delete"),
         (3, "push"),
         (4, "push"),
+        (3, "fetch"),
         (3, "reclaim"),
         (3, "purge"),
         (4, "purge"),
     ];
     assert_eq!(events, want.iter().map(|(o, e)| (*o, e.to_string())).collect::<Vec<_>>());
+    let base = ["event", "id", "offset", "time"];
     for e in &log {
         assert!(e.i("time") >= before && e.i("time") <= after);
-        if e.s("event") == "push" {
-            assert_eq!(sorted(e.fields()), vec!["body", "event", "headers", "id", "key", "offset", "tag", "time"]);
-        } else {
-            assert_eq!(sorted(e.fields()), vec!["event", "id", "offset", "time"]);
-        }
+        let own: &[&str] = match e.s("event").as_str() {
+            "push" if e.i("offset") == 4 => &["body", "due", "headers", "key", "tag"],
+            "push" => &["body", "headers", "key", "tag"],
+            "fetch" => &["attempt", "consumer", "deadline"],
+            "retry" | "reclaim" => &["attempt"],
+            "fail" | "error" => &["attempt", "error"],
+            _ => &[],
+        };
+        assert_eq!(sorted(e.fields()), sorted(base.iter().chain(own).copied().collect()), "{e:?}");
     }
     assert_eq!(log[0].s("id"), "m2");
     assert_eq!(log[0].s("body"), "hello");
     assert_eq!((log[0].s("tag"), log[0].s("key")), ("t".into(), "k".into()));
     assert_eq!(log[0].headers().into_iter().collect::<Vec<_>>(), vec![("h".to_string(), "v".to_string())]);
-    assert_eq!(log[1].s("id"), first_id, "the ACK of a message pushed before the log was on");
-    assert!(log[8].headers().is_empty());
+    assert_eq!(log[3].s("id"), first_id, "the ACK of a message pushed before the log was on");
+    // Deliveries: who took it, which attempt, until when; outcomes with their attempt and reason.
+    assert_eq!((log[1].i("attempt"), log[1].s("consumer")), (1, String::new()));
+    assert!(log[1].i("deadline") >= log[1].i("time") + 30_000, "the queue's lock-ms");
+    assert_eq!(log[14].i("deadline"), log[14].i("time") + 20, "LOCK 20");
+    assert_eq!((log[4].i("attempt"), log[6].i("attempt"), log[6].s("error")), (1, 2, "max attempts".into()));
+    assert_eq!((log[9].i("attempt"), log[9].s("error")), (1, "error".into()));
+    assert_eq!(log[13].i("due"), log[13].i("time") + 60_000);
+    assert!(log[12].headers().is_empty());
 
     // FROM and COUNT.
     let from3: Vec<i64> = log_entries(&mut t, "q", &["FROM", "3"]).iter().map(|e| e.i("offset")).collect();
-    assert_eq!(from3, vec![3, 4, 3, 3, 4]);
+    assert_eq!(from3, vec![3, 4, 3, 3, 3, 4]);
     assert_eq!(log_entries(&mut t, "q", &["COUNT", "2", "FROM", "2"]).len(), 2);
     assert_eq!(t.err("log", "q", &["FROM", "-1"]), "ERR FROM must be a non-negative integer");
     assert_eq!(t.err("log", "q", &["COUNT", "0"]), "ERR COUNT must be a positive integer");
@@ -1312,6 +1329,44 @@ fn log_is_written_only_while_on(ed: Edition) {
     assert_eq!(n, 0);
     t.push("q", "quiet", &[]);
     assert!(log_entries(&mut t, "q", &[]).is_empty());
+}
+
+fn deliveries_and_delays_are_logged_with_who_and_until_when(ed: Edition) {
+    let mut t = Ctx::new(ed);
+    t.config("q", &["log", "1", "backoff-ms", "1000", "backoff-max-ms", "1000"]);
+    t.push("q", "a", &["ID", "a"]);
+    let m = t.fetch1("q", &["LOCK", "5000", "CONSUMER", "w-7"]);
+    t.int("nack", "q", &[&m.s("receipt"), "REASON", "busy"]);
+    let log = log_entries(&mut t, "q", &[]);
+    let events: Vec<String> = log.iter().map(|e| e.s("event")).collect();
+    assert_eq!(events, ["push", "fetch", "delay"]);
+    let (fetch, delay) = (&log[1], &log[2]);
+    assert_eq!((fetch.s("id"), fetch.s("consumer"), fetch.i("attempt")), ("a".into(), "w-7".into(), 1));
+    assert_eq!(fetch.i("deadline"), fetch.i("time") + 5000);
+    assert_eq!((delay.i("attempt"), delay.s("error")), (1, "busy".into()));
+    assert_eq!(delay.i("due"), delay.i("time") + 1000, "the backoff of attempt 1");
+    // What the log says is what the queue holds.
+    let delayed = t.peek("q", &["DELAYED"]);
+    assert_eq!(delayed[0].i("due"), delay.i("due"));
+}
+
+fn a_paused_queue_hands_out_nothing_and_everything_else_goes_on(ed: Edition) {
+    let mut t = Ctx::new(ed);
+    t.push("q", "a", &[]);
+    let m = t.fetch1("q", &["LOCK", "60000"]);
+    t.push("q", "b", &[]);
+    t.config("q", &["paused", "1"]);
+    assert_eq!(strings(&t.run("config", "q", &["GET", "paused"])), vec!["paused", "1"]);
+    assert!(t.fetch("q", &["COUNT", "10"]).is_empty(), "paused: nothing handed out");
+    assert!(t.fetch("q", &["BLOCK", "10"]).is_empty(), "BLOCK waits, then null");
+    // PUSH, ACK, STATS and the rest go on.
+    t.push("q", "c", &[]);
+    assert_eq!(t.int("ack", "q", &[&m.s("receipt")]), 1);
+    assert_eq!((t.stat("q", "ready"), t.stat("q", "inflight")), (2, 0));
+    assert_eq!(bodies(&t.peek("q", &[])), ["b", "c"]);
+    assert_eq!(t.err("config", "q", &["SET", "paused", "2"]), "ERR paused must be 0 or 1");
+    t.config("q", &["paused", "0"]);
+    assert_eq!(bodies(&t.fetch("q", &["COUNT", "10"])), ["b", "c"]);
 }
 
 fn replay_pushes_copies_with_replay_of_header(ed: Edition) {
@@ -1690,6 +1745,8 @@ on_both_editions!(
     config_get_and_set,
     queues_lists_queues_holding_messages,
     log_is_written_only_while_on,
+    deliveries_and_delays_are_logged_with_who_and_until_when,
+    a_paused_queue_hands_out_nothing_and_everything_else_goes_on,
     replay_pushes_copies_with_replay_of_header,
     resp3_replies_are_maps,
     stored_record_bytes_match_storage_md,

@@ -234,6 +234,29 @@ fn block_is_woken_by_a_delayed_message_coming_due() {
 }
 
 #[test]
+fn block_waits_while_paused_and_is_woken_by_resume() {
+    let s = module();
+    let mut c = s.conn();
+    ok(&mut c, "RMQ.CONFIG", "q", &["SET", "paused", "1"]);
+    ok(&mut c, "RMQ.PUSH", "q", &["held"]);
+    let url = s.url();
+    let resumer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let stats: Value = redis::cmd("RMQ.STATS").arg("q").query(&mut c).unwrap();
+        let _: () = redis::cmd("RMQ.CONFIG").arg("q").arg("SET").arg("paused").arg("0").query(&mut c).unwrap();
+        stats
+    });
+    let started = Instant::now();
+    let m = fetch_one(&mut c, "q", &["BLOCK", "10000"]);
+    assert_eq!(field(&m, "body"), "held");
+    assert!(started.elapsed() >= Duration::from_millis(250), "handed out while paused");
+    assert!(started.elapsed() < Duration::from_secs(5), "not woken by the resume");
+    let stats = common::values::map(&resumer.join().unwrap());
+    assert_eq!(common::values::int(&stats["ready"]), 1, "the message waited in ready while paused");
+}
+
+#[test]
 fn block_timeout_returns_null() {
     let s = module();
     let mut c = s.conn();

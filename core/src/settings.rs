@@ -17,6 +17,8 @@ pub struct Settings {
     pub dedup_window_ms: u64,
     pub log: bool,
     pub log_maxlen: u64,
+    /// While set, FETCH hands out nothing (BLOCK waits); everything else goes on.
+    pub paused: bool,
 }
 
 impl Default for Settings {
@@ -32,12 +34,13 @@ impl Default for Settings {
             dedup_window_ms: 3_600_000,
             log: false,
             log_maxlen: 1_000_000,
+            paused: false,
         }
     }
 }
 
 /// The names RMQ.CONFIG knows, in the order CONFIG GET lists them.
-pub const NAMES: [&str; 9] = [
+pub const NAMES: [&str; 10] = [
     "lock-ms",
     "max-attempts",
     "backoff-ms",
@@ -47,6 +50,7 @@ pub const NAMES: [&str; 9] = [
     "dedup-window-ms",
     "log",
     "log-maxlen",
+    "paused",
 ];
 
 #[derive(Clone, Copy)]
@@ -59,7 +63,7 @@ enum Rule {
 fn rule(name: &str) -> Rule {
     match name {
         "lock-ms" | "max-attempts" | "log-maxlen" => Rule::Positive,
-        "ordered" | "log" => Rule::Boolean,
+        "ordered" | "log" | "paused" => Rule::Boolean,
         _ => Rule::NonNegative,
     }
 }
@@ -118,6 +122,7 @@ impl Settings {
             "dedup-window-ms" => self.dedup_window_ms = v,
             "log" => self.log = v == 1,
             "log-maxlen" => self.log_maxlen = v,
+            "paused" => self.paused = v == 1,
             _ => {}
         }
     }
@@ -133,6 +138,7 @@ impl Settings {
             "dedup-window-ms" => self.dedup_window_ms,
             "log" => self.log as u64,
             "log-maxlen" => self.log_maxlen,
+            "paused" => self.paused as u64,
             _ => 0,
         }
     }
