@@ -933,8 +933,19 @@ fn stats_of_an_unused_queue_are_zeros(ed: Edition) {
     let mut t = Ctx::new(ed);
     let st = t.stats("never");
     let names = [
-        "ready", "delayed", "inflight", "failed", "errors", "pushed", "acked", "retried", "dead", "errored", "dups",
-        "offset", "oldest_ready_ms",
+        "ready",
+        "delayed",
+        "inflight",
+        "failed",
+        "errors",
+        "pushed",
+        "acked",
+        "retried",
+        "dead",
+        "errored",
+        "dups",
+        "offset",
+        "oldest_ready_ms",
     ];
     assert_eq!(st.keys().map(|s| s.as_str()).collect::<Vec<_>>(), sorted(names.to_vec()));
     assert!(st.values().all(|v| *v == 0));
@@ -1156,8 +1167,26 @@ fn config_get_and_set(ed: Edition) {
     let mut t = Ctx::new(ed);
     let all = strings(&t.run("config", "q", &["GET"]));
     let want = [
-        "lock-ms", "30000", "max-attempts", "5", "backoff-ms", "1000", "backoff-max-ms", "3600000", "maxlen", "0",
-        "ordered", "0", "dedup-window-ms", "3600000", "log", "0", "log-maxlen", "1000000", "paused", "0",
+        "lock-ms",
+        "30000",
+        "max-attempts",
+        "5",
+        "backoff-ms",
+        "1000",
+        "backoff-max-ms",
+        "3600000",
+        "maxlen",
+        "0",
+        "ordered",
+        "0",
+        "dedup-window-ms",
+        "3600000",
+        "log",
+        "0",
+        "log-maxlen",
+        "1000000",
+        "paused",
+        "0",
     ];
     assert_eq!(all, want);
     assert_eq!(strings(&t.run("config", "q", &["get", "LOCK-MS"])), vec!["lock-ms", "30000"]);
@@ -1537,10 +1566,7 @@ fn stored_record_bytes_match_storage_md(ed: Edition) {
     let id3 = t.push("q", &body300, &["TAG", &"g".repeat(31), "KEY", &"k".repeat(32)]);
     let c2: u64 = id2.split_once('-').unwrap().0.parse().unwrap();
     let c3: u64 = id3.split_once('-').unwrap().0.parse().unwrap();
-    assert_eq!(
-        raw(&mut t, &["LINDEX", "msg:{q}", "1"]),
-        record(b"", body40.as_bytes(), b"", b"", &[], c2, 0, 2, 0, b"", b"")
-    );
+    assert_eq!(raw(&mut t, &["LINDEX", "msg:{q}", "1"]), record(b"", body40.as_bytes(), b"", b"", &[], c2, 0, 2, 0, b"", b""));
     let r3 = record(b"", body300.as_bytes(), "g".repeat(31).as_bytes(), "k".repeat(32).as_bytes(), &[], c3, 0, 3, 0, b"", b"");
     assert_eq!(raw(&mut t, &["LINDEX", "msg:{q}", "2"]), r3);
     assert!(r3.windows(3).any(|w| w == [0xda, 0x01, 0x2c]), "str16 for 300 bytes");
@@ -1597,7 +1623,10 @@ fn records_written_by_hand_are_read(ed: Edition) {
     let m = t.fetch("q", &["COUNT", "2"]);
     assert_eq!(m.len(), 2);
     assert_eq!(m[0].s("id"), "1700000000000-7");
-    assert_eq!((m[0].s("body"), m[0].s("tag"), m[0].i("attempt"), m[0].s("receipt")), ("from-elsewhere".into(), "tg".into(), 3, "7-6".into()));
+    assert_eq!(
+        (m[0].s("body"), m[0].s("tag"), m[0].i("attempt"), m[0].s("receipt")),
+        ("from-elsewhere".into(), "tg".into(), 3, "7-6".into())
+    );
     assert_eq!(m[0].headers()["h"], "v");
     assert_eq!((m[1].s("id"), m[1].s("body"), m[1].s("receipt")), ("1700000000001-8".into(), "bin".into(), "8-1".into()));
     assert_eq!(m[1].headers()["x"], "y");
@@ -1621,7 +1650,10 @@ fn undecodable_records_are_quarantined_to_errors(ed: Edition) {
     assert_eq!((e[0].b("body"), e[0].s("error"), e[0].i("offset")), (b"\x01garbage".to_vec(), "corrupt record".into(), 0));
     let created = e[0].i("created") as u64;
     assert!(created as i64 >= before && created as i64 <= t.now());
-    assert_eq!(raw(&mut t, &["LINDEX", "err:{q}", "0"]), record(b"", b"\x01garbage", b"", b"", &[], created, 0, 0, 0, b"corrupt record", b""));
+    assert_eq!(
+        raw(&mut t, &["LINDEX", "err:{q}", "0"]),
+        record(b"", b"\x01garbage", b"", b"", &[], created, 0, 0, 0, b"corrupt record", b"")
+    );
     // RECOVER ERRORS brings it back to ready as a record; FETCH then hands out the bytes.
     assert_eq!(ints(&t.run("recover", "q", &["ERRORS"])), vec![0, 0, 1]);
     assert_eq!(t.fetch1("q", &[]).b("body"), b"\x01garbage");

@@ -383,9 +383,7 @@ impl<'a, S: Store> Queue<'a, S> {
     /// ACK or by DEL/PURGE (counted in `removed`), so `acked` is derived: the hot path writes
     /// no counter for either.
     pub fn stats(&mut self) -> [(&'static str, u64); 13] {
-        let counter = |s: &mut S, f: &[u8]| {
-            s.hget(Key::St, f).and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()).unwrap_or(0u64)
-        };
+        let counter = |s: &mut S, f: &[u8]| s.hget(Key::St, f).and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()).unwrap_or(0u64);
         let oldest = match self.store.lindex(Key::Msg, 0).map(|b| Record::decode(&b)) {
             Some(Ok(r)) => self.now.saturating_sub(r.created),
             _ => 0,
@@ -475,8 +473,7 @@ impl<'a, S: Store> Queue<'a, S> {
         }
         let headers = encode_headers(&r.headers);
         let due = due.map(|d| d.to_string());
-        let mut extra: Vec<(&[u8], &[u8])> =
-            vec![(b"body", &r.body), (b"tag", &r.tag), (b"key", &r.key), (b"headers", &headers)];
+        let mut extra: Vec<(&[u8], &[u8])> = vec![(b"body", &r.body), (b"tag", &r.tag), (b"key", &r.key), (b"headers", &headers)];
         if let Some(due) = &due {
             extra.push((b"due", due.as_bytes()));
         }
@@ -503,8 +500,7 @@ impl<'a, S: Store> Queue<'a, S> {
         }
         let l = &d.layout;
         let (attempt, deadline) = (l.attempt.to_string(), d.deadline.to_string());
-        let extra: [(&[u8], &[u8]); 3] =
-            [(b"consumer", consumer), (b"attempt", attempt.as_bytes()), (b"deadline", deadline.as_bytes())];
+        let extra: [(&[u8], &[u8]); 3] = [(b"consumer", consumer), (b"attempt", attempt.as_bytes()), (b"deadline", deadline.as_bytes())];
         self.log(b"fetch", l.offset, &d.message_id(), &extra);
     }
 }

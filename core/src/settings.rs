@@ -40,18 +40,8 @@ impl Default for Settings {
 }
 
 /// The names RMQ.CONFIG knows, in the order CONFIG GET lists them.
-pub const NAMES: [&str; 10] = [
-    "lock-ms",
-    "max-attempts",
-    "backoff-ms",
-    "backoff-max-ms",
-    "maxlen",
-    "ordered",
-    "dedup-window-ms",
-    "log",
-    "log-maxlen",
-    "paused",
-];
+pub const NAMES: [&str; 10] =
+    ["lock-ms", "max-attempts", "backoff-ms", "backoff-max-ms", "maxlen", "ordered", "dedup-window-ms", "log", "log-maxlen", "paused"];
 
 #[derive(Clone, Copy)]
 enum Rule {
@@ -81,10 +71,7 @@ impl Settings {
     /// Checks one `name value` pair and gives the canonical (lower-case) name and the value.
     pub fn check(name: &[u8], value: &[u8]) -> Result<(&'static str, u64)> {
         let lower = name.to_ascii_lowercase();
-        let canonical = NAMES
-            .iter()
-            .find(|n| n.as_bytes() == lower.as_slice())
-            .ok_or_else(|| Error::UnknownSetting(name.to_vec()))?;
+        let canonical = NAMES.iter().find(|n| n.as_bytes() == lower.as_slice()).ok_or_else(|| Error::UnknownSetting(name.to_vec()))?;
         let n = parse_number(value);
         let ok = match (rule(canonical), n) {
             (Rule::Positive, Some(n)) => n >= 1,
