@@ -232,6 +232,13 @@ fn bodies(m: &[Msg]) -> Vec<String> {
     m.iter().map(|m| m.s("body")).collect()
 }
 
+/// A receipt is `<offset>-<deliveries>-<nonce>`, the nonce 12 hex digits.
+fn assert_receipt(receipt: &str, offset: u64, deliveries: u64) {
+    let prefix = format!("{offset}-{deliveries}-");
+    let nonce = receipt.strip_prefix(&prefix).unwrap_or_else(|| panic!("receipt {receipt:?} is not {prefix}<nonce>"));
+    assert!(nonce.len() == 12 && nonce.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "nonce of {receipt:?}");
+}
+
 fn sorted(mut v: Vec<&str>) -> Vec<&str> {
     v.sort();
     v
@@ -269,7 +276,7 @@ fn push_fetch_ack_round_trip_has_all_fields(ed: Edition) {
     );
     assert_eq!(m.s("id"), "order-42");
     assert_eq!(m.b("body"), body);
-    assert_eq!(m.s("receipt"), "1-1");
+    assert_receipt(&m.s("receipt"), 1, 1);
     assert_eq!(m.i("attempt"), 1);
     assert_eq!(m.s("tag"), "created");
     assert_eq!(m.s("key"), "cust-7");
@@ -283,8 +290,9 @@ fn push_fetch_ack_round_trip_has_all_fields(ed: Edition) {
     assert!((30_000..=30_000 + (after - before)).contains(&lock), "default lock-ms is 30000, got {lock}");
 
     assert_eq!(t.fetch("jobs", &[]).len(), 0, "an in-flight message is invisible");
-    assert_eq!(t.int("ack", "jobs", &["1-1"]), 1);
-    assert_eq!(t.int("ack", "jobs", &["1-1"]), 0, "a second ACK is stale");
+    assert_eq!(t.int("ack", "jobs", &["1-1"]), 0, "offset and delivery alone are no receipt");
+    assert_eq!(t.int("ack", "jobs", &[&m.s("receipt")]), 1);
+    assert_eq!(t.int("ack", "jobs", &[&m.s("receipt")]), 0, "a second ACK is stale");
     let st = t.stats("jobs");
     assert_eq!((st["acked"], st["inflight"], st["ready"], st["pushed"]), (1, 0, 0, 1));
     assert_eq!(t.fetch("jobs", &[]).len(), 0);
@@ -362,7 +370,8 @@ fn consumer_is_kept_while_in_flight(ed: Edition) {
     assert_eq!(t.peek("q", &[])[0].s("state"), "ready");
     let m = t.fetch1("q", &[]);
     assert_eq!(t.peek("q", &["INFLIGHT"])[0].s("consumer"), "", "a fetch without CONSUMER has none");
-    assert_eq!((m.i("attempt"), m.s("receipt")), (2, "1-2".to_string()));
+    assert_eq!(m.i("attempt"), 2);
+    assert_receipt(&m.s("receipt"), 1, 2);
 }
 
 fn push_argument_errors_change_nothing(ed: Edition) {
@@ -679,7 +688,7 @@ fn stale_receipt_cannot_ack_nack_or_touch(ed: Edition) {
     let old = t.fetch1("q", &["LOCK", "30"]).s("receipt");
     let new = t.fetch_within("q", &["LOCK", "60000"], Duration::from_secs(3)).remove(0).s("receipt");
     assert_ne!(old, new);
-    assert_eq!(new, "1-2");
+    assert_receipt(&new, 1, 2);
     let snap = t.snapshot();
     assert_eq!(t.int("ack", "q", &[&old]), 0);
     assert_eq!(t.int("nack", "q", &[&old, "FAIL"]), 0);
@@ -933,8 +942,19 @@ fn stats_of_an_unused_queue_are_zeros(ed: Edition) {
     let mut t = Ctx::new(ed);
     let st = t.stats("never");
     let names = [
-        "ready", "delayed", "inflight", "failed", "errors", "pushed", "acked", "retried", "dead", "errored", "dups",
-        "offset", "oldest_ready_ms",
+        "ready",
+        "delayed",
+        "inflight",
+        "failed",
+        "errors",
+        "pushed",
+        "acked",
+        "retried",
+        "dead",
+        "errored",
+        "dups",
+        "offset",
+        "oldest_ready_ms",
     ];
     assert_eq!(st.keys().map(|s| s.as_str()).collect::<Vec<_>>(), sorted(names.to_vec()));
     assert!(st.values().all(|v| *v == 0));
@@ -999,7 +1019,7 @@ fn peek_shows_state_specific_fields(ed: Edition) {
     let p = t.peek("q", &["READY"]);
     assert_eq!(bodies(&p), vec!["r2"]);
     let p = t.peek("q", &["DELAYED"]);
-    assert_eq!(sorted(p[0].fields()), with_base(&["due"]));
+    assert_eq!(sorted(p[0].fields()), with_base(&["due", "error"]));
     assert_eq!(p[0].s("state"), "delayed");
     let p = t.peek("q", &["INFLIGHT"]);
     assert_eq!(bodies(&p), vec!["r", "i"]);
@@ -1156,8 +1176,26 @@ fn config_get_and_set(ed: Edition) {
     let mut t = Ctx::new(ed);
     let all = strings(&t.run("config", "q", &["GET"]));
     let want = [
-        "lock-ms", "30000", "max-attempts", "5", "backoff-ms", "1000", "backoff-max-ms", "3600000", "maxlen", "0",
-        "ordered", "0", "dedup-window-ms", "3600000", "log", "0", "log-maxlen", "1000000",
+        "lock-ms",
+        "30000",
+        "max-attempts",
+        "5",
+        "backoff-ms",
+        "1000",
+        "backoff-max-ms",
+        "3600000",
+        "maxlen",
+        "0",
+        "ordered",
+        "0",
+        "dedup-window-ms",
+        "3600000",
+        "log",
+        "0",
+        "log-maxlen",
+        "1000000",
+        "paused",
+        "0",
     ];
     assert_eq!(all, want);
     assert_eq!(strings(&t.run("config", "q", &["get", "LOCK-MS"])), vec!["lock-ms", "30000"]);
@@ -1205,7 +1243,7 @@ fn config_get_and_set(ed: Edition) {
     assert_eq!(strings(&t.run("config", "q", &["GET", "lock-ms"])), vec!["lock-ms", "500"]);
 }
 
-fn queues_lists_queues_holding_messages(ed: Edition) {
+fn queues_lists_queues_with_any_key(ed: Edition) {
     let mut t = Ctx::new(ed);
     assert!(strings(&t.run("queues", "", &[])).is_empty());
     t.push("b", "x", &[]);
@@ -1221,6 +1259,9 @@ fn queues_lists_queues_holding_messages(ed: Edition) {
     t.push("gone", "x", &[]);
     t.run("purge", "gone", &["ALL"]);
     let _: () = t.redis(&["SET", "msg:{not a queue}", "x"]);
+    // A queue is listed while any of its keys is there: messages, counters or settings.
+    assert_eq!(strings(&t.run("queues", "", &[])), vec!["C:x/1", "a", "b", "f", "gone", "i", "settings-only"]);
+    let _: i64 = t.redis(&["DEL", "st:{gone}", "cfg:{settings-only}"]);
     assert_eq!(strings(&t.run("queues", "", &[])), vec!["C:x/1", "a", "b", "f", "i"]);
 }
 
@@ -1264,38 +1305,55 @@ fn log_is_written_only_while_on(ed: Edition) {
     let events: Vec<(i64, String)> = log.iter().map(|e| (e.i("offset"), e.s("event"))).collect();
     let want: Vec<(i64, &str)> = vec![
         (2, "push"),
+        (1, "fetch"),
+        (2, "fetch"),
         (1, "ack"),
         (2, "retry"),
+        (2, "fetch"),
         (2, "fail"),
         (2, "recover"),
+        (2, "fetch"),
         (2, "error"),
         (2, "requeue"),
         (2, "delete"),
         (3, "push"),
         (4, "push"),
+        (3, "fetch"),
         (3, "reclaim"),
         (3, "purge"),
         (4, "purge"),
     ];
     assert_eq!(events, want.iter().map(|(o, e)| (*o, e.to_string())).collect::<Vec<_>>());
+    let base = ["event", "id", "offset", "time"];
     for e in &log {
         assert!(e.i("time") >= before && e.i("time") <= after);
-        if e.s("event") == "push" {
-            assert_eq!(sorted(e.fields()), vec!["body", "event", "headers", "id", "key", "offset", "tag", "time"]);
-        } else {
-            assert_eq!(sorted(e.fields()), vec!["event", "id", "offset", "time"]);
-        }
+        let own: &[&str] = match e.s("event").as_str() {
+            "push" if e.i("offset") == 4 => &["body", "due", "headers", "key", "tag"],
+            "push" => &["body", "headers", "key", "tag"],
+            "fetch" => &["attempt", "consumer", "deadline"],
+            "retry" | "reclaim" => &["attempt"],
+            "fail" | "error" => &["attempt", "error"],
+            _ => &[],
+        };
+        assert_eq!(sorted(e.fields()), sorted(base.iter().chain(own).copied().collect()), "{e:?}");
     }
     assert_eq!(log[0].s("id"), "m2");
     assert_eq!(log[0].s("body"), "hello");
     assert_eq!((log[0].s("tag"), log[0].s("key")), ("t".into(), "k".into()));
     assert_eq!(log[0].headers().into_iter().collect::<Vec<_>>(), vec![("h".to_string(), "v".to_string())]);
-    assert_eq!(log[1].s("id"), first_id, "the ACK of a message pushed before the log was on");
-    assert!(log[8].headers().is_empty());
+    assert_eq!(log[3].s("id"), first_id, "the ACK of a message pushed before the log was on");
+    // Deliveries: who took it, which attempt, until when; outcomes with their attempt and reason.
+    assert_eq!((log[1].i("attempt"), log[1].s("consumer")), (1, String::new()));
+    assert!(log[1].i("deadline") >= log[1].i("time") + 30_000, "the queue's lock-ms");
+    assert_eq!(log[14].i("deadline"), log[14].i("time") + 20, "LOCK 20");
+    assert_eq!((log[4].i("attempt"), log[6].i("attempt"), log[6].s("error")), (1, 2, "max attempts".into()));
+    assert_eq!((log[9].i("attempt"), log[9].s("error")), (1, "error".into()));
+    assert_eq!(log[13].i("due"), log[13].i("time") + 60_000);
+    assert!(log[12].headers().is_empty());
 
     // FROM and COUNT.
     let from3: Vec<i64> = log_entries(&mut t, "q", &["FROM", "3"]).iter().map(|e| e.i("offset")).collect();
-    assert_eq!(from3, vec![3, 4, 3, 3, 4]);
+    assert_eq!(from3, vec![3, 4, 3, 3, 3, 4]);
     assert_eq!(log_entries(&mut t, "q", &["COUNT", "2", "FROM", "2"]).len(), 2);
     assert_eq!(t.err("log", "q", &["FROM", "-1"]), "ERR FROM must be a non-negative integer");
     assert_eq!(t.err("log", "q", &["COUNT", "0"]), "ERR COUNT must be a positive integer");
@@ -1312,6 +1370,44 @@ fn log_is_written_only_while_on(ed: Edition) {
     assert_eq!(n, 0);
     t.push("q", "quiet", &[]);
     assert!(log_entries(&mut t, "q", &[]).is_empty());
+}
+
+fn deliveries_and_delays_are_logged_with_who_and_until_when(ed: Edition) {
+    let mut t = Ctx::new(ed);
+    t.config("q", &["log", "1", "backoff-ms", "1000", "backoff-max-ms", "1000"]);
+    t.push("q", "a", &["ID", "a"]);
+    let m = t.fetch1("q", &["LOCK", "5000", "CONSUMER", "w-7"]);
+    t.int("nack", "q", &[&m.s("receipt"), "REASON", "busy"]);
+    let log = log_entries(&mut t, "q", &[]);
+    let events: Vec<String> = log.iter().map(|e| e.s("event")).collect();
+    assert_eq!(events, ["push", "fetch", "delay"]);
+    let (fetch, delay) = (&log[1], &log[2]);
+    assert_eq!((fetch.s("id"), fetch.s("consumer"), fetch.i("attempt")), ("a".into(), "w-7".into(), 1));
+    assert_eq!(fetch.i("deadline"), fetch.i("time") + 5000);
+    assert_eq!((delay.i("attempt"), delay.s("error")), (1, "busy".into()));
+    assert_eq!(delay.i("due"), delay.i("time") + 1000, "the backoff of attempt 1");
+    // What the log says is what the queue holds.
+    let delayed = t.peek("q", &["DELAYED"]);
+    assert_eq!(delayed[0].i("due"), delay.i("due"));
+}
+
+fn a_paused_queue_hands_out_nothing_and_everything_else_goes_on(ed: Edition) {
+    let mut t = Ctx::new(ed);
+    t.push("q", "a", &[]);
+    let m = t.fetch1("q", &["LOCK", "60000"]);
+    t.push("q", "b", &[]);
+    t.config("q", &["paused", "1"]);
+    assert_eq!(strings(&t.run("config", "q", &["GET", "paused"])), vec!["paused", "1"]);
+    assert!(t.fetch("q", &["COUNT", "10"]).is_empty(), "paused: nothing handed out");
+    assert!(t.fetch("q", &["BLOCK", "10"]).is_empty(), "BLOCK waits, then null");
+    // PUSH, ACK, STATS and the rest go on.
+    t.push("q", "c", &[]);
+    assert_eq!(t.int("ack", "q", &[&m.s("receipt")]), 1);
+    assert_eq!((t.stat("q", "ready"), t.stat("q", "inflight")), (2, 0));
+    assert_eq!(bodies(&t.peek("q", &[])), ["b", "c"]);
+    assert_eq!(t.err("config", "q", &["SET", "paused", "2"]), "ERR paused must be 0 or 1");
+    t.config("q", &["paused", "0"]);
+    assert_eq!(bodies(&t.fetch("q", &["COUNT", "10"])), ["b", "c"]);
 }
 
 fn replay_pushes_copies_with_replay_of_header(ed: Edition) {
@@ -1482,10 +1578,7 @@ fn stored_record_bytes_match_storage_md(ed: Edition) {
     let id3 = t.push("q", &body300, &["TAG", &"g".repeat(31), "KEY", &"k".repeat(32)]);
     let c2: u64 = id2.split_once('-').unwrap().0.parse().unwrap();
     let c3: u64 = id3.split_once('-').unwrap().0.parse().unwrap();
-    assert_eq!(
-        raw(&mut t, &["LINDEX", "msg:{q}", "1"]),
-        record(b"", body40.as_bytes(), b"", b"", &[], c2, 0, 2, 0, b"", b"")
-    );
+    assert_eq!(raw(&mut t, &["LINDEX", "msg:{q}", "1"]), record(b"", body40.as_bytes(), b"", b"", &[], c2, 0, 2, 0, b"", b""));
     let r3 = record(b"", body300.as_bytes(), "g".repeat(31).as_bytes(), "k".repeat(32).as_bytes(), &[], c3, 0, 3, 0, b"", b"");
     assert_eq!(raw(&mut t, &["LINDEX", "msg:{q}", "2"]), r3);
     assert!(r3.windows(3).any(|w| w == [0xda, 0x01, 0x2c]), "str16 for 300 bytes");
@@ -1493,15 +1586,16 @@ fn stored_record_bytes_match_storage_md(ed: Edition) {
     // In flight: bak:{q} receipt -> deadline, inf:{q} receipt -> record with attempt,
     // deliveries and consumer.
     let m = t.fetch1("q", &["CONSUMER", "w1", "LOCK", "60000"]);
-    assert_eq!(m.s("receipt"), "1-1");
-    let score: i64 = t.redis(&["ZSCORE", "bak:{q}", "1-1"]);
+    let receipt = m.s("receipt");
+    assert_receipt(&receipt, 1, 1);
+    let score: i64 = t.redis(&["ZSCORE", "bak:{q}", &receipt]);
     assert_eq!(score, m.i("deadline"));
     assert_eq!(
-        raw(&mut t, &["HGET", "inf:{q}", "1-1"]),
+        raw(&mut t, &["HGET", "inf:{q}", &receipt]),
         record(b"m1", b"hello", b"t", b"k", &[b"a", b"b", b"c", b"d"], created, 1, 1, 1, b"", b"w1")
     );
     // Failed with a reason; consumer cleared.
-    t.int("nack", "q", &["1-1", "FAIL", "REASON", "bad"]);
+    t.int("nack", "q", &[&receipt, "FAIL", "REASON", "bad"]);
     assert_eq!(
         raw(&mut t, &["LINDEX", "fai:{q}", "0"]),
         record(b"m1", b"hello", b"t", b"k", &[b"a", b"b", b"c", b"d"], created, 1, 1, 1, b"bad", b"")
@@ -1509,8 +1603,8 @@ fn stored_record_bytes_match_storage_md(ed: Edition) {
     // Delayed: the record is the member, due the score.
     t.config("q", &["backoff-ms", "100000"]);
     let m = t.fetch1("q", &[]);
-    assert_eq!(m.s("receipt"), "2-1");
-    t.int("nack", "q", &["2-1"]);
+    assert_receipt(&m.s("receipt"), 2, 1);
+    t.int("nack", "q", &[&m.s("receipt")]);
     let members: Vec<Vec<u8>> = t.redis(&["ZRANGE", "dly:{q}", "0", "-1"]);
     assert_eq!(members, vec![record(b"", body40.as_bytes(), b"", b"", &[], c2, 1, 2, 1, b"", b"")]);
     let st: BTreeMap<String, String> = t.redis(&["HGETALL", "st:{q}"]);
@@ -1542,13 +1636,15 @@ fn records_written_by_hand_are_read(ed: Edition) {
     let m = t.fetch("q", &["COUNT", "2"]);
     assert_eq!(m.len(), 2);
     assert_eq!(m[0].s("id"), "1700000000000-7");
-    assert_eq!((m[0].s("body"), m[0].s("tag"), m[0].i("attempt"), m[0].s("receipt")), ("from-elsewhere".into(), "tg".into(), 3, "7-6".into()));
+    assert_eq!((m[0].s("body"), m[0].s("tag"), m[0].i("attempt")), ("from-elsewhere".into(), "tg".into(), 3));
+    assert_receipt(&m[0].s("receipt"), 7, 6);
     assert_eq!(m[0].headers()["h"], "v");
-    assert_eq!((m[1].s("id"), m[1].s("body"), m[1].s("receipt")), ("1700000000001-8".into(), "bin".into(), "8-1".into()));
+    assert_eq!((m[1].s("id"), m[1].s("body")), ("1700000000001-8".into(), "bin".into()));
+    assert_receipt(&m[1].s("receipt"), 8, 1);
     assert_eq!(m[1].headers()["x"], "y");
     assert_eq!(t.stat("q", "errors"), 0);
     // Written back, the later version's field is kept.
-    let stored = raw(&mut t, &["HGET", "inf:{q}", "7-6"]);
+    let stored = raw(&mut t, &["HGET", "inf:{q}", &m[0].s("receipt")]);
     assert_eq!(stored[0], 0x9c);
     assert!(stored.ends_with(b"\xacfuture field"));
     assert_eq!(t.push("q", "next", &[]).split_once('-').unwrap().1, "9");
@@ -1566,7 +1662,10 @@ fn undecodable_records_are_quarantined_to_errors(ed: Edition) {
     assert_eq!((e[0].b("body"), e[0].s("error"), e[0].i("offset")), (b"\x01garbage".to_vec(), "corrupt record".into(), 0));
     let created = e[0].i("created") as u64;
     assert!(created as i64 >= before && created as i64 <= t.now());
-    assert_eq!(raw(&mut t, &["LINDEX", "err:{q}", "0"]), record(b"", b"\x01garbage", b"", b"", &[], created, 0, 0, 0, b"corrupt record", b""));
+    assert_eq!(
+        raw(&mut t, &["LINDEX", "err:{q}", "0"]),
+        record(b"", b"\x01garbage", b"", b"", &[], created, 0, 0, 0, b"corrupt record", b"")
+    );
     // RECOVER ERRORS brings it back to ready as a record; FETCH then hands out the bytes.
     assert_eq!(ints(&t.run("recover", "q", &["ERRORS"])), vec![0, 0, 1]);
     assert_eq!(t.fetch1("q", &[]).b("body"), b"\x01garbage");
@@ -1594,10 +1693,19 @@ fn key_count_must_be_one(ed: Edition) {
 
 fn internal_faults_are_not_tracebacks(ed: Edition) {
     let mut t = Ctx::new(ed);
-    let _: () = t.redis(&["SET", "msg:{q}", "not a list"]);
-    assert_eq!(t.err("fetch", "q", &[]), "ERR internal error");
-    let _: i64 = t.redis(&["RPUSH", "fai:{q}", "\u{1}garbage"]);
-    assert_eq!(t.err("peek", "q", &["FAILED"]), "ERR internal error");
+    // A fault in the library's own code (here: a Lua table where a record's string field
+    // belongs, which only a broken library would store): a clean error, the detail in the log.
+    let _: () = t.redis(&[
+        "FUNCTION",
+        "LOAD",
+        "REPLACE",
+        &common::lua_library().replace(
+            "local function state_reply(rec, state, extra)",
+            "local function state_reply(rec, state, extra)\n    if rec[BODY] == 'boom' then return {} .. '' end",
+        ),
+    ]);
+    t.push("q", "boom", &[]);
+    assert_eq!(t.err("peek", "q", &[]), "ERR internal error");
     assert!(t.server.log().contains("rmq: rmq_peek internal error"));
 }
 
@@ -1688,8 +1796,10 @@ on_both_editions!(
     requeue_moves_failed_errored_and_delayed_only,
     purge_deletes_one_state_or_all,
     config_get_and_set,
-    queues_lists_queues_holding_messages,
+    queues_lists_queues_with_any_key,
     log_is_written_only_while_on,
+    deliveries_and_delays_are_logged_with_who_and_until_when,
+    a_paused_queue_hands_out_nothing_and_everything_else_goes_on,
     replay_pushes_copies_with_replay_of_header,
     resp3_replies_are_maps,
     stored_record_bytes_match_storage_md,
