@@ -114,12 +114,7 @@ pub fn default_consumer() -> String {
 }
 
 /// Runs until `stop` resolves (then the batch in hand is written and acknowledged).
-pub async fn run(
-    source: Source,
-    db: Db,
-    cfg: RunConfig,
-    stop: impl Future<Output = ()> + Send,
-) -> Result<Report> {
+pub async fn run(source: Source, db: Db, cfg: RunConfig, stop: impl Future<Output = ()> + Send) -> Result<Report> {
     let (stop_tx, stop_rx) = watch::channel(false);
     wait_for_database(&db, &cfg).await;
     for (v, name) in db.migrate().await? {
@@ -127,17 +122,8 @@ pub async fn run(
     }
     let counters = Arc::new(Counters::default());
     let (tx, rx) = mpsc::channel::<Batch>(1);
-    let writer = tokio::spawn(writer(
-        db.clone(),
-        source.clone(),
-        rx,
-        counters.clone(),
-        cfg.max_backoff,
-        stop_rx.clone(),
-    ));
-    let retention = cfg
-        .retain
-        .map(|keep| tokio::spawn(retain::run(db.clone(), keep, stop_rx.clone())));
+    let writer = tokio::spawn(writer(db.clone(), source.clone(), rx, counters.clone(), cfg.max_backoff, stop_rx.clone()));
+    let retention = cfg.retain.map(|keep| tokio::spawn(retain::run(db.clone(), keep, stop_rx.clone())));
     let reporter = tokio::spawn(report(counters.clone(), cfg.report_every, stop_rx.clone()));
     let mut reader = Reader {
         source,
@@ -266,9 +252,7 @@ async fn writer(
         counters.events.fetch_add(outcome.events, Ordering::Relaxed);
         counters.rows.fetch_add(outcome.rows, Ordering::Relaxed);
         counters.batches.fetch_add(1, Ordering::Relaxed);
-        counters
-            .warnings
-            .fetch_add(outcome.warnings.len() as u64, Ordering::Relaxed);
+        counters.warnings.fetch_add(outcome.warnings.len() as u64, Ordering::Relaxed);
         ack_batch(&source, &batch, max_backoff).await;
     }
 }
@@ -291,7 +275,10 @@ async fn ack_batch(source: &Source, batch: &Batch, max_backoff: Duration) {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(max_backoff);
                 }
-                Err(e) => warn!("queue {q}: {} saved log entries stay pending ({e}); they are saved again later, which changes nothing", ids.len()),
+                Err(e) => warn!(
+                    "queue {q}: {} saved log entries stay pending ({e}); they are saved again later, which changes nothing",
+                    ids.len()
+                ),
             }
         }
     }
@@ -346,20 +333,14 @@ impl Reader {
             return 0;
         }
         let by_bytes = (self.cfg.batch_bytes - self.batch.bytes) / self.avg_entry.max(1) + 1;
-        self.cfg
-            .batch_max
-            .saturating_sub(self.batch.entries.len())
-            .min(by_bytes)
+        self.cfg.batch_max.saturating_sub(self.batch.entries.len()).min(by_bytes)
     }
 
     fn should_flush(&self) -> bool {
         if self.batch.is_empty() {
             return false;
         }
-        self.room() == 0
-            || self
-                .batch_started
-                .is_some_and(|t| t.elapsed() >= self.cfg.batch_time)
+        self.room() == 0 || self.batch_started.is_some_and(|t| t.elapsed() >= self.cfg.batch_time)
     }
 
     /// Sleeps until a queue is due, the batch must go, or it is time to look for queues.
@@ -387,15 +368,9 @@ impl Reader {
                             Err(e) => warn!("queue {q}: could not turn its log on: {e}"),
                         }
                     }
-                    if let std::collections::btree_map::Entry::Vacant(slot) =
-                        self.followed.entry(q)
-                    {
+                    if let std::collections::btree_map::Entry::Vacant(slot) = self.followed.entry(q) {
                         info!("following queue {}", slot.key());
-                        slot.insert(Followed {
-                            pending_after: Some(StreamId::default()),
-                            next_poll: Instant::now(),
-                            idle: Duration::ZERO,
-                        });
+                        slot.insert(Followed { pending_after: Some(StreamId::default()), next_poll: Instant::now(), idle: Duration::ZERO });
                     }
                 }
                 self.backoff = Duration::from_millis(100);
@@ -454,12 +429,7 @@ impl Reader {
     /// One read from each queue that is due; returns how many entries came.
     async fn read_round(&mut self) -> usize {
         let now = Instant::now();
-        let due: Vec<String> = self
-            .followed
-            .iter()
-            .filter(|(_, f)| f.next_poll <= now)
-            .map(|(q, _)| q.clone())
-            .collect();
+        let due: Vec<String> = self.followed.iter().filter(|(_, f)| f.next_poll <= now).map(|(q, _)| q.clone()).collect();
         let mut total = 0;
         for q in due {
             let room = self.room();
@@ -492,10 +462,7 @@ impl Reader {
                 self.batch.gaps.push(Gap {
                     queue: q.clone(),
                     entries: read.gap,
-                    what: format!(
-                        "{} log entries were trimmed (log-maxlen) before this archiver read them: lost to the archive",
-                        read.gap
-                    ),
+                    what: format!("{} log entries were trimmed (log-maxlen) before this archiver read them: lost to the archive", read.gap),
                 });
                 self.started();
             }
@@ -540,11 +507,7 @@ impl Reader {
                     Err(why) => Item::Unreadable(why),
                 },
             };
-            self.batch.push(Entry {
-                queue: queue.to_string(),
-                pos,
-                item,
-            });
+            self.batch.push(Entry { queue: queue.to_string(), pos, item });
         }
         let per = (self.batch.bytes - before) / n;
         self.avg_entry = (self.avg_entry * 7 + per) / 8;
@@ -553,10 +516,7 @@ impl Reader {
 
 /// The queues the archive has a record of.
 async fn known_queues(db: &Db) -> Result<HashSet<String>> {
-    let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT queue FROM {QUEUES} WHERE events > 0"
-    )))
-    .fetch_all(&db.pool)
-    .await?;
+    let rows: Vec<(String,)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT queue FROM {QUEUES} WHERE events > 0"))).fetch_all(&db.pool).await?;
     Ok(rows.into_iter().map(|r| r.0).collect())
 }

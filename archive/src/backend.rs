@@ -72,9 +72,7 @@ pub fn as_i64(v: Value) -> Result<i64, RedisError> {
         Value::Nil => Ok(0),
         other => {
             let s = as_string(other)?;
-            s.trim()
-                .parse()
-                .map_err(|_| RedisError { unavailable: false, text: format!("expected an integer, got {s:?}") })
+            s.trim().parse().map_err(|_| RedisError { unavailable: false, text: format!("expected an integer, got {s:?}") })
         }
     }
 }

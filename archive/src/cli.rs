@@ -198,16 +198,11 @@ async fn run_archiver(redis: Arc<dyn Backend>, json: bool, a: &RunArgs) -> Resul
         poll_max: a.poll_max.max(Duration::from_millis(1)),
         ..Default::default()
     };
-    let what = a
-        .queues
-        .as_deref()
-        .map_or("every queue whose log is on".to_string(), |q| format!("queues {q}"));
+    let what = a.queues.as_deref().map_or("every queue whose log is on".to_string(), |q| format!("queues {q}"));
     if !json {
         eprintln!(
             "rmq archive: archiving {what} from {} into {} (group {}, consumer {consumer}); ctrl-c stops",
-            shown_redis,
-            db.shown,
-            a.group.group
+            shown_redis, db.shown, a.group.group
         );
     }
     let report = archiver::run(source, db, cfg, shutdown_signal()).await?;
@@ -227,10 +222,7 @@ async fn migrate(json: bool, a: &DbArgs) -> Result<ExitCode> {
     let applied = db.migrate().await?;
     let version = db.applied().await?.last().copied().unwrap_or(0);
     if json {
-        let applied: Vec<_> = applied
-            .iter()
-            .map(|(v, n)| serde_json::json!({ "version": v, "name": n }))
-            .collect();
+        let applied: Vec<_> = applied.iter().map(|(v, n)| serde_json::json!({ "version": v, "name": n })).collect();
         print_json(&serde_json::json!({ "database": db.shown, "version": version, "applied": applied }));
     } else {
         for (v, n) in &applied {
@@ -273,9 +265,7 @@ fn filter_of(f: &FilterArgs) -> Result<Filter> {
         })?);
     }
     let time = |s: &Option<String>, name: &str| -> Result<Option<i64>> {
-        s.as_deref()
-            .map(|t| parse_time(t, now).map_err(|e| Error::Invalid(format!("--{name}: {e}"))))
-            .transpose()
+        s.as_deref().map(|t| parse_time(t, now).map_err(|e| Error::Invalid(format!("--{name}: {e}")))).transpose()
     };
     Ok(Filter {
         queue: f.queue.clone(),
@@ -310,12 +300,7 @@ async fn replay_cmd(redis: Arc<dyn Backend>, json: bool, a: &ReplayArgs) -> Resu
     let filter = filter_of(&a.filter)?;
     let db = Db::open(&a.db.db, false).await?;
     db.check_schema().await?;
-    let opts = ReplayOptions {
-        filter,
-        to: a.to.clone(),
-        dry_run: a.dry_run,
-        run_name: a.run_name.clone(),
-    };
+    let opts = ReplayOptions { filter, to: a.to.clone(), dry_run: a.dry_run, run_name: a.run_name.clone() };
     let bar = indicatif::ProgressBar::new(0);
     if !std::io::stderr().is_terminal() || json || a.dry_run {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -349,10 +334,7 @@ async fn replay_cmd(redis: Arc<dyn Backend>, json: bool, a: &ReplayArgs) -> Resu
     if json {
         print_json(&report);
     } else if report.dry_run {
-        println!(
-            "dry run: {} of {} matching messages would be pushed to {}",
-            report.sent, report.matched, report.target
-        );
+        println!("dry run: {} of {} matching messages would be pushed to {}", report.sent, report.matched, report.target);
     } else {
         println!(
             "pushed {} messages to {} ({} were already there from an earlier run of this replay and were not pushed again)",

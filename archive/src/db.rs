@@ -41,10 +41,7 @@ impl Backend {
             "sqlite" => Ok(Backend::Sqlite),
             "postgres" | "postgresql" => Ok(Backend::Postgres),
             "mysql" | "mariadb" => Ok(Backend::MySql),
-            _ => Err(Error::Invalid(format!(
-                "--db must be a sqlite://, postgres:// or mysql:// URL, got {:?}",
-                redact(url)
-            ))),
+            _ => Err(Error::Invalid(format!("--db must be a sqlite://, postgres:// or mysql:// URL, got {:?}", redact(url)))),
         }
     }
 
@@ -192,12 +189,7 @@ pub struct Sql {
 
 impl Sql {
     pub fn new(backend: Backend) -> Sql {
-        Sql {
-            backend,
-            text: String::new(),
-            args: AnyArguments::default(),
-            n: 0,
-        }
+        Sql { backend, text: String::new(), args: AnyArguments::default(), n: 0 }
     }
 
     pub fn push(&mut self, s: &str) -> &mut Sql {
@@ -318,11 +310,7 @@ impl Db {
                 })
             })
             .connect_lazy(&url)?;
-        Ok(Db {
-            pool,
-            backend,
-            shown,
-        })
+        Ok(Db { pool, backend, shown })
     }
 
     /// Applies the schema versions that the database lacks; returns their versions and names.
@@ -349,12 +337,7 @@ impl Db {
 
     /// The newest schema version this binary knows.
     pub fn latest_version(&self) -> i64 {
-        self.backend
-            .migrator()
-            .iter()
-            .map(|m| m.version)
-            .max()
-            .unwrap_or(0)
+        self.backend.migrator().iter().map(|m| m.version).max().unwrap_or(0)
     }
 
     /// Fails unless the schema is there and not newer than this binary.
@@ -401,34 +384,22 @@ fn session_setup(backend: Backend) -> &'static [&'static str] {
     match backend {
         // WAL: searches read while the archiver writes. synchronous FULL: a committed batch
         // survives a power cut too, since its log entries are acknowledged right after.
-        Backend::Sqlite => &[
-            "PRAGMA journal_mode = WAL",
-            "PRAGMA synchronous = FULL",
-            "PRAGMA busy_timeout = 10000",
-        ],
+        Backend::Sqlite => &["PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA busy_timeout = 10000"],
         Backend::Postgres => &["SET TIME ZONE 'UTC'"],
         // READ COMMITTED: after waiting for a queue's lock, a transaction sees what the other
         // archiver committed (REPEATABLE READ would read an older snapshot).
-        Backend::MySql => &[
-            "SET time_zone = '+00:00'",
-            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-        ],
+        Backend::MySql => &["SET time_zone = '+00:00'", "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"],
     }
 }
 
 /// The SQLite URL with `mode=rwc` when the file may be created, and a clear error when it
 /// must exist and does not.
 fn sqlite_url(url: &str, create: bool) -> Result<String> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url);
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     let memory = path == ":memory:" || query.contains("mode=memory");
     if !create && !memory && !std::path::Path::new(path).exists() {
-        return Err(Error::Invalid(format!(
-            "no archive database at {path}: give --db, or start `rmq archive run` first"
-        )));
+        return Err(Error::Invalid(format!("no archive database at {path}: give --db, or start `rmq archive run` first")));
     }
     if create && !memory && !query.contains("mode=") {
         let sep = if query.is_empty() { "?" } else { "&" };

@@ -22,10 +22,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Redis(e) => e.unavailable,
-            Error::Db(e) => !matches!(
-                e,
-                sqlx::Error::Configuration(_) | sqlx::Error::ColumnNotFound(_)
-            ),
+            Error::Db(e) => !matches!(e, sqlx::Error::Configuration(_) | sqlx::Error::ColumnNotFound(_)),
             _ => false,
         }
     }

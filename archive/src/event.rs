@@ -78,12 +78,10 @@ pub struct LogEvent {
 impl LogEvent {
     /// Bytes this event holds in memory (for the batch's memory bound).
     pub fn size(&self) -> usize {
-        let p = self.payload.as_ref().map_or(0, |p| {
-            p.body.len()
-                + p.tag.len()
-                + p.key.len()
-                + p.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-        });
+        let p = self
+            .payload
+            .as_ref()
+            .map_or(0, |p| p.body.len() + p.tag.len() + p.key.len() + p.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>());
         128 + self.id.len() + self.error.as_ref().map_or(0, |e| e.len()) + p
     }
 }
@@ -212,10 +210,7 @@ mod tests {
     use super::*;
 
     fn f(pairs: &[(&str, &[u8])]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec())).collect()
     }
 
     fn headers(pairs: &[(&str, &str)]) -> Vec<u8> {
@@ -252,10 +247,7 @@ mod tests {
         let p = e.payload.unwrap();
         assert_eq!(p.body, b"\x00\xffbin");
         assert_eq!(p.tag, "created");
-        assert_eq!(
-            p.headers,
-            vec![("trace".into(), "t-1".into()), ("lang".into(), "fr".into())]
-        );
+        assert_eq!(p.headers, vec![("trace".into(), "t-1".into()), ("lang".into(), "fr".into())]);
     }
 
     #[test]

@@ -118,11 +118,7 @@ impl Row {
                 self.consumer = None;
                 self.deadline_ms = None;
                 self.due_ms = e.due_ms;
-                self.status = if e.due_ms.is_some() {
-                    Status::Delayed
-                } else {
-                    Status::Ready
-                };
+                self.status = if e.due_ms.is_some() { Status::Delayed } else { Status::Ready };
             }
             "fetch" => {
                 self.status = Status::Inflight;
@@ -226,14 +222,7 @@ mod tests {
             deadline_ms: None,
             due_ms: None,
             error: None,
-            payload: if event == "push" {
-                Some(Payload {
-                    body: b"hi".to_vec(),
-                    ..Default::default()
-                })
-            } else {
-                None
-            },
+            payload: if event == "push" { Some(Payload { body: b"hi".to_vec(), ..Default::default() }) } else { None },
         }
     }
 
@@ -316,11 +305,7 @@ mod tests {
 
     #[test]
     fn a_newer_push_under_the_same_offset_starts_a_new_message() {
-        let mut evs = vec![
-            ev(0, "push"),
-            ev(1, "ack"),
-            with(ev(2, "push"), |e| e.id = "other".into()),
-        ];
+        let mut evs = vec![ev(0, "push"), ev(1, "ack"), with(ev(2, "push"), |e| e.id = "other".into())];
         let r = rebuild("q", &mut evs).unwrap();
         assert_eq!((r.id.as_str(), r.status), ("other", Status::Ready));
     }

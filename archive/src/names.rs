@@ -28,12 +28,7 @@ pub struct Patterns {
 
 impl Patterns {
     pub fn parse(spec: Option<&str>) -> Patterns {
-        let pats = spec
-            .unwrap_or("")
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
+        let pats = spec.unwrap_or("").split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         Patterns { pats }
     }
 
@@ -45,10 +40,7 @@ impl Patterns {
     /// The plain names (no wildcard): followed, and their log turned on, even before the
     /// queue has any key.
     pub fn literals(&self) -> impl Iterator<Item = &str> {
-        self.pats
-            .iter()
-            .filter(|p| !p.contains(['*', '?']))
-            .map(|s| s.as_str())
+        self.pats.iter().filter(|p| !p.contains(['*', '?'])).map(|s| s.as_str())
     }
 
     pub fn matches(&self, queue: &str) -> bool {

@@ -52,11 +52,7 @@ pub fn replay_id(run: &str, queue: &str, offset: i64, id: &str) -> String {
 
 /// The arguments of RMQ.PUSH after the queue for a copy of `m`.
 fn push_args(m: &Message, body: Vec<u8>, run: &str) -> Vec<Vec<u8>> {
-    let mut a = vec![
-        body,
-        b"ID".to_vec(),
-        replay_id(run, &m.queue, m.offset, &m.id).into_bytes(),
-    ];
+    let mut a = vec![body, b"ID".to_vec(), replay_id(run, &m.queue, m.offset, &m.id).into_bytes()];
     if !m.tag.is_empty() {
         a.push(b"TAG".to_vec());
         a.push(m.tag.clone().into_bytes());
@@ -66,12 +62,7 @@ fn push_args(m: &Message, body: Vec<u8>, run: &str) -> Vec<Vec<u8>> {
         a.push(m.key.clone().into_bytes());
     }
     let ours = ["replay-of", "replay-of-queue", "replay-of-offset"];
-    let mut headers: Vec<(String, String)> = m
-        .headers
-        .iter()
-        .filter(|(k, _)| !ours.contains(&k.as_str()))
-        .cloned()
-        .collect();
+    let mut headers: Vec<(String, String)> = m.headers.iter().filter(|(k, _)| !ours.contains(&k.as_str())).cloned().collect();
     headers.push(("replay-of".into(), m.id.clone()));
     headers.push(("replay-of-queue".into(), m.queue.clone()));
     headers.push(("replay-of-offset".into(), m.offset.to_string()));
@@ -107,11 +98,7 @@ pub async fn replay(
     if !crate::source::valid_queue(&target) {
         return Err(Error::Invalid(format!("--to {target:?} is not a valid queue name")));
     }
-    let mut report = ReplayReport {
-        target: target.clone(),
-        dry_run: opts.dry_run,
-        ..Default::default()
-    };
+    let mut report = ReplayReport { target: target.clone(), dry_run: opts.dry_run, ..Default::default() };
     total(search::count(db, &opts.filter).await?);
     let dups_before = if opts.dry_run { 0 } else { dups(redis, &target).await? };
     let mut after = None;
@@ -131,20 +118,14 @@ pub async fn replay(
             each(m, true);
             report.sent += 1;
             if !opts.dry_run {
-                pushes.push(Call {
-                    name: "push",
-                    queue: target.clone(),
-                    args: push_args(m, body, &opts.run_name),
-                });
+                pushes.push(Call { name: "push", queue: target.clone(), args: push_args(m, body, &opts.run_name) });
             }
         }
         for chunk in pushes.chunks(PIPELINE) {
             let replies = redis.call_many(chunk.to_vec()).await?;
             for (i, r) in replies.into_iter().enumerate() {
                 match r {
-                    Ok(Value::ServerError(e)) => {
-                        return Err(Error::Invalid(format!("pushing a copy to {target}: {e:?}")))
-                    }
+                    Ok(Value::ServerError(e)) => return Err(Error::Invalid(format!("pushing a copy to {target}: {e:?}"))),
                     Ok(_) => {}
                     Err(e) => {
                         return Err(Error::Invalid(format!(

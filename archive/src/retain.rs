@@ -37,9 +37,7 @@ pub async fn sweep(db: &Db, keep: Duration, stop: &watch::Receiver<bool>) -> Res
     let b = db.backend;
     let cutoff = now_ms() - keep.as_millis() as i64;
     let queues: Vec<(String,)> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT queue FROM {QUEUES} ORDER BY queue")))
-            .fetch_all(&db.pool)
-            .await?;
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT queue FROM {QUEUES} ORDER BY queue"))).fetch_all(&db.pool).await?;
     let off = b.col("offset");
     let mut total = 0u64;
     for (q,) in queues {
@@ -50,9 +48,7 @@ pub async fn sweep(db: &Db, keep: Duration, stop: &watch::Receiver<bool>) -> Res
             let mut tx = db.begin().await?;
             // The queue's lock: the archiver does not fold into a row being deleted.
             let mut s = db.sql();
-            s.push(&format!("SELECT queue FROM {QUEUES} WHERE queue = "))
-                .arg(q.clone())
-                .push(b.for_update());
+            s.push(&format!("SELECT queue FROM {QUEUES} WHERE queue = ")).arg(q.clone()).push(b.for_update());
             s.query().fetch_all(&mut *tx).await?;
             let mut s = db.sql();
             s.push(&format!("SELECT {off} FROM {MESSAGES} WHERE queue = "))
@@ -62,13 +58,8 @@ pub async fn sweep(db: &Db, keep: Duration, stop: &watch::Receiver<bool>) -> Res
                 .push(" AND update_time < ")
                 .ts(Some(cutoff))
                 .push(&format!(" ORDER BY create_time LIMIT {CHUNK}"));
-            let offsets: Vec<i64> = s
-                .query()
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| r.try_get::<i64, _>(0))
-                .collect::<std::result::Result<_, _>>()?;
+            let offsets: Vec<i64> =
+                s.query().fetch_all(&mut *tx).await?.iter().map(|r| r.try_get::<i64, _>(0)).collect::<std::result::Result<_, _>>()?;
             if offsets.is_empty() {
                 tx.commit().await?;
                 break;
@@ -88,10 +79,7 @@ pub async fn sweep(db: &Db, keep: Duration, stop: &watch::Receiver<bool>) -> Res
             }
         }
         let mut s = db.sql();
-        s.push(&format!("DELETE FROM {REPLACED} WHERE queue = "))
-            .arg(q.clone())
-            .push(" AND replaced_time < ")
-            .ts(Some(cutoff));
+        s.push(&format!("DELETE FROM {REPLACED} WHERE queue = ")).arg(q.clone()).push(" AND replaced_time < ").ts(Some(cutoff));
         s.one_off().execute(&db.pool).await?;
     }
     Ok(total)

@@ -64,8 +64,7 @@ fn conditions(s: &mut Sql, f: &Filter) {
         s.push(" AND tag = ").arg(t.clone());
     }
     if !f.statuses.is_empty() {
-        s.push(" AND status IN ")
-            .list(f.statuses.iter().map(|st| st.as_str().to_string()));
+        s.push(" AND status IN ").list(f.statuses.iter().map(|st| st.as_str().to_string()));
     }
     if let Some(t) = f.since_ms {
         s.push(" AND create_time >= ").ts(Some(t));
@@ -74,8 +73,7 @@ fn conditions(s: &mut Sql, f: &Filter) {
         s.push(" AND create_time < ").ts(Some(t));
     }
     if let Some(text) = &f.body_contains {
-        s.push(" AND body_encoding = 'text' AND ")
-            .contains("body", text.clone());
+        s.push(" AND body_encoding = 'text' AND ").contains("body", text.clone());
     }
     if let Some(o) = f.from_offset {
         s.push(&format!(" AND {off} >= ")).arg(o);
@@ -87,10 +85,7 @@ fn conditions(s: &mut Sql, f: &Filter) {
 
 /// One line for a person to read.
 pub fn human_line(m: &Message) -> String {
-    let mut line = format!(
-        "{}  {}  {}  {}  attempts={}",
-        m.offset, m.id, m.status, m.create_time, m.attempts
-    );
+    let mut line = format!("{}  {}  {}  {}  attempts={}", m.offset, m.id, m.status, m.create_time, m.attempts);
     if !m.tag.is_empty() {
         line += &format!("  tag={}", m.tag);
     }

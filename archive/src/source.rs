@@ -98,20 +98,12 @@ pub struct Source {
 
 /// True for a valid rmq queue name (what a `log:{…}` key found by SCAN must hold).
 pub fn valid_queue(q: &str) -> bool {
-    !q.is_empty()
-        && q.len() <= 200
-        && q
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"_.:-#/".contains(&c))
+    !q.is_empty() && q.len() <= 200 && q.bytes().all(|c| c.is_ascii_alphanumeric() || b"_.:-#/".contains(&c))
 }
 
 impl Source {
     pub fn new(redis: Arc<dyn Backend>, group: &str, consumer: &str) -> Source {
-        Source {
-            redis,
-            group: group.to_string(),
-            consumer: consumer.to_string(),
-        }
+        Source { redis, group: group.to_string(), consumer: consumer.to_string() }
     }
 
     pub fn redis(&self) -> &Arc<dyn Backend> {
@@ -134,10 +126,7 @@ impl Source {
             out.extend(self.rmq_queues().await?);
             out.extend(pats.literals().map(|s| s.to_string()));
         }
-        Ok(out
-            .into_iter()
-            .filter(|q| valid_queue(q) && pats.matches(q))
-            .collect())
+        Ok(out.into_iter().filter(|q| valid_queue(q) && pats.matches(q)).collect())
     }
 
     /// Queues with a `log:{q}` stream on this server.
@@ -146,13 +135,7 @@ impl Source {
         let mut cursor = "0".to_string();
         loop {
             let mut cmd = redis::cmd("SCAN");
-            cmd.arg(&cursor)
-                .arg("MATCH")
-                .arg("log:{*}")
-                .arg("COUNT")
-                .arg(1000)
-                .arg("TYPE")
-                .arg("stream");
+            cmd.arg(&cursor).arg("MATCH").arg("log:{*}").arg("COUNT").arg(1000).arg("TYPE").arg("stream");
             let Value::Array(mut parts) = self.redis.raw(cmd).await? else {
                 return Err(Error::Invalid("SCAN gave an unexpected reply".into()));
             };
@@ -176,10 +159,7 @@ impl Source {
 
     /// Turns the queue's log on unless it is on; true when it was turned on now.
     pub async fn ensure_log(&self, queue: &str) -> Result<bool> {
-        let v = self
-            .redis
-            .call("config", Some(queue), vec![b"GET".to_vec(), b"log".to_vec()])
-            .await?;
+        let v = self.redis.call("config", Some(queue), vec![b"GET".to_vec(), b"log".to_vec()]).await?;
         let on = match v {
             Value::Array(mut a) if a.len() == 2 => as_string(a.pop().unwrap_or(Value::Nil))? == "1",
             _ => false,
@@ -187,22 +167,18 @@ impl Source {
         if on {
             return Ok(false);
         }
-        self.redis
-            .call("config", Some(queue), vec![b"SET".to_vec(), b"log".to_vec(), b"1".to_vec()])
-            .await?;
+        self.redis.call("config", Some(queue), vec![b"SET".to_vec(), b"log".to_vec(), b"1".to_vec()]).await?;
         Ok(true)
     }
 
     /// New entries for the group, with the gap check (see [`READ_NEW`]).
     pub async fn read_new(&self, queue: &str, count: usize, archived_before: bool) -> Result<Read> {
         let mut cmd = redis::cmd("EVAL");
-        cmd.arg(READ_NEW)
-            .arg(1)
-            .arg(log_key(queue))
-            .arg(&self.group)
-            .arg(&self.consumer)
-            .arg(count.max(1))
-            .arg(if archived_before { "1" } else { "0" });
+        cmd.arg(READ_NEW).arg(1).arg(log_key(queue)).arg(&self.group).arg(&self.consumer).arg(count.max(1)).arg(if archived_before {
+            "1"
+        } else {
+            "0"
+        });
         let v = self.redis.raw(cmd).await?;
         let Value::Array(mut parts) = v else {
             return Err(Error::Invalid(format!("the log read gave {v:?}")));
@@ -213,12 +189,7 @@ impl Source {
         let entries = parts.pop().unwrap_or(Value::Nil);
         let gap = as_i64(parts.pop().unwrap_or(Value::Nil))?;
         let created = as_i64(parts.pop().unwrap_or(Value::Nil))?;
-        Ok(Read {
-            entries: parse_entries(entries)?,
-            gap: gap.max(0) as u64,
-            created: created == 1,
-            no_log: created == -1,
-        })
+        Ok(Read { entries: parse_entries(entries)?, gap: gap.max(0) as u64, created: created == 1, no_log: created == -1 })
     }
 
     /// Entries this consumer read before and did not acknowledge (after a restart), after
@@ -246,30 +217,15 @@ impl Source {
             },
             _ => Value::Nil,
         };
-        Ok(Read {
-            entries: parse_entries(entries)?,
-            ..Default::default()
-        })
+        Ok(Read { entries: parse_entries(entries)?, ..Default::default() })
     }
 
     /// Takes over entries another archiver (or this one, before a restart under another name)
     /// read and left unacknowledged for `min_idle_ms`. Returns the next cursor, the entries,
     /// and how many pending entries the log had trimmed meanwhile (lost).
-    pub async fn claim(
-        &self,
-        queue: &str,
-        start: &str,
-        min_idle_ms: u64,
-        count: usize,
-    ) -> Result<(String, Vec<(StreamId, Fields)>, u64)> {
+    pub async fn claim(&self, queue: &str, start: &str, min_idle_ms: u64, count: usize) -> Result<(String, Vec<(StreamId, Fields)>, u64)> {
         let mut cmd = redis::cmd("XAUTOCLAIM");
-        cmd.arg(log_key(queue))
-            .arg(&self.group)
-            .arg(&self.consumer)
-            .arg(min_idle_ms)
-            .arg(start)
-            .arg("COUNT")
-            .arg(count.max(1));
+        cmd.arg(log_key(queue)).arg(&self.group).arg(&self.consumer).arg(min_idle_ms).arg(start).arg("COUNT").arg(count.max(1));
         let v = match self.redis.raw(cmd).await {
             Ok(v) => v,
             Err(e) if no_group(&e) => return Ok(("0-0".into(), Vec::new(), 0)),
@@ -290,10 +246,7 @@ impl Source {
         let next = as_string(parts.pop().unwrap_or(Value::Nil))?;
         // A claimed entry that the log no longer holds is listed in `deleted` and comes back
         // as nil here; keep only real entries.
-        let entries = parse_entries(entries)?
-            .into_iter()
-            .filter(|(_, f)| f.is_some())
-            .collect();
+        let entries = parse_entries(entries)?.into_iter().filter(|(_, f)| f.is_some()).collect();
         Ok((next, entries, deleted))
     }
 
@@ -333,18 +286,11 @@ impl Source {
         };
         for g in groups {
             let fields = pairs(g)?;
-            let name = fields
-                .iter()
-                .find(|(k, _)| k == "name")
-                .map(|(_, v)| as_string(v.clone()))
-                .transpose()?;
+            let name = fields.iter().find(|(k, _)| k == "name").map(|(_, v)| as_string(v.clone())).transpose()?;
             if name.as_deref() != Some(self.group.as_str()) {
                 continue;
             }
-            let mut info = GroupInfo {
-                length,
-                ..Default::default()
-            };
+            let mut info = GroupInfo { length, ..Default::default() };
             for (k, v) in fields {
                 match k.as_str() {
                     "lag" if !matches!(v, Value::Nil) => info.lag = Some(as_i64(v)?.max(0) as u64),
@@ -377,9 +323,7 @@ fn parse_entries(v: Value) -> Result<Vec<(StreamId, Fields)>> {
             continue;
         }
         let fields = pair.pop().unwrap_or(Value::Nil);
-        let id: StreamId = as_string(pair.pop().unwrap_or(Value::Nil))?
-            .parse()
-            .map_err(Error::Invalid)?;
+        let id: StreamId = as_string(pair.pop().unwrap_or(Value::Nil))?.parse().map_err(Error::Invalid)?;
         let fields = match fields {
             Value::Array(flat) => {
                 let mut f = Vec::with_capacity(flat.len() / 2);
@@ -389,11 +333,7 @@ fn parse_entries(v: Value) -> Result<Vec<(StreamId, Fields)>> {
                 }
                 Some(f)
             }
-            Value::Map(m) => Some(
-                m.into_iter()
-                    .map(|(k, v)| Ok((as_bytes(k)?, as_bytes(v)?)))
-                    .collect::<Result<Vec<_>, RedisError>>()?,
-            ),
+            Value::Map(m) => Some(m.into_iter().map(|(k, v)| Ok((as_bytes(k)?, as_bytes(v)?))).collect::<Result<Vec<_>, RedisError>>()?),
             _ => None,
         };
         out.push((id, fields));

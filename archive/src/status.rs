@@ -70,16 +70,10 @@ pub async fn status(db: &Db, source: Option<&Source>) -> Result<Vec<QueueStatus>
         );
     }
     let mut s = db.sql();
-    s.push(&format!(
-        "SELECT queue, COUNT(*), MAX({}) FROM {MESSAGES} GROUP BY queue",
-        b.col("offset")
-    ));
+    s.push(&format!("SELECT queue, COUNT(*), MAX({}) FROM {MESSAGES} GROUP BY queue", b.col("offset")));
     for r in s.one_off().fetch_all(&db.pool).await? {
         let q: String = r.try_get(0)?;
-        let e = out.entry(q.clone()).or_insert_with(|| QueueStatus {
-            queue: q,
-            ..Default::default()
-        });
+        let e = out.entry(q.clone()).or_insert_with(|| QueueStatus { queue: q, ..Default::default() });
         e.rows = r.try_get::<i64, _>(1)?.max(0) as u64;
         e.last_offset = r.try_get(2)?;
     }
@@ -107,10 +101,7 @@ pub async fn status(db: &Db, source: Option<&Source>) -> Result<Vec<QueueStatus>
 
 /// The table for a person to read.
 pub fn table(rows: &[QueueStatus]) -> String {
-    let head = [
-        "queue", "rows", "last_offset", "lag", "pending", "gaps", "lost", "rewinds", "conflicts",
-        "last_saved",
-    ];
+    let head = ["queue", "rows", "last_offset", "lag", "pending", "gaps", "lost", "rewinds", "conflicts", "last_saved"];
     let opt = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
     let mut cells: Vec<Vec<String>> = vec![head.iter().map(|s| s.to_string()).collect()];
     for r in rows {
@@ -127,21 +118,21 @@ pub fn table(rows: &[QueueStatus]) -> String {
             r.last_saved.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
-    let widths: Vec<usize> = (0..head.len())
-        .map(|i| cells.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
+    let widths: Vec<usize> = (0..head.len()).map(|i| cells.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for r in &cells {
         let line: Vec<String> = r
             .iter()
             .enumerate()
-            .map(|(i, c)| {
-                if i == 0 || i == head.len() - 1 {
-                    format!("{:<w$}", c, w = widths[i])
-                } else {
-                    format!("{:>w$}", c, w = widths[i])
-                }
-            })
+            .map(
+                |(i, c)| {
+                    if i == 0 || i == head.len() - 1 {
+                        format!("{:<w$}", c, w = widths[i])
+                    } else {
+                        format!("{:>w$}", c, w = widths[i])
+                    }
+                },
+            )
             .collect();
         out += line.join("  ").trim_end();
         out.push('\n');

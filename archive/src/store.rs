@@ -88,10 +88,7 @@ pub fn col_list(b: Backend, cols: &[&str]) -> String {
 pub fn encode_body(body: &[u8]) -> (String, &'static str) {
     match std::str::from_utf8(body) {
         Ok(s) if !s.contains('\0') => (s.to_string(), "text"),
-        _ => (
-            base64::engine::general_purpose::STANDARD.encode(body),
-            "base64",
-        ),
+        _ => (base64::engine::general_purpose::STANDARD.encode(body), "base64"),
     }
 }
 
@@ -126,13 +123,7 @@ pub fn row_values(sql: &mut Sql, r: &Row) {
     let (body, enc, tag, key, header) = match &r.payload {
         Some(p) => {
             let (b, e) = encode_body(&p.body);
-            (
-                Some(b),
-                Some(e.to_string()),
-                p.tag.clone(),
-                p.key.clone(),
-                headers_json(&p.headers),
-            )
+            (Some(b), Some(e.to_string()), p.tag.clone(), p.key.clone(), headers_json(&p.headers))
         }
         None => (None, None, String::new(), String::new(), "{}".to_string()),
     };
@@ -292,10 +283,7 @@ pub struct Message {
     pub last_event: String,
 }
 
-fn ser_headers<S: serde::Serializer>(
-    h: &[(String, String)],
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
+fn ser_headers<S: serde::Serializer>(h: &[(String, String)], s: S) -> std::result::Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
     let mut m = s.serialize_map(Some(h.len()))?;
     for (k, v) in h {
@@ -360,12 +348,7 @@ pub fn message_from(rec: &AnyRow) -> Result<Message> {
 
 /// The payload a message row would hold (for tests and replay).
 pub fn payload_of(m: &Message) -> Result<Option<Payload>> {
-    Ok(m.body_bytes()?.map(|body| Payload {
-        body,
-        tag: m.tag.clone(),
-        key: m.key.clone(),
-        headers: m.headers.clone(),
-    }))
+    Ok(m.body_bytes()?.map(|body| Payload { body, tag: m.tag.clone(), key: m.key.clone(), headers: m.headers.clone() }))
 }
 
 #[cfg(test)]

@@ -31,11 +31,7 @@ pub struct DbServer {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("addr")
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port()
 }
 
 fn is_root() -> bool {
@@ -60,10 +56,7 @@ fn pg_bin(name: &str) -> PathBuf {
         })
         .collect();
     versions.sort();
-    versions
-        .pop()
-        .map(|(_, p)| p)
-        .unwrap_or_else(|| PathBuf::from(name))
+    versions.pop().map(|(_, p)| p).unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// A command that runs as the `postgres` user when we are root.
@@ -78,10 +71,9 @@ fn as_pg_user(program: &Path) -> Command {
 }
 
 fn run(mut cmd: Command, what: &str, log: &Path) -> Result<(), String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{what} could not be started ({e}); is the package installed? (make test installs postgresql and mariadb-server)"))?;
+    let out = cmd.stdin(Stdio::null()).output().map_err(|e| {
+        format!("{what} could not be started ({e}); is the package installed? (make test installs postgresql and mariadb-server)")
+    })?;
     if !out.status.success() {
         let log = std::fs::read_to_string(log).unwrap_or_default();
         return Err(format!(
@@ -97,18 +89,8 @@ fn run(mut cmd: Command, what: &str, log: &Path) -> Result<(), String> {
 impl DbServer {
     /// Starts a server. `durable`: keep fsync on (benchmarks); tests turn it off.
     pub fn start(kind: Kind, durable: bool) -> Result<DbServer, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("rmq-testdb-")
-            .tempdir()
-            .map_err(|e| format!("temp dir: {e}"))?;
-        let mut s = DbServer {
-            kind,
-            port: free_port(),
-            dir,
-            child: None,
-            running: false,
-            durable,
-        };
+        let dir = tempfile::Builder::new().prefix("rmq-testdb-").tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let mut s = DbServer { kind, port: free_port(), dir, child: None, running: false, durable };
         match kind {
             Kind::Postgres => s.init_postgres()?,
             Kind::MariaDb => s.init_mariadb()?,
@@ -123,20 +105,15 @@ impl DbServer {
 
     fn init_postgres(&mut self) -> Result<(), String> {
         if is_root() {
-            let st = Command::new("chown")
-                .arg("-R")
-                .arg("postgres:")
-                .arg(self.dir.path())
-                .status()
-                .map_err(|e| format!("chown: {e}"))?;
+            let st = Command::new("chown").arg("-R").arg("postgres:").arg(self.dir.path()).status().map_err(|e| format!("chown: {e}"))?;
             if !st.success() {
-                return Err("as root, PostgreSQL runs as the user postgres, and chown to it failed: is the postgresql package installed?".into());
+                return Err(
+                    "as root, PostgreSQL runs as the user postgres, and chown to it failed: is the postgresql package installed?".into()
+                );
             }
         }
         let mut c = as_pg_user(&pg_bin("initdb"));
-        c.arg("-D")
-            .arg(self.path("data"))
-            .args(["-A", "trust", "-U", "rmq", "-E", "UTF8", "--no-sync", "--locale=C"]);
+        c.arg("-D").arg(self.path("data")).args(["-A", "trust", "-U", "rmq", "-E", "UTF8", "--no-sync", "--locale=C"]);
         run(c, "initdb", &self.path("data/log"))
     }
 
@@ -161,20 +138,13 @@ impl DbServer {
     fn launch(&mut self) -> Result<(), String> {
         match self.kind {
             Kind::Postgres => {
-                let mut opts = format!(
-                    "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=60",
-                    self.port,
-                    self.dir.path().display()
-                );
+                let mut opts =
+                    format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=60", self.port, self.dir.path().display());
                 if !self.durable {
                     opts += " -c fsync=off -c full_page_writes=off";
                 }
                 let mut c = as_pg_user(&pg_bin("pg_ctl"));
-                c.arg("-D")
-                    .arg(self.path("data"))
-                    .arg("-l")
-                    .arg(self.path("postgres.log"))
-                    .args(["-w", "-t", "60", "-o", &opts, "start"]);
+                c.arg("-D").arg(self.path("data")).arg("-l").arg(self.path("postgres.log")).args(["-w", "-t", "60", "-o", &opts, "start"]);
                 run(c, "pg_ctl start", &self.path("postgres.log"))?;
             }
             Kind::MariaDb => {
@@ -189,24 +159,17 @@ impl DbServer {
                     .arg(format!("--pid-file={}", self.path("mariadb.pid").display()))
                     .arg(format!("--log-error={}", log.display()))
                     .arg(format!("--init-file={}", self.path("init.sql").display()))
-                    .args([
-                        "--skip-log-bin",
-                        "--skip-name-resolve",
-                        "--innodb-buffer-pool-size=64M",
-                        "--max-connections=100",
-                    ]);
+                    .args(["--skip-log-bin", "--skip-name-resolve", "--innodb-buffer-pool-size=64M", "--max-connections=100"]);
                 if !self.durable {
                     c.arg("--innodb-flush-log-at-trx-commit=2");
                 }
                 if is_root() {
                     c.arg("--user=root");
                 }
-                let mut child = c
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .map_err(|e| format!("mariadbd could not be started ({e}); is mariadb-server installed? (make test installs it)"))?;
+                let mut child =
+                    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| {
+                        format!("mariadbd could not be started ({e}); is mariadb-server installed? (make test installs it)")
+                    })?;
                 let deadline = Instant::now() + Duration::from_secs(60);
                 loop {
                     if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
@@ -297,11 +260,7 @@ impl Drop for DbServer {
     fn drop(&mut self) {
         if self.kind == Kind::Postgres && self.running {
             let mut c = as_pg_user(&pg_bin("pg_ctl"));
-            c.arg("-D")
-                .arg(self.path("data"))
-                .args(["-w", "-m", "immediate", "stop"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
+            c.arg("-D").arg(self.path("data")).args(["-w", "-m", "immediate", "stop"]).stdout(Stdio::null()).stderr(Stdio::null());
             let _ = c.status();
             self.running = false;
         }

@@ -3,10 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// `2026-11-22T10:00:00.123Z`.
@@ -42,15 +39,10 @@ pub fn parse_time(s: &str, now_ms: i64) -> Result<i64, String> {
     for c in candidates {
         let parsed = humantime::parse_rfc3339(&c).or_else(|_| humantime::parse_rfc3339_weak(&c));
         if let Ok(st) = parsed {
-            return Ok(st
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0));
+            return Ok(st.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0));
         }
     }
-    Err(format!(
-        "{s:?} is not a time: give 2026-11-22, 2026-11-22T10:00:00Z, unix ms, or an age such as 2h or 7d"
-    ))
+    Err(format!("{s:?} is not a time: give 2026-11-22, 2026-11-22T10:00:00Z, unix ms, or an age such as 2h or 7d"))
 }
 
 #[cfg(test)]

@@ -162,16 +162,10 @@ pub async fn apply(db: &Db, batch: &Batch) -> Result<Outcome> {
     let mut tx = db.begin().await?;
     let queues: Vec<&str> = work.keys().copied().collect();
     let mut states = lock_queues(&mut tx, b, &queues).await?;
-    let all_events: Vec<(&str, &LogEvent)> = work
-        .iter()
-        .flat_map(|(q, w)| w.events.iter().map(move |e| (*q, *e)))
-        .collect();
+    let all_events: Vec<(&str, &LogEvent)> = work.iter().flat_map(|(q, w)| w.events.iter().map(move |e| (*q, *e))).collect();
     insert_events(&mut tx, b, &all_events).await?;
 
-    let mut out = Outcome {
-        events: all_events.len() as u64,
-        ..Default::default()
-    };
+    let mut out = Outcome { events: all_events.len() as u64, ..Default::default() };
     let mut writes: Vec<Write> = Vec::new();
     for (queue, w) in &mut work {
         let st = states.entry(queue.to_string()).or_default();
@@ -193,8 +187,7 @@ pub async fn apply(db: &Db, batch: &Batch) -> Result<Outcome> {
         if let Some(last) = w.notes.last() {
             st.warning = Some(last.clone());
         }
-        out.warnings
-            .extend(w.notes.iter().map(|n| format!("{queue}: {n}")));
+        out.warnings.extend(w.notes.iter().map(|n| format!("{queue}: {n}")));
     }
     out.rows = writes.len() as u64;
     write_rows(&mut tx, b, &writes).await?;
@@ -204,11 +197,7 @@ pub async fn apply(db: &Db, batch: &Batch) -> Result<Outcome> {
 }
 
 /// Makes sure each queue has its state row, locks them in name order, and reads them.
-async fn lock_queues(
-    tx: &mut Transaction<'static, Any>,
-    b: Backend,
-    queues: &[&str],
-) -> Result<BTreeMap<String, QueueState>> {
+async fn lock_queues(tx: &mut Transaction<'static, Any>, b: Backend, queues: &[&str]) -> Result<BTreeMap<String, QueueState>> {
     let mut ins = Sql::new(b);
     ins.push(&format!("INSERT INTO {QUEUES} (queue) VALUES "));
     for (i, q) in queues.iter().enumerate() {
@@ -250,11 +239,7 @@ async fn lock_queues(
     Ok(out)
 }
 
-async fn save_queues(
-    tx: &mut Transaction<'static, Any>,
-    b: Backend,
-    states: &BTreeMap<String, QueueState>,
-) -> Result<()> {
+async fn save_queues(tx: &mut Transaction<'static, Any>, b: Backend, states: &BTreeMap<String, QueueState>) -> Result<()> {
     let now = now_ms();
     for (q, st) in states {
         let mut s = Sql::new(b);
@@ -281,10 +266,7 @@ async fn save_queues(
             .push(", update_time = ")
             .ts(Some(now));
         if let Some(w) = &st.warning {
-            s.push(", last_warning = ")
-                .arg(w.clone())
-                .push(", last_warning_time = ")
-                .ts(Some(now));
+            s.push(", last_warning = ").arg(w.clone()).push(", last_warning_time = ").ts(Some(now));
         }
         s.push(" WHERE queue = ").arg(q.clone());
         s.query().execute(&mut **tx).await?;
@@ -310,11 +292,7 @@ fn runs<'a, T>(items: &'a [T], steps: &[usize], size: impl Fn(&T) -> usize) -> V
     out
 }
 
-async fn insert_events(
-    tx: &mut Transaction<'static, Any>,
-    b: Backend,
-    events: &[(&str, &LogEvent)],
-) -> Result<()> {
+async fn insert_events(tx: &mut Transaction<'static, Any>, b: Backend, events: &[(&str, &LogEvent)]) -> Result<()> {
     let head = format!("INSERT INTO {EVENTS} {} VALUES ", col_list(b, &EVENT_COLS));
     let tail = b.on_conflict_nothing("queue");
     for run in runs(events, &EVENT_STEPS, |(_, e)| e.size()) {
@@ -360,11 +338,7 @@ async fn fold_queue(
                 for e in evs.iter() {
                     r.apply(e);
                 }
-                writes.push(if newest_push.is_some() {
-                    Write::Full(r)
-                } else {
-                    Write::State(r)
-                });
+                writes.push(if newest_push.is_some() { Write::Full(r) } else { Write::State(r) });
             }
             Some(_) => rebuild.push(*offset),
             None => {
@@ -391,12 +365,7 @@ async fn fold_queue(
         };
         // The message columns come from the newest push: from this batch when it holds that
         // entry, else they are the ones stored.
-        let batch_push = latest_push.and_then(|lp| {
-            w.by_offset[&offset]
-                .iter()
-                .find(|e| e.pos == lp)
-                .and_then(|e| e.payload.clone())
-        });
+        let batch_push = latest_push.and_then(|lp| w.by_offset[&offset].iter().find(|e| e.pos == lp).and_then(|e| e.payload.clone()));
         match batch_push {
             Some(p) => {
                 if old.id != r.id && old.pos < latest_push.unwrap_or_default() {
@@ -412,12 +381,7 @@ async fn fold_queue(
 }
 
 /// The stored state of the rows at these offsets.
-async fn select_states(
-    tx: &mut Transaction<'static, Any>,
-    b: Backend,
-    queue: &str,
-    offsets: &[i64],
-) -> Result<HashMap<i64, (Row, bool)>> {
+async fn select_states(tx: &mut Transaction<'static, Any>, b: Backend, queue: &str, offsets: &[i64]) -> Result<HashMap<i64, (Row, bool)>> {
     let mut out = HashMap::new();
     for run in runs(offsets, &ROW_STEPS, |_| 8) {
         let mut s = Sql::new(b);
@@ -456,12 +420,7 @@ async fn select_events(
 }
 
 /// Keeps the row a different message is about to take over.
-async fn copy_replaced(
-    tx: &mut Transaction<'static, Any>,
-    b: Backend,
-    queue: &str,
-    offset: i64,
-) -> Result<()> {
+async fn copy_replaced(tx: &mut Transaction<'static, Any>, b: Backend, queue: &str, offset: i64) -> Result<()> {
     let cols: Vec<String> = ROW_COLS.iter().map(|c| b.col(c)).collect();
     let cols = cols.join(", ");
     let mut s = Sql::new(b);
@@ -496,11 +455,7 @@ fn note_pushes(st: &mut QueueState, w: &mut Work<'_>) {
     }
 }
 
-async fn write_rows(
-    tx: &mut Transaction<'static, Any>,
-    b: Backend,
-    writes: &[Write],
-) -> Result<()> {
+async fn write_rows(tx: &mut Transaction<'static, Any>, b: Backend, writes: &[Write]) -> Result<()> {
     let mut full: Vec<&Row> = Vec::new();
     let mut state: Vec<&Row> = Vec::new();
     for w in writes {

@@ -8,37 +8,19 @@ use crate::client::Client;
 use crate::error::Error;
 
 fn to_archive(e: Error) -> RedisError {
-    RedisError {
-        unavailable: e.is_unavailable(),
-        text: e.to_string(),
-    }
+    RedisError { unavailable: e.is_unavailable(), text: e.to_string() }
 }
 
 impl Backend for Client {
-    fn call<'a>(
-        &'a self,
-        name: &'a str,
-        queue: Option<&'a str>,
-        args: Vec<Vec<u8>>,
-    ) -> BoxFuture<'a, Reply> {
-        Box::pin(async move {
-            Client::call(self, name, queue, &args)
-                .await
-                .map_err(to_archive)
-        })
+    fn call<'a>(&'a self, name: &'a str, queue: Option<&'a str>, args: Vec<Vec<u8>>) -> BoxFuture<'a, Reply> {
+        Box::pin(async move { Client::call(self, name, queue, &args).await.map_err(to_archive) })
     }
 
     fn call_many(&self, calls: Vec<Call>) -> BoxFuture<'_, Result<Vec<Reply>, RedisError>> {
         Box::pin(async move {
-            let cmds: Vec<(&str, &str, Vec<Vec<u8>>)> = calls
-                .iter()
-                .map(|c| (c.name, c.queue.as_str(), c.args.clone()))
-                .collect();
+            let cmds: Vec<(&str, &str, Vec<Vec<u8>>)> = calls.iter().map(|c| (c.name, c.queue.as_str(), c.args.clone())).collect();
             let replies = Client::call_many(self, &cmds).await.map_err(to_archive)?;
-            Ok(replies
-                .into_iter()
-                .map(|r| r.map_err(to_archive))
-                .collect())
+            Ok(replies.into_iter().map(|r| r.map_err(to_archive)).collect())
         })
     }
 
