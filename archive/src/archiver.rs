@@ -202,7 +202,7 @@ async fn report(c: Arc<Counters>, every: Duration, mut stop: watch::Receiver<boo
         let now = (c.events.load(Ordering::Relaxed), c.rows.load(Ordering::Relaxed));
         let secs = every.as_secs_f64().max(0.001);
         info!(
-            "archived {} log entries ({:.0}/s) into {} row writes ({:.0}/s) in the last {:?}",
+            "archived {} log entries ({:.1}/s) into {} row writes ({:.1}/s) in the last {:?}",
             now.0 - last.0,
             (now.0 - last.0) as f64 / secs,
             now.1 - last.1,
@@ -467,6 +467,9 @@ impl Reader {
                 self.started();
             }
             let n = read.entries.len();
+            if pending_after == Some(StreamId::default()) && n > 0 {
+                info!("queue {q}: saving first the log entries this archiver read before it stopped and did not save");
+            }
             let last = read.entries.last().map(|(id, _)| *id);
             self.add(&q, read.entries);
             total += n;

@@ -124,12 +124,12 @@ impl Backend {
         }
     }
 
-    /// The end of an INSERT that skips rows whose key exists (MySQL: a no-op update of the
-    /// first key column, which keeps strict-mode errors, unlike INSERT IGNORE).
-    pub fn on_conflict_nothing(self, first_key: &str) -> String {
+    /// The end of an INSERT into `table` that skips rows whose key exists (MySQL: a no-op
+    /// update of the first key column, which keeps strict-mode errors, unlike INSERT IGNORE).
+    pub fn on_conflict_nothing(self, table: &str, first_key: &str) -> String {
         match self {
             Backend::MySql => {
-                let c = self.col(first_key);
+                let c = format!("{table}.{}", self.col(first_key));
                 format!(" ON DUPLICATE KEY UPDATE {c} = {c}")
             }
             _ => " ON CONFLICT DO NOTHING".to_string(),
@@ -300,7 +300,7 @@ impl Db {
         }
         let pool = AnyPoolOptions::new()
             .max_connections(4)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(3))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     for stmt in session_setup(backend) {
@@ -318,7 +318,17 @@ impl Db {
         let before = self.applied().await.unwrap_or_default();
         let mut m = Migrator::with_migrations(self.backend.migrator().iter().cloned().collect());
         m.dangerous_set_table_name(MIGRATIONS_TABLE);
-        m.run(&self.pool).await?;
+        // PostgreSQL and MySQL lock the schema while migrating; SQLite does not, so two
+        // archivers starting at once on a new file can race: the loser's transaction fails
+        // and rolls back, and a second try finds the version applied.
+        let mut tries = 0;
+        while let Err(e) = m.run(&self.pool).await {
+            tries += 1;
+            if tries >= 5 {
+                return Err(e.into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100 * tries)).await;
+        }
         Ok(self
             .backend
             .migrator()

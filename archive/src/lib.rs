@@ -35,3 +35,5 @@ pub mod write;
 
 pub use db::{Backend, Db};
 pub use error::{Error, Result};
+/// The sqlx this crate uses (for tests and tools that query the archive directly).
+pub use sqlx;

@@ -206,7 +206,7 @@ async fn lock_queues(tx: &mut Transaction<'static, Any>, b: Backend, queues: &[&
         }
         ins.push("(").arg(q.to_string()).push(")");
     }
-    ins.push(&b.on_conflict_nothing("queue"));
+    ins.push(&b.on_conflict_nothing(QUEUES, "queue"));
     ins.query().execute(&mut **tx).await?;
 
     let mut sel = Sql::new(b);
@@ -294,7 +294,7 @@ fn runs<'a, T>(items: &'a [T], steps: &[usize], size: impl Fn(&T) -> usize) -> V
 
 async fn insert_events(tx: &mut Transaction<'static, Any>, b: Backend, events: &[(&str, &LogEvent)]) -> Result<()> {
     let head = format!("INSERT INTO {EVENTS} {} VALUES ", col_list(b, &EVENT_COLS));
-    let tail = b.on_conflict_nothing("queue");
+    let tail = b.on_conflict_nothing(EVENTS, "queue");
     for run in runs(events, &EVENT_STEPS, |(_, e)| e.size()) {
         let mut s = Sql::new(b);
         s.push(&head);
@@ -430,7 +430,7 @@ async fn copy_replaced(tx: &mut Transaction<'static, Any>, b: Backend, queue: &s
         .arg(queue.to_string())
         .push(&format!(" AND {} = ", b.col("offset")))
         .arg(offset)
-        .push(&b.on_conflict_nothing("queue"));
+        .push(&b.on_conflict_nothing(REPLACED, "queue"));
     s.query().execute(&mut **tx).await?;
     Ok(())
 }
