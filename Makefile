@@ -4,8 +4,11 @@ PORT ?= 6399
 MODULE := target/release/librmq.so
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := redis-server libclang-dev
+# What the tests need on top: the archive's tests start their own PostgreSQL and MariaDB
+# servers (initdb/pg_ctl and mariadbd from these packages; none is left running).
+TEST_APT_PACKAGES := postgresql mariadb-server
 
-.PHONY: deps build run test lint bench bench-quick clean
+.PHONY: deps test-deps build run test lint bench bench-quick clean
 
 # Installs the Debian packages that are missing (redis-server, libclang-dev for bindgen).
 deps:
@@ -16,6 +19,15 @@ deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup)"; exit 1; }
+
+# Installs the Debian packages the tests need that are missing.
+test-deps:
+	@missing=""; for p in $(TEST_APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 build: deps
 	cargo build --release -p rmq
@@ -32,7 +44,7 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-test: build lint
+test: build lint test-deps
 	@if cargo nextest --version >/dev/null 2>&1; then \
 	  RMQ_MODULE=$(CURDIR)/$(MODULE) cargo nextest run --workspace --no-fail-fast; \
 	else \

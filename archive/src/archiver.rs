@@ -100,6 +100,8 @@ struct Followed {
     pending_after: Option<StreamId>,
     next_poll: Instant,
     idle: Duration,
+    /// The last read found no log (the queue's log is off, or the queue is gone).
+    no_log: bool,
 }
 
 /// The default consumer name: the host's name (so that a restarted archiver finds the
@@ -318,7 +320,7 @@ impl Reader {
                 let b = std::mem::take(&mut self.batch);
                 self.batch_started = None;
                 if tx.send(b).await.is_err() {
-                    return Err(Error::Invalid("the archive writer stopped".into()));
+                    return Err(Error::Failed("the archive writer stopped".into()));
                 }
                 continue;
             }
@@ -360,6 +362,8 @@ impl Reader {
     async fn discover(&mut self) {
         match self.source.discover(&self.cfg.patterns).await {
             Ok(queues) => {
+                // A queue no longer found and without a log is no longer followed.
+                self.followed.retain(|q, f| !f.no_log || queues.contains(q));
                 for q in queues {
                     if !self.cfg.patterns.is_all_logged() {
                         match self.source.ensure_log(&q).await {
@@ -370,7 +374,12 @@ impl Reader {
                     }
                     if let std::collections::btree_map::Entry::Vacant(slot) = self.followed.entry(q) {
                         info!("following queue {}", slot.key());
-                        slot.insert(Followed { pending_after: Some(StreamId::default()), next_poll: Instant::now(), idle: Duration::ZERO });
+                        slot.insert(Followed {
+                            pending_after: Some(StreamId::default()),
+                            next_poll: Instant::now(),
+                            idle: Duration::ZERO,
+                            no_log: false,
+                        });
                     }
                 }
                 self.backoff = Duration::from_millis(100);
@@ -474,6 +483,7 @@ impl Reader {
             self.add(&q, read.entries);
             total += n;
             let f = self.followed.get_mut(&q).expect("followed");
+            f.no_log = read.no_log;
             if pending_after.is_some() {
                 // Own pending entries until there are none left, then new ones.
                 f.pending_after = if n == 0 { None } else { last };

@@ -350,23 +350,23 @@ impl Db {
         self.backend.migrator().iter().map(|m| m.version).max().unwrap_or(0)
     }
 
-    /// Fails unless the schema is there and not newer than this binary.
+    /// Fails unless the database answers, holds the archive's tables, and is not of a newer
+    /// schema than this binary.
     pub async fn check_schema(&self) -> Result<()> {
-        let applied = self.applied().await.map_err(|e| {
-            Error::Invalid(format!(
-                "{} holds no rmq archive ({e}); run `rmq archive migrate --db …` or start `rmq archive run`",
-                self.shown
-            ))
-        })?;
-        let have = applied.last().copied().unwrap_or(0);
+        let have = match self.applied().await {
+            Ok(v) => v.last().copied().unwrap_or(0),
+            // The database answered with an error: no migrations table, so no archive.
+            Err(Error::Db(e)) if e.as_database_error().is_some() => 0,
+            Err(e) => return Err(Error::Failed(format!("cannot reach the archive database {}: {e}", self.shown))),
+        };
         if have == 0 {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Failed(format!(
                 "{} holds no rmq archive yet; run `rmq archive migrate` or start `rmq archive run`",
                 self.shown
             )));
         }
         if have > self.latest_version() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Failed(format!(
                 "{} has schema version {have}, newer than this rmq ({}); upgrade rmq",
                 self.shown,
                 self.latest_version()
@@ -409,7 +409,7 @@ fn sqlite_url(url: &str, create: bool) -> Result<String> {
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     let memory = path == ":memory:" || query.contains("mode=memory");
     if !create && !memory && !std::path::Path::new(path).exists() {
-        return Err(Error::Invalid(format!("no archive database at {path}: give --db, or start `rmq archive run` first")));
+        return Err(Error::Failed(format!("no archive database at {path}: give --db, or start `rmq archive run` first")));
     }
     if create && !memory && !query.contains("mode=") {
         let sep = if query.is_empty() { "?" } else { "&" };

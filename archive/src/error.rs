@@ -15,6 +15,9 @@ pub enum Error {
     /// A bad option or argument.
     #[error("{0}")]
     Invalid(String),
+    /// Anything else, said in full (what failed, and where).
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl Error {

@@ -125,10 +125,10 @@ pub async fn replay(
             let replies = redis.call_many(chunk.to_vec()).await?;
             for (i, r) in replies.into_iter().enumerate() {
                 match r {
-                    Ok(Value::ServerError(e)) => return Err(Error::Invalid(format!("pushing a copy to {target}: {e:?}"))),
+                    Ok(Value::ServerError(e)) => return Err(Error::Failed(format!("pushing a copy to {target}: {e:?}"))),
                     Ok(_) => {}
                     Err(e) => {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::Failed(format!(
                             "pushing a copy to {target} failed after {} copies: {e} (running the same replay again is safe)",
                             pushed + i as u64
                         )))

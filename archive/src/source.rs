@@ -137,10 +137,10 @@ impl Source {
             let mut cmd = redis::cmd("SCAN");
             cmd.arg(&cursor).arg("MATCH").arg("log:{*}").arg("COUNT").arg(1000).arg("TYPE").arg("stream");
             let Value::Array(mut parts) = self.redis.raw(cmd).await? else {
-                return Err(Error::Invalid("SCAN gave an unexpected reply".into()));
+                return Err(Error::Failed("SCAN gave an unexpected reply".into()));
             };
             if parts.len() != 2 {
-                return Err(Error::Invalid("SCAN gave an unexpected reply".into()));
+                return Err(Error::Failed("SCAN gave an unexpected reply".into()));
             }
             let keys = parts.pop().unwrap_or(Value::Nil);
             cursor = as_string(parts.pop().unwrap_or(Value::Nil))?;
@@ -181,10 +181,10 @@ impl Source {
         });
         let v = self.redis.raw(cmd).await?;
         let Value::Array(mut parts) = v else {
-            return Err(Error::Invalid(format!("the log read gave {v:?}")));
+            return Err(Error::Failed(format!("the log read gave {v:?}")));
         };
         if parts.len() != 3 {
-            return Err(Error::Invalid("the log read gave an unexpected reply".into()));
+            return Err(Error::Failed("the log read gave an unexpected reply".into()));
         }
         let entries = parts.pop().unwrap_or(Value::Nil);
         let gap = as_i64(parts.pop().unwrap_or(Value::Nil))?;
@@ -323,7 +323,7 @@ fn parse_entries(v: Value) -> Result<Vec<(StreamId, Fields)>> {
             continue;
         }
         let fields = pair.pop().unwrap_or(Value::Nil);
-        let id: StreamId = as_string(pair.pop().unwrap_or(Value::Nil))?.parse().map_err(Error::Invalid)?;
+        let id: StreamId = as_string(pair.pop().unwrap_or(Value::Nil))?.parse().map_err(Error::Failed)?;
         let fields = match fields {
             Value::Array(flat) => {
                 let mut f = Vec::with_capacity(flat.len() / 2);

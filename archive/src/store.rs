@@ -95,9 +95,9 @@ pub fn encode_body(body: &[u8]) -> (String, &'static str) {
 /// The bytes of a body read from the table.
 pub fn decode_body(text: &str, encoding: &str) -> Result<Vec<u8>> {
     match encoding {
-        "base64" => base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(|e| Error::Invalid(format!("a base64 body does not decode: {e}"))),
+        "base64" => {
+            base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| Error::Failed(format!("a base64 body does not decode: {e}")))
+        }
         _ => Ok(text.as_bytes().to_vec()),
     }
 }

@@ -43,6 +43,7 @@ impl From<rmq_archive::Error> for Error {
             rmq_archive::Error::Redis(r) if r.unavailable => Error::Unavailable(r.text),
             rmq_archive::Error::Redis(r) => Error::Refused(r.text),
             rmq_archive::Error::Invalid(t) => Error::Config(t),
+            rmq_archive::Error::Failed(t) => Error::Refused(t),
             other => Error::Refused(other.to_string()),
         }
     }
