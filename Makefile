@@ -60,13 +60,17 @@ clean:
 # of docs/BENCHMARKS.md; `bench-quick` (a subset, under two minutes) writes target/bench-quick/.
 BENCH_CPU ?= $(shell [ "$$(nproc)" -gt 1 ] && echo 1 || echo 0)
 BENCH_ARGS ?=
+# Options of the archive section (`target/release/rmq-bench archive --help`).
+BENCH_ARCHIVE_ARGS ?=
 
-bench: build
+bench: build test-deps
 	@command -v taskset >/dev/null || $(SUDO) apt-get install -y -qq util-linux >/dev/null
-	cargo build --release -p rmq-bench
+	cargo build --release -p rmq-bench -p rmq-client
 	target/release/rmq-bench --cpu $(BENCH_CPU) --module $(CURDIR)/$(MODULE) $(BENCH_ARGS)
+	target/release/rmq-bench archive --cpu $(BENCH_CPU) --module $(CURDIR)/$(MODULE) $(BENCH_ARCHIVE_ARGS)
 
-bench-quick: build
+bench-quick: build test-deps
 	@command -v taskset >/dev/null || $(SUDO) apt-get install -y -qq util-linux >/dev/null
-	cargo build --release -p rmq-bench
+	cargo build --release -p rmq-bench -p rmq-client
 	target/release/rmq-bench --quick --cpu $(BENCH_CPU) --module $(CURDIR)/$(MODULE) $(BENCH_ARGS)
+	target/release/rmq-bench archive --quick --cpu $(BENCH_CPU) --module $(CURDIR)/$(MODULE) $(BENCH_ARCHIVE_ARGS)

@@ -45,6 +45,9 @@ pub trait Backend: Send + Sync + 'static {
     fn call_many(&self, calls: Vec<Call>) -> BoxFuture<'_, Result<Vec<Reply>, RedisError>>;
     /// Runs a plain Redis command (the log's stream commands, SCAN, EVAL).
     fn raw(&self, cmd: redis::Cmd) -> BoxFuture<'_, Reply>;
+    /// Runs plain Redis commands in one MULTI/EXEC (nothing else runs in between); each gets
+    /// its own reply, an error as `Value::ServerError`.
+    fn transaction(&self, cmds: Vec<redis::Cmd>) -> BoxFuture<'_, Result<Vec<Value>, RedisError>>;
     /// The Redis URL (shown with its password hidden).
     fn url(&self) -> String;
 }

@@ -167,6 +167,16 @@ impl Backend {
     }
 }
 
+/// A time as the SQLite tables hold it: `YYYY-MM-DD HH:MM:SS.SSS`, UTC (SQLite's own format:
+/// its date functions read it, and it sorts as time).
+pub fn sqlite_time(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    let mut s = humantime::format_rfc3339_millis(t).to_string();
+    s.pop(); // the Z
+    s.replace_range(10..11, " ");
+    s
+}
+
 /// A URL with its password hidden, to show in messages.
 pub fn redact(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
@@ -216,8 +226,15 @@ impl Sql {
     /// Appends a timestamp of unix ms (NULL for `None`).
     pub fn ts(&mut self, ms: Option<i64>) -> &mut Sql {
         let p = self.next_placeholder();
-        self.text.push_str(&self.backend.timestamp_of_ms(&p));
-        self.args.add(ms).expect("integer");
+        if self.backend == Backend::Sqlite {
+            // The text SQLite's strftime would make, made here (cheaper than calling it for
+            // every column of every row).
+            self.text.push_str(&p);
+            self.args.add(ms.map(sqlite_time)).expect("text");
+        } else {
+            self.text.push_str(&self.backend.timestamp_of_ms(&p));
+            self.args.add(ms).expect("integer");
+        }
         self
     }
 
@@ -444,6 +461,11 @@ mod tests {
         let mut s = Sql::new(Backend::MySql);
         s.push("t = ").ts(Some(5));
         assert_eq!(s.text(), "t = FROM_UNIXTIME(? / 1000)");
+    }
+
+    #[test]
+    fn sqlite_times_are_sqlites_own_format() {
+        assert_eq!(sqlite_time(1_763_769_600_005), "2025-11-22 00:00:00.005");
     }
 
     #[test]

@@ -15,19 +15,21 @@ use crate::error::{Error, Result};
 use crate::event::StreamId;
 use crate::names::{log_key, queue_of_log_key, Patterns};
 
-/// Reads new entries for the group after checking, in the same atomic step, whether the log
-/// trimmed entries the group had not read yet: Redis's `lag` (entries added minus entries
-/// read by the group) above the stream's length means the difference is gone. The group's
-/// read counter is then moved past them, so each gap is found once. A group that does not
-/// exist is created at the start of the log; entries trimmed before it existed are not a gap
-/// unless this queue was archived before (ARGV[4] = 1: the log was deleted and made again).
+/// Checks, right before a read of new entries (in the same MULTI/EXEC, so nothing runs in
+/// between), whether the log trimmed entries that the group had not read yet: Redis's `lag`
+/// (entries added minus entries read by the group) above the stream's length means the
+/// difference is gone. The group's read counter is then moved past them, so each gap is
+/// found once, by one archiver. A group that does not exist is created at the start of the
+/// log; entries trimmed before it existed are not a gap unless this queue was archived
+/// before (ARGV[2] = 1: the log was deleted and made again). The read itself stays out of
+/// the script: entries returned through Lua cost Redis more.
 ///
-/// KEYS[1] log:{q}. ARGV: group, consumer, count, archived-before (0/1).
-/// Reply: {created (0/1, -1 when there is no log), gap (entries lost), entries}.
-const READ_NEW: &str = r#"
-local key, group, consumer, count = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+/// KEYS[1] log:{q}. ARGV: group, archived-before (0/1).
+/// Reply: {created (0/1, -1 when there is no log), gap (entries lost)}.
+const CHECK_GAP: &str = r#"
+local key, group = KEYS[1], ARGV[1]
 local t = redis.call('TYPE', key)['ok']
-if t == 'none' then return {-1, 0, {}} end
+if t == 'none' then return {-1, 0} end
 if t ~= 'stream' then return redis.error_reply('ERR ' .. key .. ' is a ' .. t .. ', not a stream') end
 local len = redis.call('XLEN', key)
 local g
@@ -36,7 +38,6 @@ for _, item in ipairs(redis.call('XINFO', 'GROUPS', key)) do
   for i = 1, #item, 2 do m[item[i]] = item[i + 1] end
   if m['name'] == group then g = m end
 end
-local created, gap = 0, 0
 if not g then
   local info = redis.call('XINFO', 'STREAM', key)
   local added = 0
@@ -46,19 +47,15 @@ if not g then
   local trimmed = added - len
   if trimmed < 0 then trimmed = 0 end
   redis.call('XGROUP', 'CREATE', key, group, '0', 'ENTRIESREAD', trimmed)
-  created = 1
-  if ARGV[4] == '1' then gap = trimmed end
-else
-  local lag, read = g['lag'], g['entries-read']
-  if lag and read and lag > len then
-    gap = lag - len
-    redis.call('XGROUP', 'SETID', key, group, g['last-delivered-id'], 'ENTRIESREAD', read + gap)
-  end
+  if ARGV[2] == '1' then return {1, trimmed} end
+  return {1, 0}
 end
-local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', key, '>')
-local entries = {}
-if r then entries = r[1][2] end
-return {created, gap, entries}
+local lag, read = g['lag'], g['entries-read']
+if lag and read and lag > len then
+  redis.call('XGROUP', 'SETID', key, group, g['last-delivered-id'], 'ENTRIESREAD', read + lag - len)
+  return {0, lag - len}
+end
+return {0, 0}
 "#;
 
 /// The fields of an entry, or `None` when the log no longer holds it (a pending entry that
@@ -171,25 +168,31 @@ impl Source {
         Ok(true)
     }
 
-    /// New entries for the group, with the gap check (see [`READ_NEW`]).
+    /// New entries for the group, with the gap check (see [`CHECK_GAP`]).
     pub async fn read_new(&self, queue: &str, count: usize, archived_before: bool) -> Result<Read> {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(READ_NEW).arg(1).arg(log_key(queue)).arg(&self.group).arg(&self.consumer).arg(count.max(1)).arg(if archived_before {
-            "1"
-        } else {
-            "0"
-        });
-        let v = self.redis.raw(cmd).await?;
-        let Value::Array(mut parts) = v else {
-            return Err(Error::Failed(format!("the log read gave {v:?}")));
-        };
-        if parts.len() != 3 {
+        let key = log_key(queue);
+        let mut check = redis::cmd("EVAL");
+        check.arg(CHECK_GAP).arg(1).arg(&key).arg(&self.group).arg(if archived_before { "1" } else { "0" });
+        let mut read = redis::cmd("XREADGROUP");
+        read.arg("GROUP").arg(&self.group).arg(&self.consumer).arg("COUNT").arg(count.max(1)).arg("STREAMS").arg(&key).arg(">");
+        let mut replies = self.redis.transaction(vec![check, read]).await?.into_iter();
+        let (Some(check), Some(read)) = (replies.next(), replies.next()) else {
             return Err(Error::Failed("the log read gave an unexpected reply".into()));
+        };
+        let Value::Array(parts) = check else {
+            return Err(Error::Failed(format!("the log check gave {check:?}")));
+        };
+        let mut parts = parts.into_iter();
+        let created = as_i64(parts.next().unwrap_or(Value::Nil))?;
+        let gap = as_i64(parts.next().unwrap_or(Value::Nil))?;
+        if created == -1 {
+            return Ok(Read { no_log: true, ..Default::default() });
         }
-        let entries = parts.pop().unwrap_or(Value::Nil);
-        let gap = as_i64(parts.pop().unwrap_or(Value::Nil))?;
-        let created = as_i64(parts.pop().unwrap_or(Value::Nil))?;
-        Ok(Read { entries: parse_entries(entries)?, gap: gap.max(0) as u64, created: created == 1, no_log: created == -1 })
+        let entries = match read {
+            Value::ServerError(e) => return Err(Error::Failed(format!("reading {key}: {e:?}"))),
+            v => stream_entries(v),
+        };
+        Ok(Read { entries: parse_entries(entries)?, gap: gap.max(0) as u64, created: created == 1, no_log: false })
     }
 
     /// Entries this consumer read before and did not acknowledge (after a restart), after
@@ -210,14 +213,7 @@ impl Source {
             Err(e) if no_group(&e) => return Ok(Read::default()),
             Err(e) => return Err(e.into()),
         };
-        let entries = match v {
-            Value::Array(mut streams) if !streams.is_empty() => match streams.swap_remove(0) {
-                Value::Array(mut kv) if kv.len() == 2 => kv.pop().unwrap_or(Value::Nil),
-                _ => Value::Nil,
-            },
-            _ => Value::Nil,
-        };
-        Ok(Read { entries: parse_entries(entries)?, ..Default::default() })
+        Ok(Read { entries: parse_entries(stream_entries(v))?, ..Default::default() })
     }
 
     /// Takes over entries another archiver (or this one, before a restart under another name)
@@ -301,6 +297,18 @@ impl Source {
             return Ok(Some(info));
         }
         Ok(None)
+    }
+}
+
+/// The entries of the one stream in an XREADGROUP reply (`[[key, entries]]`; RESP3: a map).
+fn stream_entries(v: Value) -> Value {
+    match v {
+        Value::Array(mut streams) if !streams.is_empty() => match streams.swap_remove(0) {
+            Value::Array(mut kv) if kv.len() == 2 => kv.pop().unwrap_or(Value::Nil),
+            _ => Value::Nil,
+        },
+        Value::Map(mut m) if !m.is_empty() => m.swap_remove(0).1,
+        _ => Value::Nil,
     }
 }
 

@@ -159,11 +159,14 @@ pub async fn apply(db: &Db, batch: &Batch) -> Result<Outcome> {
     }
 
     let b = db.backend;
+    let t0 = std::time::Instant::now();
     let mut tx = db.begin().await?;
     let queues: Vec<&str> = work.keys().copied().collect();
     let mut states = lock_queues(&mut tx, b, &queues).await?;
+    let t_lock = t0.elapsed();
     let all_events: Vec<(&str, &LogEvent)> = work.iter().flat_map(|(q, w)| w.events.iter().map(move |e| (*q, *e))).collect();
     insert_events(&mut tx, b, &all_events).await?;
+    let t_events = t0.elapsed();
 
     let mut out = Outcome { events: all_events.len() as u64, ..Default::default() };
     let mut writes: Vec<Write> = Vec::new();
@@ -190,9 +193,21 @@ pub async fn apply(db: &Db, batch: &Batch) -> Result<Outcome> {
         out.warnings.extend(w.notes.iter().map(|n| format!("{queue}: {n}")));
     }
     out.rows = writes.len() as u64;
+    let t_fold = t0.elapsed();
     write_rows(&mut tx, b, &writes).await?;
+    let t_rows = t0.elapsed();
     save_queues(&mut tx, b, &states).await?;
     tx.commit().await?;
+    tracing::debug!(
+        "batch of {} entries, {} rows: lock {:?}, events {:?}, fold {:?}, rows {:?}, commit {:?}",
+        out.events,
+        out.rows,
+        t_lock,
+        t_events - t_lock,
+        t_fold - t_events,
+        t_rows - t_fold,
+        t0.elapsed() - t_rows
+    );
     Ok(out)
 }
 
@@ -389,7 +404,10 @@ async fn select_states(tx: &mut Transaction<'static, Any>, b: Backend, queue: &s
             .arg(queue.to_string())
             .push(&format!(" AND {} IN ", b.col("offset")))
             .list(run.iter().copied());
-        for rec in s.query().fetch_all(&mut **tx).await? {
+        // Not kept prepared: PostgreSQL would reuse a generic plan made while the table was
+        // small, a sequential scan that stays one as the table grows (150 ms instead of 1 ms
+        // for 400 offsets); unprepared, each lookup is planned with its offsets.
+        for rec in s.one_off().fetch_all(&mut **tx).await? {
             let (row, has) = store::state_from(queue, &rec)?;
             out.insert(row.offset, (row, has));
         }
@@ -411,7 +429,7 @@ async fn select_events(
             .arg(queue.to_string())
             .push(&format!(" AND {} IN ", b.col("offset")))
             .list(run.iter().copied());
-        for rec in s.query().fetch_all(&mut **tx).await? {
+        for rec in s.one_off().fetch_all(&mut **tx).await? {
             let e = store::event_from(&rec)?;
             out.entry(e.offset).or_default().push(e);
         }

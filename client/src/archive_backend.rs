@@ -31,6 +31,10 @@ impl Backend for Client {
         })
     }
 
+    fn transaction(&self, cmds: Vec<redis::Cmd>) -> BoxFuture<'_, Result<Vec<Value>, RedisError>> {
+        Box::pin(async move { Client::raw_transaction(self, &cmds).await.map_err(to_archive) })
+    }
+
     fn url(&self) -> String {
         self.config().url.clone()
     }

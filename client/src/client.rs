@@ -255,6 +255,33 @@ impl Client {
         }
     }
 
+    /// Runs plain Redis commands in one MULTI/EXEC, in one round trip: nothing else runs on
+    /// the server in between. Each command gets its own reply (an error as
+    /// `Value::ServerError`).
+    pub async fn raw_transaction(&self, cmds: &[redis::Cmd]) -> Result<Vec<Value>> {
+        let mut pipe = redis::pipe();
+        pipe.atomic().ignore_errors();
+        for c in cmds {
+            pipe.add_command(c.clone());
+        }
+        let t = self.inner.cfg.command_timeout;
+        let (i, mut c) = self.conn().await?;
+        match tokio::time::timeout(t, pipe.query_async::<Vec<Value>>(&mut c)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                let err = classify(e);
+                if matches!(err, Error::Unavailable(_)) {
+                    self.drop_slot(i).await;
+                }
+                Err(err)
+            }
+            Err(_) => {
+                self.drop_slot(i).await;
+                Err(Error::Unavailable(format!("no answer within {t:?}")))
+            }
+        }
+    }
+
     /// Which edition the server answers (found out once, then again after a restart showed a
     /// change).
     pub async fn edition(&self) -> Result<Edition> {
