@@ -225,6 +225,9 @@ impl Sql {
 
     /// Appends a timestamp of unix ms (NULL for `None`).
     pub fn ts(&mut self, ms: Option<i64>) -> &mut Sql {
+        // Within what every backend's timestamp holds (1970 to 9999): an absurd `AT` must not
+        // make a batch fail for ever.
+        let ms = ms.map(|v| v.clamp(0, 253_402_300_799_999));
         let p = self.next_placeholder();
         if self.backend == Backend::Sqlite {
             // The text SQLite's strftime would make, made here (cheaper than calling it for

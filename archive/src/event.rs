@@ -147,6 +147,9 @@ pub fn parse(pos: StreamId, fields: &[(Vec<u8>, Vec<u8>)]) -> Result<LogEvent, S
     }
     e.offset = offset.ok_or("no offset field")?;
     e.event = event.ok_or("no event field")?;
+    if e.event.is_empty() || e.event.len() > 32 {
+        return Err(format!("event name {:?} is not an rmq event", e.event));
+    }
     e.id = id.ok_or("no id field")?;
     // Entries always have a time; if one did not, the stream id's time is when it was written.
     e.time_ms = time_ms.unwrap_or(pos.ms);

@@ -83,6 +83,9 @@ pub struct Outcome {
 struct QueueState {
     events: i64,
     last_log: StreamId,
+    /// The highest offset that has a row: no row exists above it (every row is written under
+    /// the queue's lock, which also moves this), so the lookup of stored rows skips those.
+    max_offset: i64,
     max_push_offset: i64,
     max_push: StreamId,
     gaps: i64,
@@ -172,7 +175,10 @@ pub async fn apply(db: &Db, batch: &Batch) -> Result<Outcome> {
     let mut writes: Vec<Write> = Vec::new();
     for (queue, w) in &mut work {
         let st = states.entry(queue.to_string()).or_default();
-        let conflicts = fold_queue(&mut tx, b, queue, w, &mut writes).await?;
+        let conflicts = fold_queue(&mut tx, b, queue, w, st.max_offset, &mut writes).await?;
+        if let Some(&top) = w.by_offset.keys().next_back() {
+            st.max_offset = st.max_offset.max(top);
+        }
         for (offset, old_id, new_id) in &conflicts {
             copy_replaced(&mut tx, b, queue, *offset).await?;
             w.notes.push(format!(
@@ -226,7 +232,7 @@ async fn lock_queues(tx: &mut Transaction<'static, Any>, b: Backend, queues: &[&
 
     let mut sel = Sql::new(b);
     sel.push(&format!(
-        "SELECT queue, events, last_log_ms, last_log_seq, max_push_offset, max_push_log_ms, max_push_log_seq, gaps, gap_entries, rewinds, conflicts FROM {QUEUES} WHERE queue IN "
+        "SELECT queue, events, last_log_ms, last_log_seq, max_push_offset, max_push_log_ms, max_push_log_seq, gaps, gap_entries, rewinds, conflicts, max_offset FROM {QUEUES} WHERE queue IN "
     ));
     sel.list(queues.iter().map(|q| q.to_string()));
     sel.push(" ORDER BY queue");
@@ -247,6 +253,7 @@ async fn lock_queues(tx: &mut Transaction<'static, Any>, b: Backend, queues: &[&
                 gap_entries: r.try_get(8)?,
                 rewinds: r.try_get(9)?,
                 conflicts: r.try_get(10)?,
+                max_offset: r.try_get(11)?,
                 warning: None,
             },
         );
@@ -264,6 +271,8 @@ async fn save_queues(tx: &mut Transaction<'static, Any>, b: Backend, states: &BT
             .arg(st.last_log.ms)
             .push(", last_log_seq = ")
             .arg(st.last_log.seq)
+            .push(", max_offset = ")
+            .arg(st.max_offset)
             .push(", max_push_offset = ")
             .arg(st.max_push_offset)
             .push(", max_push_log_ms = ")
@@ -332,9 +341,11 @@ async fn fold_queue(
     b: Backend,
     queue: &str,
     w: &mut Work<'_>,
+    max_offset: i64,
     writes: &mut Vec<Write>,
 ) -> Result<Vec<(i64, String, String)>> {
-    let offsets: Vec<i64> = w.by_offset.keys().copied().collect();
+    // Only offsets that may have a row are looked up (most of a batch is new messages).
+    let offsets: Vec<i64> = w.by_offset.keys().copied().take_while(|&o| o <= max_offset).collect();
     let existing = select_states(tx, b, queue, &offsets).await?;
     let mut conflicts = Vec::new();
     let mut rebuild: Vec<i64> = Vec::new();

@@ -82,6 +82,7 @@ CREATE TABLE redismq_archive_queue (
     events            BIGINT NOT NULL DEFAULT 0,
     last_log_ms       BIGINT NOT NULL DEFAULT 0,
     last_log_seq      BIGINT NOT NULL DEFAULT 0,
+    max_offset        BIGINT NOT NULL DEFAULT 0,
     max_push_offset   BIGINT NOT NULL DEFAULT 0,
     max_push_log_ms   BIGINT NOT NULL DEFAULT 0,
     max_push_log_seq  BIGINT NOT NULL DEFAULT 0,

@@ -32,7 +32,8 @@ CREATE INDEX redismq_message_by_key ON redismq_message (queue, "key");
 CREATE INDEX redismq_message_by_tag ON redismq_message (queue, tag);
 CREATE INDEX redismq_message_by_status ON redismq_message (status);
 
--- Every log entry of every message, keyed by the message and the entry's stream id.
+-- Every log entry of every message, keyed by the message and the entry's stream id (small
+-- rows: stored in their key's B-tree, WITHOUT ROWID).
 CREATE TABLE redismq_message_event (
     queue         TEXT    NOT NULL,
     "offset"      INTEGER NOT NULL,
@@ -47,7 +48,7 @@ CREATE TABLE redismq_message_event (
     deadline_time TEXT,
     error         TEXT,
     PRIMARY KEY (queue, "offset", log_ms, log_seq)
-);
+) WITHOUT ROWID;
 
 -- A row that a different message took over (Redis lost data and gave its offset again).
 CREATE TABLE redismq_message_replaced (
@@ -82,6 +83,7 @@ CREATE TABLE redismq_archive_queue (
     events            INTEGER NOT NULL DEFAULT 0,
     last_log_ms       INTEGER NOT NULL DEFAULT 0,
     last_log_seq      INTEGER NOT NULL DEFAULT 0,
+    max_offset        INTEGER NOT NULL DEFAULT 0,
     max_push_offset   INTEGER NOT NULL DEFAULT 0,
     max_push_log_ms   INTEGER NOT NULL DEFAULT 0,
     max_push_log_seq  INTEGER NOT NULL DEFAULT 0,
@@ -92,4 +94,4 @@ CREATE TABLE redismq_archive_queue (
     last_warning      TEXT,
     last_warning_time TEXT,
     update_time       TEXT
-);
+) WITHOUT ROWID;
