@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 pub mod client;
+mod console_backend;
 pub mod error;
 pub mod message;
 pub mod producer;

@@ -133,6 +133,11 @@ enum Cmd {
     /// Run COMMAND for every message, body on stdin: exit 0 ACKs, anything else NACKs with its
     /// stderr as the reason. Stops gracefully on ctrl-c / SIGTERM.
     Work(WorkArgs),
+    /// The web console on 127.0.0.1:8080: every queue, every message, actions, audit log,
+    /// /metrics (docs/console.md).
+    Console(rmq_console::ConsoleArgs),
+    /// A headless Prometheus exporter: GET /metrics (docs/console.md).
+    Metrics(rmq_console::MetricsArgs),
 }
 
 #[derive(Args)]
@@ -402,6 +407,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             iterations,
         } => stats(&cli, c, queue.as_deref(), *watch, *interval, *iterations).await,
         Cmd::Work(a) => work(&cli, c, a).await,
+        Cmd::Console(a) => Ok(rmq_console::console(std::sync::Arc::new(c), a).await?),
+        Cmd::Metrics(a) => Ok(rmq_console::metrics(std::sync::Arc::new(c), a).await?),
     }
 }
 
