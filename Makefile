@@ -5,7 +5,7 @@ MODULE := target/release/librmq.so
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := redis-server libclang-dev
 
-.PHONY: deps build run test test-unit test-integration bench bench-quick clean
+.PHONY: deps build run test lint bench bench-quick clean
 
 # Installs the Debian packages that are missing (redis-server, libclang-dev for bindgen).
 deps:
@@ -25,7 +25,14 @@ run: build
 	@echo "try:  redis-cli -p $(PORT) RMQ.PUSH jobs hello   then   redis-cli -p $(PORT) RMQ.FETCH jobs"
 	redis-server redis.conf.example --port $(PORT) --bind 127.0.0.1
 
-test: build
+# Formatting and clippy, warnings as errors: part of `make test`, so CI checks them too.
+lint:
+	@rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt
+	@rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+test: build lint
 	@if cargo nextest --version >/dev/null 2>&1; then \
 	  RMQ_MODULE=$(CURDIR)/$(MODULE) cargo nextest run --workspace --no-fail-fast; \
 	else \

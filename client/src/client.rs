@@ -81,10 +81,7 @@ impl Default for Config {
 
 impl Config {
     pub fn new(url: impl Into<String>) -> Config {
-        Config {
-            url: url.into(),
-            ..Default::default()
-        }
+        Config { url: url.into(), ..Default::default() }
     }
 }
 
@@ -134,10 +131,7 @@ pub struct Client {
 }
 
 fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Sorts a Redis error into "Redis could not take it" (unavailable: retry, spool) and "Redis
@@ -183,8 +177,7 @@ fn server_text(e: &RedisError) -> String {
 impl Client {
     /// Checks the settings; connections are opened when first needed.
     pub fn new(cfg: Config) -> Result<Client> {
-        let redis = redis::Client::open(cfg.url.as_str())
-            .map_err(|e| Error::Config(format!("bad Redis URL: {e}")))?;
+        let redis = redis::Client::open(cfg.url.as_str()).map_err(|e| Error::Config(format!("bad Redis URL: {e}")))?;
         let n = cfg.pool_size.max(1);
         let slots = (0..n).map(|_| Mutex::new(None)).collect();
         let edition = match cfg.edition {
@@ -213,19 +206,9 @@ impl Client {
     }
 
     async fn connect(&self) -> Result<MultiplexedConnection> {
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.inner.cfg.connect_timeout))
-            .set_response_timeout(None);
-        let fut = self
-            .inner
-            .redis
-            .get_multiplexed_async_connection_with_config(&cfg);
-        match tokio::time::timeout(
-            self.inner.cfg.connect_timeout + Duration::from_millis(100),
-            fut,
-        )
-        .await
-        {
+        let cfg = AsyncConnectionConfig::new().set_connection_timeout(Some(self.inner.cfg.connect_timeout)).set_response_timeout(None);
+        let fut = self.inner.redis.get_multiplexed_async_connection_with_config(&cfg);
+        match tokio::time::timeout(self.inner.cfg.connect_timeout + Duration::from_millis(100), fut).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(classify(e)),
             Err(_) => Err(Error::Unavailable("connect timed out".into())),
@@ -281,21 +264,12 @@ impl Client {
             _ => {}
         }
         let ed = self.detect().await?;
-        self.inner.edition.store(
-            if ed == Edition::Module {
-                ED_MODULE
-            } else {
-                ED_LUA
-            },
-            Ordering::Relaxed,
-        );
+        self.inner.edition.store(if ed == Edition::Module { ED_MODULE } else { ED_LUA }, Ordering::Relaxed);
         Ok(ed)
     }
 
     async fn detect(&self) -> Result<Edition> {
-        let v = self
-            .raw(redis::cmd("COMMAND").arg("INFO").arg("rmq.push"))
-            .await;
+        let v = self.raw(redis::cmd("COMMAND").arg("INFO").arg("rmq.push")).await;
         match v {
             Ok(Value::Array(items)) => {
                 if items.first().is_some_and(|v| !matches!(v, Value::Nil)) {
@@ -309,9 +283,7 @@ impl Client {
                 // COMMAND may be forbidden by an ACL: ask the module itself.
                 match self.raw(&redis::cmd("RMQ.QUEUES")).await {
                     Ok(_) => Ok(Edition::Module),
-                    Err(Error::Refused(t)) if t.to_lowercase().contains("unknown command") => {
-                        Ok(Edition::Lua)
-                    }
+                    Err(Error::Refused(t)) if t.to_lowercase().contains("unknown command") => Ok(Edition::Lua),
                     Err(e) => Err(e),
                 }
             }
@@ -368,26 +340,17 @@ impl Client {
     /// the server (a restart without persistence, a FUNCTION FLUSH) is loaded again, and a
     /// server whose edition changed is asked again.
     pub async fn call(&self, name: &str, q: Option<&str>, args: &[Vec<u8>]) -> Result<Value> {
-        self.call_timeout(name, q, args, self.inner.cfg.command_timeout)
-            .await
+        self.call_timeout(name, q, args, self.inner.cfg.command_timeout).await
     }
 
-    async fn call_timeout(
-        &self,
-        name: &str,
-        q: Option<&str>,
-        args: &[Vec<u8>],
-        t: Duration,
-    ) -> Result<Value> {
+    async fn call_timeout(&self, name: &str, q: Option<&str>, args: &[Vec<u8>], t: Duration) -> Result<Value> {
         let mut tries = 0;
         loop {
             tries += 1;
             let ed = self.edition().await?;
             let res = self.raw_timeout(&Self::build(ed, name, q, args), t).await;
             match res {
-                Err(Error::Refused(text)) if tries < 3 && self.recoverable(ed, &text).await? => {
-                    continue
-                }
+                Err(Error::Refused(text)) if tries < 3 && self.recoverable(ed, &text).await? => continue,
                 other => return other,
             }
         }
@@ -408,10 +371,7 @@ impl Client {
             self.load_lua(false).await?;
             return Ok(true);
         }
-        if ed == Edition::Module
-            && lower.contains("unknown command")
-            && self.inner.cfg.edition == EditionChoice::Auto
-        {
+        if ed == Edition::Module && lower.contains("unknown command") && self.inner.cfg.edition == EditionChoice::Auto {
             self.inner.edition.store(ED_UNKNOWN, Ordering::Relaxed);
             return Ok(true);
         }
@@ -419,10 +379,7 @@ impl Client {
     }
 
     /// Runs several rmq commands in one pipeline; each gets its own result.
-    pub async fn call_many(
-        &self,
-        cmds: &[(&str, &str, Vec<Vec<u8>>)],
-    ) -> Result<Vec<Result<Value>>> {
+    pub async fn call_many(&self, cmds: &[(&str, &str, Vec<Vec<u8>>)]) -> Result<Vec<Result<Value>>> {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }
@@ -437,21 +394,20 @@ impl Client {
             }
             let (i, mut c) = self.conn().await?;
             let t = self.inner.cfg.command_timeout + Duration::from_millis(cmds.len() as u64 / 10);
-            let res: Vec<Value> =
-                match tokio::time::timeout(t, pipe.query_async::<Vec<Value>>(&mut c)).await {
-                    Ok(Ok(v)) => v,
-                    Ok(Err(e)) => {
-                        let err = classify(e);
-                        if matches!(err, Error::Unavailable(_)) {
-                            self.drop_slot(i).await;
-                        }
-                        return Err(err);
-                    }
-                    Err(_) => {
+            let res: Vec<Value> = match tokio::time::timeout(t, pipe.query_async::<Vec<Value>>(&mut c)).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    let err = classify(e);
+                    if matches!(err, Error::Unavailable(_)) {
                         self.drop_slot(i).await;
-                        return Err(Error::Unavailable(format!("no answer within {t:?}")));
                     }
-                };
+                    return Err(err);
+                }
+                Err(_) => {
+                    self.drop_slot(i).await;
+                    return Err(Error::Unavailable(format!("no answer within {t:?}")));
+                }
+            };
             let out: Vec<Result<Value>> = res
                 .into_iter()
                 .map(|v| match v {
@@ -460,9 +416,7 @@ impl Client {
                 })
                 .collect();
             if tries < 3 {
-                if let Some(Err(Error::Refused(t))) =
-                    out.iter().find(|r| matches!(r, Err(Error::Refused(_))))
-                {
+                if let Some(Err(Error::Refused(t))) = out.iter().find(|r| matches!(r, Err(Error::Refused(_)))) {
                     let t = t.clone();
                     if self.recoverable(ed, &t).await? {
                         continue;
@@ -509,11 +463,7 @@ impl Client {
         match ed {
             Edition::Module => loop {
                 // Block on the server in slices, so a dead connection is noticed.
-                let slice = if forever {
-                    Duration::from_secs(10)
-                } else {
-                    until.saturating_duration_since(Instant::now())
-                };
+                let slice = if forever { Duration::from_secs(10) } else { until.saturating_duration_since(Instant::now()) };
                 let mut a = args.clone();
                 a.push(b"BLOCK".to_vec());
                 a.push(slice.as_millis().max(1).to_string().into_bytes());
@@ -579,13 +529,7 @@ impl Client {
     }
 
     /// RMQ.NACK. Returns false for a stale receipt.
-    pub async fn nack(
-        &self,
-        q: &str,
-        receipt: &str,
-        kind: NackKind,
-        reason: Option<&str>,
-    ) -> Result<bool> {
+    pub async fn nack(&self, q: &str, receipt: &str, kind: NackKind, reason: Option<&str>) -> Result<bool> {
         let mut args: Vec<Vec<u8>> = vec![receipt.as_bytes().to_vec()];
         match kind {
             NackKind::Retry { delay } => {
@@ -641,13 +585,7 @@ impl Client {
     }
 
     /// RMQ.PEEK.
-    pub async fn peek(
-        &self,
-        q: &str,
-        state: Option<&str>,
-        start: Option<u64>,
-        count: Option<u64>,
-    ) -> Result<Vec<Message>> {
+    pub async fn peek(&self, q: &str, state: Option<&str>, start: Option<u64>, count: Option<u64>) -> Result<Vec<Message>> {
         let mut args: Vec<Vec<u8>> = Vec::new();
         if let Some(s) = state {
             args.push(s.to_uppercase().into_bytes());
@@ -735,9 +673,7 @@ pub fn as_i64(v: Value) -> Result<i64> {
         Value::Double(d) => Ok(d as i64),
         other => {
             let s = as_string(other)?;
-            s.trim()
-                .parse()
-                .map_err(|_| Error::Protocol(format!("expected an integer, got {s:?}")))
+            s.trim().parse().map_err(|_| Error::Protocol(format!("expected an integer, got {s:?}")))
         }
     }
 }
@@ -749,10 +685,7 @@ pub fn as_u64(v: Value) -> Result<u64> {
 fn parse_messages(q: &str, v: Value) -> Result<Vec<Message>> {
     match v {
         Value::Nil => Ok(Vec::new()),
-        Value::Array(items) => items
-            .into_iter()
-            .map(|m| Message::from_pairs(q, pairs(m)?))
-            .collect(),
+        Value::Array(items) => items.into_iter().map(|m| Message::from_pairs(q, pairs(m)?)).collect(),
         other => Err(Error::Protocol(format!("expected messages, got {other:?}"))),
     }
 }

@@ -162,13 +162,7 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 
 impl Worker {
     pub fn new(client: Client, queue: impl Into<String>, cfg: WorkerConfig) -> Worker {
-        Worker {
-            client,
-            queue: queue.into(),
-            cfg,
-            handlers: HashMap::new(),
-            fallback: None,
-        }
+        Worker { client, queue: queue.into(), cfg, handlers: HashMap::new(), fallback: None }
     }
 
     /// Registers the handler of messages tagged `tag` (`""`: messages without a tag).
@@ -177,8 +171,7 @@ impl Worker {
         F: Fn(Message) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
-        self.handlers
-            .insert(tag.into(), Arc::new(move |m| Box::pin(f(m)) as BoxFuture));
+        self.handlers.insert(tag.into(), Arc::new(move |m| Box::pin(f(m)) as BoxFuture));
         self
     }
 
@@ -200,33 +193,14 @@ impl Worker {
     /// Runs until `stop` completes, then stops fetching, gives running handlers up to
     /// `grace` to finish, and abandons the rest (their messages come back by lock expiry).
     pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<WorkerReport> {
-        let Worker {
-            client,
-            queue,
-            mut cfg,
-            handlers,
-            fallback,
-        } = self;
+        let Worker { client, queue, mut cfg, handlers, fallback } = self;
         crate::message::validate_queue(&queue)?;
         cfg.concurrency = cfg.concurrency.max(1);
         if cfg.consumer.is_none() {
-            let host = std::fs::read_to_string("/etc/hostname")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default();
-            cfg.consumer = Some(format!(
-                "{}:{}",
-                if host.is_empty() { "rmq" } else { &host },
-                std::process::id()
-            ));
+            let host = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
+            cfg.consumer = Some(format!("{}:{}", if host.is_empty() { "rmq" } else { &host }, std::process::id()));
         }
-        let ctx = Arc::new(Ctx {
-            client,
-            queue,
-            cfg,
-            handlers,
-            fallback,
-            counters: Counters::default(),
-        });
+        let ctx = Arc::new(Ctx { client, queue, cfg, handlers, fallback, counters: Counters::default() });
         let sem = Arc::new(Semaphore::new(ctx.cfg.concurrency));
         let mut tasks: JoinSet<()> = JoinSet::new();
         tokio::pin!(stop);
@@ -249,18 +223,11 @@ impl Worker {
             // A FETCH is never cancelled half way (its messages would sit in flight until
             // their lock ran out): the module blocks on the server in short slices, and the
             // Lua edition, which cannot block, is polled here with pauses that a stop cuts short.
-            let module = matches!(
-                ctx.client.edition().await,
-                Ok(crate::client::Edition::Module)
-            );
+            let module = matches!(ctx.client.edition().await, Ok(crate::client::Edition::Module));
             let f = Fetch {
                 count: Some(permits.len() as u32),
                 lock: Some(ctx.cfg.lock),
-                block: module.then(|| {
-                    ctx.cfg
-                        .block
-                        .clamp(Duration::from_millis(1), Duration::from_secs(1))
-                }),
+                block: module.then(|| ctx.cfg.block.clamp(Duration::from_millis(1), Duration::from_secs(1))),
                 consumer: ctx.cfg.consumer.clone(),
             };
             let fetch = ctx.client.fetch(&ctx.queue, &f);
@@ -308,10 +275,7 @@ impl Worker {
             }
         }
         // Stopping: no more fetches; let running handlers finish within the grace period.
-        let finished = tokio::time::timeout(ctx.cfg.grace, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let finished = tokio::time::timeout(ctx.cfg.grace, async { while tasks.join_next().await.is_some() {} }).await;
         let abandoned = if finished.is_err() {
             let n = tasks.len() as u64;
             tracing::warn!(queue = %ctx.queue, handlers = n,
@@ -337,20 +301,11 @@ impl Worker {
 impl Ctx {
     async fn process(&self, m: Message) {
         let receipt = m.receipt.clone();
-        let handler = self
-            .handlers
-            .get(&m.tag)
-            .or(self.fallback.as_ref())
-            .cloned();
+        let handler = self.handlers.get(&m.tag).or(self.fallback.as_ref()).cloned();
         let Some(handler) = handler else {
             if self.cfg.no_handler_is_error {
                 let reason = format!("no handler for tag '{}'", m.tag);
-                self.finish(
-                    &receipt,
-                    Some((NackKind::Error, reason)),
-                    &self.counters.errored,
-                )
-                .await;
+                self.finish(&receipt, Some((NackKind::Error, reason)), &self.counters.errored).await;
             } else {
                 self.finish(&receipt, None, &self.counters.dropped).await;
             }
@@ -380,29 +335,16 @@ impl Ctx {
             Ok(Ok(())) => self.finish(&receipt, None, &c.acked).await,
             Ok(Err(HandlerError::Failed(r))) => {
                 if self.cfg.failed_is_error {
-                    self.finish(&receipt, Some((NackKind::Error, r)), &c.errored)
-                        .await
+                    self.finish(&receipt, Some((NackKind::Error, r)), &c.errored).await
                 } else {
-                    self.finish(
-                        &receipt,
-                        Some((NackKind::Retry { delay: None }, r)),
-                        &c.retried,
-                    )
-                    .await
+                    self.finish(&receipt, Some((NackKind::Retry { delay: None }, r)), &c.retried).await
                 }
             }
-            Ok(Err(HandlerError::Error(r))) => {
-                self.finish(&receipt, Some((NackKind::Error, r)), &c.errored)
-                    .await
-            }
-            Ok(Err(HandlerError::Fail(r))) => {
-                self.finish(&receipt, Some((NackKind::Fail, r)), &c.failed)
-                    .await
-            }
+            Ok(Err(HandlerError::Error(r))) => self.finish(&receipt, Some((NackKind::Error, r)), &c.errored).await,
+            Ok(Err(HandlerError::Fail(r))) => self.finish(&receipt, Some((NackKind::Fail, r)), &c.failed).await,
             Err(e) if e.is_panic() => {
                 let text = format!("panic: {}", panic_text(&*e.into_panic()));
-                self.finish(&receipt, Some((NackKind::Error, text)), &c.errored)
-                    .await
+                self.finish(&receipt, Some((NackKind::Error, text)), &c.errored).await
             }
             Err(_) => {}
         }
@@ -414,16 +356,10 @@ impl Ctx {
         let mut pause = Duration::from_millis(50);
         loop {
             let res = match &nack {
-                None => self
-                    .client
-                    .ack(&self.queue, &[receipt])
-                    .await
-                    .map(|n| n == 1),
+                None => self.client.ack(&self.queue, &[receipt]).await.map(|n| n == 1),
                 Some((kind, reason)) => {
                     let reason: String = reason.chars().take(4000).collect();
-                    self.client
-                        .nack(&self.queue, receipt, *kind, Some(&reason))
-                        .await
+                    self.client.nack(&self.queue, receipt, *kind, Some(&reason)).await
                 }
             };
             match res {

@@ -62,36 +62,15 @@ fn push_while_down_then_drain_when_up_then_stats() {
     srv.kill9();
 
     // Redis down: spooled, said on stderr, exit 0, id on stdout.
-    let o = run(rmq(
-        &url,
-        &spool,
-        &[
-            "push",
-            "orders",
-            "first",
-            "--tag",
-            "new",
-            "--header",
-            "trace=abc",
-            "--id",
-            "o-1",
-        ],
-    ));
+    let o = run(rmq(&url, &spool, &["push", "orders", "first", "--tag", "new", "--header", "trace=abc", "--id", "o-1"]));
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(text(&o.stdout).trim(), "o-1");
     assert!(text(&o.stderr).contains("spooled"), "{}", text(&o.stderr));
     // Body from stdin.
     let mut c = rmq(&url, &spool, &["--json", "push", "orders", "-"]);
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"second\nline")
-        .unwrap();
+    child.stdin.take().unwrap().write_all(b"second\nline").unwrap();
     wait_child(&mut child, Duration::from_secs(30));
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success());
@@ -102,41 +81,22 @@ fn push_while_down_then_drain_when_up_then_stats() {
     let o = run(rmq(&url, &spool, &["--json", "spool", "status"]));
     assert!(o.status.success());
     let j = json(&o);
-    assert_eq!(
-        (j["records"].as_u64(), j["quarantined"].as_u64()),
-        (Some(2), Some(0))
-    );
+    assert_eq!((j["records"].as_u64(), j["quarantined"].as_u64()), (Some(2), Some(0)));
     assert!(j["bytes"].as_u64().unwrap() > 0);
     let o = run(rmq(&url, &spool, &["spool", "status"]));
-    assert!(
-        text(&o.stdout).contains("records     2"),
-        "{}",
-        text(&o.stdout)
-    );
+    assert!(text(&o.stdout).contains("records     2"), "{}", text(&o.stdout));
 
     // Still down: the drain fails, and keeps everything.
     let o = run(rmq(&url, &spool, &["spool", "drain"]));
     assert!(!o.status.success());
-    assert!(
-        text(&o.stderr).contains("drain stopped"),
-        "{}",
-        text(&o.stderr)
-    );
+    assert!(text(&o.stderr).contains("drain stopped"), "{}", text(&o.stderr));
 
     // A message that neither Redis nor the spool can take: non-zero exit.
     let bad_spool = tmp.path().join("file");
     std::fs::write(&bad_spool, b"x").unwrap();
-    let o = run(rmq(
-        &url,
-        &bad_spool.join("sub"),
-        &["push", "orders", "lost"],
-    ));
+    let o = run(rmq(&url, &bad_spool.join("sub"), &["push", "orders", "lost"]));
     assert!(!o.status.success());
-    assert!(
-        text(&o.stderr).contains("not stored"),
-        "{}",
-        text(&o.stderr)
-    );
+    assert!(text(&o.stderr).contains("not stored"), "{}", text(&o.stderr));
 
     // Redis back: the drain sends both, in order.
     srv.restart();
@@ -159,43 +119,18 @@ fn push_while_down_then_drain_when_up_then_stats() {
     run(rmq(&url, &spool, &["push", "other", "x"]));
     let o = run(rmq(&url, &spool, &["stats"]));
     let out = text(&o.stdout);
-    assert!(
-        out.contains("queue")
-            && out.contains("ready")
-            && out.contains("orders")
-            && out.contains("other"),
-        "{out}"
-    );
-    let o = run(rmq(
-        &url,
-        &spool,
-        &["stats", "--watch", "--interval", "50", "--iterations", "3"],
-    ));
-    assert_eq!(
-        text(&o.stdout).matches("2 queue(s)").count(),
-        3,
-        "{}",
-        text(&o.stdout)
-    );
+    assert!(out.contains("queue") && out.contains("ready") && out.contains("orders") && out.contains("other"), "{out}");
+    let o = run(rmq(&url, &spool, &["stats", "--watch", "--interval", "50", "--iterations", "3"]));
+    assert_eq!(text(&o.stdout).matches("2 queue(s)").count(), 3, "{}", text(&o.stdout));
 
     // fetch / nack / ack / recover.
-    let o = run(rmq(
-        &url,
-        &spool,
-        &[
-            "--json", "fetch", "orders", "--count", "2", "--lock", "60000",
-        ],
-    ));
+    let o = run(rmq(&url, &spool, &["--json", "fetch", "orders", "--count", "2", "--lock", "60000"]));
     let got = json(&o);
     let r1 = got[0]["receipt"].as_str().unwrap().to_string();
     let r2 = got[1]["receipt"].as_str().unwrap().to_string();
     let o = run(rmq(&url, &spool, &["ack", "orders", &r1]));
     assert_eq!(text(&o.stdout).trim(), "1");
-    let o = run(rmq(
-        &url,
-        &spool,
-        &["nack", "orders", &r2, "--error", "--reason", "looked bad"],
-    ));
+    let o = run(rmq(&url, &spool, &["nack", "orders", &r2, "--error", "--reason", "looked bad"]));
     assert_eq!(text(&o.stdout).trim(), "1");
     let o = run(rmq(&url, &spool, &["--json", "peek", "orders", "errors"]));
     assert_eq!(json(&o)[0]["error"], "looked bad");
@@ -218,36 +153,18 @@ fn work_runs_the_command_per_message_and_acks_or_nacks() {
         let outdir = tmp.path().join("out");
         std::fs::create_dir(&outdir).unwrap();
         for body in ["alpha", "fail", "beta"] {
-            let o = run(rmq(
-                &url,
-                &spool,
-                &["push", "w", body, "--id", body, "--header", "x-trace=t1"],
-            ));
+            let o = run(rmq(&url, &spool, &["push", "w", body, "--id", body, "--header", "x-trace=t1"]));
             assert!(o.status.success(), "{}", text(&o.stderr));
         }
         let script = format!(
             "b=$(cat); if [ \"$b\" = fail ]; then echo \"cannot do $RMQ_ID\" >&2; exit 3; fi; echo \"$b $RMQ_ATTEMPT $RMQ_HEADER_X_TRACE\" > {}/$RMQ_ID",
             outdir.display()
         );
-        let mut child = rmq(
-            &url,
-            &spool,
-            &[
-                "work",
-                "w",
-                "--concurrency",
-                "2",
-                "--failed-is-error",
-                "--",
-                "sh",
-                "-c",
-                &script,
-            ],
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        let mut child = rmq(&url, &spool, &["work", "w", "--concurrency", "2", "--failed-is-error", "--", "sh", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let until = Instant::now() + Duration::from_secs(20);
         loop {
             let st = run(rmq(&url, &spool, &["--json", "stats", "w"]));
@@ -264,20 +181,11 @@ fn work_runs_the_command_per_message_and_acks_or_nacks() {
         let o = child.wait_with_output().unwrap();
         assert!(o.status.success(), "{}", text(&o.stderr));
         assert!(text(&o.stderr).contains("acked 2"), "{}", text(&o.stderr));
-        assert_eq!(
-            std::fs::read_to_string(outdir.join("alpha")).unwrap(),
-            "alpha 1 t1\n"
-        );
-        assert_eq!(
-            std::fs::read_to_string(outdir.join("beta")).unwrap(),
-            "beta 1 t1\n"
-        );
+        assert_eq!(std::fs::read_to_string(outdir.join("alpha")).unwrap(), "alpha 1 t1\n");
+        assert_eq!(std::fs::read_to_string(outdir.join("beta")).unwrap(), "beta 1 t1\n");
         let o = run(rmq(&url, &spool, &["--json", "peek", "w", "errors"]));
         let j = json(&o);
-        assert_eq!(
-            (j[0]["id"].as_str(), j[0]["error"].as_str()),
-            (Some("fail"), Some("cannot do fail"))
-        );
+        assert_eq!((j[0]["id"].as_str(), j[0]["error"].as_str()), (Some("fail"), Some("cannot do fail")));
     }
 }
 
@@ -292,15 +200,11 @@ fn a_killed_rmq_work_gets_its_message_redelivered_to_another_worker() {
     run(rmq(&url, &spool, &["push", "kq", "job", "--id", "job-1"]));
     // Worker 1 starts a long command, then is killed with SIGKILL.
     let script = format!("touch {}; sleep 3", mark.display());
-    let mut w1 = rmq(
-        &url,
-        &spool,
-        &["work", "kq", "--lock", "500", "--", "sh", "-c", &script],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut w1 = rmq(&url, &spool, &["work", "kq", "--lock", "500", "--", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let until = Instant::now() + Duration::from_secs(10);
     while !mark.exists() {
         assert!(Instant::now() < until, "worker 1 never started its command");
@@ -311,16 +215,9 @@ fn a_killed_rmq_work_gets_its_message_redelivered_to_another_worker() {
     // Worker 2 gets it after the lock ran out: attempt 2.
     let out = tmp.path().join("w2");
     let script = format!("echo $RMQ_ID $RMQ_ATTEMPT > {}", out.display());
-    let mut w2 = rmq(&url, &spool, &["work", "kq", "--", "sh", "-c", &script])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut w2 = rmq(&url, &spool, &["work", "kq", "--", "sh", "-c", &script]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let until = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(&out)
-        .map(|s| s.is_empty())
-        .unwrap_or(true)
-    {
+    while std::fs::read_to_string(&out).map(|s| s.is_empty()).unwrap_or(true) {
         assert!(Instant::now() < until, "{ed:?}: not redelivered");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -332,10 +229,6 @@ fn a_killed_rmq_work_gets_its_message_redelivered_to_another_worker() {
 
 /// Sends a signal with kill(1): no libc binding needed.
 fn send_signal(pid: u32, sig: &str) {
-    let s = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
+    let s = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
     assert!(s.success());
 }

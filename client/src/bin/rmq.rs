@@ -7,25 +7,15 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use rmq_client::{
-    Client, Config, EditionChoice, Error, Fetch, HandlerError, Message, NackKind, Producer,
-    ProducerConfig, Push, Worker, WorkerConfig,
+    Client, Config, EditionChoice, Error, Fetch, HandlerError, Message, NackKind, Producer, ProducerConfig, Push, Worker, WorkerConfig,
 };
 use tokio::io::AsyncWriteExt;
 
 #[derive(Parser)]
-#[command(
-    name = "rmq",
-    version,
-    about = "rmq: a reliable message queue in Redis — push, work, inspect, spool"
-)]
+#[command(name = "rmq", version, about = "rmq: a reliable message queue in Redis — push, work, inspect, spool")]
 struct Cli {
     /// Redis URL: redis://[user:password@]host[:port][/db], rediss:// for TLS.
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        global = true
-    )]
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true)]
     url: String,
     /// The local spool of messages Redis could not take.
     #[arg(long, env = "RMQ_SPOOL", default_value = "./datas/rmq", global = true)]
@@ -233,14 +223,10 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RMQ_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("RMQ_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -302,13 +288,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
     match &cli.cmd {
         Cmd::Push(a) => push(&cli, c, a).await,
         Cmd::Spool(s) => spool(&cli, c, s).await,
-        Cmd::Fetch {
-            queue,
-            count,
-            lock,
-            block,
-            consumer,
-        } => {
+        Cmd::Fetch { queue, count, lock, block, consumer } => {
             let f = Fetch {
                 count: *count,
                 lock: lock.map(Duration::from_millis),
@@ -329,23 +309,13 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Nack {
-            queue,
-            receipt,
-            retry: _,
-            fail,
-            error,
-            delay,
-            reason,
-        } => {
+        Cmd::Nack { queue, receipt, retry: _, fail, error, delay, reason } => {
             let kind = if *fail {
                 NackKind::Fail
             } else if *error {
                 NackKind::Error
             } else {
-                NackKind::Retry {
-                    delay: delay.map(Duration::from_millis),
-                }
+                NackKind::Retry { delay: delay.map(Duration::from_millis) }
             };
             let ok = c.nack(queue, receipt, kind, reason.as_deref()).await?;
             if cli.json {
@@ -355,22 +325,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Peek {
-            queue,
-            state,
-            start,
-            count,
-        } => {
+        Cmd::Peek { queue, state, start, count } => {
             let msgs = c.peek(queue, Some(state.name()), *start, *count).await?;
             print_messages(&msgs, cli.json);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Recover {
-            queue,
-            expired,
-            failed,
-            errors,
-        } => {
+        Cmd::Recover { queue, expired, failed, errors } => {
             let mut parts = Vec::new();
             if *expired {
                 parts.push("EXPIRED");
@@ -400,12 +360,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Stats {
-            queue,
-            watch,
-            interval,
-            iterations,
-        } => stats(&cli, c, queue.as_deref(), *watch, *interval, *iterations).await,
+        Cmd::Stats { queue, watch, interval, iterations } => stats(&cli, c, queue.as_deref(), *watch, *interval, *iterations).await,
         Cmd::Work(a) => work(&cli, c, a).await,
         Cmd::Console(a) => Ok(rmq_console::console(std::sync::Arc::new(c), a).await?),
         Cmd::Metrics(a) => Ok(rmq_console::metrics(std::sync::Arc::new(c), a).await?),
@@ -429,27 +384,17 @@ async fn push(cli: &Cli, c: Client, a: &PushArgs) -> Result<ExitCode, Error> {
     p.key = a.key.clone().unwrap_or_default();
     for h in &a.headers {
         let Some((k, v)) = h.split_once('=') else {
-            return Err(Error::Invalid(format!(
-                "--header wants NAME=VALUE, got {h:?}"
-            )));
+            return Err(Error::Invalid(format!("--header wants NAME=VALUE, got {h:?}")));
         };
         p.headers.push((k.to_string(), v.to_string()));
     }
     p.delay = a.delay.map(Duration::from_millis);
     p.at = a.at;
-    let cfg = ProducerConfig {
-        spool_dir: Some(cli.spool.clone()),
-        retries: 2,
-        background_drain: false,
-        ..Default::default()
-    };
+    let cfg = ProducerConfig { spool_dir: Some(cli.spool.clone()), retries: 2, background_drain: false, ..Default::default() };
     let producer = Producer::new(c, cfg).await?;
     let r = producer.push(p).await?;
     if r.spooled {
-        eprintln!(
-            "rmq: Redis is unavailable; the message was spooled to {} (send it later with `rmq spool drain`)",
-            cli.spool.display()
-        );
+        eprintln!("rmq: Redis is unavailable; the message was spooled to {} (send it later with `rmq spool drain`)", cli.spool.display());
     }
     if cli.json {
         print_json(&serde_json::json!({ "id": r.id, "spooled": r.spooled }));
@@ -460,11 +405,7 @@ async fn push(cli: &Cli, c: Client, a: &PushArgs) -> Result<ExitCode, Error> {
 }
 
 async fn spool(cli: &Cli, c: Client, s: &SpoolCmd) -> Result<ExitCode, Error> {
-    let cfg = ProducerConfig {
-        spool_dir: Some(cli.spool.clone()),
-        background_drain: false,
-        ..Default::default()
-    };
+    let cfg = ProducerConfig { spool_dir: Some(cli.spool.clone()), background_drain: false, ..Default::default() };
     let producer = Producer::new(c, cfg).await?;
     match s {
         SpoolCmd::Status => {
@@ -478,10 +419,7 @@ async fn spool(cli: &Cli, c: Client, s: &SpoolCmd) -> Result<ExitCode, Error> {
                 println!("segments    {}", st.segments);
                 println!("quarantined {}", st.quarantined);
                 if st.corrupt > 0 {
-                    println!(
-                        "corrupt     {} (moved to the quarantine by the next drain)",
-                        st.corrupt
-                    );
+                    println!("corrupt     {} (moved to the quarantine by the next drain)", st.corrupt);
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -492,16 +430,12 @@ async fn spool(cli: &Cli, c: Client, s: &SpoolCmd) -> Result<ExitCode, Error> {
                 bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
             }
             bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} re-sending [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
-                )
-                .expect("template")
-                .progress_chars("=> "),
+                indicatif::ProgressStyle::with_template("{spinner} re-sending [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})")
+                    .expect("template")
+                    .progress_chars("=> "),
             );
             let (b1, b2) = (bar.clone(), bar.clone());
-            let report = producer
-                .drain_with(move |t| b1.set_length(t), move |n| b2.set_position(n))
-                .await?;
+            let report = producer.drain_with(move |t| b1.set_length(t), move |n| b2.set_position(n)).await?;
             bar.finish_and_clear();
             if cli.json {
                 print_json(&report);
@@ -517,10 +451,7 @@ async fn spool(cli: &Cli, c: Client, s: &SpoolCmd) -> Result<ExitCode, Error> {
                 }
             }
             if report.refused + report.corrupt > 0 {
-                eprintln!(
-                    "rmq: records were moved to the quarantine ({}); see `rmq spool status`",
-                    cli.spool.join("quarantine").display()
-                );
+                eprintln!("rmq: records were moved to the quarantine ({}); see `rmq spool status`", cli.spool.join("quarantine").display());
             }
             if let Some(why) = &report.stopped {
                 eprintln!("rmq: drain stopped: {why}");
@@ -540,28 +471,16 @@ fn stats_table(rows: &[(String, rmq_client::Stats)]) -> String {
     let mut cells: Vec<Vec<String>> = vec![head];
     for (q, st) in rows {
         let mut r = vec![q.clone()];
-        r.extend(
-            STAT_COLUMNS
-                .iter()
-                .map(|k| st.get(*k).copied().unwrap_or(0).to_string()),
-        );
+        r.extend(STAT_COLUMNS.iter().map(|k| st.get(*k).copied().unwrap_or(0).to_string()));
         cells.push(r);
     }
-    let widths: Vec<usize> = (0..cells[0].len())
-        .map(|i| cells.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
+    let widths: Vec<usize> = (0..cells[0].len()).map(|i| cells.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for r in &cells {
         let line: Vec<String> = r
             .iter()
             .enumerate()
-            .map(|(i, c)| {
-                if i == 0 {
-                    format!("{:<w$}", c, w = widths[i])
-                } else {
-                    format!("{:>w$}", c, w = widths[i])
-                }
-            })
+            .map(|(i, c)| if i == 0 { format!("{:<w$}", c, w = widths[i]) } else { format!("{:>w$}", c, w = widths[i]) })
             .collect();
         out += line.join("  ").trim_end();
         out.push('\n');
@@ -569,14 +488,7 @@ fn stats_table(rows: &[(String, rmq_client::Stats)]) -> String {
     out
 }
 
-async fn stats(
-    cli: &Cli,
-    c: Client,
-    queue: Option<&str>,
-    watch: bool,
-    interval: u64,
-    iterations: Option<u64>,
-) -> Result<ExitCode, Error> {
+async fn stats(cli: &Cli, c: Client, queue: Option<&str>, watch: bool, interval: u64, iterations: Option<u64>) -> Result<ExitCode, Error> {
     let mut n = 0u64;
     loop {
         let qs = match queue {
@@ -589,8 +501,7 @@ async fn stats(
             rows.push((q, st));
         }
         if cli.json {
-            let m: std::collections::BTreeMap<_, _> =
-                rows.iter().map(|(q, s)| (q.clone(), s.clone())).collect();
+            let m: std::collections::BTreeMap<_, _> = rows.iter().map(|(q, s)| (q.clone(), s.clone())).collect();
             match (queue, watch) {
                 (Some(_), false) => print_json(&rows[0].1),
                 _ => print_json(&m),
@@ -627,16 +538,8 @@ async fn stats(
 
 /// `HH:MM:SS` (UTC) without a date crate.
 fn chrono_like_now() -> String {
-    let s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format!(
-        "{:02}:{:02}:{:02} UTC",
-        (s / 3600) % 24,
-        (s / 60) % 60,
-        s % 60
-    )
+    let s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    format!("{:02}:{:02}:{:02} UTC", (s / 3600) % 24, (s / 60) % 60, s % 60)
 }
 
 async fn work(cli: &Cli, c: Client, a: &WorkArgs) -> Result<ExitCode, Error> {
@@ -685,21 +588,10 @@ async fn run_command(command: &[String], queue: &str, m: Message) -> Result<(), 
         // A handler abandoned at the end of the grace period takes its process with it.
         .kill_on_drop(true);
     for (k, v) in &m.headers {
-        let name: String = k
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let name: String = k.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
         cmd.env(format!("RMQ_HEADER_{name}"), v);
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| HandlerError::error(format!("cannot run {}: {e}", command[0])))?;
+    let mut child = cmd.spawn().map_err(|e| HandlerError::error(format!("cannot run {}: {e}", command[0])))?;
     let mut stdin = child.stdin.take().expect("piped stdin");
     let body = m.body.clone();
     let feeder = tokio::spawn(async move {
@@ -707,10 +599,7 @@ async fn run_command(command: &[String], queue: &str, m: Message) -> Result<(), 
         let _ = stdin.write_all(&body).await;
         let _ = stdin.shutdown().await;
     });
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| HandlerError::error(format!("waiting for {}: {e}", command[0])))?;
+    let out = child.wait_with_output().await.map_err(|e| HandlerError::error(format!("waiting for {}: {e}", command[0])))?;
     let _ = feeder.await;
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
     if !stderr.is_empty() {
@@ -719,11 +608,7 @@ async fn run_command(command: &[String], queue: &str, m: Message) -> Result<(), 
     if out.status.success() {
         Ok(())
     } else {
-        let reason = if stderr.is_empty() {
-            format!("{} exited with {}", command[0], out.status)
-        } else {
-            stderr
-        };
+        let reason = if stderr.is_empty() { format!("{} exited with {}", command[0], out.status) } else { stderr };
         Err(HandlerError::failed(reason))
     }
 }
