@@ -9,10 +9,7 @@ use crate::error::Error;
 use crate::Edition;
 
 fn to_console(e: Error) -> RedisError {
-    RedisError {
-        unavailable: e.is_unavailable(),
-        text: e.to_string(),
-    }
+    RedisError { unavailable: e.is_unavailable(), text: e.to_string() }
 }
 
 impl Backend for Client {
@@ -25,25 +22,13 @@ impl Backend for Client {
         })
     }
 
-    fn call<'a>(
-        &'a self,
-        name: &'a str,
-        queue: Option<&'a str>,
-        args: Vec<Vec<u8>>,
-    ) -> BoxFuture<'a, Reply> {
-        Box::pin(async move {
-            Client::call(self, name, queue, &args)
-                .await
-                .map_err(to_console)
-        })
+    fn call<'a>(&'a self, name: &'a str, queue: Option<&'a str>, args: Vec<Vec<u8>>) -> BoxFuture<'a, Reply> {
+        Box::pin(async move { Client::call(self, name, queue, &args).await.map_err(to_console) })
     }
 
     fn call_many(&self, calls: Vec<Call>) -> BoxFuture<'_, Result<Vec<Reply>, RedisError>> {
         Box::pin(async move {
-            let cmds: Vec<(&str, &str, Vec<Vec<u8>>)> = calls
-                .iter()
-                .map(|c| (c.name, c.queue.as_str(), c.args.clone()))
-                .collect();
+            let cmds: Vec<(&str, &str, Vec<Vec<u8>>)> = calls.iter().map(|c| (c.name, c.queue.as_str(), c.args.clone())).collect();
             let replies = Client::call_many(self, &cmds).await.map_err(to_console)?;
             Ok(replies.into_iter().map(|r| r.map_err(to_console)).collect())
         })

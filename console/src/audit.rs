@@ -67,11 +67,7 @@ impl AuditLog {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(path)?;
+        let mut file = std::fs::OpenOptions::new().create(true).read(true).append(true).open(path)?;
         let len = file.metadata()?.len();
         let from = len.saturating_sub(TAIL_BYTES);
         file.seek(SeekFrom::Start(from))?;
@@ -83,22 +79,12 @@ impl AuditLog {
         if from > 0 && !lines.is_empty() {
             lines.remove(0); // cut in the middle
         }
-        let mut recent: VecDeque<Entry> = lines
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
+        let mut recent: VecDeque<Entry> = lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
         while recent.len() > KEEP {
             recent.pop_front();
         }
         let next_seq = recent.back().map_or(1, |e| e.seq + 1);
-        Ok(AuditLog {
-            path: path.to_path_buf(),
-            inner: Mutex::new(Inner {
-                file,
-                recent,
-                next_seq,
-            }),
-        })
+        Ok(AuditLog { path: path.to_path_buf(), inner: Mutex::new(Inner { file, recent, next_seq }) })
     }
 
     pub fn path(&self) -> &Path {
@@ -163,10 +149,7 @@ mod tests {
         drop(log);
         let log = AuditLog::open(&p).unwrap();
         let r = log.recent(10);
-        assert_eq!(
-            r.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
-            ["delete", "requeue"]
-        );
+        assert_eq!(r.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["delete", "requeue"]);
         assert_eq!(log.append(entry("purge")).unwrap().seq, 3);
         assert_eq!(log.get(3).unwrap().action, "purge");
         let text = std::fs::read_to_string(&p).unwrap();

@@ -29,10 +29,7 @@ pub struct RedisError {
 
 impl RedisError {
     pub fn refused(text: impl Into<String>) -> RedisError {
-        RedisError {
-            unavailable: false,
-            text: text.into(),
-        }
+        RedisError { unavailable: false, text: text.into() }
     }
 }
 
@@ -50,11 +47,7 @@ pub struct Call {
 
 impl Call {
     pub fn new(name: &'static str, queue: &str, args: &[&str]) -> Call {
-        Call {
-            name,
-            queue: queue.to_string(),
-            args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
-        }
+        Call { name, queue: queue.to_string(), args: args.iter().map(|a| a.as_bytes().to_vec()).collect() }
     }
 }
 
@@ -64,12 +57,7 @@ pub trait Backend: Send + Sync + 'static {
     fn edition(&self) -> BoxFuture<'_, Result<&'static str, RedisError>>;
     /// Runs one rmq command: `RMQ.<NAME> queue args…` or `FCALL rmq_<name> 1 queue args…`
     /// (`queue` None: no key, as for QUEUES).
-    fn call<'a>(
-        &'a self,
-        name: &'a str,
-        queue: Option<&'a str>,
-        args: Vec<Vec<u8>>,
-    ) -> BoxFuture<'a, Reply>;
+    fn call<'a>(&'a self, name: &'a str, queue: Option<&'a str>, args: Vec<Vec<u8>>) -> BoxFuture<'a, Reply>;
     /// Runs several rmq commands in one pipeline (one round trip); each gets its own reply.
     fn call_many(&self, calls: Vec<Call>) -> BoxFuture<'_, Result<Vec<Reply>, RedisError>>;
     /// Runs a plain Redis command (INFO).
@@ -90,11 +78,7 @@ pub fn redact_url(url: &str) -> String {
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                "***".to_string()
-            };
+            let masked = if userinfo.contains(':') { format!("{user}:***") } else { "***".to_string() };
             format!("{scheme}://{masked}@{host}{path}")
         }
         None => url.to_string(),
@@ -107,18 +91,9 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_a_page() {
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379/0"),
-            "redis://127.0.0.1:6379/0"
-        );
-        assert_eq!(
-            redact_url("redis://ann:s3cret@127.0.0.1:6379/0"),
-            "redis://ann:***@127.0.0.1:6379/0"
-        );
-        assert_eq!(
-            redact_url("rediss://:pw@host:6380"),
-            "rediss://:***@host:6380"
-        );
+        assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+        assert_eq!(redact_url("redis://ann:s3cret@127.0.0.1:6379/0"), "redis://ann:***@127.0.0.1:6379/0");
+        assert_eq!(redact_url("rediss://:pw@host:6380"), "rediss://:***@host:6380");
         assert_eq!(redact_url("redis://token@host"), "redis://***@host");
     }
 }

@@ -23,12 +23,7 @@ pub struct ConsoleArgs {
     #[arg(long)]
     pub read_only: bool,
     /// Where every action is recorded (JSON lines, appended and fsynced).
-    #[arg(
-        long,
-        env = "RMQ_CONSOLE_AUDIT_LOG",
-        default_value = "./datas/rmq-console-audit.jsonl",
-        value_name = "PATH"
-    )]
+    #[arg(long, env = "RMQ_CONSOLE_AUDIT_LOG", default_value = "./datas/rmq-console-audit.jsonl", value_name = "PATH")]
     pub audit_log: PathBuf,
     /// How often the console reads every queue (counts, rates, charts, stall flags), ms.
     #[arg(long, default_value_t = 5000, value_name = "MS")]
@@ -76,10 +71,6 @@ pub struct MetricsArgs {
 
 impl MetricsArgs {
     pub fn new(listen: &str) -> MetricsArgs {
-        MetricsArgs {
-            listen: listen.to_string(),
-            auth: None,
-            token: None,
-        }
+        MetricsArgs { listen: listen.to_string(), auth: None, token: None }
     }
 }

@@ -103,10 +103,7 @@ impl History {
             });
             let mut t = t;
             if !baseline {
-                let d = Delta {
-                    pushed: grew(t.pushed, q.pushed),
-                    acked: grew(t.acked, q.acked),
-                };
+                let d = Delta { pushed: grew(t.pushed, q.pushed), acked: grew(t.acked, q.acked) };
                 if d.acked > 0 {
                     t.last_ack_ms = now;
                 }
@@ -154,8 +151,7 @@ impl History {
             .enumerate()
             .map(|(j, d)| {
                 let i = off + j;
-                let secs =
-                    (self.times[i].saturating_sub(self.start_of(i)) as f64 / 1000.0).max(0.001);
+                let secs = (self.times[i].saturating_sub(self.start_of(i)) as f64 / 1000.0).max(0.001);
                 (self.times[i], d.pushed as f64 / secs, d.acked as f64 / secs)
             })
             .collect()
@@ -181,10 +177,7 @@ impl History {
         if secs <= 0.0 {
             return Rates::default();
         }
-        Rates {
-            push: p as f64 / secs,
-            ack: a as f64 / secs,
-        }
+        Rates { push: p as f64 / secs, ack: a as f64 / secs }
     }
 
     /// Push and ack rates of all queues together, per interval.
@@ -193,10 +186,7 @@ impl History {
     }
 
     pub fn queue_series(&self, q: &str) -> Series {
-        self.tracks
-            .get(q)
-            .map(|t| self.series_of(&t.deltas))
-            .unwrap_or_default()
+        self.tracks.get(q).map(|t| self.series_of(&t.deltas)).unwrap_or_default()
     }
 
     pub fn total_rates(&self) -> Rates {
@@ -204,10 +194,7 @@ impl History {
     }
 
     pub fn queue_rates(&self, q: &str) -> Rates {
-        self.tracks
-            .get(q)
-            .map(|t| self.rates_of(&t.deltas))
-            .unwrap_or_default()
+        self.tracks.get(q).map(|t| self.rates_of(&t.deltas)).unwrap_or_default()
     }
 
     /// How long the queue has gone without an ack, when that makes it stalled: it has ready
@@ -237,24 +224,14 @@ mod tests {
             taken_ms: at,
             queues: queues
                 .iter()
-                .map(|&(n, ready, pushed, acked)| QueueStats {
-                    name: n.into(),
-                    ready,
-                    pushed,
-                    acked,
-                    ..Default::default()
-                })
+                .map(|&(n, ready, pushed, acked)| QueueStats { name: n.into(), ready, pushed, acked, ..Default::default() })
                 .collect(),
             ..Default::default()
         }
     }
 
     fn cfg() -> HistoryConfig {
-        HistoryConfig {
-            keep: 3,
-            stall_after: Duration::from_secs(10),
-            rate_window: Duration::from_secs(60),
-        }
+        HistoryConfig { keep: 3, stall_after: Duration::from_secs(10), rate_window: Duration::from_secs(60) }
     }
 
     #[test]
@@ -299,10 +276,7 @@ mod tests {
         assert_eq!(h.stalled_for(&q), None, "not watched long enough");
         h.record(snap(12_000, &[("a", 5, 5, 0), ("idle", 0, 0, 0)]));
         let latest = h.latest().unwrap();
-        assert_eq!(
-            h.stalled_for(&latest.queues[0]),
-            Some(Duration::from_secs(12))
-        );
+        assert_eq!(h.stalled_for(&latest.queues[0]), Some(Duration::from_secs(12)));
         assert_eq!(h.stalled_for(&latest.queues[1]), None, "nothing waiting");
         let mut paused = latest.queues[0].clone();
         paused.paused = Some(true);

@@ -35,79 +35,29 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 /// Per-queue counters: (metric, help, value).
 type CounterOf = fn(&QueueStats) -> Option<u64>;
 const QUEUE_COUNTERS: [(&str, &str, CounterOf); 7] = [
-    (
-        "rmq_queue_pushed_total",
-        "Messages pushed to the queue (duplicates and refused pushes excluded).",
-        |q| Some(q.pushed),
-    ),
-    (
-        "rmq_queue_acked_total",
-        "Messages acknowledged (done).",
-        |q| Some(q.acked),
-    ),
-    (
-        "rmq_queue_retried_total",
-        "NACK RETRYs that sent a message back to ready or delayed.",
-        |q| Some(q.retried),
-    ),
-    (
-        "rmq_queue_dead_total",
-        "Messages moved to failed (NACK FAIL, max attempts).",
-        |q| Some(q.dead),
-    ),
-    (
-        "rmq_queue_errored_total",
-        "Messages moved to errors (NACK ERROR).",
-        |q| Some(q.errored),
-    ),
-    (
-        "rmq_queue_duplicates_total",
-        "Pushes dropped as duplicates of an id seen within the dedup window.",
-        |q| Some(q.dups),
-    ),
-    (
-        "rmq_queue_removed_total",
-        "Messages deleted by DEL and PURGE.",
-        |q| q.removed,
-    ),
+    ("rmq_queue_pushed_total", "Messages pushed to the queue (duplicates and refused pushes excluded).", |q| Some(q.pushed)),
+    ("rmq_queue_acked_total", "Messages acknowledged (done).", |q| Some(q.acked)),
+    ("rmq_queue_retried_total", "NACK RETRYs that sent a message back to ready or delayed.", |q| Some(q.retried)),
+    ("rmq_queue_dead_total", "Messages moved to failed (NACK FAIL, max attempts).", |q| Some(q.dead)),
+    ("rmq_queue_errored_total", "Messages moved to errors (NACK ERROR).", |q| Some(q.errored)),
+    ("rmq_queue_duplicates_total", "Pushes dropped as duplicates of an id seen within the dedup window.", |q| Some(q.dups)),
+    ("rmq_queue_removed_total", "Messages deleted by DEL and PURGE.", |q| q.removed),
 ];
 
 /// The guard's counters from INFO rmq: (metric, INFO field, help).
 const GUARD_COUNTERS: [(&str, &str, &str); 3] = [
-    (
-        "rmq_guard_runs_total",
-        "guard_runs",
-        "Ticks of the guard (the timer inside Redis).",
-    ),
-    (
-        "rmq_guard_reclaimed_total",
-        "guard_reclaimed",
-        "In-flight messages whose lock ran out, reclaimed by the guard.",
-    ),
-    (
-        "rmq_guard_promoted_total",
-        "guard_promoted",
-        "Delayed messages made ready by the guard.",
-    ),
+    ("rmq_guard_runs_total", "guard_runs", "Ticks of the guard (the timer inside Redis)."),
+    ("rmq_guard_reclaimed_total", "guard_reclaimed", "In-flight messages whose lock ran out, reclaimed by the guard."),
+    ("rmq_guard_promoted_total", "guard_promoted", "Delayed messages made ready by the guard."),
 ];
 
 /// The whole exposition. `scrape_seconds` is how long reading Redis took; `up` is false when
 /// Redis did not answer (then only the exporter's own metrics are given).
 pub fn render(snap: Option<&Snapshot>, scrape_seconds: f64) -> String {
     let mut out = String::with_capacity(256 + snap.map_or(0, |s| s.queues.len() * 900));
-    family(
-        &mut out,
-        "rmq_up",
-        "gauge",
-        "1 when the last read of Redis succeeded, else 0.",
-    );
+    family(&mut out, "rmq_up", "gauge", "1 when the last read of Redis succeeded, else 0.");
     let _ = writeln!(out, "rmq_up {}", snap.is_some() as u8);
-    family(
-        &mut out,
-        "rmq_scrape_duration_seconds",
-        "gauge",
-        "How long reading Redis took for this scrape.",
-    );
+    family(&mut out, "rmq_scrape_duration_seconds", "gauge", "How long reading Redis took for this scrape.");
     let _ = writeln!(out, "rmq_scrape_duration_seconds {scrape_seconds:.6}");
     let Some(snap) = snap else {
         return out;
@@ -119,40 +69,17 @@ pub fn render(snap: Option<&Snapshot>, scrape_seconds: f64) -> String {
         "Sequential round trips to Redis this scrape needed (fixed, whatever the number of queues and messages).",
     );
     let _ = writeln!(out, "rmq_scrape_round_trips {}", snap.round_trips);
-    family(
-        &mut out,
-        "rmq_edition_info",
-        "gauge",
-        "Which rmq edition the server runs (module or lua); always 1.",
-    );
+    family(&mut out, "rmq_edition_info", "gauge", "Which rmq edition the server runs (module or lua); always 1.");
     let _ = writeln!(out, "rmq_edition_info{{edition=\"{}\"}} 1", snap.edition);
-    family(
-        &mut out,
-        "rmq_queues",
-        "gauge",
-        "Queues on the node (RMQ.QUEUES).",
-    );
+    family(&mut out, "rmq_queues", "gauge", "Queues on the node (RMQ.QUEUES).");
     let _ = writeln!(out, "rmq_queues {}", snap.queues.len());
 
-    family(
-        &mut out,
-        "rmq_queue_messages",
-        "gauge",
-        "Messages in the queue, by state (ready, delayed, inflight, failed, errors).",
-    );
+    family(&mut out, "rmq_queue_messages", "gauge", "Messages in the queue, by state (ready, delayed, inflight, failed, errors).");
     for q in &snap.queues {
         let name = label(&q.name);
-        for (state, n) in [
-            ("ready", q.ready),
-            ("delayed", q.delayed),
-            ("inflight", q.inflight),
-            ("failed", q.failed),
-            ("errors", q.errors),
-        ] {
-            let _ = writeln!(
-                out,
-                "rmq_queue_messages{{queue=\"{name}\",state=\"{state}\"}} {n}"
-            );
+        for (state, n) in [("ready", q.ready), ("delayed", q.delayed), ("inflight", q.inflight), ("failed", q.failed), ("errors", q.errors)]
+        {
+            let _ = writeln!(out, "rmq_queue_messages{{queue=\"{name}\",state=\"{state}\"}} {n}");
         }
     }
     family(
@@ -162,28 +89,13 @@ pub fn render(snap: Option<&Snapshot>, scrape_seconds: f64) -> String {
         "Age of the message at the front of the ready line (0 when none is ready).",
     );
     for q in &snap.queues {
-        let _ = writeln!(
-            out,
-            "rmq_queue_oldest_ready_seconds{{queue=\"{}\"}} {}",
-            label(&q.name),
-            q.oldest_ready_ms as f64 / 1000.0
-        );
+        let _ = writeln!(out, "rmq_queue_oldest_ready_seconds{{queue=\"{}\"}} {}", label(&q.name), q.oldest_ready_ms as f64 / 1000.0);
     }
     if snap.queues.iter().any(|q| q.paused.is_some()) {
-        family(
-            &mut out,
-            "rmq_queue_paused",
-            "gauge",
-            "1 while the queue is paused (FETCH hands out nothing), else 0.",
-        );
+        family(&mut out, "rmq_queue_paused", "gauge", "1 while the queue is paused (FETCH hands out nothing), else 0.");
         for q in &snap.queues {
             if let Some(p) = q.paused {
-                let _ = writeln!(
-                    out,
-                    "rmq_queue_paused{{queue=\"{}\"}} {}",
-                    label(&q.name),
-                    p as u8
-                );
+                let _ = writeln!(out, "rmq_queue_paused{{queue=\"{}\"}} {}", label(&q.name), p as u8);
             }
         }
     }
@@ -205,17 +117,8 @@ pub fn render(snap: Option<&Snapshot>, scrape_seconds: f64) -> String {
         }
     }
     if let Some(us) = snap.info_u64("guard_last_us") {
-        family(
-            &mut out,
-            "rmq_guard_last_tick_duration_seconds",
-            "gauge",
-            "How long the guard's last tick took.",
-        );
-        let _ = writeln!(
-            out,
-            "rmq_guard_last_tick_duration_seconds {}",
-            us as f64 / 1e6
-        );
+        family(&mut out, "rmq_guard_last_tick_duration_seconds", "gauge", "How long the guard's last tick took.");
+        let _ = writeln!(out, "rmq_guard_last_tick_duration_seconds {}", us as f64 / 1e6);
     }
     if let Some(ok) = snap.info_u64("eviction_policy_ok") {
         family(

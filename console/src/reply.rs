@@ -32,9 +32,7 @@ pub fn as_i64(v: Value) -> Result<i64, RedisError> {
         Value::Double(d) => Ok(d as i64),
         other => {
             let s = as_string(other)?;
-            s.trim()
-                .parse()
-                .map_err(|_| RedisError::refused(format!("expected an integer, got {s:?}")))
+            s.trim().parse().map_err(|_| RedisError::refused(format!("expected an integer, got {s:?}")))
         }
     }
 }
@@ -96,10 +94,7 @@ impl Message {
                     m.headers = match v {
                         // The Lua edition's empty table is an empty array.
                         Value::Array(a) if a.is_empty() => Vec::new(),
-                        v => pairs(v)?
-                            .into_iter()
-                            .map(|(k, v)| Ok((k, as_string(v)?)))
-                            .collect::<Result<_, RedisError>>()?,
+                        v => pairs(v)?.into_iter().map(|(k, v)| Ok((k, as_string(v)?))).collect::<Result<_, RedisError>>()?,
                     }
                 }
                 "created" => m.created = as_u64(v)?,

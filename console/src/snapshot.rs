@@ -112,18 +112,12 @@ impl Snapshot {
     }
 
     pub fn queue(&self, name: &str) -> Option<&QueueStats> {
-        self.queues
-            .binary_search_by(|q| q.name.as_str().cmp(name))
-            .ok()
-            .map(|i| &self.queues[i])
+        self.queues.binary_search_by(|q| q.name.as_str().cmp(name)).ok().map(|i| &self.queues[i])
     }
 }
 
 pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// `INFO rmq` as name → value, without the `rmq_` prefix.
@@ -146,18 +140,10 @@ pub async fn read(redis: &dyn Backend) -> Result<Snapshot, RedisError> {
     let names: Vec<String> = match queues? {
         redis::Value::Array(v) => v.into_iter().map(as_string).collect::<Result<_, _>>()?,
         redis::Value::Nil => Vec::new(),
-        other => {
-            return Err(RedisError::refused(format!(
-                "unexpected reply to QUEUES: {other:?}"
-            )))
-        }
+        other => return Err(RedisError::refused(format!("unexpected reply to QUEUES: {other:?}"))),
     };
     // A server without the section (the Lua edition) or that refuses INFO: no node fields.
-    let info = info
-        .ok()
-        .and_then(|v| as_string(v).ok())
-        .map(|t| parse_info(&t))
-        .unwrap_or_default();
+    let info = info.ok().and_then(|v| as_string(v).ok()).map(|t| parse_info(&t)).unwrap_or_default();
     let mut calls = Vec::with_capacity(names.len() * 2);
     for q in &names {
         calls.push(Call::new("stats", q, &[]));
@@ -166,10 +152,7 @@ pub async fn read(redis: &dyn Backend) -> Result<Snapshot, RedisError> {
     let mut replies = redis.call_many(calls).await?.into_iter();
     let mut queues = Vec::with_capacity(names.len());
     for name in names {
-        let mut q = QueueStats {
-            name,
-            ..Default::default()
-        };
+        let mut q = QueueStats { name, ..Default::default() };
         match replies.next() {
             Some(Ok(v)) => {
                 if let Err(e) = q.apply_stats(v) {
@@ -183,14 +166,7 @@ pub async fn read(redis: &dyn Backend) -> Result<Snapshot, RedisError> {
         queues.push(q);
     }
     queues.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Snapshot {
-        taken_ms,
-        took: start.elapsed(),
-        edition,
-        queues,
-        info,
-        round_trips: 2,
-    })
+    Ok(Snapshot { taken_ms, took: start.elapsed(), edition, queues, info, round_trips: 2 })
 }
 
 #[cfg(test)]

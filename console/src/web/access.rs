@@ -46,14 +46,8 @@ impl Access {
         let basic = match auth {
             None => None,
             Some(a) => match a.split_once(':') {
-                Some((u, p)) if !u.is_empty() && !p.is_empty() => {
-                    Some((u.to_string(), p.to_string()))
-                }
-                _ => {
-                    return Err(Error::Usage(
-                        "--auth wants USER:PASSWORD, both not empty".into(),
-                    ))
-                }
+                Some((u, p)) if !u.is_empty() && !p.is_empty() => Some((u.to_string(), p.to_string())),
+                _ => return Err(Error::Usage("--auth wants USER:PASSWORD, both not empty".into())),
             },
         };
         let token = match token {
@@ -105,19 +99,11 @@ fn loopback_host(host: &str) -> bool {
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn plain(status: StatusCode, text: &str) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        text.to_string(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text.to_string()).into_response()
 }
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -126,29 +112,19 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 /// Runs before every request: Host check, authentication, then the security headers on the
 /// response.
 pub async fn guard(State(app): State<Shared>, mut req: Request, next: Next) -> Response {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string())
-        .unwrap_or_default();
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default();
     let user = if app.access.required() {
         match app.access.check(req.headers()) {
             Some(u) => u,
             None => {
                 let mut r = plain(StatusCode::UNAUTHORIZED, "authentication required\n");
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Basic realm=\"rmq console\", charset=\"UTF-8\""),
-                );
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"rmq console\", charset=\"UTF-8\""));
                 return r;
             }
         }
     } else {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
         if !loopback_host(host) {
             return plain(
                 StatusCode::FORBIDDEN,
@@ -163,10 +139,7 @@ pub async fn guard(State(app): State<Shared>, mut req: Request, next: Next) -> R
     let h = resp.headers_mut();
     h.insert("content-security-policy", HeaderValue::from_static(CSP));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -175,11 +148,7 @@ pub async fn guard(State(app): State<Shared>, mut req: Request, next: Next) -> R
 }
 
 /// Why an action request is refused as cross-site, or None when it is the console's own.
-pub fn cross_site(
-    app: &Shared,
-    headers: &HeaderMap,
-    form_token: Option<&str>,
-) -> Option<&'static str> {
+pub fn cross_site(app: &Shared, headers: &HeaderMap, form_token: Option<&str>) -> Option<&'static str> {
     match form_token {
         Some(t) if same(t, &app.csrf) => {}
         _ => return Some("the form token is missing or wrong: reload the page and try again"),
@@ -190,14 +159,8 @@ pub fn cross_site(
         }
     }
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let origin_host = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"))
-            .unwrap_or("");
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")).unwrap_or("");
         if origin_host.is_empty() || !origin_host.eq_ignore_ascii_case(host) {
             return Some("the request came from another origin");
         }
@@ -211,22 +174,10 @@ mod tests {
 
     #[test]
     fn only_loopback_names_pass_the_host_check() {
-        for h in [
-            "127.0.0.1:8080",
-            "localhost:8080",
-            "LOCALHOST",
-            "[::1]:8080",
-            "127.0.0.2",
-        ] {
+        for h in ["127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080", "127.0.0.2"] {
             assert!(loopback_host(h), "{h}");
         }
-        for h in [
-            "evil.example:8080",
-            "10.0.0.1:8080",
-            "",
-            "[::2]:80",
-            "127.0.0.1.evil.example",
-        ] {
+        for h in ["evil.example:8080", "10.0.0.1:8080", "", "[::2]:80", "127.0.0.1.evil.example"] {
             assert!(!loopback_host(h), "{h}");
         }
     }

@@ -29,11 +29,7 @@ impl Fields {
         self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
     }
     fn all(&self, k: &str) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .collect()
+        self.0.iter().filter(|(n, _)| n == k).map(|(_, v)| v.clone()).collect()
     }
 }
 
@@ -63,10 +59,7 @@ impl Plan {
     }
 
     fn needs_confirmation(&self) -> bool {
-        matches!(
-            self,
-            Plan::Requeue(_) | Plan::Delete(_) | Plan::Purge(_) | Plan::Recover(_)
-        )
+        matches!(self, Plan::Requeue(_) | Plan::Delete(_) | Plan::Purge(_) | Plan::Recover(_))
     }
 
     fn ids(&self) -> Vec<String> {
@@ -81,11 +74,7 @@ impl Plan {
             Plan::Purge(s) => s.clone(),
             Plan::Recover(parts) => parts.join(" "),
             Plan::Push { summary, .. } => summary.clone(),
-            Plan::Settings(pairs) => pairs
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(" "),
+            Plan::Settings(pairs) => pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
             _ => String::new(),
         }
     }
@@ -116,10 +105,7 @@ fn parse(action: &str, f: &Fields) -> Result<Plan, String> {
         }
         "recover" => {
             let asked = f.all("part");
-            let parts: Vec<&'static str> = ["expired", "failed", "errors"]
-                .into_iter()
-                .filter(|p| asked.iter().any(|a| a == p))
-                .collect();
+            let parts: Vec<&'static str> = ["expired", "failed", "errors"].into_iter().filter(|p| asked.iter().any(|a| a == p)).collect();
             if parts.is_empty() {
                 return Err("Choose what to recover.".into());
             }
@@ -194,29 +180,16 @@ pub async fn act(
 ) -> Response {
     let f = Fields(form);
     if app.read_only {
-        return bad(
-            &app,
-            StatusCode::FORBIDDEN,
-            "This console is read-only (--read-only): it changes nothing.",
-        );
+        return bad(&app, StatusCode::FORBIDDEN, "This console is read-only (--read-only): it changes nothing.");
     }
     if let Some(why) = cross_site(&app, &headers, f.get("csrf")) {
-        return bad(
-            &app,
-            StatusCode::FORBIDDEN,
-            &format!("Refused as a cross-site request: {why}."),
-        );
+        return bad(&app, StatusCode::FORBIDDEN, &format!("Refused as a cross-site request: {why}."));
     }
     let plan = match parse(&action, &f) {
         Ok(p) => p,
         Err(e) => return bad(&app, StatusCode::BAD_REQUEST, &e),
     };
-    let back = f
-        .get("back")
-        .or(f.get("state"))
-        .filter(|s| STATES.contains(s))
-        .unwrap_or("")
-        .to_string();
+    let back = f.get("back").or(f.get("state")).filter(|s| STATES.contains(s)).unwrap_or("").to_string();
     let confirmed = match f.get("confirmed") {
         Some(n) => n.parse::<u64>().ok(),
         None if plan.needs_confirmation() => return confirm(&app, &q, &plan, &f).await,
@@ -274,11 +247,7 @@ pub async fn act(
 
 fn redirect(q: &str, back: &str, done: Option<u64>) -> Response {
     let done = done.map(|d| d.to_string()).unwrap_or_default();
-    let to = format!(
-        "{}{}",
-        fmt::queue_url(q),
-        fmt::query(&[("state", back), ("done", &done)])
-    );
+    let to = format!("{}{}", fmt::queue_url(q), fmt::query(&[("state", back), ("done", &done)]));
     (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response()
 }
 
@@ -296,30 +265,17 @@ struct Done {
 }
 
 fn changed(n: u64) -> Done {
-    Done {
-        affected: Some(n),
-        pushed: None,
-    }
+    Done { affected: Some(n), pushed: None }
 }
 
 async fn run(app: &App, q: &str, plan: &Plan) -> Result<Done, RedisError> {
     let r = &app.redis;
     match plan {
-        Plan::Requeue(ids) => Ok(changed(reply::as_u64(
-            r.call("requeue", Some(q), id_args(ids)).await?,
-        )?)),
-        Plan::Delete(ids) => Ok(changed(reply::as_u64(
-            r.call("del", Some(q), id_args(ids)).await?,
-        )?)),
-        Plan::Purge(state) => Ok(changed(reply::as_u64(
-            r.call("purge", Some(q), vec![state.to_uppercase().into_bytes()])
-                .await?,
-        )?)),
+        Plan::Requeue(ids) => Ok(changed(reply::as_u64(r.call("requeue", Some(q), id_args(ids)).await?)?)),
+        Plan::Delete(ids) => Ok(changed(reply::as_u64(r.call("del", Some(q), id_args(ids)).await?)?)),
+        Plan::Purge(state) => Ok(changed(reply::as_u64(r.call("purge", Some(q), vec![state.to_uppercase().into_bytes()]).await?)?)),
         Plan::Recover(parts) => {
-            let args = parts
-                .iter()
-                .map(|p| p.to_uppercase().into_bytes())
-                .collect();
+            let args = parts.iter().map(|p| p.to_uppercase().into_bytes()).collect();
             match r.call("recover", Some(q), args).await? {
                 redis::Value::Array(v) => {
                     let mut n = 0;
@@ -333,10 +289,7 @@ async fn run(app: &App, q: &str, plan: &Plan) -> Result<Done, RedisError> {
         }
         Plan::Push { args, .. } => {
             let id = reply::as_string(r.call("push", Some(q), args.clone()).await?)?;
-            Ok(Done {
-                affected: Some(1),
-                pushed: Some(id),
-            })
+            Ok(Done { affected: Some(1), pushed: Some(id) })
         }
         Plan::Settings(pairs) => {
             let mut args = vec![b"SET".to_vec()];
@@ -349,12 +302,7 @@ async fn run(app: &App, q: &str, plan: &Plan) -> Result<Done, RedisError> {
         }
         Plan::Pause(on) => {
             let v = if *on { "1" } else { "0" };
-            r.call(
-                "config",
-                Some(q),
-                vec![b"SET".to_vec(), b"paused".to_vec(), v.as_bytes().to_vec()],
-            )
-            .await?;
+            r.call("config", Some(q), vec![b"SET".to_vec(), b"paused".to_vec(), v.as_bytes().to_vec()]).await?;
             Ok(Done::default())
         }
     }
@@ -371,33 +319,39 @@ async fn confirm(app: &App, q: &str, plan: &Plan, f: &Fields) -> Response {
     let (count, what): (u64, String) = match plan {
         Plan::Requeue(ids) => {
             let n = ids.len() as u64;
-            (n, format!("Requeue {n} {}: back to the end of the ready line (failed and errored ones start their attempts again).", plural(n)))
+            (
+                n,
+                format!(
+                    "Requeue {n} {}: back to the end of the ready line (failed and errored ones start their attempts again).",
+                    plural(n)
+                ),
+            )
         }
         Plan::Delete(ids) => {
             let n = ids.len() as u64;
-            (
-                n,
-                format!("Delete {n} {} for good. This cannot be undone.", plural(n)),
-            )
+            (n, format!("Delete {n} {} for good. This cannot be undone.", plural(n)))
         }
         Plan::Purge(state) => {
-            let n = if state == "all" {
-                stats.total()
-            } else {
-                stats.count(state)
-            };
-            (n, format!("Purge {}: delete all {} {} {} for good (settings and counters stay). This cannot be undone.",
-                layout::state_label(state).to_lowercase(), fmt::count(n), layout::state_label(state).to_lowercase(), plural(n)))
+            let n = if state == "all" { stats.total() } else { stats.count(state) };
+            (
+                n,
+                format!(
+                    "Purge {}: delete all {} {} {} for good (settings and counters stay). This cannot be undone.",
+                    layout::state_label(state).to_lowercase(),
+                    fmt::count(n),
+                    layout::state_label(state).to_lowercase(),
+                    plural(n)
+                ),
+            )
         }
         Plan::Recover(parts) => {
             let mut n = 0;
             let mut said = Vec::new();
             for p in parts {
                 match *p {
-                    "expired" => said.push(format!(
-                        "in-flight messages whose lock ran out (up to {} in flight)",
-                        fmt::count(stats.inflight)
-                    )),
+                    "expired" => {
+                        said.push(format!("in-flight messages whose lock ran out (up to {} in flight)", fmt::count(stats.inflight)))
+                    }
                     "failed" => {
                         n += stats.failed;
                         said.push(format!("{} failed", fmt::count(stats.failed)));
@@ -411,10 +365,7 @@ async fn confirm(app: &App, q: &str, plan: &Plan, f: &Fields) -> Response {
             if parts.contains(&"expired") {
                 n += stats.inflight;
             }
-            (
-                n,
-                format!("Recover: move {} back to ready.", said.join(", ")),
-            )
+            (n, format!("Recover: move {} back to ready.", said.join(", ")))
         }
         _ => (0, String::new()),
     };
@@ -437,8 +388,5 @@ async fn confirm(app: &App, q: &str, plan: &Plan, f: &Fields) -> Response {
             a href={ (back) (fmt::query(&[("state", back_state)])) } { "Cancel" }
         }
     };
-    layout::html_response(
-        StatusCode::OK,
-        layout::page(app, "Confirm", Nav::Queues, body),
-    )
+    layout::html_response(StatusCode::OK, layout::page(app, "Confirm", Nav::Queues, body))
 }

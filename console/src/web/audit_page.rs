@@ -49,8 +49,5 @@ pub async fn page(State(app): State<Shared>) -> Response {
             }
         }
     };
-    layout::html_response(
-        StatusCode::OK,
-        layout::page(&app, "Audit log", Nav::Audit, body),
-    )
+    layout::html_response(StatusCode::OK, layout::page(&app, "Audit log", Nav::Audit, body))
 }

@@ -29,13 +29,7 @@ fn nice_max(v: f64) -> f64 {
     10.0 * mag
 }
 
-fn line(
-    series: &Series,
-    pick: fn(&(u64, f64, f64)) -> f64,
-    x0: u64,
-    span: f64,
-    top: f64,
-) -> String {
+fn line(series: &Series, pick: fn(&(u64, f64, f64)) -> f64, x0: u64, span: f64, top: f64) -> String {
     let mut pts = String::new();
     for p in series {
         let x = LEFT + (p.0.saturating_sub(x0) as f64 / span) * (W - LEFT - 4.0);
@@ -49,9 +43,7 @@ fn line(
 pub fn throughput(series: &Series, window: Duration, now_ms: u64) -> Markup {
     // The window, or less while the console has watched for less (at least a minute).
     let window_ms = window.as_millis().max(1) as u64;
-    let watched = series
-        .first()
-        .map_or(window_ms, |p| now_ms.saturating_sub(p.0));
+    let watched = series.first().map_or(window_ms, |p| now_ms.saturating_sub(p.0));
     let span_ms = watched.clamp(60_000.min(window_ms), window_ms);
     let x0 = now_ms.saturating_sub(span_ms);
     let series: Series = series.iter().filter(|p| p.0 >= x0).copied().collect();

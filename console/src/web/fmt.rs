@@ -4,11 +4,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// Everything but `A-Z a-z 0-9 - . _ ~` is escaped in a path segment (queue names may hold
 /// `/`, `#` and `:`).
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// `/queues/<name>` with the name escaped.
 pub fn queue_url(q: &str) -> String {
@@ -120,9 +116,6 @@ mod tests {
     #[test]
     fn queue_names_with_any_allowed_byte_make_one_path_segment() {
         assert_eq!(queue_url("a/b:c#d-e_f.g"), "/queues/a%2Fb%3Ac%23d-e_f.g");
-        assert_eq!(
-            query(&[("state", "failed"), ("x", ""), ("id", "a&b")]),
-            "?state=failed&id=a%26b"
-        );
+        assert_eq!(query(&[("state", "failed"), ("x", ""), ("id", "a&b")]), "?state=failed&id=a%26b");
     }
 }

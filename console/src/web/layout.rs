@@ -19,10 +19,7 @@ pub enum Nav {
 pub fn page(app: &App, title: &str, nav: Nav, body: Markup) -> Markup {
     let (edition, error) = {
         let h = app.history();
-        (
-            h.latest().map(|s| s.edition).unwrap_or("unknown edition"),
-            h.last_error.clone(),
-        )
+        (h.latest().map(|s| s.edition).unwrap_or("unknown edition"), h.last_error.clone())
     };
     let v = env!("CARGO_PKG_VERSION");
     html! {
@@ -63,12 +60,7 @@ pub fn page(app: &App, title: &str, nav: Nav, body: Markup) -> Markup {
 
 /// A page response.
 pub fn html_response(status: StatusCode, m: Markup) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        m.into_string(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], m.into_string()).into_response()
 }
 
 /// A page that says what went wrong.
@@ -96,10 +88,7 @@ pub fn csrf(app: &App) -> Markup {
 /// What the last action did, shown at the top of the page it led back to.
 pub fn notice(e: &Entry) -> Markup {
     let what = match (e.action.as_str(), e.affected) {
-        ("push", _) => format!(
-            "Pushed message {}",
-            e.ids.first().map_or("", |s| s.as_str())
-        ),
+        ("push", _) => format!("Pushed message {}", e.ids.first().map_or("", |s| s.as_str())),
         ("settings", _) => format!("Settings changed: {}", e.detail),
         ("pause", _) => "Queue paused: FETCH hands out nothing until it is resumed".to_string(),
         ("resume", _) => "Queue resumed".to_string(),
@@ -108,11 +97,7 @@ pub fn notice(e: &Entry) -> Markup {
             capitalize(a),
             fmt::count(n),
             if n == 1 { "" } else { "s" },
-            if e.detail.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", e.detail)
-            }
+            if e.detail.is_empty() { String::new() } else { format!(" ({})", e.detail) }
         ),
         (a, None) => capitalize(a),
     };

@@ -37,13 +37,7 @@ pub struct Where {
     view: String,
 }
 
-async fn peek(
-    app: &App,
-    q: &str,
-    state: &str,
-    start: u64,
-    count: u64,
-) -> Result<Vec<Message>, crate::backend::RedisError> {
+async fn peek(app: &App, q: &str, state: &str, start: u64, count: u64) -> Result<Vec<Message>, crate::backend::RedisError> {
     let args = vec![
         state.to_uppercase().into_bytes(),
         b"START".to_vec(),
@@ -51,24 +45,12 @@ async fn peek(
         b"COUNT".to_vec(),
         count.to_string().into_bytes(),
     ];
-    app.redis
-        .call("peek", Some(q), args)
-        .await
-        .and_then(reply::messages)
+    app.redis.call("peek", Some(q), args).await.and_then(reply::messages)
 }
 
-pub async fn page(
-    State(app): State<Shared>,
-    Path(q): Path<String>,
-    Query(w): Query<Where>,
-) -> Response {
+pub async fn page(State(app): State<Shared>, Path(q): Path<String>, Query(w): Query<Where>) -> Response {
     if !STATES.contains(&w.state.as_str()) || w.id.is_empty() {
-        return layout::error_page(
-            &app,
-            StatusCode::BAD_REQUEST,
-            "Message",
-            "Which message? (state and id are needed)",
-        );
+        return layout::error_page(&app, StatusCode::BAD_REQUEST, "Message", "Which message? (state and id are needed)");
     }
     let mut found = match peek(&app, &q, &w.state, w.at, 1).await {
         Ok(m) => m.into_iter().find(|m| m.id == w.id),
@@ -96,10 +78,7 @@ pub async fn page(
                 p { a href={ (base) "/find" (fmt::query(&[("id", &w.id)])) } { "Look for it in every state" }
                     " · " a href={ (base) (fmt::query(&[("state", &w.state)])) } { "Back to " (layout::state_label(&w.state).to_lowercase()) } }
             };
-            layout::html_response(
-                StatusCode::NOT_FOUND,
-                layout::page(&app, &w.id, Nav::Queues, body),
-            )
+            layout::html_response(StatusCode::NOT_FOUND, layout::page(&app, &w.id, Nav::Queues, body))
         }
     }
 }
@@ -113,11 +92,7 @@ pub struct Find {
 }
 
 /// A message by id in any state (RMQ.GET), for queues small enough.
-pub async fn find(
-    State(app): State<Shared>,
-    Path(q): Path<String>,
-    Query(f): Query<Find>,
-) -> Response {
+pub async fn find(State(app): State<Shared>, Path(q): Path<String>, Query(f): Query<Find>) -> Response {
     let info = match read_info(&app, &q).await {
         Ok(i) => i,
         Err(e) => return redis_error(&app, &q, e),
@@ -130,16 +105,9 @@ pub async fn find(
             p { "This queue holds " (fmt::count(total)) " messages. Looking a message up by id scans the whole queue inside Redis, so the console does it only for queues of up to "
                 (fmt::count(FIND_LIMIT)) " messages. Browse the tabs, or run " code { "RMQ.GET " (q) " " (f.id) } " yourself at a quiet time." }
         };
-        return layout::html_response(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            layout::page(&app, "Find", Nav::Queues, body),
-        );
+        return layout::html_response(StatusCode::UNPROCESSABLE_ENTITY, layout::page(&app, "Find", Nav::Queues, body));
     }
-    let v = match app
-        .redis
-        .call("get", Some(&q), vec![f.id.clone().into_bytes()])
-        .await
-    {
+    let v = match app.redis.call("get", Some(&q), vec![f.id.clone().into_bytes()]).await {
         Ok(v) => v,
         Err(e) => return redis_error(&app, &q, e),
     };
@@ -148,10 +116,7 @@ pub async fn find(
             h1 { a href="/" { "Queues" } " / " a href=(base) { (q) } " / find" }
             p { "No message with id " code { (f.id) } " in any state of this queue." }
         };
-        return layout::html_response(
-            StatusCode::NOT_FOUND,
-            layout::page(&app, "Find", Nav::Queues, body),
-        );
+        return layout::html_response(StatusCode::NOT_FOUND, layout::page(&app, "Find", Nav::Queues, body));
     }
     match Message::from_reply(v) {
         Ok(m) => show(&app, &q, &m, &f.view, None),
@@ -174,13 +139,7 @@ pub fn hexdump(b: &[u8]) -> String {
             }
         }
         out.push(' ');
-        out.extend(chunk.iter().map(|&c| {
-            if (0x20..0x7f).contains(&c) {
-                c as char
-            } else {
-                '.'
-            }
-        }));
+        out.extend(chunk.iter().map(|&c| if (0x20..0x7f).contains(&c) { c as char } else { '.' }));
         out.push('\n');
     }
     out
@@ -189,11 +148,7 @@ pub fn hexdump(b: &[u8]) -> String {
 /// The body in the view asked for, or the best one: JSON when it parses, text when it is UTF-8,
 /// else hex. Returns (view, text, whether it was cut).
 pub fn body_view(body: &[u8], asked: &str) -> (&'static str, String, bool) {
-    let json = || {
-        serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| serde_json::to_string_pretty(&v).ok())
-    };
+    let json = || serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| serde_json::to_string_pretty(&v).ok());
     let text = || std::str::from_utf8(body).ok();
     let as_hex = || {
         let cut = body.len() > SHOW_HEX;
@@ -211,11 +166,7 @@ pub fn body_view(body: &[u8], asked: &str) -> (&'static str, String, bool) {
         "hex" => as_hex(),
         "text" => match text() {
             Some(t) => as_text(t),
-            None => (
-                "text",
-                String::from_utf8_lossy(&body[..body.len().min(SHOW_TEXT)]).into_owned(),
-                body.len() > SHOW_TEXT,
-            ),
+            None => ("text", String::from_utf8_lossy(&body[..body.len().min(SHOW_TEXT)]).into_owned(), body.len() > SHOW_TEXT),
         },
         "json" => match json() {
             Some(j) => ("json", j, false),
@@ -245,15 +196,9 @@ fn show(app: &App, q: &str, m: &Message, view: &str, at: Option<u64>) -> Respons
     // The same page in another view.
     let here = |v: &str| -> String {
         match at {
-            Some(at) => format!(
-                "{base}/message{}",
-                fmt::query(&[
-                    ("state", &m.state),
-                    ("at", &at.to_string()),
-                    ("id", &m.id),
-                    ("view", v)
-                ])
-            ),
+            Some(at) => {
+                format!("{base}/message{}", fmt::query(&[("state", &m.state), ("at", &at.to_string()), ("id", &m.id), ("view", v)]))
+            }
             None => format!("{base}/find{}", fmt::query(&[("id", &m.id), ("view", v)])),
         }
     };

@@ -60,26 +60,17 @@ impl App {
 /// Reads Redis into the history now (the sampler does it every `refresh`).
 async fn sample(app: &App) {
     match snapshot::read(app.redis.as_ref()).await {
-        Ok(s) => app
-            .history
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .record(s),
+        Ok(s) => app.history.write().unwrap_or_else(|p| p.into_inner()).record(s),
         Err(e) => {
             tracing::warn!("reading Redis: {e}");
-            app.history
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .record_error(unix_ms(), e.text);
+            app.history.write().unwrap_or_else(|p| p.into_inner()).record_error(unix_ms(), e.text);
         }
     }
 }
 
 async fn bind(listen: &str, access: &Access, what: &str) -> Result<tokio::net::TcpListener, Error> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(listen)
-        .await
-        .map_err(|e| Error::Usage(format!("--listen {listen}: {e}")))?
-        .collect();
+    let addrs: Vec<SocketAddr> =
+        tokio::net::lookup_host(listen).await.map_err(|e| Error::Usage(format!("--listen {listen}: {e}")))?.collect();
     let Some(&addr) = addrs.first() else {
         return Err(Error::Usage(format!("--listen {listen}: no address found")));
     };
@@ -91,12 +82,7 @@ async fn bind(listen: &str, access: &Access, what: &str) -> Result<tokio::net::T
             )));
         }
     }
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|err| Error::Listen {
-            addr: addr.to_string(),
-            err,
-        })
+    tokio::net::TcpListener::bind(addr).await.map_err(|err| Error::Listen { addr: addr.to_string(), err })
 }
 
 fn random_token() -> String {
@@ -106,35 +92,20 @@ fn random_token() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    sampler: Option<tokio::task::JoinHandle<()>>,
-) -> Result<crate::Running, Error> {
+fn serve(listener: tokio::net::TcpListener, router: Router, sampler: Option<tokio::task::JoinHandle<()>>) -> Result<crate::Running, Error> {
     let addr = listener.local_addr().map_err(Error::Serve)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stopped.await;
-        })
-        .await
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
     });
-    Ok(crate::Running {
-        addr,
-        stop: Some(stop),
-        server,
-        sampler,
-    })
+    Ok(crate::Running { addr, stop: Some(stop), server, sampler })
 }
 
-pub async fn start_console(
-    redis: Arc<dyn Backend>,
-    args: &ConsoleArgs,
-) -> Result<crate::Running, Error> {
+pub async fn start_console(redis: Arc<dyn Backend>, args: &ConsoleArgs) -> Result<crate::Running, Error> {
     let access = Access::new(args.auth.as_deref(), args.token.as_deref())?;
     if args.refresh < 100 {
         return Err(Error::Usage("--refresh must be at least 100 ms".into()));
@@ -146,10 +117,7 @@ pub async fn start_console(
     let audit = if args.read_only {
         None
     } else {
-        Some(AuditLog::open(&args.audit_log).map_err(|err| Error::Audit {
-            path: args.audit_log.display().to_string(),
-            err,
-        })?)
+        Some(AuditLog::open(&args.audit_log).map_err(|err| Error::Audit { path: args.audit_log.display().to_string(), err })?)
     };
     let refresh = Duration::from_millis(args.refresh);
     let keep = ((args.history * 60_000) / args.refresh).clamp(2, 100_000) as usize;
@@ -194,18 +162,12 @@ pub async fn start_console(
         .merge(archive::routes())
         .route("/assets/{file}", get(assets::serve))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            access::guard,
-        ))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), access::guard))
         .with_state(app);
     serve(listener, router, Some(sampler))
 }
 
-pub async fn start_metrics(
-    redis: Arc<dyn Backend>,
-    args: &MetricsArgs,
-) -> Result<crate::Running, Error> {
+pub async fn start_metrics(redis: Arc<dyn Backend>, args: &MetricsArgs) -> Result<crate::Running, Error> {
     let access = Access::new(args.auth.as_deref(), args.token.as_deref())?;
     let listener = bind(&args.listen, &access, "metrics").await?;
     let app = Arc::new(App {
@@ -226,10 +188,7 @@ pub async fn start_metrics(
         .route("/metrics", get(metrics))
         .route("/", get(metrics_index))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            access::guard,
-        ))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), access::guard))
         .with_state(app);
     serve(listener, router, None)
 }
@@ -258,10 +217,5 @@ async fn metrics_index() -> Response {
 }
 
 async fn not_found(State(app): State<Shared>) -> Response {
-    layout::error_page(
-        &app,
-        StatusCode::NOT_FOUND,
-        "Not found",
-        "There is no such page.",
-    )
+    layout::error_page(&app, StatusCode::NOT_FOUND, "Not found", "There is no such page.")
 }

@@ -112,10 +112,7 @@ pub async fn page(State(app): State<Shared>, Query(view): Query<View>) -> Respon
         }
         div id="live" data-live=(live) { (content(&app, &view)) }
     };
-    layout::html_response(
-        StatusCode::OK,
-        layout::page(&app, "Queues", Nav::Queues, body),
-    )
+    layout::html_response(StatusCode::OK, layout::page(&app, "Queues", Nav::Queues, body))
 }
 
 /// The live part alone (the script re-fetches it every refresh).
@@ -173,17 +170,9 @@ fn table(h: &History, snap: &Snapshot, view: &View) -> Markup {
         .queues
         .iter()
         .filter(|q| filter.is_empty() || q.name.to_lowercase().contains(&filter))
-        .map(|q| Row {
-            q,
-            rates: h.queue_rates(&q.name),
-            stalled: h.stalled_for(q),
-        })
+        .map(|q| Row { q, rates: h.queue_rates(&q.name), stalled: h.stalled_for(q) })
         .collect();
-    let key = if COLUMNS.iter().any(|c| c.0 == view.sort) {
-        view.sort.as_str()
-    } else {
-        "name"
-    };
+    let key = if COLUMNS.iter().any(|c| c.0 == view.sort) { view.sort.as_str() } else { "name" };
     let desc = view.desc == "1";
     rows.sort_by(|a, b| {
         let o = compare(a, b, key);

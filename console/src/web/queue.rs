@@ -57,16 +57,10 @@ impl View {
         }
     }
     fn sized(&self, size: u64) -> View {
-        View {
-            size,
-            ..self.clone()
-        }
+        View { size, ..self.clone() }
     }
     fn ordered(&self, order: &str) -> View {
-        View {
-            order: order.to_string(),
-            ..self.clone()
-        }
+        View { order: order.to_string(), ..self.clone() }
     }
     fn query(&self, state: &str, page: u64) -> String {
         let page = page.to_string();
@@ -88,25 +82,12 @@ pub struct Info {
 }
 
 pub async fn read_info(app: &App, q: &str) -> Result<Info, RedisError> {
-    let mut r = app
-        .redis
-        .call_many(vec![
-            Call::new("stats", q, &[]),
-            Call::new("config", q, &["GET"]),
-        ])
-        .await?
-        .into_iter();
-    let mut stats = QueueStats {
-        name: q.to_string(),
-        ..Default::default()
-    };
+    let mut r = app.redis.call_many(vec![Call::new("stats", q, &[]), Call::new("config", q, &["GET"])]).await?.into_iter();
+    let mut stats = QueueStats { name: q.to_string(), ..Default::default() };
     stats.apply_stats(r.next().unwrap_or(Err(RedisError::refused("no reply")))?)?;
     let config = r.next().unwrap_or(Err(RedisError::refused("no reply")));
     let settings: Vec<(String, String)> = match config.clone() {
-        Ok(v) => reply::pairs(v)?
-            .into_iter()
-            .map(|(k, v)| Ok((k, reply::as_string(v)?)))
-            .collect::<Result<_, RedisError>>()?,
+        Ok(v) => reply::pairs(v)?.into_iter().map(|(k, v)| Ok((k, reply::as_string(v)?))).collect::<Result<_, RedisError>>()?,
         Err(_) => Vec::new(),
     };
     stats.paused = paused_from(config);
@@ -125,11 +106,7 @@ fn window(total: u64, view: &View) -> (u64, u64) {
     }
 }
 
-pub async fn page(
-    State(app): State<Shared>,
-    Path(q): Path<String>,
-    Query(view): Query<View>,
-) -> Response {
+pub async fn page(State(app): State<Shared>, Path(q): Path<String>, Query(view): Query<View>) -> Response {
     let info = match read_info(&app, &q).await {
         Ok(i) => i,
         Err(e) => return redis_error(&app, &q, e),
@@ -146,22 +123,13 @@ pub async fn page(
             b"COUNT".to_vec(),
             count.to_string().into_bytes(),
         ];
-        match app
-            .redis
-            .call("peek", Some(&q), args)
-            .await
-            .and_then(reply::messages)
-        {
+        match app.redis.call("peek", Some(&q), args).await.and_then(reply::messages) {
             Ok(m) => m,
             Err(e) => return redis_error(&app, &q, e),
         }
     };
     // Each row keeps its place in PEEK's order, for the message page.
-    let mut placed: Vec<(u64, Message)> = msgs
-        .drain(..)
-        .enumerate()
-        .map(|(i, m)| (start + i as u64, m))
-        .collect();
+    let mut placed: Vec<(u64, Message)> = msgs.drain(..).enumerate().map(|(i, m)| (start + i as u64, m)).collect();
     if view.newest() {
         placed.reverse();
     }
@@ -181,19 +149,12 @@ pub async fn page(
 pub async fn live(State(app): State<Shared>, Path(q): Path<String>) -> Response {
     match read_info(&app, &q).await {
         Ok(i) => layout::html_response(StatusCode::OK, live_part(&app, &q, &i.stats)),
-        Err(e) => layout::html_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            html! { p.error { "Redis: " (e.text) } },
-        ),
+        Err(e) => layout::html_response(StatusCode::SERVICE_UNAVAILABLE, html! { p.error { "Redis: " (e.text) } }),
     }
 }
 
 pub fn redis_error(app: &App, q: &str, e: RedisError) -> Response {
-    let status = if e.unavailable {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::BAD_REQUEST
-    };
+    let status = if e.unavailable { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::BAD_REQUEST };
     layout::error_page(app, status, q, &format!("Redis: {}", e.text))
 }
 
@@ -272,11 +233,7 @@ fn extra(state: &str, m: &Message, now: u64) -> (&'static str, String) {
                 } else {
                     format!("{} left", fmt::age(m.deadline - now))
                 },
-                if m.consumer.is_empty() {
-                    String::new()
-                } else {
-                    format!(" · {}", m.consumer)
-                }
+                if m.consumer.is_empty() { String::new() } else { format!(" · {}", m.consumer) }
             ),
         ),
         "failed" | "errors" => ("Last error", m.error.clone()),
@@ -287,17 +244,7 @@ fn extra(state: &str, m: &Message, now: u64) -> (&'static str, String) {
 /// The first characters of a body, as text with binary bytes shown as `·`.
 pub fn preview(body: &[u8], n: usize) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(n * 4)]);
-    let mut s: String = text
-        .chars()
-        .take(n)
-        .map(|c| {
-            if c.is_control() || c == '\u{fffd}' {
-                '·'
-            } else {
-                c
-            }
-        })
-        .collect();
+    let mut s: String = text.chars().take(n).map(|c| if c.is_control() || c == '\u{fffd}' { '·' } else { c }).collect();
     if text.chars().count() > n || body.len() > n * 4 {
         s.push('…');
     }
@@ -312,11 +259,7 @@ fn list(app: &App, q: &str, s: &QueueStats, view: &View, rows: &[(u64, Message)]
     let page = view.page;
     let base = fmt::queue_url(q);
     let now = unix_ms();
-    let heading = if state == "ready" {
-        "Attempt"
-    } else {
-        extra(state, &Message::default(), now).0
-    };
+    let heading = if state == "ready" { "Attempt" } else { extra(state, &Message::default(), now).0 };
     let can_requeue = matches!(state, "delayed" | "failed" | "errors");
     let (newest, oldest) = (view.ordered("newest"), view.ordered(""));
     html! {
@@ -468,12 +411,7 @@ mod tests {
 
     #[test]
     fn newest_first_pages_count_back_from_the_end() {
-        let v = |order: &str, page| View {
-            order: order.into(),
-            page,
-            size: 10,
-            ..Default::default()
-        };
+        let v = |order: &str, page| View { order: order.into(), page, size: 10, ..Default::default() };
         assert_eq!(window(25, &v("", 0)), (0, 10));
         assert_eq!(window(25, &v("", 2)), (20, 10));
         assert_eq!(window(25, &v("newest", 0)), (15, 10));
