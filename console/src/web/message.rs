@@ -145,11 +145,16 @@ pub fn hexdump(b: &[u8]) -> String {
     out
 }
 
+/// UTF-8 without control characters (tabs and line breaks aside): shown as text.
+pub fn is_text(t: &str) -> bool {
+    t.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r'))
+}
+
 /// The body in the view asked for, or the best one: JSON when it parses, text when it is UTF-8,
 /// else hex. Returns (view, text, whether it was cut).
 pub fn body_view(body: &[u8], asked: &str) -> (&'static str, String, bool) {
     let json = || serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| serde_json::to_string_pretty(&v).ok());
-    let text = || std::str::from_utf8(body).ok();
+    let text = || std::str::from_utf8(body).ok().filter(|t| is_text(t));
     let as_hex = || {
         let cut = body.len() > SHOW_HEX;
         ("hex", hexdump(&body[..body.len().min(SHOW_HEX)]), cut)
@@ -192,7 +197,7 @@ fn show(app: &App, q: &str, m: &Message, view: &str, at: Option<u64>) -> Respons
     let now = unix_ms();
     let (shown, text, cut) = body_view(&m.body, view);
     let is_json = serde_json::from_slice::<serde_json::Value>(&m.body).is_ok();
-    let is_text = std::str::from_utf8(&m.body).is_ok();
+    let is_text = std::str::from_utf8(&m.body).is_ok_and(is_text);
     // The same page in another view.
     let here = |v: &str| -> String {
         match at {
@@ -266,6 +271,8 @@ mod tests {
         assert_eq!((v, t.as_str()), ("json", "{\n  \"a\": 1\n}"));
         assert_eq!(body_view(b"plain words", "").0, "text");
         assert_eq!(body_view(&[0xff, 0x00, 0x41], "").0, "hex");
+        assert_eq!(body_view(b"\x00\x01ok", "").0, "hex", "control bytes are not text");
+        assert_eq!(body_view(b"line 1\n\tline 2", "").0, "text");
         assert_eq!(body_view(br#"{"a":1}"#, "hex").0, "hex");
         assert_eq!(body_view(b"not json", "json").0, "hex");
     }

@@ -262,6 +262,30 @@ fn list(app: &App, q: &str, s: &QueueStats, view: &View, rows: &[(u64, Message)]
     let heading = if state == "ready" { "Attempt" } else { extra(state, &Message::default(), now).0 };
     let can_requeue = matches!(state, "delayed" | "failed" | "errors");
     let (newest, oldest) = (view.ordered("newest"), view.ordered(""));
+    let table = html! {
+        table.messages {
+            thead { tr {
+                @if !app.read_only { th { input type="checkbox" data-select-all="id" title="select all on this page"; } }
+                th { "Id" } th { "Created" } th { "Tag" } th { "Key" } th { (heading) } th { "Body" }
+            } }
+            tbody {
+                @for (at, m) in rows {
+                    tr {
+                        @if !app.read_only { td { input type="checkbox" name="id" value=(m.id); } }
+                        td.id { a href={ (base) "/message" (fmt::query(&[("state", state), ("at", &at.to_string()), ("id", &m.id)])) } { (m.id) } }
+                        td title=(fmt::time(m.created)) { (fmt::age(now.saturating_sub(m.created))) " ago" }
+                        td { (m.tag) }
+                        td { (m.key) }
+                        td { (extra(state, m, now).1) }
+                        td.body { code { (preview(&m.body, 80)) } }
+                    }
+                }
+                @if rows.is_empty() {
+                    tr { td colspan="7" .muted { "No " (layout::state_label(state).to_lowercase()) " message." } }
+                }
+            }
+        }
+    };
     html! {
         div.listbar {
             span { "Order: " }
@@ -275,37 +299,20 @@ fn list(app: &App, q: &str, s: &QueueStats, view: &View, rows: &[(u64, Message)]
                 " "
             }
         }
-        form method="post" action={ (base) "/requeue" } {
-            (layout::csrf(app))
-            input type="hidden" name="back" value=(state);
-            table.messages {
-                thead { tr {
-                    @if !app.read_only { th { input type="checkbox" data-select-all="id" title="select all on this page"; } }
-                    th { "Id" } th { "Created" } th { "Tag" } th { "Key" } th { (heading) } th { "Body" }
-                } }
-                tbody {
-                    @for (at, m) in rows {
-                        tr {
-                            @if !app.read_only { td { input type="checkbox" name="id" value=(m.id); } }
-                            td.id { a href={ (base) "/message" (fmt::query(&[("state", state), ("at", &at.to_string()), ("id", &m.id)])) } { (m.id) } }
-                            td title=(fmt::time(m.created)) { (fmt::age(now.saturating_sub(m.created))) " ago" }
-                            td { (m.tag) }
-                            td { (m.key) }
-                            td { (extra(state, m, now).1) }
-                            td.body { code { (preview(&m.body, 80)) } }
+        @if app.read_only {
+            (table)
+        } @else {
+            form method="post" action={ (base) "/requeue" } {
+                (layout::csrf(app))
+                input type="hidden" name="back" value=(state);
+                (table)
+                @if !app.read_only && !rows.is_empty() {
+                    div.buttons {
+                        @if can_requeue {
+                            button formaction={ (base) "/requeue" } { "Requeue selected…" }
                         }
+                        button.danger formaction={ (base) "/delete" } { "Delete selected…" }
                     }
-                    @if rows.is_empty() {
-                        tr { td colspan="7" .muted { "No " (layout::state_label(state).to_lowercase()) " message." } }
-                    }
-                }
-            }
-            @if !app.read_only && !rows.is_empty() {
-                div.buttons {
-                    @if can_requeue {
-                        button formaction={ (base) "/requeue" } { "Requeue selected…" }
-                    }
-                    button.danger formaction={ (base) "/delete" } { "Delete selected…" }
                 }
             }
         }
