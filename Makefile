@@ -4,8 +4,10 @@ PORT ?= 6399
 MODULE := target/release/librmq.so
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := redis-server libclang-dev
+# What the tests need on top: the console's browser test drives Debian's headless Chromium.
+TEST_APT_PACKAGES := chromium chromium-driver
 
-.PHONY: deps build run test lint bench bench-quick clean
+.PHONY: deps test-deps build run test lint bench bench-quick clean
 
 # Installs the Debian packages that are missing (redis-server, libclang-dev for bindgen).
 deps:
@@ -16,6 +18,10 @@ deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup)"; exit 1; }
+
+# Installs what the tests need that `deps` does not (Chromium and chromedriver).
+test-deps:
+	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(TEST_APT_PACKAGES)"
 
 build: deps
 	cargo build --release -p rmq
@@ -32,7 +38,7 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-test: build lint
+test: build lint test-deps
 	@if cargo nextest --version >/dev/null 2>&1; then \
 	  RMQ_MODULE=$(CURDIR)/$(MODULE) cargo nextest run --workspace --no-fail-fast; \
 	else \

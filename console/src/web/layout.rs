@@ -48,7 +48,7 @@ pub fn page(app: &App, title: &str, nav: Nav, body: Markup) -> Markup {
                 }
                 @if let Some((at, text)) = error {
                     div.banner.bad {
-                        "Redis does not answer (" (fmt::time(at)) "): " (text)
+                        "Reading Redis failed (" (fmt::time(at)) "): " (text)
                         ". The figures below are from the last reading that worked."
                     }
                 }
