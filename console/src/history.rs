@@ -95,13 +95,12 @@ impl History {
         let mut total = Delta::default();
         let mut seen = HashMap::with_capacity(snap.queues.len());
         for q in &snap.queues {
-            let t = self.tracks.remove(&q.name).unwrap_or(Track {
+            let mut t = self.tracks.remove(&q.name).unwrap_or(Track {
                 pushed: q.pushed,
                 acked: q.acked,
                 deltas: VecDeque::new(),
                 last_ack_ms: now,
             });
-            let mut t = t;
             if !baseline {
                 let d = Delta { pushed: grew(t.pushed, q.pushed), acked: grew(t.acked, q.acked) };
                 if d.acked > 0 {

@@ -68,14 +68,16 @@ async fn sample(app: &App) {
     }
 }
 
-async fn bind(listen: &str, access: &Access, what: &str) -> Result<tokio::net::TcpListener, Error> {
+/// Binds `listen`. With `guard_off_loopback`, an address other than loopback is refused unless
+/// requests must authenticate.
+async fn bind(listen: &str, access: &Access, guard_off_loopback: bool) -> Result<tokio::net::TcpListener, Error> {
     let addrs: Vec<SocketAddr> =
         tokio::net::lookup_host(listen).await.map_err(|e| Error::Usage(format!("--listen {listen}: {e}")))?.collect();
     let Some(&addr) = addrs.first() else {
         return Err(Error::Usage(format!("--listen {listen}: no address found")));
     };
     if let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback()) {
-        if what == "console" && !access.required() {
+        if guard_off_loopback && !access.required() {
             return Err(Error::Usage(format!(
                 "refusing to serve the console on {open} without authentication: \
                  give --auth USER:PASSWORD or --token TOKEN, or listen on 127.0.0.1"
@@ -113,7 +115,7 @@ pub async fn start_console(redis: Arc<dyn Backend>, args: &ConsoleArgs) -> Resul
     if args.history == 0 {
         return Err(Error::Usage("--history must be at least 1 minute".into()));
     }
-    let listener = bind(&args.listen, &access, "console").await?;
+    let listener = bind(&args.listen, &access, true).await?;
     let audit = if args.read_only {
         None
     } else {
@@ -169,7 +171,8 @@ pub async fn start_console(redis: Arc<dyn Backend>, args: &ConsoleArgs) -> Resul
 
 pub async fn start_metrics(redis: Arc<dyn Backend>, args: &MetricsArgs) -> Result<crate::Running, Error> {
     let access = Access::new(args.auth.as_deref(), args.token.as_deref())?;
-    let listener = bind(&args.listen, &access, "metrics").await?;
+    // The exporter shows counts, never a message: it may listen anywhere (docs/console.md).
+    let listener = bind(&args.listen, &access, false).await?;
     let app = Arc::new(App {
         url: redact_url(&redis.url()),
         redis,
