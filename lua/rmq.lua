@@ -1721,13 +1721,14 @@ local function register(name, readonly)
             end
             -- Inside the module: the command stopped at its Lua budget (see the module's
             -- lua.rs), which the module reports itself.
-            if type(res) == 'string' and res:find('rmq: command stopped', 1, true) then
+            if type(res) ~= 'table' and tostring(res):find('rmq: command stopped', 1, true) then
                 error(res, 0)
             end
             -- An error Redis gave a command of ours (a key of another type met by a read,
             -- OOM, …): Redis's own words, which tell the user what is wrong.
-            if type(res) == 'table' and type(res.err) == 'string' then
-                return redis.error_reply(reply_text(res.err))
+            local said = type(res) == 'table' and res.err or res
+            if type(said) == 'string' and said:find('^%u+ ') then
+                return redis.error_reply(reply_text(said))
             end
             local detail = type(res) == 'table' and (res.err or '?') or tostring(res)
             redis.log(redis.LOG_WARNING, 'rmq: ' .. fname .. ' internal error: ' .. tostring(detail))
