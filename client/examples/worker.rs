@@ -28,7 +28,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let order: serde_json::Value = serde_json::from_slice(&m.body)?; // a bad body → errors
             if order["order"].as_u64().unwrap_or(0).is_multiple_of(2) {
                 // Retried later (NACK RETRY), with the queue's backoff.
-                return Err(HandlerError::failed("payment provider busy"));
+                return Err(HandlerError::retry("payment provider busy"));
             }
             println!("refunded {}", order);
             Ok(())

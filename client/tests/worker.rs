@@ -75,7 +75,7 @@ async fn outcomes_by_tag_ack_retry_error_drop() {
                     d.fetch_add(1, Ordering::SeqCst);
                     if n == 0 {
                         assert_eq!(m.attempt, 1);
-                        Err(HandlerError::failed("try later"))
+                        Err(HandlerError::retry("try later"))
                     } else {
                         assert_eq!(m.attempt, 2);
                         Ok(())
@@ -154,7 +154,7 @@ async fn outcomes_by_tag_ack_retry_error_drop() {
             ..wcfg(5000)
         };
         let w = Worker::new(c.clone(), "jobs2", cfg)
-            .handle("flaky", |_m| async { Err(HandlerError::failed("nope")) });
+            .handle("flaky", |_m| async { Err(HandlerError::retry("nope")) });
         let h = tokio::spawn(w.run_until(stop));
         bounded(Duration::from_secs(10), "jobs2 handled", async {
             loop {
