@@ -13,10 +13,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
     let client = Client::new(Config::new(url))?;
     let cfg = WorkerConfig {
-        lock: Duration::from_secs(30), // MessageLockTime; TOUCHed every 15 s while a handler runs
+        lock: Duration::from_secs(30), // invisible to others; TOUCHed every 15 s while a handler runs
         concurrency: 4,
-        failed_is_error: false, // FailedIsError: failures are retried (backoff, max-attempts)
-        no_handler_is_error: true, // NoSupperIsError: unknown tags go to errors
+        failed_is_error: false, // HandlerError::Retry is retried (backoff, max-attempts)
+        no_handler_is_error: true, // a tag without a handler goes to errors
         ..Default::default()
     };
     let report = Worker::new(client, "orders", cfg)

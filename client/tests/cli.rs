@@ -1239,7 +1239,7 @@ fn the_readme_first_steps_run_when_pasted() {
     let srv = Server::start(Ed::Module, &[]);
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let start = readme
-        .find("<!-- first-steps -->")
+        .find("<!-- first-steps")
         .expect("marker in README.md");
     let block = &readme[start..];
     let block = &block[block.find("```sh").unwrap() + 5..];
