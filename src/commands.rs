@@ -174,7 +174,8 @@ pub fn lua_command(ctx: Ctx, argv: &[&[u8]], function: &str, name: &'static str)
     let q = queue(argv, 2 + min_args, name)?;
     registry::note(ctx, q);
     crate::lua::run(ctx, function, &[q], &argv[2..])?;
-    if matches!(function, "rmq_requeue" | "rmq_replay") {
+    // REQUEUE and REPLAY make messages ready; CONFIG may resume a paused queue.
+    if matches!(function, "rmq_requeue" | "rmq_replay" | "rmq_config") {
         let key = ffi::RStr::new(ctx, &rmq_core::store::Key::Msg.name(q));
         unsafe { raw::RedisModule_SignalKeyAsReady.unwrap()(ctx, key.ptr) };
     }

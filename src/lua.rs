@@ -11,7 +11,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-
 use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
 use redis_module::raw;
 use rmq_core::settings::NAMES;
@@ -177,9 +176,7 @@ fn convert_reply(lua: &Lua, r: *mut raw::RedisModuleCallReply) -> mlua::Result<V
     };
     Ok(match t as isize {
         x if x == raw::REDISMODULE_REPLY_STRING => Value::String(lua.create_string(bytes())?),
-        x if x == raw::REDISMODULE_REPLY_INTEGER => {
-            Value::Number(unsafe { raw::RedisModule_CallReplyInteger.unwrap()(r) } as f64)
-        }
+        x if x == raw::REDISMODULE_REPLY_INTEGER => Value::Number(unsafe { raw::RedisModule_CallReplyInteger.unwrap()(r) } as f64),
         x if x == raw::REDISMODULE_REPLY_ERROR => {
             let t = lua.create_table()?;
             t.set("err", lua.create_string(bytes())?)?;
@@ -245,21 +242,22 @@ fn reply_value(ctx: Ctx, v: &Value) -> mlua::Result<()> {
 pub fn run(ctx: Ctx, function: &str, keys: &[&[u8]], args: &[&[u8]]) -> Result<()> {
     // Clone the handles out of the RefCell before calling: the call may re-enter (RM_Call of
     // another RMQ command) and must not find the cell borrowed.
-    let (lua, f) = CORE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            match setup() {
-                Ok(core) => *slot = Some(core),
-                Err(e) => {
-                    ffi::log(ctx, c"warning", &format!("rmq: the Lua core did not load: {e}"));
-                    return None;
+    let (lua, f) = CORE
+        .with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                match setup() {
+                    Ok(core) => *slot = Some(core),
+                    Err(e) => {
+                        ffi::log(ctx, c"warning", &format!("rmq: the Lua core did not load: {e}"));
+                        return None;
+                    }
                 }
             }
-        }
-        let core = slot.as_ref()?;
-        Some((core.lua.clone(), core.functions.get(function)?.clone()))
-    })
-    .ok_or(Error::Internal)?;
+            let core = slot.as_ref()?;
+            Some((core.lua.clone(), core.functions.get(function)?.clone()))
+        })
+        .ok_or(Error::Internal)?;
     let to_table = |items: &[&[u8]]| -> mlua::Result<Table> {
         let t = lua.create_table_with_capacity(items.len(), 0)?;
         for (i, b) in items.iter().enumerate() {
@@ -279,4 +277,3 @@ pub fn run(ctx: Ctx, function: &str, keys: &[&[u8]], args: &[&[u8]]) -> Result<(
         }
     }
 }
-

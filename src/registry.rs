@@ -46,8 +46,7 @@ pub fn forget(q: &QueueRef) {
 
 /// The queues in order, starting at `start` and wrapping around (the guard's fairness).
 pub fn snapshot_from(start: Option<&QueueRef>) -> Vec<QueueRef> {
-    let all: Vec<QueueRef> =
-        with(|dbs| dbs.iter().flat_map(|(db, set)| set.iter().map(move |q| (*db, q.clone()))).collect());
+    let all: Vec<QueueRef> = with(|dbs| dbs.iter().flat_map(|(db, set)| set.iter().map(move |q| (*db, q.clone()))).collect());
     match start.and_then(|a| all.iter().position(|x| x >= a)) {
         Some(i) => all[i..].iter().chain(all[..i].iter()).cloned().collect(),
         None => all,
@@ -61,12 +60,7 @@ pub fn len() -> usize {
 /// Keys that hold messages: one of them existing means the queue exists.
 pub const MESSAGE_KEYS: [Key; 5] = [Key::Msg, Key::Dly, Key::Bak, Key::Fai, Key::Err];
 
-extern "C" fn on_key_event(
-    ctx: Ctx,
-    _type: c_int,
-    _event: *const std::os::raw::c_char,
-    key: *mut raw::RedisModuleString,
-) -> c_int {
+extern "C" fn on_key_event(ctx: Ctx, _type: c_int, _event: *const std::os::raw::c_char, key: *mut raw::RedisModuleString) -> c_int {
     quietly(ctx, "keyspace notification", || {
         let key = ffi::bytes_of(key);
         crate::settings_cache::on_key(ctx, key);

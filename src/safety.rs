@@ -19,11 +19,8 @@ pub fn guarded<T>(ctx: Ctx, what: &str, f: impl FnOnce() -> Result<T>) -> Option
             None
         }
         Err(panic) => {
-            let text = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let text =
+                panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
             ffi::log(ctx, c"warning", &format!("rmq: internal error in {what}: {text}"));
             reply_error(ctx, &Error::Internal.to_string());
             None
@@ -32,13 +29,7 @@ pub fn guarded<T>(ctx: Ctx, what: &str, f: impl FnOnce() -> Result<T>) -> Option
 }
 
 /// The body of a command entry point: args as bytes, errors as error replies.
-pub fn command(
-    ctx: Ctx,
-    argv: *mut *mut raw::RedisModuleString,
-    argc: c_int,
-    name: &str,
-    f: fn(Ctx, &[&[u8]]) -> Result<()>,
-) -> c_int {
+pub fn command(ctx: Ctx, argv: *mut *mut raw::RedisModuleString, argc: c_int, name: &str, f: fn(Ctx, &[&[u8]]) -> Result<()>) -> c_int {
     guarded(ctx, name, || f(ctx, &ffi::args(argv, argc)));
     raw::REDISMODULE_OK as c_int
 }

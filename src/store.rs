@@ -141,9 +141,7 @@ impl<'q> RedisStore<'q> {
         let Some(p) = self.exists_key(k) else { return Vec::new() };
         let mut out = Vec::new();
         unsafe {
-            if raw::RedisModule_ZsetFirstInScoreRange.unwrap()(p, f64::NEG_INFINITY, max as f64, 0, 0)
-                != raw::REDISMODULE_OK as c_int
-            {
+            if raw::RedisModule_ZsetFirstInScoreRange.unwrap()(p, f64::NEG_INFINITY, max as f64, 0, 0) != raw::REDISMODULE_OK as c_int {
                 return out;
             }
             while out.len() < limit && raw::RedisModule_ZsetRangeEndReached.unwrap()(p) == 0 {

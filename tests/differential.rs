@@ -721,11 +721,14 @@ impl Side {
             }
             seen.last = Some(id);
             let mut m = BTreeMap::new();
-            let mut time = -1;
+            let time = fields
+                .iter()
+                .find(|(f, _)| f == b"time")
+                .map(|(_, v)| String::from_utf8_lossy(v).parse::<i64>().expect("log time is a number"))
+                .unwrap_or(-1);
             for (f, v) in fields {
                 let c = match f.as_slice() {
                     b"time" => {
-                        time = String::from_utf8_lossy(v).parse::<i64>().expect("log time is a number");
                         if let Some((lo, hi)) = win {
                             assert!(
                                 (lo..=hi).contains(&time),
@@ -739,6 +742,13 @@ impl Side {
                         Some(h @ Mp::A(_)) => self.mp_canon(q, &h),
                         _ => s(v),
                     },
+                    // A lock deadline or a due time: now + LOCK / DELAY / backoff, the same
+                    // distance from the entry's time on both servers; or an absolute AT.
+                    b"deadline" | b"due" => {
+                        let t = String::from_utf8_lossy(v).parse::<i64>().expect("log deadline/due is a number");
+                        assert!(t >= time, "{}: step {step}: log {f:?} {t} before the entry's time {time}", self.name);
+                        log_time_canon(t, time)
+                    }
                     _ => self.mask_str(q, v),
                 };
                 assert!(m.insert(s(f), c).is_none(), "log field {f:?} twice");
@@ -816,6 +826,11 @@ impl Side {
                             cursor = i + 1;
                             let origin = seen.and_then(|s| s.canon.get(&raw_log[i].0)).map(|x| x.2).unwrap();
                             m.insert(s(b"time"), C::T(format!("now@{origin}")));
+                            for f in [&b"deadline"[..], b"due"] {
+                                if let Some(C::Int(v)) = want(std::str::from_utf8(f).unwrap()) {
+                                    m.insert(s(f), log_time_canon(v, t));
+                                }
+                            }
                         }
                         C::Map(m)
                     })
@@ -896,6 +911,16 @@ struct Pair {
     step: usize,
     seed: Option<u64>,
     history: Vec<String>,
+}
+
+/// A log entry's deadline or due time: now + LOCK / DELAY / backoff, the same distance from
+/// the entry's time on both servers; or an absolute AT, far ahead.
+fn log_time_canon(t: i64, time: i64) -> C {
+    if t - time > 100_000_000_000 {
+        C::T(format!("at:{t}"))
+    } else {
+        C::T(format!("time+{}", t - time))
+    }
 }
 
 /// Does value `va` (set in window `wa`) mean the same as `vb` (set in `wb`)? Either the same
@@ -1223,7 +1248,7 @@ fn data_moves_between_editions(writer: Edition, reader: Edition) {
     assert_eq!(run(&mut p, "get", q, &[b"nope"]), C::Nil);
     let cfg = run(&mut p, "config", q, &[b"GET"]);
     assert_eq!(cfg.arr()[2..4].to_vec(), [s(b"max-attempts"), s(b"3")], "settings carried over");
-    assert_eq!(run(&mut p, "log", q, &[b"COUNT", b"1000"]).arr().len(), 14, "11 pushes, a fail, an error, a retry");
+    assert_eq!(run(&mut p, "log", q, &[b"COUNT", b"1000"]).arr().len(), 20, "11 pushes, 6 fetches, a fail, an error, a delay");
     assert_eq!(run(&mut p, "queues", "", &[]), C::Arr(vec![s(b"jobs"), s(b"ord")]));
 
     // Receipts issued by the writer work on the copy.

@@ -933,8 +933,19 @@ fn stats_of_an_unused_queue_are_zeros(ed: Edition) {
     let mut t = Ctx::new(ed);
     let st = t.stats("never");
     let names = [
-        "ready", "delayed", "inflight", "failed", "errors", "pushed", "acked", "retried", "dead", "errored", "dups",
-        "offset", "oldest_ready_ms",
+        "ready",
+        "delayed",
+        "inflight",
+        "failed",
+        "errors",
+        "pushed",
+        "acked",
+        "retried",
+        "dead",
+        "errored",
+        "dups",
+        "offset",
+        "oldest_ready_ms",
     ];
     assert_eq!(st.keys().map(|s| s.as_str()).collect::<Vec<_>>(), sorted(names.to_vec()));
     assert!(st.values().all(|v| *v == 0));
@@ -1156,8 +1167,26 @@ fn config_get_and_set(ed: Edition) {
     let mut t = Ctx::new(ed);
     let all = strings(&t.run("config", "q", &["GET"]));
     let want = [
-        "lock-ms", "30000", "max-attempts", "5", "backoff-ms", "1000", "backoff-max-ms", "3600000", "maxlen", "0",
-        "ordered", "0", "dedup-window-ms", "3600000", "log", "0", "log-maxlen", "1000000",
+        "lock-ms",
+        "30000",
+        "max-attempts",
+        "5",
+        "backoff-ms",
+        "1000",
+        "backoff-max-ms",
+        "3600000",
+        "maxlen",
+        "0",
+        "ordered",
+        "0",
+        "dedup-window-ms",
+        "3600000",
+        "log",
+        "0",
+        "log-maxlen",
+        "1000000",
+        "paused",
+        "0",
     ];
     assert_eq!(all, want);
     assert_eq!(strings(&t.run("config", "q", &["get", "LOCK-MS"])), vec!["lock-ms", "30000"]);
@@ -1264,38 +1293,55 @@ fn log_is_written_only_while_on(ed: Edition) {
     let events: Vec<(i64, String)> = log.iter().map(|e| (e.i("offset"), e.s("event"))).collect();
     let want: Vec<(i64, &str)> = vec![
         (2, "push"),
+        (1, "fetch"),
+        (2, "fetch"),
         (1, "ack"),
         (2, "retry"),
+        (2, "fetch"),
         (2, "fail"),
         (2, "recover"),
+        (2, "fetch"),
         (2, "error"),
         (2, "requeue"),
         (2, "delete"),
         (3, "push"),
         (4, "push"),
+        (3, "fetch"),
         (3, "reclaim"),
         (3, "purge"),
         (4, "purge"),
     ];
     assert_eq!(events, want.iter().map(|(o, e)| (*o, e.to_string())).collect::<Vec<_>>());
+    let base = ["event", "id", "offset", "time"];
     for e in &log {
         assert!(e.i("time") >= before && e.i("time") <= after);
-        if e.s("event") == "push" {
-            assert_eq!(sorted(e.fields()), vec!["body", "event", "headers", "id", "key", "offset", "tag", "time"]);
-        } else {
-            assert_eq!(sorted(e.fields()), vec!["event", "id", "offset", "time"]);
-        }
+        let own: &[&str] = match e.s("event").as_str() {
+            "push" if e.i("offset") == 4 => &["body", "due", "headers", "key", "tag"],
+            "push" => &["body", "headers", "key", "tag"],
+            "fetch" => &["attempt", "consumer", "deadline"],
+            "retry" | "reclaim" => &["attempt"],
+            "fail" | "error" => &["attempt", "error"],
+            _ => &[],
+        };
+        assert_eq!(sorted(e.fields()), sorted(base.iter().chain(own).copied().collect()), "{e:?}");
     }
     assert_eq!(log[0].s("id"), "m2");
     assert_eq!(log[0].s("body"), "hello");
     assert_eq!((log[0].s("tag"), log[0].s("key")), ("t".into(), "k".into()));
     assert_eq!(log[0].headers().into_iter().collect::<Vec<_>>(), vec![("h".to_string(), "v".to_string())]);
-    assert_eq!(log[1].s("id"), first_id, "the ACK of a message pushed before the log was on");
-    assert!(log[8].headers().is_empty());
+    assert_eq!(log[3].s("id"), first_id, "the ACK of a message pushed before the log was on");
+    // Deliveries: who took it, which attempt, until when; outcomes with their attempt and reason.
+    assert_eq!((log[1].i("attempt"), log[1].s("consumer")), (1, String::new()));
+    assert!(log[1].i("deadline") >= log[1].i("time") + 30_000, "the queue's lock-ms");
+    assert_eq!(log[14].i("deadline"), log[14].i("time") + 20, "LOCK 20");
+    assert_eq!((log[4].i("attempt"), log[6].i("attempt"), log[6].s("error")), (1, 2, "max attempts".into()));
+    assert_eq!((log[9].i("attempt"), log[9].s("error")), (1, "error".into()));
+    assert_eq!(log[13].i("due"), log[13].i("time") + 60_000);
+    assert!(log[12].headers().is_empty());
 
     // FROM and COUNT.
     let from3: Vec<i64> = log_entries(&mut t, "q", &["FROM", "3"]).iter().map(|e| e.i("offset")).collect();
-    assert_eq!(from3, vec![3, 4, 3, 3, 4]);
+    assert_eq!(from3, vec![3, 4, 3, 3, 3, 4]);
     assert_eq!(log_entries(&mut t, "q", &["COUNT", "2", "FROM", "2"]).len(), 2);
     assert_eq!(t.err("log", "q", &["FROM", "-1"]), "ERR FROM must be a non-negative integer");
     assert_eq!(t.err("log", "q", &["COUNT", "0"]), "ERR COUNT must be a positive integer");
@@ -1312,6 +1358,44 @@ fn log_is_written_only_while_on(ed: Edition) {
     assert_eq!(n, 0);
     t.push("q", "quiet", &[]);
     assert!(log_entries(&mut t, "q", &[]).is_empty());
+}
+
+fn deliveries_and_delays_are_logged_with_who_and_until_when(ed: Edition) {
+    let mut t = Ctx::new(ed);
+    t.config("q", &["log", "1", "backoff-ms", "1000", "backoff-max-ms", "1000"]);
+    t.push("q", "a", &["ID", "a"]);
+    let m = t.fetch1("q", &["LOCK", "5000", "CONSUMER", "w-7"]);
+    t.int("nack", "q", &[&m.s("receipt"), "REASON", "busy"]);
+    let log = log_entries(&mut t, "q", &[]);
+    let events: Vec<String> = log.iter().map(|e| e.s("event")).collect();
+    assert_eq!(events, ["push", "fetch", "delay"]);
+    let (fetch, delay) = (&log[1], &log[2]);
+    assert_eq!((fetch.s("id"), fetch.s("consumer"), fetch.i("attempt")), ("a".into(), "w-7".into(), 1));
+    assert_eq!(fetch.i("deadline"), fetch.i("time") + 5000);
+    assert_eq!((delay.i("attempt"), delay.s("error")), (1, "busy".into()));
+    assert_eq!(delay.i("due"), delay.i("time") + 1000, "the backoff of attempt 1");
+    // What the log says is what the queue holds.
+    let delayed = t.peek("q", &["DELAYED"]);
+    assert_eq!(delayed[0].i("due"), delay.i("due"));
+}
+
+fn a_paused_queue_hands_out_nothing_and_everything_else_goes_on(ed: Edition) {
+    let mut t = Ctx::new(ed);
+    t.push("q", "a", &[]);
+    let m = t.fetch1("q", &["LOCK", "60000"]);
+    t.push("q", "b", &[]);
+    t.config("q", &["paused", "1"]);
+    assert_eq!(strings(&t.run("config", "q", &["GET", "paused"])), vec!["paused", "1"]);
+    assert!(t.fetch("q", &["COUNT", "10"]).is_empty(), "paused: nothing handed out");
+    assert!(t.fetch("q", &["BLOCK", "10"]).is_empty(), "BLOCK waits, then null");
+    // PUSH, ACK, STATS and the rest go on.
+    t.push("q", "c", &[]);
+    assert_eq!(t.int("ack", "q", &[&m.s("receipt")]), 1);
+    assert_eq!((t.stat("q", "ready"), t.stat("q", "inflight")), (2, 0));
+    assert_eq!(bodies(&t.peek("q", &[])), ["b", "c"]);
+    assert_eq!(t.err("config", "q", &["SET", "paused", "2"]), "ERR paused must be 0 or 1");
+    t.config("q", &["paused", "0"]);
+    assert_eq!(bodies(&t.fetch("q", &["COUNT", "10"])), ["b", "c"]);
 }
 
 fn replay_pushes_copies_with_replay_of_header(ed: Edition) {
@@ -1482,10 +1566,7 @@ fn stored_record_bytes_match_storage_md(ed: Edition) {
     let id3 = t.push("q", &body300, &["TAG", &"g".repeat(31), "KEY", &"k".repeat(32)]);
     let c2: u64 = id2.split_once('-').unwrap().0.parse().unwrap();
     let c3: u64 = id3.split_once('-').unwrap().0.parse().unwrap();
-    assert_eq!(
-        raw(&mut t, &["LINDEX", "msg:{q}", "1"]),
-        record(b"", body40.as_bytes(), b"", b"", &[], c2, 0, 2, 0, b"", b"")
-    );
+    assert_eq!(raw(&mut t, &["LINDEX", "msg:{q}", "1"]), record(b"", body40.as_bytes(), b"", b"", &[], c2, 0, 2, 0, b"", b""));
     let r3 = record(b"", body300.as_bytes(), "g".repeat(31).as_bytes(), "k".repeat(32).as_bytes(), &[], c3, 0, 3, 0, b"", b"");
     assert_eq!(raw(&mut t, &["LINDEX", "msg:{q}", "2"]), r3);
     assert!(r3.windows(3).any(|w| w == [0xda, 0x01, 0x2c]), "str16 for 300 bytes");
@@ -1542,7 +1623,10 @@ fn records_written_by_hand_are_read(ed: Edition) {
     let m = t.fetch("q", &["COUNT", "2"]);
     assert_eq!(m.len(), 2);
     assert_eq!(m[0].s("id"), "1700000000000-7");
-    assert_eq!((m[0].s("body"), m[0].s("tag"), m[0].i("attempt"), m[0].s("receipt")), ("from-elsewhere".into(), "tg".into(), 3, "7-6".into()));
+    assert_eq!(
+        (m[0].s("body"), m[0].s("tag"), m[0].i("attempt"), m[0].s("receipt")),
+        ("from-elsewhere".into(), "tg".into(), 3, "7-6".into())
+    );
     assert_eq!(m[0].headers()["h"], "v");
     assert_eq!((m[1].s("id"), m[1].s("body"), m[1].s("receipt")), ("1700000000001-8".into(), "bin".into(), "8-1".into()));
     assert_eq!(m[1].headers()["x"], "y");
@@ -1566,7 +1650,10 @@ fn undecodable_records_are_quarantined_to_errors(ed: Edition) {
     assert_eq!((e[0].b("body"), e[0].s("error"), e[0].i("offset")), (b"\x01garbage".to_vec(), "corrupt record".into(), 0));
     let created = e[0].i("created") as u64;
     assert!(created as i64 >= before && created as i64 <= t.now());
-    assert_eq!(raw(&mut t, &["LINDEX", "err:{q}", "0"]), record(b"", b"\x01garbage", b"", b"", &[], created, 0, 0, 0, b"corrupt record", b""));
+    assert_eq!(
+        raw(&mut t, &["LINDEX", "err:{q}", "0"]),
+        record(b"", b"\x01garbage", b"", b"", &[], created, 0, 0, 0, b"corrupt record", b"")
+    );
     // RECOVER ERRORS brings it back to ready as a record; FETCH then hands out the bytes.
     assert_eq!(ints(&t.run("recover", "q", &["ERRORS"])), vec![0, 0, 1]);
     assert_eq!(t.fetch1("q", &[]).b("body"), b"\x01garbage");
@@ -1690,6 +1777,8 @@ on_both_editions!(
     config_get_and_set,
     queues_lists_queues_holding_messages,
     log_is_written_only_while_on,
+    deliveries_and_delays_are_logged_with_who_and_until_when,
+    a_paused_queue_hands_out_nothing_and_everything_else_goes_on,
     replay_pushes_copies_with_replay_of_header,
     resp3_replies_are_maps,
     stored_record_bytes_match_storage_md,

@@ -234,6 +234,29 @@ fn block_is_woken_by_a_delayed_message_coming_due() {
 }
 
 #[test]
+fn block_waits_while_paused_and_is_woken_by_resume() {
+    let s = module();
+    let mut c = s.conn();
+    ok(&mut c, "RMQ.CONFIG", "q", &["SET", "paused", "1"]);
+    ok(&mut c, "RMQ.PUSH", "q", &["held"]);
+    let url = s.url();
+    let resumer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let stats: Value = redis::cmd("RMQ.STATS").arg("q").query(&mut c).unwrap();
+        let _: () = redis::cmd("RMQ.CONFIG").arg("q").arg("SET").arg("paused").arg("0").query(&mut c).unwrap();
+        stats
+    });
+    let started = Instant::now();
+    let m = fetch_one(&mut c, "q", &["BLOCK", "10000"]);
+    assert_eq!(field(&m, "body"), "held");
+    assert!(started.elapsed() >= Duration::from_millis(250), "handed out while paused");
+    assert!(started.elapsed() < Duration::from_secs(5), "not woken by the resume");
+    let stats = common::values::map(&resumer.join().unwrap());
+    assert_eq!(common::values::int(&stats["ready"]), 1, "the message waited in ready while paused");
+}
+
+#[test]
 fn block_timeout_returns_null() {
     let s = module();
     let mut c = s.conn();
@@ -323,9 +346,8 @@ fn dump_keys(c: &mut Connection) -> BTreeMap<String, String> {
 
 #[test]
 fn replica_holds_identical_keys_and_takes_over_with_the_same_receipts() {
-    let primary = Server::start(
-        ServerOptions::module().arg("guard-interval-ms", "50").arg("backoff-ms", "30").conf("repl-diskless-sync-delay", "0"),
-    );
+    let primary =
+        Server::start(ServerOptions::module().arg("guard-interval-ms", "50").arg("backoff-ms", "30").conf("repl-diskless-sync-delay", "0"));
     let replica = Server::start(ServerOptions::module().conf("replicaof", &format!("127.0.0.1 {}", primary.port)));
     let mut p = primary.conn();
     let mut r = replica.conn();
@@ -370,7 +392,11 @@ fn replica_holds_identical_keys_and_takes_over_with_the_same_receipts() {
     let _: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut p).unwrap();
     let want = dump_keys(&mut p);
     assert!(want.contains_key("bak:{mix}") && want.contains_key("log:{mix}"), "{want:?}");
-    assert!(eventually(Duration::from_secs(5), || dump_keys(&mut r) == want), "replica differs:\nprimary {want:#?}\nreplica {:#?}", dump_keys(&mut r));
+    assert!(
+        eventually(Duration::from_secs(5), || dump_keys(&mut r) == want),
+        "replica differs:\nprimary {want:#?}\nreplica {:#?}",
+        dump_keys(&mut r)
+    );
     // Fail over: the replica becomes primary and honours a receipt the old primary gave.
     drop(primary);
     let _: () = redis::cmd("REPLICAOF").arg("NO").arg("ONE").query(&mut r).unwrap();
@@ -470,9 +496,39 @@ fn seeded_random_and_malformed_commands_never_take_redis_down() {
     let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed);
     let commands = ["RMQ.PUSH", "RMQ.FETCH", "RMQ.ACK", "RMQ.NACK", "RMQ.TOUCH", "RMQ.RECOVER", "RMQ.STATS"];
     let words: &[&[u8]] = &[
-        b"COUNT", b"LOCK", b"BLOCK", b"CONSUMER", b"ID", b"TAG", b"KEY", b"HEADER", b"DELAY", b"AT", b"RETRY", b"FAIL",
-        b"ERROR", b"REASON", b"EXPIRED", b"FAILED", b"ERRORS", b"0", b"1", b"5", b"-1", b"1e3", b"99999999999999999999",
-        b"1000000000000000", b"", b" ", b"{q}", b"\x00\xff", b"q", b"1-1", b"2-1", b"x", b"count",
+        b"COUNT",
+        b"LOCK",
+        b"BLOCK",
+        b"CONSUMER",
+        b"ID",
+        b"TAG",
+        b"KEY",
+        b"HEADER",
+        b"DELAY",
+        b"AT",
+        b"RETRY",
+        b"FAIL",
+        b"ERROR",
+        b"REASON",
+        b"EXPIRED",
+        b"FAILED",
+        b"ERRORS",
+        b"0",
+        b"1",
+        b"5",
+        b"-1",
+        b"1e3",
+        b"99999999999999999999",
+        b"1000000000000000",
+        b"",
+        b" ",
+        b"{q}",
+        b"\x00\xff",
+        b"q",
+        b"1-1",
+        b"2-1",
+        b"x",
+        b"count",
     ];
     let mut receipts: Vec<Vec<u8>> = Vec::new();
     let (mut errors, mut replies) = (0, 0);
@@ -623,7 +679,9 @@ fn an_evicting_maxmemory_policy_is_warned_about() {
 fn arity_is_checked_before_the_queue_name_by_every_command() {
     let s = module();
     let mut c = s.conn();
-    for cmd in ["RMQ.PUSH", "RMQ.ACK", "RMQ.NACK", "RMQ.TOUCH", "RMQ.GET", "RMQ.DEL", "RMQ.REQUEUE", "RMQ.PURGE", "RMQ.CONFIG", "RMQ.REPLAY"] {
+    for cmd in
+        ["RMQ.PUSH", "RMQ.ACK", "RMQ.NACK", "RMQ.TOUCH", "RMQ.GET", "RMQ.DEL", "RMQ.REQUEUE", "RMQ.PURGE", "RMQ.CONFIG", "RMQ.REPLAY"]
+    {
         let want = format!("ERR wrong number of arguments for '{}' command", cmd.to_lowercase());
         assert_eq!(err(&mut c, cmd, "bad name", &[]), want);
     }

@@ -19,14 +19,8 @@ pub enum Approach {
     ListsScript,
 }
 
-pub const ALL: [Approach; 6] = [
-    Approach::Rmq,
-    Approach::RmqLua,
-    Approach::Streams,
-    Approach::StreamsDel,
-    Approach::Lists,
-    Approach::ListsScript,
-];
+pub const ALL: [Approach; 6] =
+    [Approach::Rmq, Approach::RmqLua, Approach::Streams, Approach::StreamsDel, Approach::Lists, Approach::ListsScript];
 
 /// Queue and key names. The module and the Lua edition use different queues.
 const Q_MODULE: &str = "bench";
@@ -109,26 +103,12 @@ impl Approach {
     /// The commands of one message, per phase, as a reader would write them.
     pub fn commands(self) -> [&'static str; 3] {
         match self {
-            Approach::Rmq => [
-                "RMQ.PUSH q body",
-                "RMQ.FETCH q COUNT 1",
-                "RMQ.ACK q receipt",
-            ],
-            Approach::RmqLua => [
-                "FCALL rmq_push 1 q body",
-                "FCALL rmq_fetch 1 q COUNT 1",
-                "FCALL rmq_ack 1 q receipt",
-            ],
-            Approach::Streams => [
-                "XADD s * b body",
-                "XREADGROUP GROUP g c COUNT 1 STREAMS s >",
-                "XACK s g id",
-            ],
-            Approach::StreamsDel => [
-                "XADD s * b body",
-                "XREADGROUP GROUP g c COUNT 1 STREAMS s >",
-                "XACK s g id + XDEL s id (1 round trip)",
-            ],
+            Approach::Rmq => ["RMQ.PUSH q body", "RMQ.FETCH q COUNT 1", "RMQ.ACK q receipt"],
+            Approach::RmqLua => ["FCALL rmq_push 1 q body", "FCALL rmq_fetch 1 q COUNT 1", "FCALL rmq_ack 1 q receipt"],
+            Approach::Streams => ["XADD s * b body", "XREADGROUP GROUP g c COUNT 1 STREAMS s >", "XACK s g id"],
+            Approach::StreamsDel => {
+                ["XADD s * b body", "XREADGROUP GROUP g c COUNT 1 STREAMS s >", "XACK s g id + XDEL s id (1 round trip)"]
+            }
             Approach::Lists => [
                 "SET body:id body + LPUSH ready id (1 round trip)",
                 "LMOVE ready processing RIGHT LEFT, then GET body:id (2 round trips)",
@@ -145,27 +125,13 @@ impl Approach {
     /// Right after FLUSHALL, before a run.
     pub fn prepare(self, con: &mut Connection) -> R<()> {
         if matches!(self, Approach::Streams | Approach::StreamsDel) {
-            redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(STREAM)
-                .arg(GROUP)
-                .arg("$")
-                .arg("MKSTREAM")
-                .query::<()>(con)
-                .map_err(err)?;
+            redis::cmd("XGROUP").arg("CREATE").arg(STREAM).arg(GROUP).arg("$").arg("MKSTREAM").query::<()>(con).map_err(err)?;
         }
         Ok(())
     }
 
     /// Pushes messages `ids` (unique over the run) with this body, `depth` messages per round trip.
-    pub fn push(
-        self,
-        con: &mut Connection,
-        shas: &Shas,
-        ids: std::ops::Range<u64>,
-        body: &[u8],
-        depth: usize,
-    ) -> R<()> {
+    pub fn push(self, con: &mut Connection, shas: &Shas, ids: std::ops::Range<u64>, body: &[u8], depth: usize) -> R<()> {
         let ids: Vec<u64> = ids.collect();
         for chunk in ids.chunks(depth.max(1)) {
             let mut p = redis::pipe();
@@ -200,12 +166,7 @@ impl Approach {
             let replies = query(&mut p, con)?;
             let per = if self == Approach::Lists { 2 } else { 1 };
             if replies.len() != chunk.len() * per {
-                return Err(format!(
-                    "{}: push got {} replies for {} commands",
-                    self.short(),
-                    replies.len(),
-                    chunk.len() * per
-                ));
+                return Err(format!("{}: push got {} replies for {} commands", self.short(), replies.len(), chunk.len() * per));
             }
             for r in &replies {
                 if matches!(r, Value::Nil | Value::ServerError(_)) {
@@ -219,15 +180,7 @@ impl Approach {
     /// Fetches `count` messages, one per command, `depth` commands per round trip; checks that
     /// every body came back with `body_len` bytes. Returns what ACK needs (receipt, stream id,
     /// list id).
-    pub fn fetch(
-        self,
-        con: &mut Connection,
-        shas: &Shas,
-        count: usize,
-        depth: usize,
-        consumer: usize,
-        body_len: usize,
-    ) -> R<Vec<Vec<u8>>> {
+    pub fn fetch(self, con: &mut Connection, shas: &Shas, count: usize, depth: usize, consumer: usize, body_len: usize) -> R<Vec<Vec<u8>>> {
         let mut out = Vec::with_capacity(count);
         let consumer = format!("c{consumer}");
         while out.len() < count {
@@ -239,50 +192,22 @@ impl Approach {
                         p.cmd("RMQ.FETCH").arg(Q_MODULE).arg("COUNT").arg(1);
                     }
                     Approach::RmqLua => {
-                        p.cmd("FCALL")
-                            .arg("rmq_fetch")
-                            .arg(1)
-                            .arg(Q_LUA)
-                            .arg("COUNT")
-                            .arg(1);
+                        p.cmd("FCALL").arg("rmq_fetch").arg(1).arg(Q_LUA).arg("COUNT").arg(1);
                     }
                     Approach::Streams | Approach::StreamsDel => {
-                        p.cmd("XREADGROUP")
-                            .arg("GROUP")
-                            .arg(GROUP)
-                            .arg(&consumer)
-                            .arg("COUNT")
-                            .arg(1)
-                            .arg("STREAMS")
-                            .arg(STREAM)
-                            .arg(">");
+                        p.cmd("XREADGROUP").arg("GROUP").arg(GROUP).arg(&consumer).arg("COUNT").arg(1).arg("STREAMS").arg(STREAM).arg(">");
                     }
                     Approach::Lists => {
-                        p.cmd("LMOVE")
-                            .arg(READY)
-                            .arg(PROCESSING)
-                            .arg("RIGHT")
-                            .arg("LEFT");
+                        p.cmd("LMOVE").arg(READY).arg(PROCESSING).arg("RIGHT").arg("LEFT");
                     }
                     Approach::ListsScript => {
-                        p.cmd("EVALSHA")
-                            .arg(&shas.fetch)
-                            .arg(3)
-                            .arg(LOCK)
-                            .arg(READY)
-                            .arg(PROCESSING)
-                            .arg("t")
-                            .arg(BODY_PREFIX);
+                        p.cmd("EVALSHA").arg(&shas.fetch).arg(3).arg(LOCK).arg(READY).arg(PROCESSING).arg("t").arg(BODY_PREFIX);
                     }
                 }
             }
             let replies = query(&mut p, con)?;
             if replies.len() != n {
-                return Err(format!(
-                    "{}: fetch got {} replies for {n} commands",
-                    self.short(),
-                    replies.len()
-                ));
+                return Err(format!("{}: fetch got {} replies for {n} commands", self.short(), replies.len()));
             }
             match self {
                 Approach::Lists => {
@@ -291,8 +216,7 @@ impl Approach {
                     let mut p = redis::pipe();
                     for r in replies {
                         let id = bulk(&r).ok_or_else(|| format!("lists: LMOVE gave {r:?}"))?;
-                        p.cmd("GET")
-                            .arg([BODY_PREFIX.as_bytes(), id.as_slice()].concat());
+                        p.cmd("GET").arg([BODY_PREFIX.as_bytes(), id.as_slice()].concat());
                         ids.push(id);
                     }
                     let bodies = query(&mut p, con)?;
@@ -350,13 +274,7 @@ impl Approach {
     }
 
     /// Acks these handles, `depth` messages per round trip. Returns how many were acked.
-    pub fn ack(
-        self,
-        con: &mut Connection,
-        shas: &Shas,
-        handles: &[Vec<u8>],
-        depth: usize,
-    ) -> R<u64> {
+    pub fn ack(self, con: &mut Connection, shas: &Shas, handles: &[Vec<u8>], depth: usize) -> R<u64> {
         let mut acked = 0u64;
         for chunk in handles.chunks(depth.max(1)) {
             let mut p = redis::pipe();
@@ -377,8 +295,7 @@ impl Approach {
                     }
                     Approach::Lists => {
                         p.cmd("LREM").arg(PROCESSING).arg(-1).arg(h);
-                        p.cmd("DEL")
-                            .arg([BODY_PREFIX.as_bytes(), h.as_slice()].concat());
+                        p.cmd("DEL").arg([BODY_PREFIX.as_bytes(), h.as_slice()].concat());
                     }
                     Approach::ListsScript => {
                         p.cmd("EVALSHA")
@@ -414,35 +331,21 @@ impl Approach {
         let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(con).map_err(err)?;
         match self {
             Approach::Rmq | Approach::RmqLua => {
-                let q = if self == Approach::Rmq {
-                    Q_MODULE
-                } else {
-                    Q_LUA
-                };
+                let q = if self == Approach::Rmq { Q_MODULE } else { Q_LUA };
                 let counters = format!("st:{{{q}}}");
                 let extra: Vec<&String> = keys.iter().filter(|k| **k != counters).collect();
                 if !extra.is_empty() {
-                    return Err(format!(
-                        "{}: keys left after the cycle: {extra:?}",
-                        self.short()
-                    ));
+                    return Err(format!("{}: keys left after the cycle: {extra:?}", self.short()));
                 }
                 Ok("no message keys (the counters hash st:{q} stays, by design)".into())
             }
             Approach::Streams | Approach::StreamsDel => {
                 let extra: Vec<&String> = keys.iter().filter(|k| *k != STREAM).collect();
                 if !extra.is_empty() {
-                    return Err(format!(
-                        "{}: keys left after the cycle: {extra:?}",
-                        self.short()
-                    ));
+                    return Err(format!("{}: keys left after the cycle: {extra:?}", self.short()));
                 }
                 let len: u64 = redis::cmd("XLEN").arg(STREAM).query(con).map_err(err)?;
-                let pending: Value = redis::cmd("XPENDING")
-                    .arg(STREAM)
-                    .arg(GROUP)
-                    .query(con)
-                    .map_err(err)?;
+                let pending: Value = redis::cmd("XPENDING").arg(STREAM).arg(GROUP).query(con).map_err(err)?;
                 let pending_n = match &pending {
                     Value::Array(a) => match a.first() {
                         Some(Value::Int(i)) => *i as u64,
@@ -451,23 +354,16 @@ impl Approach {
                     _ => u64::MAX,
                 };
                 if pending_n != 0 {
-                    return Err(format!(
-                        "{}: {pending_n} entries still pending",
-                        self.short()
-                    ));
+                    return Err(format!("{}: {pending_n} entries still pending", self.short()));
                 }
                 if self == Approach::StreamsDel {
                     if len != 0 {
-                        return Err(format!(
-                            "streams-xdel: XLEN {len} after XDEL of every entry"
-                        ));
+                        return Err(format!("streams-xdel: XLEN {len} after XDEL of every entry"));
                     }
                     Ok("XLEN 0, nothing pending (the empty stream key and its group stay)".into())
                 } else {
                     if len != n {
-                        return Err(format!(
-                            "streams: XLEN {len}, expected {n} (acked entries stay)"
-                        ));
+                        return Err(format!("streams: XLEN {len}, expected {n} (acked entries stay)"));
                     }
                     Ok("nothing pending; every acked entry stays in the stream (XACK does not delete)".into())
                 }
@@ -475,11 +371,7 @@ impl Approach {
             Approach::Lists | Approach::ListsScript => {
                 if !keys.is_empty() {
                     let shown: Vec<&String> = keys.iter().take(5).collect();
-                    return Err(format!(
-                        "{}: {} keys left after the cycle, e.g. {shown:?}",
-                        self.short(),
-                        keys.len()
-                    ));
+                    return Err(format!("{}: {} keys left after the cycle, e.g. {shown:?}", self.short(), keys.len()));
                 }
                 Ok("empty keyspace".into())
             }
@@ -500,11 +392,7 @@ fn query(p: &mut Pipeline, con: &mut Connection) -> R<Vec<Value>> {
 fn check_body(a: Approach, body: Option<Vec<u8>>, len: usize) -> R<()> {
     match body {
         Some(b) if b.len() == len => Ok(()),
-        Some(b) => Err(format!(
-            "{}: body of {} bytes, expected {len}",
-            a.short(),
-            b.len()
-        )),
+        Some(b) => Err(format!("{}: body of {} bytes, expected {len}", a.short(), b.len())),
         None => Err(format!("{}: no body in the fetch reply", a.short())),
     }
 }
@@ -528,15 +416,8 @@ pub fn array(v: &Value) -> Option<&Vec<Value>> {
 /// A field of a message map: RESP2 flat `field value …` array, or a RESP3 map.
 pub fn field(msg: &Value, name: &str) -> Option<Vec<u8>> {
     match msg {
-        Value::Array(a) => a
-            .chunks(2)
-            .find(|kv| bulk(&kv[0]).as_deref() == Some(name.as_bytes()))
-            .and_then(|kv| kv.get(1))
-            .and_then(bulk),
-        Value::Map(m) => m
-            .iter()
-            .find(|(k, _)| bulk(k).as_deref() == Some(name.as_bytes()))
-            .and_then(|(_, v)| bulk(v)),
+        Value::Array(a) => a.chunks(2).find(|kv| bulk(&kv[0]).as_deref() == Some(name.as_bytes())).and_then(|kv| kv.get(1)).and_then(bulk),
+        Value::Map(m) => m.iter().find(|(k, _)| bulk(k).as_deref() == Some(name.as_bytes())).and_then(|(_, v)| bulk(v)),
         _ => None,
     }
 }
@@ -549,16 +430,6 @@ pub fn load_scripts(con: &mut Connection, lua_library: &str) -> R<Shas> {
         .arg(lua_library)
         .query::<String>(con)
         .map_err(|e| format!("FUNCTION LOAD lua/rmq.lua: {e}"))?;
-    let load = |con: &mut Connection, s: &str| {
-        redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(s)
-            .query::<String>(con)
-            .map_err(err)
-    };
-    Ok(Shas {
-        push: load(con, SCRIPT_PUSH)?,
-        fetch: load(con, SCRIPT_FETCH)?,
-        ack: load(con, SCRIPT_ACK)?,
-    })
+    let load = |con: &mut Connection, s: &str| redis::cmd("SCRIPT").arg("LOAD").arg(s).query::<String>(con).map_err(err);
+    Ok(Shas { push: load(con, SCRIPT_PUSH)?, fetch: load(con, SCRIPT_FETCH)?, ack: load(con, SCRIPT_ACK)? })
 }

@@ -66,34 +66,18 @@ pub fn body_label(len: usize) -> String {
 }
 
 pub fn flushall(con: &mut Connection) -> R<()> {
-    redis::cmd("FLUSHALL")
-        .arg("SYNC")
-        .query::<()>(con)
-        .map_err(|e| e.to_string())
+    redis::cmd("FLUSHALL").arg("SYNC").query::<()>(con).map_err(|e| e.to_string())
 }
 
 /// Runs `f(thread, connection)` on every connection at once (inline when there is one).
-fn parallel<T: Send>(
-    conns: &mut [Connection],
-    f: impl Fn(usize, &mut Connection) -> R<T> + Sync,
-) -> R<Vec<T>> {
+fn parallel<T: Send>(conns: &mut [Connection], f: impl Fn(usize, &mut Connection) -> R<T> + Sync) -> R<Vec<T>> {
     if conns.len() == 1 {
         return Ok(vec![f(0, &mut conns[0])?]);
     }
     let f = &f;
     std::thread::scope(|s| {
-        let handles: Vec<_> = conns
-            .iter_mut()
-            .enumerate()
-            .map(|(t, c)| s.spawn(move || f(t, c)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("a client thread panicked".into()))
-            })
-            .collect()
+        let handles: Vec<_> = conns.iter_mut().enumerate().map(|(t, c)| s.spawn(move || f(t, c))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a client thread panicked".into()))).collect()
     })
 }
 
@@ -119,13 +103,7 @@ impl CycleSample {
     }
 }
 
-pub fn cycle(
-    ctl: &mut Connection,
-    conns: &mut [Connection],
-    a: Approach,
-    shas: &Shas,
-    w: &Workload,
-) -> R<CycleSample> {
+pub fn cycle(ctl: &mut Connection, conns: &mut [Connection], a: Approach, shas: &Shas, w: &Workload) -> R<CycleSample> {
     flushall(ctl)?;
     a.prepare(ctl)?;
     let k = conns.len();
@@ -138,15 +116,7 @@ pub fn cycle(
 
     let c0 = cpu_us(ctl)?;
     let t0 = Instant::now();
-    parallel(conns, |t, con| {
-        a.push(
-            con,
-            shas,
-            (t * per) as u64..((t + 1) * per) as u64,
-            &payload,
-            depth,
-        )
-    })?;
+    parallel(conns, |t, con| a.push(con, shas, (t * per) as u64..((t + 1) * per) as u64, &payload, depth))?;
     wall[0] = t0.elapsed().as_secs_f64();
     let c1 = cpu_us(ctl)?;
     let t1 = Instant::now();
@@ -165,11 +135,7 @@ pub fn cycle(
         return Err(format!("{}: {acked} of {n} messages acked", a.short()));
     }
     let leftover = a.check_after_cycle(ctl, n as u64)?;
-    Ok(CycleSample {
-        cpu,
-        wall,
-        leftover,
-    })
+    Ok(CycleSample { cpu, wall, leftover })
 }
 
 /// Bytes of `used_memory` per message: queued (after PUSH), in flight (after FETCH), after ACK.
@@ -186,14 +152,7 @@ fn settled_memory(ctl: &mut Connection) -> R<f64> {
     used_memory(ctl)
 }
 
-pub fn memory(
-    server: &Server,
-    ctl: &mut Connection,
-    a: Approach,
-    shas: &Shas,
-    body_len: usize,
-    n: usize,
-) -> R<MemSample> {
+pub fn memory(server: &Server, ctl: &mut Connection, a: Approach, shas: &Shas, body_len: usize, n: usize) -> R<MemSample> {
     flushall(ctl)?;
     a.prepare(ctl)?;
     let payload = body(body_len, 7);
@@ -218,11 +177,7 @@ pub fn memory(
     let after = settled_memory(ctl)?;
     a.check_after_cycle(ctl, n as u64)?;
     let per = |m: f64| (m - base) / n as f64;
-    Ok(MemSample {
-        queued: per(queued),
-        inflight: per(inflight),
-        after_ack: per(after),
-    })
+    Ok(MemSample { queued: per(queued), inflight: per(inflight), after_ack: per(after) })
 }
 
 /// Pushes `n` 16-byte messages to a module queue, 64 per round trip.
@@ -242,12 +197,7 @@ fn push_module(con: &mut Connection, q: &str, n: usize) -> R<()> {
 }
 
 /// Fetches `n` messages in COUNT 1000 batches; each batch's LOCK is `lock(now)`; returns receipts.
-fn fetch_module(
-    con: &mut Connection,
-    q: &str,
-    n: usize,
-    mut lock_ms: impl FnMut() -> R<u64>,
-) -> R<Vec<Vec<u8>>> {
+fn fetch_module(con: &mut Connection, q: &str, n: usize, mut lock_ms: impl FnMut() -> R<u64>) -> R<Vec<Vec<u8>>> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let c = (n - out.len()).min(1000);
@@ -259,8 +209,7 @@ fn fetch_module(
             .arg(lock_ms()?)
             .query(con)
             .map_err(|e| format!("RMQ.FETCH: {e}"))?;
-        let msgs = array(&v)
-            .ok_or_else(|| format!("RMQ.FETCH gave {v:?} with {} of {n} fetched", out.len()))?;
+        let msgs = array(&v).ok_or_else(|| format!("RMQ.FETCH gave {v:?} with {} of {n} fetched", out.len()))?;
         if msgs.len() != c {
             return Err(format!("RMQ.FETCH COUNT {c} gave {} messages", msgs.len()));
         }
@@ -272,10 +221,7 @@ fn fetch_module(
 }
 
 fn stats(con: &mut Connection, q: &str, name: &str) -> R<i64> {
-    let v: redis::Value = redis::cmd("RMQ.STATS")
-        .arg(q)
-        .query(con)
-        .map_err(|e| e.to_string())?;
+    let v: redis::Value = redis::cmd("RMQ.STATS").arg(q).query(con).map_err(|e| e.to_string())?;
     field(&v, name)
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.parse().ok())
@@ -312,12 +258,7 @@ pub fn ack_inflight(
     let streams = match a {
         Approach::Rmq => false,
         Approach::Streams => true,
-        other => {
-            return Err(format!(
-                "ack-inflight measures rmq and streams, not {}",
-                other.short()
-            ))
-        }
+        other => return Err(format!("ack-inflight measures rmq and streams, not {}", other.short())),
     };
     flushall(ctl)?;
     let rounds = (acks / chunk).max(1);
@@ -330,14 +271,7 @@ pub fn ack_inflight(
         }
     };
     if streams {
-        redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(STREAM)
-            .arg("g")
-            .arg("$")
-            .arg("MKSTREAM")
-            .query::<()>(ctl)
-            .map_err(|e| e.to_string())?;
+        redis::cmd("XGROUP").arg("CREATE").arg(STREAM).arg("g").arg("$").arg("MKSTREAM").query::<()>(ctl).map_err(|e| e.to_string())?;
         push_stream(con, STREAM, total)?;
     } else {
         push_module(con, Q, total)?;
@@ -377,44 +311,22 @@ pub fn ack_inflight(
             *wall += t0.elapsed().as_secs_f64();
             *cpu += cpu_us(ctl)? - c0;
             if acked != chunk as i64 {
-                return Err(format!(
-                    "ack-inflight {}: {acked} of {chunk} acked",
-                    a.short()
-                ));
+                return Err(format!("ack-inflight {}: {acked} of {chunk} acked", a.short()));
             }
         }
     }
     let still: i64 = if streams {
-        let v: redis::Value = redis::cmd("XPENDING")
-            .arg(STREAM)
-            .arg("g")
-            .query(ctl)
-            .map_err(|e| e.to_string())?;
-        array(&v)
-            .and_then(|a| a.first())
-            .and_then(|x| {
-                if let redis::Value::Int(i) = x {
-                    Some(*i)
-                } else {
-                    None
-                }
-            })
-            .unwrap_or(-1)
+        let v: redis::Value = redis::cmd("XPENDING").arg(STREAM).arg("g").query(ctl).map_err(|e| e.to_string())?;
+        array(&v).and_then(|a| a.first()).and_then(|x| if let redis::Value::Int(i) = x { Some(*i) } else { None }).unwrap_or(-1)
     } else {
         stats(ctl, Q, "inflight")?
     };
     if still != inflight as i64 {
-        return Err(format!(
-            "ack-inflight {}: {still} in flight after the rounds, expected {inflight}",
-            a.short()
-        ));
+        return Err(format!("ack-inflight {}: {still} in flight after the rounds, expected {inflight}", a.short()));
     }
     let n = (rounds * chunk) as f64;
     flushall(ctl)?;
-    Ok(AckSample {
-        cpu: [cpu[0] / n, cpu[1] / n],
-        wall: [wall[0] * 1e6 / n, wall[1] * 1e6 / n],
-    })
+    Ok(AckSample { cpu: [cpu[0] / n, cpu[1] / n], wall: [wall[0] * 1e6 / n, wall[1] * 1e6 / n] })
 }
 
 fn push_stream(con: &mut Connection, stream: &str, n: usize) -> R<()> {
@@ -424,12 +336,7 @@ fn push_stream(con: &mut Connection, stream: &str, n: usize) -> R<()> {
         let b = left.min(64);
         let mut p = redis::pipe();
         for _ in 0..b {
-            p.cmd("XADD")
-                .arg(stream)
-                .arg("*")
-                .arg("b")
-                .arg(&payload)
-                .ignore();
+            p.cmd("XADD").arg(stream).arg("*").arg("b").arg(&payload).ignore();
         }
         p.query::<()>(con).map_err(|e| format!("XADD: {e}"))?;
         left -= b;
@@ -459,18 +366,10 @@ fn fetch_stream(con: &mut Connection, stream: &str, n: usize) -> R<Vec<Vec<u8>>>
             .and_then(array)
             .ok_or_else(|| format!("XREADGROUP gave {v:?}"))?;
         if entries.len() != c {
-            return Err(format!(
-                "XREADGROUP COUNT {c} gave {} entries",
-                entries.len()
-            ));
+            return Err(format!("XREADGROUP COUNT {c} gave {} entries", entries.len()));
         }
         for e in entries {
-            out.push(
-                array(e)
-                    .and_then(|e| e.first())
-                    .and_then(crate::approaches::bulk)
-                    .ok_or("an entry without id")?,
-            );
+            out.push(array(e).and_then(|e| e.first()).and_then(crate::approaches::bulk).ok_or("an entry without id")?);
         }
     }
     Ok(out)
@@ -541,9 +440,7 @@ fn guard_inner(
     let inflight = stats(ctl, Q, "inflight")?;
     let ready = stats(ctl, Q, "ready")?;
     if inflight != n as i64 || ready != 0 {
-        return Err(format!(
-            "guard setup: inflight {inflight}, ready {ready}, expected {n} and 0"
-        ));
+        return Err(format!("guard setup: inflight {inflight}, ready {ready}, expected {n} and 0"));
     }
     let setup_s = setup.elapsed().as_secs_f64();
     let wait = (expire_at + 100).saturating_sub(now_ms());
@@ -553,9 +450,7 @@ fn guard_inner(
     let phase = AtomicU8::new(0);
     let samples: Mutex<[Vec<u64>; 2]> = Mutex::new([Vec::new(), Vec::new()]);
     let mut ping_con = server.conn();
-    let runs0: u64 = info_field(ctl, "rmq", "rmq_guard_runs")?
-        .parse()
-        .unwrap_or(0);
+    let runs0: u64 = info_field(ctl, "rmq", "rmq_guard_runs")?.parse().unwrap_or(0);
     let outcome = std::thread::scope(|s| -> R<(f64, f64, u64)> {
         let pinger = s.spawn(|| -> R<()> {
             let mut local: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
@@ -566,9 +461,7 @@ fn guard_inner(
                     break;
                 }
                 let t = Instant::now();
-                redis::cmd("PING")
-                    .query::<String>(&mut ping_con)
-                    .map_err(|e| e.to_string())?;
+                redis::cmd("PING").query::<String>(&mut ping_con).map_err(|e| e.to_string())?;
                 local[p as usize].push(t.elapsed().as_micros() as u64);
             }
             *samples.lock().unwrap() = local;
@@ -583,10 +476,7 @@ fn guard_inner(
             cfg(ctl, "10")?;
             let mut tick_max = 0u64;
             let done = loop {
-                let len: i64 = redis::cmd("LLEN")
-                    .arg(format!("msg:{{{Q}}}"))
-                    .query(ctl)
-                    .map_err(|e| e.to_string())?;
+                let len: i64 = redis::cmd("LLEN").arg(format!("msg:{{{Q}}}")).query(ctl).map_err(|e| e.to_string())?;
                 if let Ok(v) = info_field(ctl, "rmq", "rmq_guard_last_us") {
                     tick_max = tick_max.max(v.parse().unwrap_or(0));
                 }
@@ -601,32 +491,23 @@ fn guard_inner(
             Ok((done, cpu_us(ctl)? - c0, tick_max))
         })();
         phase.store(2, Ordering::Release);
-        let pinged = pinger
-            .join()
-            .map_err(|_| "the PING thread panicked".to_string())
-            .and_then(|r| r);
+        let pinged = pinger.join().map_err(|_| "the PING thread panicked".to_string()).and_then(|r| r);
         let (done, cpu, tick_max) = measured?;
         pinged?;
         match done {
             Some(total) => Ok((total, cpu, tick_max)),
-            None => Err(format!(
-                "guard: not every message was back in ready after {timeout:?}"
-            )),
+            None => Err(format!("guard: not every message was back in ready after {timeout:?}")),
         }
     });
     let (total_s, cpu, tick_max) = outcome?;
-    let runs1: u64 = info_field(ctl, "rmq", "rmq_guard_runs")?
-        .parse()
-        .unwrap_or(0);
+    let runs1: u64 = info_field(ctl, "rmq", "rmq_guard_runs")?.parse().unwrap_or(0);
     let [mut idle, mut busy] = samples.into_inner().unwrap();
     idle.sort_unstable();
     busy.sort_unstable();
     let ready = stats(ctl, Q, "ready")?;
     let inflight = stats(ctl, Q, "inflight")?;
     if ready != n as i64 || inflight != 0 {
-        return Err(format!(
-            "guard: ready {ready}, inflight {inflight} after reclaim, expected {n} and 0"
-        ));
+        return Err(format!("guard: ready {ready}, inflight {inflight} after reclaim, expected {n} and 0"));
     }
     Ok(GuardSample {
         n,
@@ -645,8 +526,5 @@ fn guard_inner(
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }

@@ -61,16 +61,12 @@ fn failed(srv: &mut server::Server, res: &mut Results, what: String) -> Result<(
     log(&format!("FAILED {what}"));
     res.failures.push(what);
     if !srv.alive() {
-        return Err(format!(
-            "redis-server is gone; its log:\n{}",
-            srv.log_tail()
-        ));
+        return Err(format!("redis-server is gone; its log:\n{}", srv.log_tail()));
     }
     Ok(())
 }
 
-const USAGE: &str =
-    "rmq-bench [--quick] [--runs N] [--cpu N | --no-pin] [--module PATH] [--lua PATH]
+const USAGE: &str = "rmq-bench [--quick] [--runs N] [--cpu N | --no-pin] [--module PATH] [--lua PATH]
           [--out DIR] [--report docs/BENCHMARKS.md] [--only a,b,…] [--skip cycle,memory,ack,guard]
           [--n N] [--mem-n N] [--ack-big N] [--guard-n N] [--guard-runs N]
 approaches: rmq rmq-lua streams streams-xdel lists lists-evalsha";
@@ -91,21 +87,9 @@ fn parse_args() -> Result<Config, String> {
             report: None,
             approaches: approaches::ALL.to_vec(),
             workloads: vec![
-                Workload {
-                    body: 16,
-                    mode: Mode::Single,
-                    n: 5_000,
-                },
-                Workload {
-                    body: 16,
-                    mode: Mode::Pipeline(64),
-                    n: 20_000,
-                },
-                Workload {
-                    body: 16,
-                    mode: Mode::Conns(8),
-                    n: 4_000,
-                },
+                Workload { body: 16, mode: Mode::Single, n: 5_000 },
+                Workload { body: 16, mode: Mode::Pipeline(64), n: 20_000 },
+                Workload { body: 16, mode: Mode::Conns(8), n: 4_000 },
             ],
             mem_n: 20_000,
             mem_bodies: vec![16],
@@ -119,21 +103,9 @@ fn parse_args() -> Result<Config, String> {
     } else {
         let mut workloads = Vec::new();
         for body in [16, 1024] {
-            workloads.push(Workload {
-                body,
-                mode: Mode::Single,
-                n: 40_000,
-            });
-            workloads.push(Workload {
-                body,
-                mode: Mode::Pipeline(64),
-                n: 200_000,
-            });
-            workloads.push(Workload {
-                body,
-                mode: Mode::Conns(8),
-                n: 40_000,
-            });
+            workloads.push(Workload { body, mode: Mode::Single, n: 40_000 });
+            workloads.push(Workload { body, mode: Mode::Pipeline(64), n: 200_000 });
+            workloads.push(Workload { body, mode: Mode::Conns(8), n: 40_000 });
         }
         Config {
             quick,
@@ -158,14 +130,9 @@ fn parse_args() -> Result<Config, String> {
     let mut i = 0;
     let val = |i: &mut usize, name: &str| -> Result<String, String> {
         *i += 1;
-        args.get(*i)
-            .cloned()
-            .ok_or_else(|| format!("{name} needs a value"))
+        args.get(*i).cloned().ok_or_else(|| format!("{name} needs a value"))
     };
-    let num = |s: String, name: &str| -> Result<usize, String> {
-        s.parse::<usize>()
-            .map_err(|_| format!("{name}: not a number: {s}"))
-    };
+    let num = |s: String, name: &str| -> Result<usize, String> { s.parse::<usize>().map_err(|_| format!("{name}: not a number: {s}")) };
     while i < args.len() {
         match args[i].as_str() {
             "--quick" => {}
@@ -188,20 +155,11 @@ fn parse_args() -> Result<Config, String> {
                     .map(|s| Approach::from_short(s.trim()).ok_or(format!("unknown approach {s}")))
                     .collect::<Result<_, _>>()?;
             }
-            "--skip" => {
-                c.skip = val(&mut i, "--skip")?
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .collect()
-            }
+            "--skip" => c.skip = val(&mut i, "--skip")?.split(',').map(|s| s.trim().to_string()).collect(),
             "--n" => {
                 let n = num(val(&mut i, "--n")?, "--n")?;
                 for w in &mut c.workloads {
-                    w.n = if matches!(w.mode, Mode::Pipeline(_)) {
-                        n * 4
-                    } else {
-                        n
-                    };
+                    w.n = if matches!(w.mode, Mode::Pipeline(_)) { n * 4 } else { n };
                 }
             }
             "--mem-n" => c.mem_n = num(val(&mut i, "--mem-n")?, "--mem-n")?.max(1000),
@@ -249,17 +207,11 @@ fn run(cfg: &Config) -> Result<(), String> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     if !cfg.module.exists() {
-        return Err(format!(
-            "{} is missing: run `cargo build --release -p rmq` (make bench does)",
-            cfg.module.display()
-        ));
+        return Err(format!("{} is missing: run `cargo build --release -p rmq` (make bench does)", cfg.module.display()));
     }
-    let lua =
-        std::fs::read_to_string(&cfg.lua).map_err(|e| format!("{}: {e}", cfg.lua.display()))?;
+    let lua = std::fs::read_to_string(&cfg.lua).map_err(|e| format!("{}: {e}", cfg.lua.display()))?;
     if let Some(cpu) = cfg.cpu {
-        let n = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         if cpu >= n {
             return Err(format!("--cpu {cpu}: this machine has CPUs 0..{}", n - 1));
         }
@@ -309,11 +261,7 @@ fn run(cfg: &Config) -> Result<(), String> {
                     let s = match experiments::cycle(&mut ctl, &mut conns, a, &shas, w) {
                         Ok(s) => s,
                         Err(e) => {
-                            failed(
-                                &mut srv,
-                                &mut res,
-                                format!("cycle {} {} run {}: {e}", w.label(), a.name(), r + 1),
-                            )?;
+                            failed(&mut srv, &mut res, format!("cycle {} {} run {}: {e}", w.label(), a.name(), r + 1))?;
                             conns = (0..w.mode.conns()).map(|_| srv.conn()).collect();
                             ctl = srv.conn();
                             continue;
@@ -344,12 +292,7 @@ fn run(cfg: &Config) -> Result<(), String> {
                     let s = match experiments::memory(&srv, &mut ctl, a, &shas, b, cfg.mem_n) {
                         Ok(s) => s,
                         Err(e) => {
-                            let what = format!(
-                                "memory {} {} run {}: {e}",
-                                experiments::body_label(b),
-                                a.name(),
-                                r + 1
-                            );
+                            let what = format!("memory {} {} run {}: {e}", experiments::body_label(b), a.name(), r + 1);
                             failed(&mut srv, &mut res, what)?;
                             ctl = srv.conn();
                             continue;
@@ -371,10 +314,7 @@ fn run(cfg: &Config) -> Result<(), String> {
     }
     if !skip("ack") {
         let mut con = srv.conn();
-        let aps: Vec<Approach> = [Approach::Rmq, Approach::Streams]
-            .into_iter()
-            .filter(|a| cfg.approaches.contains(a))
-            .collect();
+        let aps: Vec<Approach> = [Approach::Rmq, Approach::Streams].into_iter().filter(|a| cfg.approaches.contains(a)).collect();
         for r in 0..cfg.runs {
             // Alternate: small big small … / big small big …, the approaches rotating too.
             let mut order: Vec<(Approach, usize)> = Vec::new();
@@ -388,19 +328,10 @@ fn run(cfg: &Config) -> Result<(), String> {
             }
             for (a, inflight) in order {
                 let t = Instant::now();
-                let s = match experiments::ack_inflight(
-                    &mut ctl,
-                    &mut con,
-                    a,
-                    inflight,
-                    cfg.ack_count,
-                    1000,
-                    11 + r as u64,
-                ) {
+                let s = match experiments::ack_inflight(&mut ctl, &mut con, a, inflight, cfg.ack_count, 1000, 11 + r as u64) {
                     Ok(s) => s,
                     Err(e) => {
-                        let what =
-                            format!("ack {} {} in flight run {}: {e}", a.name(), inflight, r + 1);
+                        let what = format!("ack {} {} in flight run {}: {e}", a.name(), inflight, r + 1);
                         failed(&mut srv, &mut res, what)?;
                         ctl = srv.conn();
                         con = srv.conn();
@@ -422,17 +353,12 @@ fn run(cfg: &Config) -> Result<(), String> {
     }
     if !skip("guard") && cfg.approaches.contains(&Approach::Rmq) {
         for r in 0..cfg.guard_runs {
-            let s = match experiments::guard(&srv, &mut ctl, cfg.guard_n, Duration::from_secs(600))
-            {
+            let s = match experiments::guard(&srv, &mut ctl, cfg.guard_n, Duration::from_secs(600)) {
                 Ok(s) => s,
                 Err(e) => {
                     failed(&mut srv, &mut res, format!("guard run {}: {e}", r + 1))?;
                     ctl = srv.conn();
-                    let _ = redis::cmd("CONFIG")
-                        .arg("SET")
-                        .arg("rmq.guard-interval-ms")
-                        .arg("3000")
-                        .query::<()>(&mut ctl);
+                    let _ = redis::cmd("CONFIG").arg("SET").arg("rmq.guard-interval-ms").arg("3000").query::<()>(&mut ctl);
                     continue;
                 }
             };
@@ -467,29 +393,18 @@ fn run(cfg: &Config) -> Result<(), String> {
         chart::cpu_by_approach(&cfg.out.join("cpu_per_message.png"), cfg, &res)?;
         // One message per round trip, and pipelined (where the commands' own cost shows).
         chart::phases(&cfg.out.join("cpu_per_phase.png"), cfg, &res, 0)?;
-        if let Some(wi) = cfg
-            .workloads
-            .iter()
-            .position(|w| matches!(w.mode, Mode::Pipeline(_)))
-        {
+        if let Some(wi) = cfg.workloads.iter().position(|w| matches!(w.mode, Mode::Pipeline(_))) {
             chart::phases(&cfg.out.join("cpu_per_phase_pipeline.png"), cfg, &res, wi)?;
         }
     }
-    log(&format!(
-        "wrote {}/results.md, samples.csv and the charts",
-        cfg.out.display()
-    ));
+    log(&format!("wrote {}/results.md, samples.csv and the charts", cfg.out.display()));
     if let Some(p) = &cfg.report {
         report::splice(p, &rep.summary)?;
         log(&format!("updated the generated part of {}", p.display()));
     }
     log(&format!("done in {:.0} s", started.elapsed().as_secs_f64()));
     if !res.failures.is_empty() {
-        return Err(format!(
-            "{} runs failed (listed in the report):\n{}",
-            res.failures.len(),
-            res.failures.join("\n")
-        ));
+        return Err(format!("{} runs failed (listed in the report):\n{}", res.failures.len(), res.failures.join("\n")));
     }
     Ok(())
 }

@@ -6,42 +6,26 @@ use crate::approaches::R;
 
 /// `INFO <section>` as name → value pairs.
 pub fn info(con: &mut Connection, section: &str) -> R<Vec<(String, String)>> {
-    let text: String = redis::cmd("INFO")
-        .arg(section)
-        .query(con)
-        .map_err(|e| e.to_string())?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect())
+    let text: String = redis::cmd("INFO").arg(section).query(con).map_err(|e| e.to_string())?;
+    Ok(text.lines().filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect())
 }
 
 pub fn info_field(con: &mut Connection, section: &str, name: &str) -> R<String> {
-    info(con, section)?
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
-        .ok_or_else(|| format!("INFO {section} has no {name}"))
+    info(con, section)?.into_iter().find(|(k, _)| k == name).map(|(_, v)| v).ok_or_else(|| format!("INFO {section} has no {name}"))
 }
 
 /// The server's CPU time so far, user + system, in microseconds (`INFO cpu`).
 pub fn cpu_us(con: &mut Connection) -> R<f64> {
     let f = info(con, "cpu")?;
     let get = |n: &str| -> R<f64> {
-        f.iter()
-            .find(|(k, _)| k == n)
-            .and_then(|(_, v)| v.parse::<f64>().ok())
-            .ok_or_else(|| format!("INFO cpu has no {n}"))
+        f.iter().find(|(k, _)| k == n).and_then(|(_, v)| v.parse::<f64>().ok()).ok_or_else(|| format!("INFO cpu has no {n}"))
     };
     Ok((get("used_cpu_sys")? + get("used_cpu_user")?) * 1e6)
 }
 
 /// `used_memory` in bytes.
 pub fn used_memory(con: &mut Connection) -> R<f64> {
-    info_field(con, "memory", "used_memory")?
-        .parse::<f64>()
-        .map_err(|e| e.to_string())
+    info_field(con, "memory", "used_memory")?.parse::<f64>().map_err(|e| e.to_string())
 }
 
 pub fn median(v: &[f64]) -> f64 {
@@ -144,12 +128,7 @@ impl Table {
         };
         let mut out = fmt(&self.header);
         out.push('\n');
-        out.push_str(
-            &w.iter()
-                .map(|x| "-".repeat(*x))
-                .collect::<Vec<_>>()
-                .join("  "),
-        );
+        out.push_str(&w.iter().map(|x| "-".repeat(*x)).collect::<Vec<_>>().join("  "));
         out.push('\n');
         for r in &self.rows {
             out.push_str(&fmt(r));
@@ -159,13 +138,7 @@ impl Table {
     }
     pub fn markdown(&self) -> String {
         let mut out = format!("| {} |\n", self.header.join(" | "));
-        out.push_str(&format!(
-            "|{}\n",
-            self.right
-                .iter()
-                .map(|r| if *r { "---:|" } else { "---|" })
-                .collect::<String>()
-        ));
+        out.push_str(&format!("|{}\n", self.right.iter().map(|r| if *r { "---:|" } else { "---|" }).collect::<String>()));
         for r in &self.rows {
             out.push_str(&format!("| {} |\n", r.join(" | ")));
         }
@@ -196,11 +169,7 @@ pub fn int(x: f64) -> String {
         return "–".into();
     }
     let s = format!("{:.0}", x.round());
-    let (sign, digits) = if let Some(d) = s.strip_prefix('-') {
-        ("-", d)
-    } else {
-        ("", s.as_str())
-    };
+    let (sign, digits) = if let Some(d) = s.strip_prefix('-') { ("-", d) } else { ("", s.as_str()) };
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {
         if i > 0 && (digits.len() - i) % 3 == 0 {

@@ -21,12 +21,7 @@ pub struct Report {
 }
 
 fn sh(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
+    Command::new(cmd).args(args).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
 }
 
 struct Machine {
@@ -40,49 +35,20 @@ fn machine() -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-        })
+        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
         .unwrap_or_else(|| "?".into());
-    let cores = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("processor"))
-        .count();
+    let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
     let mem_kb: f64 = std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("MemTotal:").map(|v| {
-                v.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse()
-                    .unwrap_or(0.0)
-            })
-        })
+        .find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0.0)))
         .unwrap_or(0.0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    Machine {
-        cpu,
-        cores,
-        mem_gib: mem_kb / 1024.0 / 1024.0,
-        kernel,
-    }
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    Machine { cpu, cores, mem_gib: mem_kb / 1024.0 / 1024.0, kernel }
 }
 
-fn cyc_med(
-    res: &Results,
-    wi: usize,
-    a: Approach,
-    f: impl Fn(&crate::experiments::CycleSample) -> f64,
-) -> Option<f64> {
-    res.cycle
-        .get(&(wi, a))
-        .map(|v| median(&v.iter().map(f).collect::<Vec<_>>()))
+fn cyc_med(res: &Results, wi: usize, a: Approach, f: impl Fn(&crate::experiments::CycleSample) -> f64) -> Option<f64> {
+    res.cycle.get(&(wi, a)).map(|v| median(&v.iter().map(f).collect::<Vec<_>>()))
 }
 
 fn ratio(x: Option<f64>, y: Option<f64>) -> Option<f64> {
@@ -93,8 +59,7 @@ fn ratio(x: Option<f64>, y: Option<f64>) -> Option<f64> {
 }
 
 fn rx(r: Option<f64>) -> String {
-    r.map(|r| format!("{:.2}×", r))
-        .unwrap_or_else(|| "–".into())
+    r.map(|r| format!("{:.2}×", r)).unwrap_or_else(|| "–".into())
 }
 
 /// The code under test, read when the run starts (the module was built just before): the
@@ -103,20 +68,7 @@ pub fn source_state() -> String {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let root_s = root.display().to_string();
     let commit = sh("git", &["-C", &root_s, "rev-parse", "--short", "HEAD"]);
-    let dirty = sh(
-        "git",
-        &[
-            "-C",
-            &root_s,
-            "status",
-            "--porcelain",
-            "--",
-            "src",
-            "core",
-            "lua",
-            "Cargo.toml",
-        ],
-    );
+    let dirty = sh("git", &["-C", &root_s, "status", "--porcelain", "--", "src", "core", "lua", "Cargo.toml"]);
     if dirty.is_empty() {
         commit
     } else {
@@ -129,7 +81,10 @@ pub fn build(cfg: &Config, res: &Results) -> Report {
     let commit = res.source.clone();
     let date = res.started_at.clone();
     let pinned = match cfg.cpu {
-        Some(c) => format!("redis-server and the client both pinned to CPU {c} with taskset (kernel says: server {}, client {})", res.server_cpus, res.client_cpus),
+        Some(c) => format!(
+            "redis-server and the client both pinned to CPU {c} with taskset (kernel says: server {}, client {})",
+            res.server_cpus, res.client_cpus
+        ),
         None => "not pinned (--no-pin)".into(),
     };
 
@@ -147,35 +102,22 @@ pub fn build(cfg: &Config, res: &Results) -> Report {
         m.cores, m.cpu, f3(m.mem_gib), m.kernel, res.redis_version, pinned, cfg.runs, f3(res.idle_cpu_us_per_s)
     );
     let _ = writeln!(md, "**Machine and setup.** {machine_line}\n");
-    let _ = writeln!(
-        txt,
-        "== rmq-bench ({}) — {date}, commit {commit}\n{machine_line}\n",
-        if cfg.quick { "quick" } else { "full" }
-    );
+    let _ = writeln!(txt, "== rmq-bench ({}) — {date}, commit {commit}\n{machine_line}\n", if cfg.quick { "quick" } else { "full" });
 
     // Headline: cycle CPU relative to Streams.
-    let mut head = Table::new(
-        &std::iter::once("approach")
-            .chain(cfg.workloads.iter().map(|_| ""))
-            .collect::<Vec<_>>(),
-    );
+    let mut head = Table::new(&std::iter::once("approach").chain(cfg.workloads.iter().map(|_| "")).collect::<Vec<_>>());
     head.header = std::iter::once("full cycle, Redis CPU / message vs Streams XACK".to_string())
         .chain(cfg.workloads.iter().map(|w| w.label()))
         .collect();
     let mut abs = Table::new(&[]);
-    abs.header = std::iter::once("full cycle, Redis µs CPU / message".to_string())
-        .chain(cfg.workloads.iter().map(|w| w.label()))
-        .collect();
+    abs.header = std::iter::once("full cycle, Redis µs CPU / message".to_string()).chain(cfg.workloads.iter().map(|w| w.label())).collect();
     abs.right = abs.header.iter().enumerate().map(|(i, _)| i > 0).collect();
     for a in &cfg.approaches {
         let mut row = vec![a.name().to_string()];
         let mut arow = vec![a.name().to_string()];
         for (wi, _) in cfg.workloads.iter().enumerate() {
             let v = cyc_med(res, wi, *a, |s| s.cpu_cycle());
-            row.push(rx(ratio(
-                v,
-                cyc_med(res, wi, Approach::Streams, |s| s.cpu_cycle()),
-            )));
+            row.push(rx(ratio(v, cyc_med(res, wi, Approach::Streams, |s| s.cpu_cycle()))));
             arow.push(v.map(f3).unwrap_or_else(|| "–".into()));
         }
         head.row(row);
@@ -185,10 +127,7 @@ pub fn build(cfg: &Config, res: &Results) -> Report {
     let have_cycle = !res.cycle.is_empty();
 
     if have_cycle {
-        let _ = writeln!(
-            md,
-            "## Headline: Redis CPU per message, relative to Redis Streams\n"
-        );
+        let _ = writeln!(md, "## Headline: Redis CPU per message, relative to Redis Streams\n");
         let _ = writeln!(md, "Full cycle push → fetch → ack, Redis CPU (user + sys, from `INFO cpu`) per message, divided by the same for Streams (XADD → XREADGROUP → XACK) in the same workload. Below 1 is cheaper than Streams.\n");
         let _ = writeln!(md, "{}", head.markdown());
         let _ = writeln!(md, "{}", abs.markdown());
@@ -221,8 +160,7 @@ pub fn build(cfg: &Config, res: &Results) -> Report {
                     continue;
                 }
                 let cyc = cyc_med(res, wi, *a, |s| s.cpu_cycle());
-                let samples: Vec<f64> =
-                    res.cycle[&(wi, *a)].iter().map(|s| s.cpu_cycle()).collect();
+                let samples: Vec<f64> = res.cycle[&(wi, *a)].iter().map(|s| s.cpu_cycle()).collect();
                 t.row(vec![
                     a.name().into(),
                     f3(cyc_med(res, wi, *a, |s| s.cpu[0]).unwrap()),
@@ -234,14 +172,8 @@ pub fn build(cfg: &Config, res: &Results) -> Report {
                     int(cyc_med(res, wi, *a, |s| s.rate(w.n, 1)).unwrap()),
                     int(cyc_med(res, wi, *a, |s| s.rate(w.n, 2)).unwrap()),
                     int(cyc_med(res, wi, *a, |s| s.rate_cycle(w.n)).unwrap()),
-                    rx(ratio(
-                        cyc,
-                        cyc_med(res, wi, Approach::Streams, |s| s.cpu_cycle()),
-                    )),
-                    rx(ratio(
-                        cyc,
-                        cyc_med(res, wi, Approach::StreamsDel, |s| s.cpu_cycle()),
-                    )),
+                    rx(ratio(cyc, cyc_med(res, wi, Approach::Streams, |s| s.cpu_cycle()))),
+                    rx(ratio(cyc, cyc_med(res, wi, Approach::StreamsDel, |s| s.cpu_cycle()))),
                 ]);
             }
             let title = format!("{} — {} messages per run", w.label(), int(w.n as f64));
@@ -252,19 +184,9 @@ pub fn build(cfg: &Config, res: &Results) -> Report {
 
     // Memory.
     if !res.memory.is_empty() {
-        let mut t = Table::new(&[
-            "body",
-            "approach",
-            "queued B/msg",
-            "in flight B/msg",
-            "after ack B/msg",
-            "queued vs Stream entry",
-        ]);
+        let mut t = Table::new(&["body", "approach", "queued B/msg", "in flight B/msg", "after ack B/msg", "queued vs Stream entry"]);
         for &b in &cfg.mem_bodies {
-            let stream = res
-                .memory
-                .get(&(b, Approach::Streams))
-                .map(|v| median(&v.iter().map(|s| s.queued).collect::<Vec<_>>()));
+            let stream = res.memory.get(&(b, Approach::Streams)).map(|v| median(&v.iter().map(|s| s.queued).collect::<Vec<_>>()));
             for a in &cfg.approaches {
                 let Some(v) = res.memory.get(&(b, *a)) else {
                     continue;
@@ -288,12 +210,7 @@ pub fn build(cfg: &Config, res: &Results) -> Report {
             int(cfg.mem_n as f64),
             t.markdown()
         );
-        let _ = writeln!(
-            txt,
-            "MEMORY ({} messages)\n{}",
-            int(cfg.mem_n as f64),
-            t.text()
-        );
+        let _ = writeln!(txt, "MEMORY ({} messages)\n{}", int(cfg.mem_n as f64), t.text());
     }
 
     // ACK at 1k vs 1M in flight.
@@ -313,9 +230,7 @@ pub fn build(cfg: &Config, res: &Results) -> Report {
                 let Some(v) = res.ack.get(&(a, n)) else {
                     continue;
                 };
-                let med = |f: &dyn Fn(&crate::experiments::AckSample) -> f64| {
-                    median(&v.iter().map(f).collect::<Vec<_>>())
-                };
+                let med = |f: &dyn Fn(&crate::experiments::AckSample) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
                 t.row(vec![
                     a.name().into(),
                     int(n as f64),
@@ -382,37 +297,18 @@ pub fn build(cfg: &Config, res: &Results) -> Report {
 
     if !res.failures.is_empty() {
         let list: String = res.failures.iter().map(|f| format!("- {f}\n")).collect();
-        let _ = writeln!(
-            md,
-            "## Failed runs\n\nThese runs failed and are not in the medians above:\n\n{list}"
-        );
+        let _ = writeln!(md, "## Failed runs\n\nThese runs failed and are not in the medians above:\n\n{list}");
         let _ = writeln!(txt, "FAILED RUNS\n{list}");
     }
 
     // What each approach sends, and what it leaves behind.
-    let mut t = Table::new(&[
-        "approach",
-        "push",
-        "fetch",
-        "ack",
-        "keyspace after the cycle (checked every run)",
-    ]);
+    let mut t = Table::new(&["approach", "push", "fetch", "ack", "keyspace after the cycle (checked every run)"]);
     t.right = vec![false; 5];
     for a in &cfg.approaches {
         let c = a.commands();
-        let left = res
-            .cycle
-            .iter()
-            .filter(|((_, x), _)| x == a)
-            .find_map(|(_, v)| v.last().map(|s| s.leftover.clone()))
-            .unwrap_or_default();
-        t.row(vec![
-            a.name().into(),
-            format!("`{}`", c[0]),
-            format!("`{}`", c[1]),
-            format!("`{}`", c[2]),
-            left,
-        ]);
+        let left =
+            res.cycle.iter().filter(|((_, x), _)| x == a).find_map(|(_, v)| v.last().map(|s| s.leftover.clone())).unwrap_or_default();
+        t.row(vec![a.name().into(), format!("`{}`", c[0]), format!("`{}`", c[1]), format!("`{}`", c[2]), left]);
     }
     let _ = writeln!(md, "## What each approach sends\n\n{}", t.markdown());
 
@@ -431,14 +327,8 @@ pub fn build(cfg: &Config, res: &Results) -> Report {
                             r + 1,
                             s.cpu[p]
                         );
-                        let _ = writeln!(
-                            csv,
-                            "cycle,{},{},{},{name}_wall_s,{:.4}",
-                            w.label().replace(',', ";"),
-                            a.short(),
-                            r + 1,
-                            s.wall[p]
-                        );
+                        let _ =
+                            writeln!(csv, "cycle,{},{},{},{name}_wall_s,{:.4}", w.label().replace(',', ";"), a.short(), r + 1, s.wall[p]);
                     }
                 }
             }
@@ -448,67 +338,22 @@ pub fn build(cfg: &Config, res: &Results) -> Report {
         for a in &cfg.approaches {
             if let Some(v) = res.memory.get(&(b, *a)) {
                 for (r, s) in v.iter().enumerate() {
-                    let _ = writeln!(
-                        csv,
-                        "memory,{},{},{},queued_bytes_per_msg,{:.2}",
-                        body_label(b),
-                        a.short(),
-                        r + 1,
-                        s.queued
-                    );
-                    let _ = writeln!(
-                        csv,
-                        "memory,{},{},{},inflight_bytes_per_msg,{:.2}",
-                        body_label(b),
-                        a.short(),
-                        r + 1,
-                        s.inflight
-                    );
-                    let _ = writeln!(
-                        csv,
-                        "memory,{},{},{},after_ack_bytes_per_msg,{:.2}",
-                        body_label(b),
-                        a.short(),
-                        r + 1,
-                        s.after_ack
-                    );
+                    let _ = writeln!(csv, "memory,{},{},{},queued_bytes_per_msg,{:.2}", body_label(b), a.short(), r + 1, s.queued);
+                    let _ = writeln!(csv, "memory,{},{},{},inflight_bytes_per_msg,{:.2}", body_label(b), a.short(), r + 1, s.inflight);
+                    let _ = writeln!(csv, "memory,{},{},{},after_ack_bytes_per_msg,{:.2}", body_label(b), a.short(), r + 1, s.after_ack);
                 }
             }
         }
     }
     for ((a, n), v) in &res.ack {
         for (r, s) in v.iter().enumerate() {
-            let _ = writeln!(
-                csv,
-                "ack,{n} in flight,{},{},cpu_us_per_ack_random,{:.4}",
-                a.short(),
-                r + 1,
-                s.cpu[0]
-            );
-            let _ = writeln!(
-                csv,
-                "ack,{n} in flight,{},{},cpu_us_per_ack_fetch_order,{:.4}",
-                a.short(),
-                r + 1,
-                s.cpu[1]
-            );
+            let _ = writeln!(csv, "ack,{n} in flight,{},{},cpu_us_per_ack_random,{:.4}", a.short(), r + 1, s.cpu[0]);
+            let _ = writeln!(csv, "ack,{n} in flight,{},{},cpu_us_per_ack_fetch_order,{:.4}", a.short(), r + 1, s.cpu[1]);
         }
     }
     for (r, g) in res.guard.iter().enumerate() {
-        let _ = writeln!(
-            csv,
-            "guard,{} expired,rmq,{},total_s,{:.3}",
-            g.n,
-            r + 1,
-            g.total_s
-        );
-        let _ = writeln!(
-            csv,
-            "guard,{} expired,rmq,{},ping_max_us,{}",
-            g.n,
-            r + 1,
-            g.ping_max_us
-        );
+        let _ = writeln!(csv, "guard,{} expired,rmq,{},total_s,{:.3}", g.n, r + 1, g.total_s);
+        let _ = writeln!(csv, "guard,{} expired,rmq,{},ping_max_us,{}", g.n, r + 1, g.ping_max_us);
     }
 
     let mut summary = String::new();
@@ -520,23 +365,19 @@ pub fn build(cfg: &Config, res: &Results) -> Report {
     if have_cycle {
         let _ = writeln!(summary, "{}", head.markdown());
         let _ = writeln!(summary, "{}", abs.markdown());
-        let _ = writeln!(
-            summary,
-            "![Redis CPU per message by approach](bench/cpu_per_message.png)\n"
-        );
+        let _ = writeln!(summary, "![Redis CPU per message by approach](bench/cpu_per_message.png)\n");
     }
     let _ = writeln!(summary, "{}", goals.markdown());
     if !res.failures.is_empty() {
-        let _ = writeln!(summary, "**{} runs failed** and are left out of the medians; see the list in bench/results.md.\n", res.failures.len());
+        let _ = writeln!(
+            summary,
+            "**{} runs failed** and are left out of the medians; see the list in bench/results.md.\n",
+            res.failures.len()
+        );
     }
     let _ = writeln!(summary, "All tables (per phase, throughput, memory, ACK, guard) and the raw samples: [bench/results.md](bench/results.md), [bench/samples.csv](bench/samples.csv).");
 
-    Report {
-        text: txt,
-        markdown: md,
-        csv,
-        summary,
-    }
+    Report { text: txt, markdown: md, csv, summary }
 }
 
 /// The goals of the issue, judged on the medians.
@@ -553,11 +394,8 @@ fn goals(cfg: &Config, res: &Results) -> Table {
             .iter()
             .enumerate()
             .filter_map(|(wi, w)| {
-                ratio(
-                    cyc_med(res, wi, Approach::Rmq, |s| s.cpu_cycle()),
-                    cyc_med(res, wi, other, |s| s.cpu_cycle()),
-                )
-                .map(|r| (w.label(), r))
+                ratio(cyc_med(res, wi, Approach::Rmq, |s| s.cpu_cycle()), cyc_med(res, wi, other, |s| s.cpu_cycle()))
+                    .map(|r| (w.label(), r))
             })
             .collect()
     };
@@ -566,66 +404,26 @@ fn goals(cfg: &Config, res: &Results) -> Table {
             return ("–".into(), None);
         }
         let met = rs.iter().filter(|(_, r)| *r <= limit).count();
-        let list = rs
-            .iter()
-            .map(|(l, r)| format!("{l}: {r:.2}×"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        (
-            format!("met in {met} of {} workloads — {list}", rs.len()),
-            Some(met == rs.len()),
-        )
+        let list = rs.iter().map(|(l, r)| format!("{l}: {r:.2}×")).collect::<Vec<_>>().join("; ");
+        (format!("met in {met} of {} workloads — {list}", rs.len()), Some(met == rs.len()))
     };
     let (m, ok) = judge(&per_wl(Approach::StreamsDel), 1.0);
-    t.row(vec![
-        "full-cycle Redis CPU / message ≤ Streams with XDEL".into(),
-        "rmq / Streams XACK+XDEL ≤ 1.00×".into(),
-        m,
-        verdict(ok),
-    ]);
+    t.row(vec!["full-cycle Redis CPU / message ≤ Streams with XDEL".into(), "rmq / Streams XACK+XDEL ≤ 1.00×".into(), m, verdict(ok)]);
     let (m, ok) = judge(&per_wl(Approach::Streams), 1.0);
-    t.row(vec![
-        "moonshot: ≤ Streams without XDEL".into(),
-        "rmq / Streams XACK ≤ 1.00×".into(),
-        m,
-        verdict(ok),
-    ]);
+    t.row(vec!["moonshot: ≤ Streams without XDEL".into(), "rmq / Streams XACK ≤ 1.00×".into(), m, verdict(ok)]);
     let (m, ok) = judge(&per_wl(Approach::ListsScript), 0.25);
-    t.row(vec![
-        "≤ 1/4 of the EVALSHA double queue".into(),
-        "rmq / lists EVALSHA ≤ 0.25×".into(),
-        m,
-        verdict(ok),
-    ]);
+    t.row(vec!["≤ 1/4 of the EVALSHA double queue".into(), "rmq / lists EVALSHA ≤ 0.25×".into(), m, verdict(ok)]);
 
-    let mem = |a: Approach| {
-        res.memory
-            .get(&(16, a))
-            .map(|v| median(&v.iter().map(|s| s.queued).collect::<Vec<_>>()))
-    };
+    let mem = |a: Approach| res.memory.get(&(16, a)).map(|v| median(&v.iter().map(|s| s.queued).collect::<Vec<_>>()));
     let (m, ok) = match (mem(Approach::Rmq), mem(Approach::Streams)) {
-        (Some(r), Some(s)) => (
-            format!("rmq {} B, Stream entry {} B: {:.2}×", f3(r), f3(s), r / s),
-            Some(r <= 2.0 * s),
-        ),
+        (Some(r), Some(s)) => (format!("rmq {} B, Stream entry {} B: {:.2}×", f3(r), f3(s), r / s), Some(r <= 2.0 * s)),
         _ => ("–".into(), None),
     };
-    t.row(vec![
-        "memory per queued 16-byte message ≤ 2× a Stream entry".into(),
-        "≤ 2.00×".into(),
-        m,
-        verdict(ok),
-    ]);
+    t.row(vec!["memory per queued 16-byte message ≤ 2× a Stream entry".into(), "≤ 2.00×".into(), m, verdict(ok)]);
 
-    let ack = |a: Approach, n: usize, order: usize| {
-        res.ack
-            .get(&(a, n))
-            .map(|v| median(&v.iter().map(|s| s.cpu[order]).collect::<Vec<_>>()))
-    };
-    let (m, ok) = match (
-        ack(Approach::Rmq, cfg.ack_small, 0),
-        ack(Approach::Rmq, cfg.ack_big, 0),
-    ) {
+    let ack =
+        |a: Approach, n: usize, order: usize| res.ack.get(&(a, n)).map(|v| median(&v.iter().map(|s| s.cpu[order]).collect::<Vec<_>>()));
+    let (m, ok) = match (ack(Approach::Rmq, cfg.ack_small, 0), ack(Approach::Rmq, cfg.ack_big, 0)) {
         (Some(s), Some(b)) => {
             let mut m = format!(
                 "random order: {} µs at {}, {} µs at {}: {:.2}×",
@@ -635,40 +433,18 @@ fn goals(cfg: &Config, res: &Results) -> Table {
                 int(cfg.ack_big as f64),
                 b / s
             );
-            if let (Some(fs), Some(fb)) = (
-                ack(Approach::Rmq, cfg.ack_small, 1),
-                ack(Approach::Rmq, cfg.ack_big, 1),
-            ) {
-                let _ = write!(
-                    m,
-                    "; fetch order: {} → {} µs, {:.2}×",
-                    f3(fs),
-                    f3(fb),
-                    fb / fs
-                );
+            if let (Some(fs), Some(fb)) = (ack(Approach::Rmq, cfg.ack_small, 1), ack(Approach::Rmq, cfg.ack_big, 1)) {
+                let _ = write!(m, "; fetch order: {} → {} µs, {:.2}×", f3(fs), f3(fb), fb / fs);
             }
-            if let (Some(ss), Some(sb)) = (
-                ack(Approach::Streams, cfg.ack_small, 0),
-                ack(Approach::Streams, cfg.ack_big, 0),
-            ) {
-                let _ = write!(
-                    m,
-                    "; Streams XACK, random order: {} → {} µs, {:.2}×",
-                    f3(ss),
-                    f3(sb),
-                    sb / ss
-                );
+            if let (Some(ss), Some(sb)) = (ack(Approach::Streams, cfg.ack_small, 0), ack(Approach::Streams, cfg.ack_big, 0)) {
+                let _ = write!(m, "; Streams XACK, random order: {} → {} µs, {:.2}×", f3(ss), f3(sb), sb / ss);
             }
             (m, Some(b <= 1.3 * s))
         }
         _ => ("–".into(), None),
     };
     t.row(vec![
-        format!(
-            "ACK at {} in flight ≤ 1.3× ACK at {}",
-            int(cfg.ack_big as f64),
-            int(cfg.ack_small as f64)
-        ),
+        format!("ACK at {} in flight ≤ 1.3× ACK at {}", int(cfg.ack_big as f64), int(cfg.ack_small as f64)),
         "≤ 1.30× (random order)".into(),
         m,
         verdict(ok),
@@ -695,15 +471,7 @@ fn goals(cfg: &Config, res: &Results) -> Table {
         )
     };
     let gn = res.guard.first().map(|g| g.n).unwrap_or(cfg.guard_n);
-    t.row(vec![
-        format!(
-            "longest stall while the guard reclaims {} expired ≤ 5 ms",
-            int(gn as f64)
-        ),
-        "≤ 5 ms".into(),
-        m,
-        verdict(ok),
-    ]);
+    t.row(vec![format!("longest stall while the guard reclaims {} expired ≤ 5 ms", int(gn as f64)), "≤ 5 ms".into(), m, verdict(ok)]);
     t
 }
 

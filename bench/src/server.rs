@@ -15,11 +15,7 @@ pub struct Server {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().unwrap().port()
 }
 
 impl Server {
@@ -47,19 +43,12 @@ impl Server {
             .arg(module)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let mut child = cmd.spawn().map_err(|e| {
-            format!(
-                "cannot start redis-server (via taskset: {}): {e}",
-                cpu.is_some()
-            )
-        })?;
+        let mut child = cmd.spawn().map_err(|e| format!("cannot start redis-server (via taskset: {}): {e}", cpu.is_some()))?;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
-                return Err(format!(
-                    "redis-server exited at start ({status}); its log:\n{log}"
-                ));
+                return Err(format!("redis-server exited at start ({status}); its log:\n{log}"));
             }
             if let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) {
                 if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200)) {
@@ -71,9 +60,7 @@ impl Server {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
-                    "redis-server on port {port} did not answer within 15 s"
-                ));
+                return Err(format!("redis-server on port {port} did not answer within 15 s"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -98,13 +85,9 @@ impl Server {
 
     pub fn conn(&self) -> Connection {
         let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap();
-        let con = client
-            .get_connection_with_timeout(Duration::from_secs(5))
-            .expect("connect to the bench server");
-        con.set_read_timeout(Some(Duration::from_secs(120)))
-            .unwrap();
-        con.set_write_timeout(Some(Duration::from_secs(120)))
-            .unwrap();
+        let con = client.get_connection_with_timeout(Duration::from_secs(5)).expect("connect to the bench server");
+        con.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        con.set_write_timeout(Some(Duration::from_secs(120))).unwrap();
         con
     }
 
@@ -118,10 +101,7 @@ pub fn cpus_allowed(status_path: &str) -> String {
     std::fs::read_to_string(status_path)
         .unwrap_or_default()
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("Cpus_allowed_list:")
-                .map(|v| v.trim().to_string())
-        })
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:").map(|v| v.trim().to_string()))
         .unwrap_or_else(|| "?".into())
 }
 
@@ -140,10 +120,7 @@ pub fn pin_self(cpu: usize) -> Result<(), String> {
         libc::CPU_ZERO(&mut set);
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(format!(
-                "sched_setaffinity to CPU {cpu}: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(format!("sched_setaffinity to CPU {cpu}: {}", std::io::Error::last_os_error()));
         }
     }
     Ok(())

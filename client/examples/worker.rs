@@ -8,14 +8,12 @@ use rmq_client::{Client, Config, HandlerError, Worker, WorkerConfig};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter("info").init();
-    let url = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+    let url = std::env::args().nth(1).unwrap_or_else(|| "redis://127.0.0.1:6379".into());
     let client = Client::new(Config::new(url))?;
     let cfg = WorkerConfig {
         lock: Duration::from_secs(30), // invisible to others; TOUCHed every 15 s while a handler runs
         concurrency: 4,
-        failed_is_error: false, // HandlerError::Retry is retried (backoff, max-attempts)
+        failed_is_error: false,    // HandlerError::Retry is retried (backoff, max-attempts)
         no_handler_is_error: true, // a tag without a handler goes to errors
         ..Default::default()
     };

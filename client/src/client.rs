@@ -81,10 +81,7 @@ impl Default for Config {
 
 impl Config {
     pub fn new(url: impl Into<String>) -> Config {
-        Config {
-            url: url.into(),
-            ..Default::default()
-        }
+        Config { url: url.into(), ..Default::default() }
     }
 }
 
@@ -134,10 +131,7 @@ pub struct Client {
 }
 
 fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Sorts a Redis error into "Redis could not take it" (unavailable: retry, spool) and "Redis
@@ -183,8 +177,7 @@ fn server_text(e: &RedisError) -> String {
 impl Client {
     /// Checks the settings; connections are opened when first needed.
     pub fn new(cfg: Config) -> Result<Client> {
-        let redis = redis::Client::open(cfg.url.as_str())
-            .map_err(|e| Error::Config(format!("bad Redis URL: {e}")))?;
+        let redis = redis::Client::open(cfg.url.as_str()).map_err(|e| Error::Config(format!("bad Redis URL: {e}")))?;
         let n = cfg.pool_size.max(1);
         let slots = (0..n).map(|_| Mutex::new(None)).collect();
         let edition = match cfg.edition {
@@ -218,13 +211,8 @@ impl Client {
     }
 
     async fn connect(&self) -> Result<MultiplexedConnection> {
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.inner.cfg.connect_timeout))
-            .set_response_timeout(None);
-        let fut = self
-            .inner
-            .redis
-            .get_multiplexed_async_connection_with_config(&cfg);
+        let cfg = AsyncConnectionConfig::new().set_connection_timeout(Some(self.inner.cfg.connect_timeout)).set_response_timeout(None);
+        let fut = self.inner.redis.get_multiplexed_async_connection_with_config(&cfg);
         let t = self.inner.cfg.connect_timeout;
         let err = match tokio::time::timeout(t + Duration::from_millis(100), fut).await {
             Ok(Ok(c)) => return Ok(c),
@@ -234,11 +222,9 @@ impl Client {
         // Name the server: a wrong address or a TLS mismatch must not look like an outage
         // of some other server.
         Err(match err {
-            Error::Unavailable(why) => Error::Unavailable(format!(
-                "cannot connect to {}: {why}{}",
-                self.display_url(),
-                self.tls_hint(&why)
-            )),
+            Error::Unavailable(why) => {
+                Error::Unavailable(format!("cannot connect to {}: {why}{}", self.display_url(), self.tls_hint(&why)))
+            }
             other => other,
         })
     }
@@ -246,9 +232,7 @@ impl Client {
     /// An unavailable error that names the server, once.
     fn name_server(&self, e: Error) -> Error {
         match e {
-            Error::Unavailable(why) if !why.contains(&self.display_url()) => {
-                Error::Unavailable(format!("{}: {why}", self.display_url()))
-            }
+            Error::Unavailable(why) if !why.contains(&self.display_url()) => Error::Unavailable(format!("{}: {why}", self.display_url())),
             other => other,
         }
     }
@@ -267,10 +251,7 @@ impl Client {
         {
             " (the URL asks for TLS: does the server speak TLS on that port?)"
         } else if !tls
-            && (lower.contains("no answer")
-                || lower.contains("reset")
-                || lower.contains("closed")
-                || lower.contains("broken pipe"))
+            && (lower.contains("no answer") || lower.contains("reset") || lower.contains("closed") || lower.contains("broken pipe"))
         {
             " (is the address right? a server that only speaks TLS needs rediss://)"
         } else {
@@ -313,11 +294,7 @@ impl Client {
             Err(_) => {
                 // The connection may be dead without knowing it: start a new one next time.
                 self.drop_slot(i).await;
-                Err(Error::Unavailable(format!(
-                    "no answer from {} within {} ms",
-                    self.display_url(),
-                    t.as_millis()
-                )))
+                Err(Error::Unavailable(format!("no answer from {} within {} ms", self.display_url(), t.as_millis())))
             }
         }
     }
@@ -331,21 +308,12 @@ impl Client {
             _ => {}
         }
         let ed = self.detect().await?;
-        self.inner.edition.store(
-            if ed == Edition::Module {
-                ED_MODULE
-            } else {
-                ED_LUA
-            },
-            Ordering::Relaxed,
-        );
+        self.inner.edition.store(if ed == Edition::Module { ED_MODULE } else { ED_LUA }, Ordering::Relaxed);
         Ok(ed)
     }
 
     async fn detect(&self) -> Result<Edition> {
-        let v = self
-            .raw(redis::cmd("COMMAND").arg("INFO").arg("rmq.push"))
-            .await;
+        let v = self.raw(redis::cmd("COMMAND").arg("INFO").arg("rmq.push")).await;
         match v {
             Ok(Value::Array(items)) => {
                 if items.first().is_some_and(|v| !matches!(v, Value::Nil)) {
@@ -359,9 +327,7 @@ impl Client {
                 // COMMAND may be forbidden by an ACL: ask the module itself.
                 match self.raw(&redis::cmd("RMQ.QUEUES")).await {
                     Ok(_) => Ok(Edition::Module),
-                    Err(Error::Refused(t)) if t.to_lowercase().contains("unknown command") => {
-                        Ok(Edition::Lua)
-                    }
+                    Err(Error::Refused(t)) if t.to_lowercase().contains("unknown command") => Ok(Edition::Lua),
                     Err(e) => Err(e),
                 }
             }
@@ -422,28 +388,17 @@ impl Client {
     /// module nor the library (and logs a warning that it did); a read-only one answers
     /// [`Error::NotInstalled`], so looking at a server never changes it.
     pub async fn call(&self, name: &str, q: Option<&str>, args: &[Vec<u8>]) -> Result<Value> {
-        self.call_timeout(name, q, args, self.inner.cfg.command_timeout)
-            .await
+        self.call_timeout(name, q, args, self.inner.cfg.command_timeout).await
     }
 
-    async fn call_timeout(
-        &self,
-        name: &str,
-        q: Option<&str>,
-        args: &[Vec<u8>],
-        t: Duration,
-    ) -> Result<Value> {
+    async fn call_timeout(&self, name: &str, q: Option<&str>, args: &[Vec<u8>], t: Duration) -> Result<Value> {
         let mut tries = 0;
         loop {
             tries += 1;
             let ed = self.edition().await?;
             let res = self.raw_timeout(&Self::build(ed, name, q, args), t).await;
             match res {
-                Err(Error::Refused(text))
-                    if tries < 3 && self.recoverable(ed, &text, writes(name, args)).await? =>
-                {
-                    continue
-                }
+                Err(Error::Refused(text)) if tries < 3 && self.recoverable(ed, &text, writes(name, args)).await? => continue,
                 other => return other,
             }
         }
@@ -473,10 +428,7 @@ impl Client {
                 "rmq: installed the rmq Lua library (FUNCTION LOAD): the server has no rmq module");
             return Ok(true);
         }
-        if ed == Edition::Module
-            && lower.contains("unknown command")
-            && self.inner.cfg.edition == EditionChoice::Auto
-        {
+        if ed == Edition::Module && lower.contains("unknown command") && self.inner.cfg.edition == EditionChoice::Auto {
             self.inner.edition.store(ED_UNKNOWN, Ordering::Relaxed);
             return Ok(true);
         }
@@ -484,10 +436,7 @@ impl Client {
     }
 
     /// Runs several rmq commands in one pipeline; each gets its own result.
-    pub async fn call_many(
-        &self,
-        cmds: &[(&str, &str, Vec<Vec<u8>>)],
-    ) -> Result<Vec<Result<Value>>> {
+    pub async fn call_many(&self, cmds: &[(&str, &str, Vec<Vec<u8>>)]) -> Result<Vec<Result<Value>>> {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }
@@ -502,25 +451,20 @@ impl Client {
             }
             let (i, mut c) = self.conn().await?;
             let t = self.inner.cfg.command_timeout + Duration::from_millis(cmds.len() as u64 / 10);
-            let res: Vec<Value> =
-                match tokio::time::timeout(t, pipe.query_async::<Vec<Value>>(&mut c)).await {
-                    Ok(Ok(v)) => v,
-                    Ok(Err(e)) => {
-                        let err = self.name_server(classify(e));
-                        if matches!(err, Error::Unavailable(_)) {
-                            self.drop_slot(i).await;
-                        }
-                        return Err(err);
-                    }
-                    Err(_) => {
+            let res: Vec<Value> = match tokio::time::timeout(t, pipe.query_async::<Vec<Value>>(&mut c)).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    let err = self.name_server(classify(e));
+                    if matches!(err, Error::Unavailable(_)) {
                         self.drop_slot(i).await;
-                        return Err(Error::Unavailable(format!(
-                            "no answer from {} within {} ms",
-                            self.display_url(),
-                            t.as_millis()
-                        )));
                     }
-                };
+                    return Err(err);
+                }
+                Err(_) => {
+                    self.drop_slot(i).await;
+                    return Err(Error::Unavailable(format!("no answer from {} within {} ms", self.display_url(), t.as_millis())));
+                }
+            };
             let out: Vec<Result<Value>> = res
                 .into_iter()
                 .map(|v| match v {
@@ -529,9 +473,7 @@ impl Client {
                 })
                 .collect();
             if tries < 3 {
-                if let Some(Err(Error::Refused(t))) =
-                    out.iter().find(|r| matches!(r, Err(Error::Refused(_))))
-                {
+                if let Some(Err(Error::Refused(t))) = out.iter().find(|r| matches!(r, Err(Error::Refused(_)))) {
                     let t = t.clone();
                     let w = cmds.iter().any(|(name, _, args)| writes(name, args));
                     if self.recoverable(ed, &t, w).await? {
@@ -579,11 +521,7 @@ impl Client {
         match ed {
             Edition::Module => loop {
                 // Block on the server in slices, so a dead connection is noticed.
-                let slice = if forever {
-                    Duration::from_secs(10)
-                } else {
-                    until.saturating_duration_since(Instant::now())
-                };
+                let slice = if forever { Duration::from_secs(10) } else { until.saturating_duration_since(Instant::now()) };
                 let mut a = args.clone();
                 a.push(b"BLOCK".to_vec());
                 a.push(slice.as_millis().max(1).to_string().into_bytes());
@@ -638,11 +576,7 @@ impl Client {
                 }
                 Err(err)
             }
-            Err(_) => Err(Error::Unavailable(format!(
-                "no answer from {} within {} ms",
-                self.display_url(),
-                t.as_millis()
-            ))),
+            Err(_) => Err(Error::Unavailable(format!("no answer from {} within {} ms", self.display_url(), t.as_millis()))),
         }
     }
 
@@ -653,13 +587,7 @@ impl Client {
     }
 
     /// RMQ.NACK. Returns false for a stale receipt.
-    pub async fn nack(
-        &self,
-        q: &str,
-        receipt: &str,
-        kind: NackKind,
-        reason: Option<&str>,
-    ) -> Result<bool> {
+    pub async fn nack(&self, q: &str, receipt: &str, kind: NackKind, reason: Option<&str>) -> Result<bool> {
         let mut args: Vec<Vec<u8>> = vec![receipt.as_bytes().to_vec()];
         match kind {
             NackKind::Retry { delay } => {
@@ -715,13 +643,7 @@ impl Client {
     }
 
     /// RMQ.PEEK.
-    pub async fn peek(
-        &self,
-        q: &str,
-        state: Option<&str>,
-        start: Option<u64>,
-        count: Option<u64>,
-    ) -> Result<Vec<Message>> {
+    pub async fn peek(&self, q: &str, state: Option<&str>, start: Option<u64>, count: Option<u64>) -> Result<Vec<Message>> {
         let mut args: Vec<Vec<u8>> = Vec::new();
         if let Some(s) = state {
             args.push(s.to_uppercase().into_bytes());
@@ -770,10 +692,7 @@ impl Client {
     /// RMQ.PURGE q STATE (READY, DELAYED, INFLIGHT, FAILED, ERRORS or ALL): how many
     /// messages were deleted.
     pub async fn purge(&self, q: &str, state: &str) -> Result<u64> {
-        as_u64(
-            self.call("purge", Some(q), &[state.to_uppercase().into_bytes()])
-                .await?,
-        )
+        as_u64(self.call("purge", Some(q), &[state.to_uppercase().into_bytes()]).await?)
     }
 
     /// RMQ.CONFIG q GET [name]: the effective settings, name and value, in the server's order.
@@ -782,19 +701,11 @@ impl Client {
         if let Some(n) = name {
             args.push(n.as_bytes().to_vec());
         }
-        pairs(self.call("config", Some(q), &args).await?)?
-            .into_iter()
-            .map(|(k, v)| Ok((k, as_string(v)?)))
-            .collect()
+        pairs(self.call("config", Some(q), &args).await?)?.into_iter().map(|(k, v)| Ok((k, as_string(v)?))).collect()
     }
 
     /// RMQ.LOG q [FROM offset] [COUNT n]: log entries, each as field–value pairs.
-    pub async fn log(
-        &self,
-        q: &str,
-        from: Option<u64>,
-        count: Option<u64>,
-    ) -> Result<Vec<Vec<(String, Value)>>> {
+    pub async fn log(&self, q: &str, from: Option<u64>, count: Option<u64>) -> Result<Vec<Vec<(String, Value)>>> {
         let mut args: Vec<Vec<u8>> = Vec::new();
         if let Some(f) = from {
             args.push(b"FROM".to_vec());
@@ -900,9 +811,7 @@ pub fn as_i64(v: Value) -> Result<i64> {
         Value::Double(d) => Ok(d as i64),
         other => {
             let s = as_string(other)?;
-            s.trim()
-                .parse()
-                .map_err(|_| Error::Protocol(format!("expected an integer, got {s:?}")))
+            s.trim().parse().map_err(|_| Error::Protocol(format!("expected an integer, got {s:?}")))
         }
     }
 }
@@ -914,10 +823,7 @@ pub fn as_u64(v: Value) -> Result<u64> {
 fn parse_messages(q: &str, v: Value) -> Result<Vec<Message>> {
     match v {
         Value::Nil => Ok(Vec::new()),
-        Value::Array(items) => items
-            .into_iter()
-            .map(|m| Message::from_pairs(q, pairs(m)?))
-            .collect(),
+        Value::Array(items) => items.into_iter().map(|m| Message::from_pairs(q, pairs(m)?)).collect(),
         other => Err(Error::Protocol(format!("expected messages, got {other:?}"))),
     }
 }

@@ -30,6 +30,4 @@ pub use error::{Error, Result};
 pub use message::{new_id, Message, Push};
 pub use producer::{Producer, ProducerConfig, Pushed};
 pub use spool::{DrainReport, Spool, SpoolStatus};
-pub use worker::{
-    shutdown_signal, HandlerError, HandlerResult, Worker, WorkerConfig, WorkerReport,
-};
+pub use worker::{shutdown_signal, HandlerError, HandlerResult, Worker, WorkerConfig, WorkerReport};

@@ -27,11 +27,7 @@ pub struct Push {
 
 impl Push {
     pub fn new(queue: impl Into<String>, body: impl Into<Vec<u8>>) -> Push {
-        Push {
-            queue: queue.into(),
-            body: body.into(),
-            ..Default::default()
-        }
+        Push { queue: queue.into(), body: body.into(), ..Default::default() }
     }
     pub fn id(mut self, id: impl Into<String>) -> Push {
         self.id = Some(id.into());
@@ -74,9 +70,7 @@ impl Push {
             }
         }
         if self.delay.is_some() && self.at.is_some() {
-            return Err(Error::Invalid(
-                "DELAY and AT cannot be used together".into(),
-            ));
+            return Err(Error::Invalid("DELAY and AT cannot be used together".into()));
         }
         Ok(())
     }
@@ -122,9 +116,7 @@ impl Push {
             tag: self.tag.clone(),
             key: self.key.clone(),
             headers: self.headers.clone(),
-            at: self
-                .at
-                .or(self.delay.map(|d| now_ms + d.as_millis() as u64)),
+            at: self.at.or(self.delay.map(|d| now_ms + d.as_millis() as u64)),
             spooled_at: now_ms,
         }
     }
@@ -133,11 +125,7 @@ impl Push {
         Push {
             queue: r.queue.clone(),
             body: r.body.clone(),
-            id: if r.id.is_empty() {
-                None
-            } else {
-                Some(r.id.clone())
-            },
+            id: if r.id.is_empty() { None } else { Some(r.id.clone()) },
             tag: r.tag.clone(),
             key: r.key.clone(),
             headers: r.headers.clone(),
@@ -151,9 +139,7 @@ impl Push {
 pub fn validate_queue(q: &str) -> Result<()> {
     let ok = !q.is_empty()
         && q.len() <= 200
-        && q.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-' | b'#' | b'/')
-        });
+        && q.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-' | b'#' | b'/'));
     if ok {
         Ok(())
     } else {
@@ -166,9 +152,7 @@ pub fn validate_id(id: &str) -> Result<()> {
     if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
         Ok(())
     } else {
-        Err(Error::Invalid(
-            "ID must be 1 to 128 printable ASCII characters without spaces".into(),
-        ))
+        Err(Error::Invalid("ID must be 1 to 128 printable ASCII characters without spaces".into()))
     }
 }
 
@@ -238,11 +222,7 @@ impl Serialize for Message {
                 m.serialize_entry(name, &v)?;
             }
         }
-        for (name, v) in [
-            ("state", &self.state),
-            ("consumer", &self.consumer),
-            ("error", &self.error),
-        ] {
+        for (name, v) in [("state", &self.state), ("consumer", &self.consumer), ("error", &self.error)] {
             if !v.is_empty() {
                 m.serialize_entry(name, v)?;
             }
@@ -258,17 +238,11 @@ impl Message {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     pub(crate) fn from_pairs(queue: &str, fields: Vec<(String, Value)>) -> Result<Message> {
-        let mut m = Message {
-            queue: queue.to_string(),
-            ..Default::default()
-        };
+        let mut m = Message { queue: queue.to_string(), ..Default::default() };
         for (k, v) in fields {
             match k.as_str() {
                 "id" => m.id = as_string(v)?,
@@ -281,10 +255,7 @@ impl Message {
                     m.headers = match v {
                         // Lua's empty table comes back as an empty array either way.
                         Value::Array(a) if a.is_empty() => Vec::new(),
-                        v => pairs(v)?
-                            .into_iter()
-                            .map(|(k, v)| Ok((k, as_string(v)?)))
-                            .collect::<Result<_>>()?,
+                        v => pairs(v)?.into_iter().map(|(k, v)| Ok((k, as_string(v)?))).collect::<Result<_>>()?,
                     }
                 }
                 "created" => m.created = as_u64(v)?,
@@ -329,25 +300,13 @@ mod tests {
         assert!(Push::new("q", "x").id("i".repeat(129)).validate().is_err());
         assert!(Push::new("q", "x").id("i".repeat(128)).validate().is_ok());
         assert!(Push::new("q", "x").header("", "v").validate().is_err());
-        assert!(Push::new("q", "x")
-            .header("a", "1")
-            .header("a", "2")
-            .validate()
-            .is_err());
-        assert!(Push::new("q", "x")
-            .delay(Duration::from_secs(1))
-            .at(5)
-            .validate()
-            .is_err());
+        assert!(Push::new("q", "x").header("a", "1").header("a", "2").validate().is_err());
+        assert!(Push::new("q", "x").delay(Duration::from_secs(1)).at(5).validate().is_err());
     }
 
     #[test]
     fn record_keeps_the_due_time() {
-        let p = Push::new("q", "b")
-            .id("x")
-            .tag("t")
-            .header("h", "v")
-            .delay(Duration::from_millis(500));
+        let p = Push::new("q", "b").id("x").tag("t").header("h", "v").delay(Duration::from_millis(500));
         let r = p.to_record(1000);
         assert_eq!(r.at, Some(1500));
         let back = Push::from_record(&r);
@@ -367,22 +326,13 @@ mod tests {
             Value::BulkString(b"attempt".to_vec()),
             Value::Int(2),
             Value::BulkString(b"headers".to_vec()),
-            Value::Array(vec![
-                Value::BulkString(b"h".to_vec()),
-                Value::BulkString(b"v".to_vec()),
-            ]),
+            Value::Array(vec![Value::BulkString(b"h".to_vec()), Value::BulkString(b"v".to_vec())]),
         ]);
         let m = Message::from_pairs("q", pairs(flat).unwrap()).unwrap();
-        assert_eq!(
-            (m.id.as_str(), m.attempt, m.body.clone()),
-            ("m1", 2, vec![0, 255])
-        );
+        assert_eq!((m.id.as_str(), m.attempt, m.body.clone()), ("m1", 2, vec![0, 255]));
         assert_eq!(m.header("h"), Some("v"));
         let map = Value::Map(vec![
-            (
-                Value::SimpleString("id".into()),
-                Value::BulkString(b"m2".to_vec()),
-            ),
+            (Value::SimpleString("id".into()), Value::BulkString(b"m2".to_vec())),
             (Value::SimpleString("headers".into()), Value::Map(vec![])),
             (Value::SimpleString("deadline".into()), Value::Int(77)),
         ]);

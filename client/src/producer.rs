@@ -57,10 +57,7 @@ pub struct Pushed {
     pub unavailable: Option<String>,
 }
 
-type SpoolReq = (
-    SpoolRecord,
-    oneshot::Sender<std::result::Result<(), String>>,
-);
+type SpoolReq = (SpoolRecord, oneshot::Sender<std::result::Result<(), String>>);
 
 struct Inner {
     client: Client,
@@ -76,12 +73,7 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(h) = self
-            .background
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(h) = self.background.lock().unwrap_or_else(|e| e.into_inner()).take() {
             h.abort();
         }
     }
@@ -162,10 +154,7 @@ impl Producer {
             .await
             .map_err(|e| Error::Spool(std::io::Error::other(e.to_string())))??;
         if report.torn_bytes > 0 {
-            tracing::warn!(
-                bytes = report.torn_bytes,
-                "rmq producer: cut a torn tail off the spool (a crash interrupted a write)"
-            );
+            tracing::warn!(bytes = report.torn_bytes, "rmq producer: cut a torn tail off the spool (a crash interrupted a write)");
         }
         let spool = Arc::new(spool);
         let tx = spawn_spool_writer(spool.clone());
@@ -185,22 +174,14 @@ impl Producer {
         if p.id.is_none() {
             p.id = Some(new_id());
         }
-        let tries = if self.inner.down.load(Ordering::Relaxed) {
-            1
-        } else {
-            self.inner.cfg.retries + 1
-        };
+        let tries = if self.inner.down.load(Ordering::Relaxed) { 1 } else { self.inner.cfg.retries + 1 };
         let mut pause = self.inner.cfg.retry_backoff;
         let mut last = String::new();
         for attempt in 1..=tries {
             match self.inner.client.push(&p).await {
                 Ok(id) => {
                     self.inner.down.store(false, Ordering::Relaxed);
-                    return Ok(Pushed {
-                        id,
-                        spooled: false,
-                        unavailable: None,
-                    });
+                    return Ok(Pushed { id, spooled: false, unavailable: None });
                 }
                 Err(Error::Unavailable(why)) => {
                     last = why;
@@ -221,11 +202,7 @@ impl Producer {
             Ok(()) => {
                 tracing::debug!(id = %id, "rmq producer: redis unavailable ({last}); message spooled");
                 self.inner.wake.notify_one();
-                Ok(Pushed {
-                    id,
-                    spooled: true,
-                    unavailable: Some(last),
-                })
+                Ok(Pushed { id, spooled: true, unavailable: Some(last) })
             }
             Err(spool) => {
                 tracing::error!(id = %id, redis = %last, spool = %spool, "rmq producer: message NOT stored");
@@ -237,8 +214,7 @@ impl Producer {
     async fn spool_one(&self, rec: SpoolRecord) -> std::result::Result<(), String> {
         let (_, tx) = self.spool().await.map_err(|e| e.to_string())?;
         let (rtx, rrx) = oneshot::channel();
-        tx.send((rec, rtx))
-            .map_err(|_| "spool writer stopped".to_string())?;
+        tx.send((rec, rtx)).map_err(|_| "spool writer stopped".to_string())?;
         rrx.await.map_err(|_| "spool writer stopped".to_string())?
     }
 
@@ -266,9 +242,7 @@ impl Producer {
     /// What the spool holds.
     pub async fn spool_status(&self) -> Result<SpoolStatus> {
         let (spool, _) = self.spool().await?;
-        Ok(tokio::task::spawn_blocking(move || spool.status())
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))??)
+        Ok(tokio::task::spawn_blocking(move || spool.status()).await.map_err(|e| std::io::Error::other(e.to_string()))??)
     }
 
     /// Stops the background task (the spool stays on disk for the next start).
@@ -282,14 +256,8 @@ impl Producer {
 }
 
 /// Sends one batch of spooled records in a pipeline; see [`Spool::drain`] for the answer.
-async fn send_batch(
-    client: &Client,
-    recs: &[SpoolRecord],
-) -> std::result::Result<Vec<SendOutcome>, String> {
-    let cmds: Vec<(&str, &str, Vec<Vec<u8>>)> = recs
-        .iter()
-        .map(|r| ("push", r.queue.as_str(), Push::from_record(r).args()))
-        .collect();
+async fn send_batch(client: &Client, recs: &[SpoolRecord]) -> std::result::Result<Vec<SendOutcome>, String> {
+    let cmds: Vec<(&str, &str, Vec<Vec<u8>>)> = recs.iter().map(|r| ("push", r.queue.as_str(), Push::from_record(r).args())).collect();
     let res = client.call_many(&cmds).await.map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(res.len());
     for r in res {
@@ -314,21 +282,12 @@ async fn drain_spool(
     mut progress: impl FnMut(u64) + Send + 'static,
 ) -> Result<DrainReport> {
     let handle = tokio::runtime::Handle::current();
-    let report = tokio::task::spawn_blocking(move || {
-        spool.drain(
-            |batch| handle.block_on(send_batch(&client, batch)),
-            &mut on_total,
-            &mut progress,
-        )
-    })
-    .await
-    .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let report =
+        tokio::task::spawn_blocking(move || spool.drain(|batch| handle.block_on(send_batch(&client, batch)), &mut on_total, &mut progress))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
     if report.refused + report.corrupt > 0 {
-        tracing::error!(
-            refused = report.refused,
-            corrupt = report.corrupt,
-            "rmq producer: spooled records were moved to the quarantine"
-        );
+        tracing::error!(refused = report.refused, corrupt = report.corrupt, "rmq producer: spooled records were moved to the quarantine");
     }
     Ok(report)
 }
@@ -340,20 +299,12 @@ async fn background(weak: Weak<Inner>) {
         let spool = p.inner.spool.lock().await.as_ref().map(|(s, _)| s.clone());
         if let Some(spool) = spool {
             let sp = spool.clone();
-            let has = tokio::task::spawn_blocking(move || sp.has_data())
-                .await
-                .ok()
-                .and_then(|r| r.ok())
-                .unwrap_or(false);
+            let has = tokio::task::spawn_blocking(move || sp.has_data()).await.ok().and_then(|r| r.ok()).unwrap_or(false);
             if has && p.inner.client.ping().await.is_ok() {
                 match drain_spool(p.inner.client.clone(), spool, |_| {}, |_| {}).await {
                     Ok(r) => {
                         if r.sent > 0 {
-                            tracing::info!(
-                                sent = r.sent,
-                                remaining = r.remaining,
-                                "rmq producer: re-sent spooled messages"
-                            );
+                            tracing::info!(sent = r.sent, remaining = r.remaining, "rmq producer: re-sent spooled messages");
                         }
                         if r.stopped.is_none() {
                             p.inner.down.store(false, Ordering::Relaxed);

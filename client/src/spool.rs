@@ -75,9 +75,7 @@ impl SpoolRecord {
 
     pub fn decode(payload: &[u8]) -> Result<SpoolRecord, String> {
         match payload.first() {
-            Some(&RECORD_FORMAT) => {
-                postcard::from_bytes(&payload[1..]).map_err(|e| format!("undecodable record: {e}"))
-            }
+            Some(&RECORD_FORMAT) => postcard::from_bytes(&payload[1..]).map_err(|e| format!("undecodable record: {e}")),
             Some(v) => Err(format!("unknown record format {v}")),
             None => Err("empty record".into()),
         }
@@ -108,9 +106,7 @@ impl QuarantineEntry {
 
     fn decode(payload: &[u8]) -> Result<QuarantineEntry, String> {
         match payload.first() {
-            Some(&QUARANTINE_FORMAT) => {
-                postcard::from_bytes(&payload[1..]).map_err(|e| e.to_string())
-            }
+            Some(&QUARANTINE_FORMAT) => postcard::from_bytes(&payload[1..]).map_err(|e| e.to_string()),
             Some(v) => Err(format!("unknown quarantine format {v}")),
             None => Err("empty entry".into()),
         }
@@ -140,11 +136,7 @@ pub enum Item {
     /// A good frame: its payload is `buf[start + HEADER .. end]`.
     Frame { start: usize, end: usize },
     /// Damaged bytes `buf[start..end]`.
-    Corrupt {
-        start: usize,
-        end: usize,
-        reason: String,
-    },
+    Corrupt { start: usize, end: usize, reason: String },
     /// Torn tail from `start` to the end of the buffer.
     Torn { start: usize },
 }
@@ -160,19 +152,11 @@ fn check_frame(buf: &[u8], pos: usize) -> Result<usize, FrameFault> {
     let len = u32::from_le_bytes(len_bytes) as usize;
     let crc = u32::from_le_bytes(buf[pos + 8..pos + 12].try_into().unwrap());
     if len > MAX_PAYLOAD {
-        return Err(if magic_ok {
-            FrameFault::BadLength
-        } else {
-            FrameFault::NoMagic
-        });
+        return Err(if magic_ok { FrameFault::BadLength } else { FrameFault::NoMagic });
     }
     let end = pos + HEADER + len;
     if end > buf.len() {
-        return Err(if magic_ok {
-            FrameFault::Incomplete
-        } else {
-            FrameFault::NoMagic
-        });
+        return Err(if magic_ok { FrameFault::Incomplete } else { FrameFault::NoMagic });
     }
     let mut h = crc32fast::Hasher::new();
     h.update(&len_bytes);
@@ -237,20 +221,12 @@ pub fn scan(buf: &[u8], from: usize) -> Vec<Item> {
             Err(fault) => {
                 if let Some(next) = next_good(buf, pos + 1) {
                     // Good data follows: whatever lies between is damage, not a torn tail.
-                    items.push(Item::Corrupt {
-                        start: pos,
-                        end: next,
-                        reason: fault.reason().into(),
-                    });
+                    items.push(Item::Corrupt { start: pos, end: next, reason: fault.reason().into() });
                     pos = next;
                 } else if let FrameFault::Crc { end } = fault {
                     // A complete frame with the magic right but the CRC wrong: its bytes were
                     // damaged after they were written.
-                    items.push(Item::Corrupt {
-                        start: pos,
-                        end,
-                        reason: fault.reason().into(),
-                    });
+                    items.push(Item::Corrupt { start: pos, end, reason: fault.reason().into() });
                     pos = end;
                 } else {
                     items.push(Item::Torn { start: pos });
@@ -326,11 +302,7 @@ pub fn default_dir() -> PathBuf {
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|p| !p.is_empty())
-                .map(|h| PathBuf::from(h).join(".local/state"))
-        });
+        .or_else(|| std::env::var_os("HOME").filter(|p| !p.is_empty()).map(|h| PathBuf::from(h).join(".local/state")));
     match state {
         Some(s) => s.join("rmq").join("spool"),
         None => PathBuf::from("rmq-spool"),
@@ -343,10 +315,7 @@ pub fn has_pending(dir: &Path) -> io::Result<bool> {
     if !dir.is_dir() {
         return Ok(false);
     }
-    let spool = Spool {
-        dir: dir.to_path_buf(),
-        mu: Mutex::new(()),
-    };
+    let spool = Spool { dir: dir.to_path_buf(), mu: Mutex::new(()) };
     spool.has_data()
 }
 
@@ -358,10 +327,7 @@ pub struct Spool {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn seg_name(n: u64) -> String {
@@ -377,23 +343,13 @@ struct FileLock(File);
 
 impl FileLock {
     fn lock(path: &Path) -> io::Result<FileLock> {
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)?;
+        let f = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path)?;
         f.lock()?;
         Ok(FileLock(f))
     }
 
     fn try_lock(path: &Path) -> io::Result<Option<FileLock>> {
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)?;
+        let f = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path)?;
         match f.try_lock() {
             Ok(()) => Ok(Some(FileLock(f))),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
@@ -414,10 +370,7 @@ impl Spool {
     pub fn open(dir: impl AsRef<Path>) -> io::Result<(Spool, OpenReport)> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir)?;
-        let spool = Spool {
-            dir,
-            mu: Mutex::new(()),
-        };
+        let spool = Spool { dir, mu: Mutex::new(()) };
         let report = spool.repair_newest()?;
         Ok((spool, report))
     }
@@ -441,10 +394,7 @@ impl Spool {
             let e = e?;
             let name = e.file_name();
             let Some(name) = name.to_str() else { continue };
-            if let Some(n) = name
-                .strip_suffix(".seg")
-                .and_then(|s| s.parse::<u64>().ok())
-            {
+            if let Some(n) = name.strip_suffix(".seg").and_then(|s| s.parse::<u64>().ok()) {
                 v.push(n);
             }
         }
@@ -462,10 +412,7 @@ impl Spool {
 
     /// Where a drain got to in segment `n` (0 when it never started or the file is bad).
     fn read_pos(&self, n: u64) -> u64 {
-        fs::read_to_string(self.pos_path(n))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
+        fs::read_to_string(self.pos_path(n)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
     }
 
     fn write_pos(&self, n: u64, pos: u64) -> io::Result<()> {
@@ -492,11 +439,7 @@ impl Spool {
     fn remove_orphan_positions(&self, segs: &[u64]) -> io::Result<()> {
         for e in fs::read_dir(&self.dir)? {
             let name = e?.file_name();
-            let Some(n) = name
-                .to_str()
-                .and_then(|s| s.strip_suffix(".pos"))
-                .and_then(|s| s.parse::<u64>().ok())
-            else {
+            let Some(n) = name.to_str().and_then(|s| s.strip_suffix(".pos")).and_then(|s| s.parse::<u64>().ok()) else {
                 continue;
             };
             if !segs.contains(&n) {
@@ -531,10 +474,7 @@ impl Spool {
         for r in records {
             let payload = r.encode();
             if payload.len() > MAX_PAYLOAD {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "message too large for the spool",
-                ));
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "message too large for the spool"));
             }
             frame(&payload, &mut buf);
         }
@@ -543,11 +483,7 @@ impl Spool {
         let segs = self.segments()?;
         let mut n = segs.last().copied().unwrap_or(0);
         let mut created = false;
-        if n == 0
-            || fs::metadata(self.seg_path(n))
-                .map(|m| m.len() >= SEGMENT_ROLL_BYTES)
-                .unwrap_or(false)
-        {
+        if n == 0 || fs::metadata(self.seg_path(n)).map(|m| m.len() >= SEGMENT_ROLL_BYTES).unwrap_or(false) {
             n += 1;
             created = true;
         }
@@ -605,10 +541,7 @@ impl Spool {
         match fs::read(self.quarantine_path()) {
             Ok(buf) => {
                 st.quarantine_bytes = buf.len() as u64;
-                st.quarantined = scan(&buf, 0)
-                    .iter()
-                    .filter(|i| matches!(i, Item::Frame { .. }))
-                    .count() as u64;
+                st.quarantined = scan(&buf, 0).iter().filter(|i| matches!(i, Item::Frame { .. })).count() as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -683,12 +616,7 @@ impl Spool {
     /// is unavailable and stops the drain (what was not sent stays, in order). `on_total` is
     /// told how many records the sealed segments hold before sending starts, and `progress`
     /// the number handled so far after each batch.
-    pub fn drain<S, P>(
-        &self,
-        mut send: S,
-        mut on_total: impl FnMut(u64),
-        mut progress: P,
-    ) -> io::Result<DrainReport>
+    pub fn drain<S, P>(&self, mut send: S, mut on_total: impl FnMut(u64), mut progress: P) -> io::Result<DrainReport>
     where
         S: FnMut(&[SpoolRecord]) -> Result<Vec<SendOutcome>, String>,
         P: FnMut(u64),
@@ -704,10 +632,7 @@ impl Spool {
         for &n in &sealed {
             if let Ok(buf) = fs::read(self.seg_path(n)) {
                 let from = (self.read_pos(n) as usize).min(buf.len());
-                total += scan(&buf, from)
-                    .iter()
-                    .filter(|i| matches!(i, Item::Frame { .. }))
-                    .count() as u64;
+                total += scan(&buf, from).iter().filter(|i| matches!(i, Item::Frame { .. })).count() as u64;
             }
         }
         on_total(total);
@@ -764,12 +689,8 @@ impl Spool {
                             if outcomes.len() < batch.len() {
                                 // A sender that answered for fewer records than it was given
                                 // is a bug; stop rather than lose the rest.
-                                report.sent -= outcomes
-                                    .iter()
-                                    .filter(|o| **o == SendOutcome::Taken)
-                                    .count() as u64;
-                                report.stopped =
-                                    Some("sender answered for fewer records than sent".into());
+                                report.sent -= outcomes.iter().filter(|o| **o == SendOutcome::Taken).count() as u64;
+                                report.stopped = Some("sender answered for fewer records than sent".into());
                                 break;
                             }
                             self.append_quarantine(&refused)?;
@@ -857,11 +778,7 @@ mod tests {
             queue: "q".into(),
             id: format!("id-{i}"),
             body: format!("body {i}").into_bytes(),
-            tag: if i.is_multiple_of(2) {
-                "even".into()
-            } else {
-                String::new()
-            },
+            tag: if i.is_multiple_of(2) { "even".into() } else { String::new() },
             key: String::new(),
             headers: vec![("h".into(), i.to_string())],
             at: None,
@@ -885,11 +802,8 @@ mod tests {
     }
 
     fn only_segment(dir: &Path) -> PathBuf {
-        let mut segs: Vec<_> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-            .collect();
+        let mut segs: Vec<_> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "seg")).collect();
         segs.sort();
         assert_eq!(segs.len(), 1, "{segs:?}");
         segs.pop().unwrap()
@@ -899,9 +813,7 @@ mod tests {
     fn record_roundtrip() {
         let r = rec(3);
         assert_eq!(SpoolRecord::decode(&r.encode()).unwrap(), r);
-        assert!(SpoolRecord::decode(&[9, 1, 2])
-            .unwrap_err()
-            .contains("unknown record format"));
+        assert!(SpoolRecord::decode(&[9, 1, 2]).unwrap_err().contains("unknown record format"));
     }
 
     #[test]
@@ -978,22 +890,14 @@ mod tests {
         let mut half = Vec::new();
         frame(&rec(99).encode(), &mut half);
         half.truncate(half.len() / 2);
-        OpenOptions::new()
-            .append(true)
-            .open(&seg)
-            .unwrap()
-            .write_all(&half)
-            .unwrap();
+        OpenOptions::new().append(true).open(&seg).unwrap().write_all(&half).unwrap();
         let (s, rep) = Spool::open(d.path()).unwrap();
         assert_eq!(rep.torn_bytes, half.len() as u64);
         assert_eq!(fs::metadata(&seg).unwrap().len(), good_len);
         s.append(&[rec(6)]).unwrap();
         let (r, got) = drain_all(&s);
         assert_eq!(r.corrupt, 0);
-        assert_eq!(
-            got.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
-            ["id-0", "id-1", "id-2", "id-3", "id-4", "id-6"]
-        );
+        assert_eq!(got.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), ["id-0", "id-1", "id-2", "id-3", "id-4", "id-6"]);
         assert_eq!(s.status().unwrap().quarantined, 0);
     }
 
@@ -1003,12 +907,7 @@ mod tests {
         let (s, _) = Spool::open(d.path()).unwrap();
         s.append(&[rec(1), rec(2)]).unwrap();
         let seg = only_segment(d.path());
-        OpenOptions::new()
-            .append(true)
-            .open(&seg)
-            .unwrap()
-            .write_all(&[0u8; 100])
-            .unwrap();
+        OpenOptions::new().append(true).open(&seg).unwrap().write_all(&[0u8; 100]).unwrap();
         let (r, got) = drain_all(&s);
         assert_eq!(got.len(), 2);
         assert_eq!(r.torn_bytes, 100);
@@ -1048,12 +947,7 @@ mod tests {
             assert_eq!(r.sent, 9, "victim {victim}");
             assert_eq!(r.corrupt, 1);
             assert_eq!(r.torn_bytes, 7);
-            let want: Vec<_> = recs
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != victim)
-                .map(|(_, r)| r.clone())
-                .collect();
+            let want: Vec<_> = recs.iter().enumerate().filter(|(i, _)| *i != victim).map(|(_, r)| r.clone()).collect();
             assert_eq!(got, want);
             let q = s.quarantine().unwrap();
             assert_eq!(q.len(), 1);
@@ -1100,13 +994,7 @@ mod tests {
             .drain(
                 |b| {
                     Ok(b.iter()
-                        .map(|r| {
-                            if r.id == "id-2" {
-                                SendOutcome::Refused("ERR nope".into())
-                            } else {
-                                SendOutcome::Taken
-                            }
-                        })
+                        .map(|r| if r.id == "id-2" { SendOutcome::Refused("ERR nope".into()) } else { SendOutcome::Taken })
                         .collect())
                 },
                 |_| {},

@@ -198,13 +198,7 @@ enum Outcome {
 
 impl Worker {
     pub fn new(client: Client, queue: impl Into<String>, cfg: WorkerConfig) -> Worker {
-        Worker {
-            client,
-            queue: queue.into(),
-            cfg,
-            handlers: HashMap::new(),
-            fallback: None,
-        }
+        Worker { client, queue: queue.into(), cfg, handlers: HashMap::new(), fallback: None }
     }
 
     /// Registers the handler of messages tagged `tag` (`""`: messages without a tag).
@@ -213,8 +207,7 @@ impl Worker {
         F: Fn(Message) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
-        self.handlers
-            .insert(tag.into(), Arc::new(move |m| Box::pin(f(m)) as BoxFuture));
+        self.handlers.insert(tag.into(), Arc::new(move |m| Box::pin(f(m)) as BoxFuture));
         self
     }
 
@@ -241,24 +234,12 @@ impl Worker {
     /// [`Error::WorkerFault`] when a handler said the worker cannot work (after the graceful
     /// stop).
     pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<WorkerReport> {
-        let Worker {
-            client,
-            queue,
-            mut cfg,
-            handlers,
-            fallback,
-        } = self;
+        let Worker { client, queue, mut cfg, handlers, fallback } = self;
         crate::message::validate_queue(&queue)?;
         cfg.concurrency = cfg.concurrency.max(1);
         if cfg.consumer.is_none() {
-            let host = std::fs::read_to_string("/etc/hostname")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default();
-            cfg.consumer = Some(format!(
-                "{}:{}",
-                if host.is_empty() { "rmq" } else { &host },
-                std::process::id()
-            ));
+            let host = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
+            cfg.consumer = Some(format!("{}:{}", if host.is_empty() { "rmq" } else { &host }, std::process::id()));
         }
         tokio::pin!(stop);
         let Some(edition) = first_answer(&client, cfg.startup_timeout, &mut stop).await? else {
@@ -305,10 +286,7 @@ impl Worker {
             // their lock ran out): the module blocks on the server for at most `block`, and
             // the Lua edition, which cannot block, is polled here with pauses that a stop
             // cuts short.
-            let module = matches!(
-                ctx.client.edition().await,
-                Ok(crate::client::Edition::Module)
-            );
+            let module = matches!(ctx.client.edition().await, Ok(crate::client::Edition::Module));
             let f = Fetch {
                 count: Some(permits.len() as u32),
                 lock: Some(ctx.cfg.lock),
@@ -362,10 +340,7 @@ impl Worker {
             }
         }
         // Stopping: no more fetches; let running handlers finish within the grace period.
-        let finished = tokio::time::timeout(ctx.cfg.grace, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let finished = tokio::time::timeout(ctx.cfg.grace, async { while tasks.join_next().await.is_some() {} }).await;
         let abandoned = if finished.is_err() {
             let n = tasks.len() as u64;
             tracing::warn!(queue = %ctx.queue, handlers = n,
@@ -415,10 +390,7 @@ async fn first_answer(
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
             Err(Error::Unavailable(why)) => {
-                return Err(Error::Unavailable(format!(
-                    "{why} (no answer within {} s: the worker gives up)",
-                    limit.as_secs_f64()
-                )))
+                return Err(Error::Unavailable(format!("{why} (no answer within {} s: the worker gives up)", limit.as_secs_f64())))
             }
             Err(e) => return Err(e),
         }
@@ -430,20 +402,14 @@ impl Ctx {
         let receipt = m.receipt.clone();
         let (id, attempt) = (m.id.clone(), m.attempt);
         tracing::info!(queue = %self.queue, id = %id, attempt, tag = %m.tag, "rmq worker: start");
-        let handler = self
-            .handlers
-            .get(&m.tag)
-            .or(self.fallback.as_ref())
-            .cloned();
+        let handler = self.handlers.get(&m.tag).or(self.fallback.as_ref()).cloned();
         let Some(handler) = handler else {
             if self.cfg.no_handler_is_error {
                 let reason = format!("no handler for tag '{}'", m.tag);
                 let out = Outcome::Nack(NackKind::Error, reason);
-                self.finish(&id, &receipt, out, &self.counters.errored)
-                    .await;
+                self.finish(&id, &receipt, out, &self.counters.errored).await;
             } else {
-                self.finish(&id, &receipt, Outcome::Ack, &self.counters.dropped)
-                    .await;
+                self.finish(&id, &receipt, Outcome::Ack, &self.counters.dropped).await;
             }
             return;
         };
@@ -483,9 +449,7 @@ impl Ctx {
         };
         let (out, counter) = match res {
             Ok(Ok(())) => (Outcome::Ack, &c.acked),
-            Ok(Err(HandlerError::Retry(r))) if self.cfg.failed_is_error => {
-                (Outcome::Nack(NackKind::Error, r), &c.errored)
-            }
+            Ok(Err(HandlerError::Retry(r))) if self.cfg.failed_is_error => (Outcome::Nack(NackKind::Error, r), &c.errored),
             Ok(Err(HandlerError::Retry(r))) => (Outcome::Nack(retry, r), &c.retried),
             Ok(Err(HandlerError::Error(r))) => (Outcome::Nack(NackKind::Error, r), &c.errored),
             Ok(Err(HandlerError::DeadLetter(r))) => (Outcome::Nack(NackKind::Fail, r), &c.failed),
@@ -506,12 +470,7 @@ impl Ctx {
         tracing::error!(queue = %self.queue, id = %id, reason = %why,
             "rmq worker: the worker cannot work; giving the message back and stopping");
         let reason = format!("worker fault: {why}");
-        let out = Outcome::Nack(
-            NackKind::Retry {
-                delay: Some(Duration::ZERO),
-            },
-            reason,
-        );
+        let out = Outcome::Nack(NackKind::Retry { delay: Some(Duration::ZERO) }, reason);
         if self.finish(id, receipt, out, &self.counters.retried).await {
             let dead = matches!(self.client.get(&self.queue, id).await,
                 Ok(Some(m)) if m.state == "failed");
@@ -537,16 +496,10 @@ impl Ctx {
         let mut pause = Duration::from_millis(50);
         loop {
             let res = match &out {
-                Outcome::Ack => self
-                    .client
-                    .ack(&self.queue, &[receipt])
-                    .await
-                    .map(|n| n == 1),
+                Outcome::Ack => self.client.ack(&self.queue, &[receipt]).await.map(|n| n == 1),
                 Outcome::Nack(kind, reason) => {
                     let reason: String = reason.chars().take(4000).collect();
-                    self.client
-                        .nack(&self.queue, receipt, *kind, Some(&reason))
-                        .await
+                    self.client.nack(&self.queue, receipt, *kind, Some(&reason)).await
                 }
             };
             match res {

@@ -75,40 +75,16 @@ fn push_while_down_then_drain_when_up_then_stats() {
 
     // Redis down: spooled, said on stderr with the server's URL, its own exit status, id on
     // stdout.
-    let o = run(rmq(
-        &url,
-        &spool,
-        &[
-            "push",
-            "orders",
-            "first",
-            "--tag",
-            "new",
-            "--header",
-            "trace=abc",
-            "--id",
-            "o-1",
-        ],
-    ));
+    let o = run(rmq(&url, &spool, &["push", "orders", "first", "--tag", "new", "--header", "trace=abc", "--id", "o-1"]));
     assert_eq!(o.status.code(), Some(SPOOLED), "{}", text(&o.stderr));
     assert_eq!(text(&o.stdout).trim(), "o-1");
     let err = text(&o.stderr);
-    assert!(
-        err.contains("NOT sent") && err.contains(&url) && err.contains("spool"),
-        "{err}"
-    );
+    assert!(err.contains("NOT sent") && err.contains(&url) && err.contains("spool"), "{err}");
     // Body from stdin.
     let mut c = rmq(&url, &spool, &["--json", "push", "orders", "-"]);
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"second\nline")
-        .unwrap();
+    child.stdin.take().unwrap().write_all(b"second\nline").unwrap();
     wait_child(&mut child, Duration::from_secs(30));
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(SPOOLED));
@@ -119,41 +95,22 @@ fn push_while_down_then_drain_when_up_then_stats() {
     let o = run(rmq(&url, &spool, &["--json", "spool", "status"]));
     assert!(o.status.success());
     let j = json(&o);
-    assert_eq!(
-        (j["records"].as_u64(), j["quarantined"].as_u64()),
-        (Some(2), Some(0))
-    );
+    assert_eq!((j["records"].as_u64(), j["quarantined"].as_u64()), (Some(2), Some(0)));
     assert!(j["bytes"].as_u64().unwrap() > 0);
     let o = run(rmq(&url, &spool, &["spool", "status"]));
-    assert!(
-        text(&o.stdout).contains("records     2"),
-        "{}",
-        text(&o.stdout)
-    );
+    assert!(text(&o.stdout).contains("records     2"), "{}", text(&o.stdout));
 
     // Still down: the drain fails, and keeps everything.
     let o = run(rmq(&url, &spool, &["spool", "drain"]));
     assert_eq!(o.status.code(), Some(UNAVAILABLE));
-    assert!(
-        text(&o.stderr).contains("drain stopped"),
-        "{}",
-        text(&o.stderr)
-    );
+    assert!(text(&o.stderr).contains("drain stopped"), "{}", text(&o.stderr));
 
     // A message that neither Redis nor the spool can take: non-zero exit.
     let bad_spool = tmp.path().join("file");
     std::fs::write(&bad_spool, b"x").unwrap();
-    let o = run(rmq(
-        &url,
-        &bad_spool.join("sub"),
-        &["push", "orders", "lost"],
-    ));
+    let o = run(rmq(&url, &bad_spool.join("sub"), &["push", "orders", "lost"]));
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        text(&o.stderr).contains("not stored"),
-        "{}",
-        text(&o.stderr)
-    );
+    assert!(text(&o.stderr).contains("not stored"), "{}", text(&o.stderr));
 
     // Redis back: the drain sends both, in order.
     srv.restart();
@@ -173,49 +130,22 @@ fn push_while_down_then_drain_when_up_then_stats() {
     assert_eq!(msgs[1]["body"], "second\nline");
 
     // Stats of every queue, as a table, and --watch redraws.
-    assert!(run(rmq(&url, &spool, &["push", "other", "x"]))
-        .status
-        .success());
+    assert!(run(rmq(&url, &spool, &["push", "other", "x"])).status.success());
     let o = run(rmq(&url, &spool, &["stats"]));
     let out = text(&o.stdout);
-    assert!(
-        out.contains("queue")
-            && out.contains("ready")
-            && out.contains("orders")
-            && out.contains("other"),
-        "{out}"
-    );
-    let o = run(rmq(
-        &url,
-        &spool,
-        &["stats", "--watch", "--interval", "50", "--iterations", "3"],
-    ));
-    assert_eq!(
-        text(&o.stdout).matches("2 queue(s)").count(),
-        3,
-        "{}",
-        text(&o.stdout)
-    );
+    assert!(out.contains("queue") && out.contains("ready") && out.contains("orders") && out.contains("other"), "{out}");
+    let o = run(rmq(&url, &spool, &["stats", "--watch", "--interval", "50", "--iterations", "3"]));
+    assert_eq!(text(&o.stdout).matches("2 queue(s)").count(), 3, "{}", text(&o.stdout));
 
     // fetch / nack / ack / recover.
-    let o = run(rmq(
-        &url,
-        &spool,
-        &[
-            "--json", "fetch", "orders", "--count", "2", "--lock", "60000",
-        ],
-    ));
+    let o = run(rmq(&url, &spool, &["--json", "fetch", "orders", "--count", "2", "--lock", "60000"]));
     let got = json(&o);
     let r1 = got[0]["receipt"].as_str().unwrap().to_string();
     let r2 = got[1]["receipt"].as_str().unwrap().to_string();
     let o = run(rmq(&url, &spool, &["ack", "orders", &r1]));
     assert_eq!(text(&o.stdout).trim(), "1");
     assert!(o.status.success());
-    let o = run(rmq(
-        &url,
-        &spool,
-        &["nack", "orders", &r2, "--error", "--reason", "looked bad"],
-    ));
+    let o = run(rmq(&url, &spool, &["nack", "orders", &r2, "--error", "--reason", "looked bad"]));
     assert_eq!(text(&o.stdout).trim(), "1");
     let o = run(rmq(&url, &spool, &["--json", "peek", "orders", "errors"]));
     assert_eq!(json(&o)[0]["error"], "looked bad");
@@ -238,36 +168,18 @@ fn work_runs_the_command_per_message_and_acks_or_nacks() {
         let outdir = tmp.path().join("out");
         std::fs::create_dir(&outdir).unwrap();
         for body in ["alpha", "fail", "beta"] {
-            let o = run(rmq(
-                &url,
-                &spool,
-                &["push", "w", body, "--id", body, "--header", "x-trace=t1"],
-            ));
+            let o = run(rmq(&url, &spool, &["push", "w", body, "--id", body, "--header", "x-trace=t1"]));
             assert!(o.status.success(), "{}", text(&o.stderr));
         }
         let script = format!(
             "b=$(cat); if [ \"$b\" = fail ]; then echo \"cannot do $RMQ_ID\" >&2; exit 3; fi; echo \"$b $RMQ_ATTEMPT $RMQ_HEADER_X_TRACE\" > {}/$RMQ_ID",
             outdir.display()
         );
-        let mut child = rmq(
-            &url,
-            &spool,
-            &[
-                "work",
-                "w",
-                "--concurrency",
-                "2",
-                "--failed-is-error",
-                "--",
-                "sh",
-                "-c",
-                &script,
-            ],
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        let mut child = rmq(&url, &spool, &["work", "w", "--concurrency", "2", "--failed-is-error", "--", "sh", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let until = Instant::now() + Duration::from_secs(20);
         loop {
             let st = run(rmq(&url, &spool, &["--json", "stats", "w"]));
@@ -284,20 +196,11 @@ fn work_runs_the_command_per_message_and_acks_or_nacks() {
         let o = child.wait_with_output().unwrap();
         assert!(o.status.success(), "{}", text(&o.stderr));
         assert!(text(&o.stderr).contains("acked 2"), "{}", text(&o.stderr));
-        assert_eq!(
-            std::fs::read_to_string(outdir.join("alpha")).unwrap(),
-            "alpha 1 t1\n"
-        );
-        assert_eq!(
-            std::fs::read_to_string(outdir.join("beta")).unwrap(),
-            "beta 1 t1\n"
-        );
+        assert_eq!(std::fs::read_to_string(outdir.join("alpha")).unwrap(), "alpha 1 t1\n");
+        assert_eq!(std::fs::read_to_string(outdir.join("beta")).unwrap(), "beta 1 t1\n");
         let o = run(rmq(&url, &spool, &["--json", "peek", "w", "errors"]));
         let j = json(&o);
-        assert_eq!(
-            (j[0]["id"].as_str(), j[0]["error"].as_str()),
-            (Some("fail"), Some("cannot do fail"))
-        );
+        assert_eq!((j[0]["id"].as_str(), j[0]["error"].as_str()), (Some("fail"), Some("cannot do fail")));
     }
 }
 
@@ -312,15 +215,11 @@ fn a_killed_rmq_work_gets_its_message_redelivered_to_another_worker() {
     run(rmq(&url, &spool, &["push", "kq", "job", "--id", "job-1"]));
     // Worker 1 starts a long command, then is killed with SIGKILL.
     let script = format!("touch {}; sleep 3", mark.display());
-    let mut w1 = rmq(
-        &url,
-        &spool,
-        &["work", "kq", "--lock", "500", "--", "sh", "-c", &script],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut w1 = rmq(&url, &spool, &["work", "kq", "--lock", "500", "--", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let until = Instant::now() + Duration::from_secs(10);
     while !mark.exists() {
         assert!(Instant::now() < until, "worker 1 never started its command");
@@ -331,16 +230,9 @@ fn a_killed_rmq_work_gets_its_message_redelivered_to_another_worker() {
     // Worker 2 gets it after the lock ran out: attempt 2.
     let out = tmp.path().join("w2");
     let script = format!("echo $RMQ_ID $RMQ_ATTEMPT > {}", out.display());
-    let mut w2 = rmq(&url, &spool, &["work", "kq", "--", "sh", "-c", &script])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut w2 = rmq(&url, &spool, &["work", "kq", "--", "sh", "-c", &script]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let until = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(&out)
-        .map(|s| s.is_empty())
-        .unwrap_or(true)
-    {
+    while std::fs::read_to_string(&out).map(|s| s.is_empty()).unwrap_or(true) {
         assert!(Instant::now() < until, "{ed:?}: not redelivered");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -352,11 +244,7 @@ fn a_killed_rmq_work_gets_its_message_redelivered_to_another_worker() {
 
 /// Sends a signal with kill(1): no libc binding needed.
 fn send_signal(pid: u32, sig: &str) {
-    let s = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
+    let s = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
     assert!(s.success());
 }
 
@@ -381,9 +269,7 @@ impl Running {
                     if n == 0 {
                         break;
                     }
-                    b.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&chunk[..n]));
+                    b.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk[..n]));
                 }
             });
             buf
@@ -407,11 +293,7 @@ impl Running {
         while !f(&self.stdout(), &self.stderr()) {
             if Instant::now() > until {
                 let _ = self.child.kill();
-                panic!(
-                    "{what}: not seen within 30 s\nstdout:\n{}\nstderr:\n{}",
-                    self.stdout(),
-                    self.stderr()
-                );
+                panic!("{what}: not seen within 30 s\nstdout:\n{}\nstderr:\n{}", self.stdout(), self.stderr());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -453,11 +335,7 @@ fn no_spool_and_a_wrong_address_fail_loudly_naming_the_url() {
     assert_eq!(o.status.code(), Some(UNAVAILABLE));
     assert!(text(&o.stderr).contains(&url), "{}", text(&o.stderr));
     // Under --json the error is JSON too.
-    let o = run(rmq(
-        &url,
-        &spool,
-        &["--json", "--no-spool", "push", "q", "x"],
-    ));
+    let o = run(rmq(&url, &spool, &["--json", "--no-spool", "push", "q", "x"]));
     assert_eq!(o.status.code(), Some(UNAVAILABLE));
     let e: serde_json::Value = serde_json::from_slice(&o.stderr).unwrap();
     assert_eq!(e["kind"], "unavailable");
@@ -476,9 +354,7 @@ impl TlsServer {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let st = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
             .args(["-subj", "/CN=127.0.0.1", "-keyout"])
             .arg(d.join("key.pem"))
             .arg("-out")
@@ -492,14 +368,7 @@ impl TlsServer {
         // The client's behaviour is under test, so any TLS-capable server does: Debian's
         // redis-server (the Valkey of `make test` is built without TLS).
         let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                "0",
-                "--tls-port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
+            .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--tls-auth-clients", "no", "--dir"])
             .arg(d)
             .arg("--tls-cert-file")
@@ -520,11 +389,7 @@ impl TlsServer {
             assert!(Instant::now() < until, "TLS redis-server did not listen");
             std::thread::sleep(Duration::from_millis(20));
         }
-        TlsServer {
-            child,
-            port,
-            _dir: dir,
-        }
+        TlsServer { child, port, _dir: dir }
     }
 }
 
@@ -576,15 +441,8 @@ fn the_default_spool_is_per_user_and_server_not_the_working_directory_and_is_war
     srv.kill9();
     let o = run(base(&["push", "jobs", "while-down", "--id", "d1"]));
     assert_eq!(o.status.code(), Some(SPOOLED), "{}", text(&o.stderr));
-    assert_eq!(
-        std::fs::read_dir(cwd.path()).unwrap().count(),
-        0,
-        "nothing may be written to the working directory"
-    );
-    let expected = home
-        .path()
-        .join(".local/state/rmq/spool")
-        .join(format!("127.0.0.1-{}-0", srv.port));
+    assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0, "nothing may be written to the working directory");
+    let expected = home.path().join(".local/state/rmq/spool").join(format!("127.0.0.1-{}-0", srv.port));
     assert!(expected.is_dir(), "spool not at {}", expected.display());
     assert!(text(&o.stderr).contains(&expected.display().to_string()));
 
@@ -597,10 +455,7 @@ fn the_default_spool_is_per_user_and_server_not_the_working_directory_and_is_war
     let o = run(base(&["stats", "jobs"]));
     assert!(o.status.success(), "{}", text(&o.stderr));
     let err = text(&o.stderr);
-    assert!(
-        err.contains("WARNING") && err.contains("rmq spool drain"),
-        "{err}"
-    );
+    assert!(err.contains("WARNING") && err.contains("rmq spool drain"), "{err}");
 
     // `rmq work`, a long-running command, drains it: both messages are handled.
     let out = cwd.path().join("handled");
@@ -631,24 +486,15 @@ fn work_with_a_command_that_cannot_run_never_touches_a_message() {
     let url = srv.url();
     let tmp = tempfile::tempdir().unwrap();
     let spool = tmp.path().join("spool");
-    assert!(run(rmq(&url, &spool, &["push", "m", "x", "--id", "m1"]))
-        .status
-        .success());
+    assert!(run(rmq(&url, &spool, &["push", "m", "x", "--id", "m1"])).status.success());
     for cmd in ["/no/such/command", "no-such-command-anywhere"] {
         let o = run(rmq(&url, &spool, &["work", "m", "--", cmd]));
         assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
-        assert!(
-            text(&o.stderr).contains("cannot run") && text(&o.stderr).contains(cmd),
-            "{}",
-            text(&o.stderr)
-        );
+        assert!(text(&o.stderr).contains("cannot run") && text(&o.stderr).contains(cmd), "{}", text(&o.stderr));
     }
     // Checked before the first FETCH: the message was never delivered.
     let j = peek_json(&url, &spool, "m", "ready");
-    assert_eq!(
-        (j[0]["id"].as_str(), j[0]["attempt"].as_u64()),
-        (Some("m1"), Some(0))
-    );
+    assert_eq!((j[0]["id"].as_str(), j[0]["attempt"].as_u64()), (Some("m1"), Some(0)));
 }
 
 #[test]
@@ -659,38 +505,14 @@ fn a_command_that_exits_127_is_the_workers_fault_and_never_dead_letters() {
         let tmp = tempfile::tempdir().unwrap();
         let spool = tmp.path().join("spool");
         // Even on its last attempt the message must not end in failed or errors.
-        let o = run(rmq(
-            &url,
-            &spool,
-            &["config", "set", "m", "max-attempts", "1"],
-        ));
+        let o = run(rmq(&url, &spool, &["config", "set", "m", "max-attempts", "1"]));
         assert!(o.status.success(), "{}", text(&o.stderr));
         run(rmq(&url, &spool, &["push", "m", "x", "--id", "m1"]));
-        let o = run(rmq(
-            &url,
-            &spool,
-            &[
-                "work",
-                "m",
-                "--failed-is-error",
-                "--",
-                "sh",
-                "-c",
-                "exit 127",
-            ],
-        ));
+        let o = run(rmq(&url, &spool, &["work", "m", "--failed-is-error", "--", "sh", "-c", "exit 127"]));
         assert_eq!(o.status.code(), Some(1), "{ed:?}: {}", text(&o.stderr));
         assert!(text(&o.stderr).contains("127"), "{}", text(&o.stderr));
         let st = json(&run(rmq(&url, &spool, &["--json", "stats", "m"])));
-        assert_eq!(
-            (
-                st["ready"].as_i64(),
-                st["failed"].as_i64(),
-                st["errors"].as_i64()
-            ),
-            (Some(1), Some(0), Some(0)),
-            "{ed:?}: {st}"
-        );
+        assert_eq!((st["ready"].as_i64(), st["failed"].as_i64(), st["errors"].as_i64()), (Some(1), Some(0), Some(0)), "{ed:?}: {st}");
     }
 }
 
@@ -701,11 +523,7 @@ fn work_logs_each_message_and_honours_the_exit_status_convention_and_the_timeout
         let url = srv.url();
         let tmp = tempfile::tempdir().unwrap();
         let spool = tmp.path().join("spool");
-        let o = run(rmq(
-            &url,
-            &spool,
-            &["config", "set", "w", "backoff-ms", "0", "max-attempts", "2"],
-        ));
+        let o = run(rmq(&url, &spool, &["config", "set", "w", "backoff-ms", "0", "max-attempts", "2"]));
         assert!(o.status.success(), "{}", text(&o.stderr));
         for id in ["ok", "bad", "slow"] {
             run(rmq(&url, &spool, &["push", "w", id, "--id", id]));
@@ -716,22 +534,8 @@ fn work_logs_each_message_and_honours_the_exit_status_convention_and_the_timeout
              slow) echo $$ >> {}; exec sleep 60;; esac",
             pids.display()
         );
-        let mut w = Running::start(rmq_logged(
-            &url,
-            &spool,
-            &[
-                "work",
-                "w",
-                "--concurrency",
-                "3",
-                "--timeout",
-                "500",
-                "--",
-                "sh",
-                "-c",
-                &script,
-            ],
-        ));
+        let mut w =
+            Running::start(rmq_logged(&url, &spool, &["work", "w", "--concurrency", "3", "--timeout", "500", "--", "sh", "-c", &script]));
         // The slow one times out twice (attempts 1 and 2): then it is dead (max-attempts 2).
         let until = Instant::now() + Duration::from_secs(30);
         loop {
@@ -747,50 +551,24 @@ fn work_logs_each_message_and_honours_the_exit_status_convention_and_the_timeout
         let log = w.stderr();
         // Start: server, queue, edition. Per message: start and outcome, with its id.
         let ed_name = if ed == Ed::Module { "Module" } else { "Lua" };
-        assert!(
-            log.contains("started") && log.contains(&url) && log.contains(ed_name),
-            "{log}"
-        );
-        for needle in [
-            "id=ok",
-            "id=bad",
-            "id=slow",
-            "ack",
-            "dead-letter",
-            "timeout after 500 ms",
-        ] {
+        assert!(log.contains("started") && log.contains(&url) && log.contains(ed_name), "{log}");
+        for needle in ["id=ok", "id=bad", "id=slow", "ack", "dead-letter", "timeout after 500 ms"] {
             assert!(log.contains(needle), "{needle} missing from:\n{log}");
         }
-        assert!(
-            !log.contains('\x1b'),
-            "no ANSI colours when stderr is not a terminal"
-        );
+        assert!(!log.contains('\x1b'), "no ANSI colours when stderr is not a terminal");
         // 65: dead-lettered at once with its stderr as the reason.
         let failed = peek_json(&url, &spool, "w", "failed");
-        let bad = failed
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["id"] == "bad")
-            .unwrap();
-        assert_eq!(
-            (bad["attempt"].as_u64(), bad["error"].as_str()),
-            (Some(1), Some("unparseable order"))
-        );
+        let bad = failed.as_array().unwrap().iter().find(|m| m["id"] == "bad").unwrap();
+        assert_eq!((bad["attempt"].as_u64(), bad["error"].as_str()), (Some(1), Some("unparseable order")));
         // The timed-out commands were killed.
         let pids = std::fs::read_to_string(&pids).unwrap();
         assert_eq!(pids.lines().count(), 2, "{pids}");
         for pid in pids.lines() {
             let until = Instant::now() + Duration::from_secs(10);
             while Path::new(&format!("/proc/{pid}")).exists()
-                && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .unwrap_or_default()
-                    .contains(") Z")
+                && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z")
             {
-                assert!(
-                    Instant::now() < until,
-                    "{ed:?}: command {pid} still runs after its timeout"
-                );
+                assert!(Instant::now() < until, "{ed:?}: command {pid} still runs after its timeout");
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -802,18 +580,11 @@ fn a_worker_pointed_at_nothing_gives_up_after_its_startup_timeout() {
     let tmp = tempfile::tempdir().unwrap();
     let spool = tmp.path().join("spool");
     let url = format!("redis://127.0.0.1:{}/", free_port());
-    let o = run(rmq_logged(
-        &url,
-        &spool,
-        &["work", "q", "--startup-timeout", "500", "--", "true"],
-    ));
+    let o = run(rmq_logged(&url, &spool, &["work", "q", "--startup-timeout", "500", "--", "true"]));
     assert_eq!(o.status.code(), Some(UNAVAILABLE), "{}", text(&o.stderr));
     let err = text(&o.stderr);
     assert!(err.contains(&url) && err.contains("gives up"), "{err}");
-    assert!(
-        err.contains("WARN") && !err.contains('\x1b'),
-        "plain text logs off a terminal: {err}"
-    );
+    assert!(err.contains("WARN") && !err.contains('\x1b'), "plain text logs off a terminal: {err}");
 }
 
 #[test]
@@ -826,28 +597,17 @@ fn json_keeps_binary_bodies_and_reports_errors_as_json() {
     let spool = tmp.path().join("spool");
     let body: Vec<u8> = vec![0, 159, 146, 150, 255, b'x'];
     let mut c = rmq(&url, &spool, &["push", "bin", "-", "--id", "b1"]);
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
     child.stdin.take().unwrap().write_all(&body).unwrap();
     wait_child(&mut child, Duration::from_secs(30));
     assert!(child.wait().unwrap().success());
-    run(rmq(
-        &url,
-        &spool,
-        &["push", "bin", "plain text", "--id", "t1"],
-    ));
+    run(rmq(&url, &spool, &["push", "bin", "plain text", "--id", "t1"]));
     let j = peek_json(&url, &spool, "bin", "ready");
     assert_eq!(j[0]["body_encoding"], "base64");
-    let got = base64::engine::general_purpose::STANDARD
-        .decode(j[0]["body"].as_str().unwrap())
-        .unwrap();
+    let got = base64::engine::general_purpose::STANDARD.decode(j[0]["body"].as_str().unwrap()).unwrap();
     assert_eq!(got, body);
-    assert_eq!(
-        (j[1]["body"].as_str(), j[1].get("body_encoding")),
-        (Some("plain text"), None)
-    );
+    assert_eq!((j[1]["body"].as_str(), j[1].get("body_encoding")), (Some("plain text"), None));
     // Errors: JSON on stderr, with a kind.
     let o = run(rmq(&url, &spool, &["--json", "get", "bin", "nosuch"]));
     assert_eq!(o.status.code(), Some(NOTHING));
@@ -872,11 +632,7 @@ fn ack_nack_touch_that_change_nothing_exit_non_zero_and_say_why() {
     let spool = tmp.path().join("spool");
     run(rmq(&url, &spool, &["push", "s", "a", "--id", "msg-a"]));
     run(rmq(&url, &spool, &["push", "s", "b", "--id", "msg-b"]));
-    let got = json(&run(rmq(
-        &url,
-        &spool,
-        &["--json", "fetch", "s", "--count", "2"],
-    )));
+    let got = json(&run(rmq(&url, &spool, &["--json", "fetch", "s", "--count", "2"])));
     let r1 = got[0]["receipt"].as_str().unwrap().to_string();
     let r2 = got[1]["receipt"].as_str().unwrap().to_string();
     assert!(run(rmq(&url, &spool, &["ack", "s", &r1])).status.success());
@@ -888,32 +644,16 @@ fn ack_nack_touch_that_change_nothing_exit_non_zero_and_say_why() {
     // One good, one stale: still non-zero, with the count.
     let o = run(rmq(&url, &spool, &["ack", "s", &r1, &r2]));
     assert_eq!(o.status.code(), Some(NOTHING));
-    assert!(
-        text(&o.stderr).contains("1 of 2 receipts were stale"),
-        "{}",
-        text(&o.stderr)
-    );
+    assert!(text(&o.stderr).contains("1 of 2 receipts were stale"), "{}", text(&o.stderr));
     // A message id where a receipt belongs: said so.
     run(rmq(&url, &spool, &["push", "s", "c", "--id", "msg-c"]));
     let o = run(rmq(&url, &spool, &["ack", "s", "msg-c"]));
     assert_eq!(o.status.code(), Some(NOTHING));
-    assert!(
-        text(&o.stderr).contains("'msg-c' is a message id, not a receipt"),
-        "{}",
-        text(&o.stderr)
-    );
-    for args in [
-        vec!["nack", "s", r1.as_str()],
-        vec!["nack", "s", r1.as_str(), "--error"],
-        vec!["touch", "s", r1.as_str()],
-    ] {
+    assert!(text(&o.stderr).contains("'msg-c' is a message id, not a receipt"), "{}", text(&o.stderr));
+    for args in [vec!["nack", "s", r1.as_str()], vec!["nack", "s", r1.as_str(), "--error"], vec!["touch", "s", r1.as_str()]] {
         let o = run(rmq(&url, &spool, &args));
         assert_eq!(o.status.code(), Some(NOTHING), "{args:?}");
-        assert!(
-            text(&o.stderr).contains("stale"),
-            "{args:?}: {}",
-            text(&o.stderr)
-        );
+        assert!(text(&o.stderr).contains("stale"), "{args:?}: {}", text(&o.stderr));
     }
 }
 
@@ -931,32 +671,17 @@ fn a_receipt_of_one_queue_never_acks_another_queues_message() {
         run(rmq(&url, &spool, &["push", "qb", "for b"]));
         let a = json(&run(rmq(&url, &spool, &["--json", "fetch", "qa"])));
         let b = json(&run(rmq(&url, &spool, &["--json", "fetch", "qb"])));
-        let (ra, _rb) = (
-            a[0]["receipt"].as_str().unwrap(),
-            b[0]["receipt"].as_str().unwrap(),
-        );
+        let (ra, _rb) = (a[0]["receipt"].as_str().unwrap(), b[0]["receipt"].as_str().unwrap());
         let o = run(rmq(&url, &spool, &["ack", "qb", ra]));
-        assert_eq!(
-            o.status.code(),
-            Some(NOTHING),
-            "{ed:?}: qa's receipt acked qb's message"
-        );
+        assert_eq!(o.status.code(), Some(NOTHING), "{ed:?}: qa's receipt acked qb's message");
         let st = json(&run(rmq(&url, &spool, &["--json", "stats", "qb"])));
-        assert_eq!(
-            (st["inflight"].as_i64(), st["acked"].as_i64()),
-            (Some(1), Some(0)),
-            "{ed:?}"
-        );
+        assert_eq!((st["inflight"].as_i64(), st["acked"].as_i64()), (Some(1), Some(0)), "{ed:?}");
     }
 }
 
 /// Runs redis-cli against a plain server (no module).
 fn redis_cli(port: u16, args: &[&str]) -> String {
-    let o = Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli");
+    let o = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().expect("redis-cli");
     text(&o.stdout)
 }
 
@@ -966,34 +691,16 @@ fn reading_commands_never_install_the_lua_library_and_writing_ones_say_they_did(
     let url = srv.url();
     let tmp = tempfile::tempdir().unwrap();
     let spool = tmp.path().join("spool");
-    for args in [
-        vec!["stats", "q"],
-        vec!["peek", "q"],
-        vec!["queues"],
-        vec!["get", "q", "x"],
-        vec!["config", "get", "q"],
-        vec!["log", "q"],
-    ] {
+    for args in [vec!["stats", "q"], vec!["peek", "q"], vec!["queues"], vec!["get", "q", "x"], vec!["config", "get", "q"], vec!["log", "q"]]
+    {
         let o = run(rmq(&url, &spool, &args));
         assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o.stderr));
-        assert!(
-            text(&o.stderr).contains("not installed"),
-            "{args:?}: {}",
-            text(&o.stderr)
-        );
-        assert_eq!(
-            redis_cli(srv.port, &["FUNCTION", "LIST"]).trim(),
-            "",
-            "{args:?} installed it"
-        );
+        assert!(text(&o.stderr).contains("not installed"), "{args:?}: {}", text(&o.stderr));
+        assert_eq!(redis_cli(srv.port, &["FUNCTION", "LIST"]).trim(), "", "{args:?} installed it");
     }
     let o = run(rmq_logged(&url, &spool, &["push", "q", "x"]));
     assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(
-        text(&o.stderr).contains("installed the rmq Lua library"),
-        "{}",
-        text(&o.stderr)
-    );
+    assert!(text(&o.stderr).contains("installed the rmq Lua library"), "{}", text(&o.stderr));
     assert!(redis_cli(srv.port, &["FUNCTION", "LIST"]).contains("rmq"));
     let o = run(rmq(&url, &spool, &["stats", "q"]));
     assert!(o.status.success());
@@ -1013,91 +720,41 @@ fn every_command_of_the_contract_has_a_subcommand() {
         };
         // config set / get
         ok(&["config", "set", "c", "log", "1", "backoff-ms", "0"]);
-        assert_eq!(
-            ok(&["config", "get", "c", "log"])
-                .split_whitespace()
-                .collect::<Vec<_>>(),
-            ["log", "1"]
-        );
+        assert_eq!(ok(&["config", "get", "c", "log"]).split_whitespace().collect::<Vec<_>>(), ["log", "1"]);
         let all = json(&run(rmq(&url, &spool, &["--json", "config", "get", "c"])));
         assert_eq!(all["backoff-ms"], "0");
-        assert_eq!(
-            run(rmq(&url, &spool, &["config", "set", "c", "lock-ms"]))
-                .status
-                .code(),
-            Some(2)
-        );
+        assert_eq!(run(rmq(&url, &spool, &["config", "set", "c", "lock-ms"])).status.code(), Some(2));
         for id in ["c1", "c2", "c3"] {
             ok(&["push", "c", id, "--id", id]);
         }
         // touch
-        let f = json(&run(rmq(
-            &url,
-            &spool,
-            &["--json", "fetch", "c", "--lock", "1000", "--consumer", "me"],
-        )));
+        let f = json(&run(rmq(&url, &spool, &["--json", "fetch", "c", "--lock", "1000", "--consumer", "me"])));
         let r = f[0]["receipt"].as_str().unwrap();
-        let deadline: u64 = ok(&["touch", "c", r, "--lock", "60000"])
-            .trim()
-            .parse()
-            .unwrap();
+        let deadline: u64 = ok(&["touch", "c", r, "--lock", "60000"]).trim().parse().unwrap();
         assert!(deadline > f[0]["deadline"].as_u64().unwrap());
         // get
         let g = json(&run(rmq(&url, &spool, &["--json", "get", "c", "c1"])));
-        assert_eq!(
-            (g[0]["state"].as_str(), g[0]["consumer"].as_str()),
-            (Some("inflight"), Some("me"))
-        );
+        assert_eq!((g[0]["state"].as_str(), g[0]["consumer"].as_str()), (Some("inflight"), Some("me")));
         ok(&["nack", "c", r, "--error", "--reason", "broken"]);
         // requeue: from errors back to ready.
         assert_eq!(ok(&["requeue", "c", "c1"]).trim(), "1");
-        assert_eq!(
-            run(rmq(&url, &spool, &["requeue", "c", "c1"]))
-                .status
-                .code(),
-            Some(NOTHING)
-        );
+        assert_eq!(run(rmq(&url, &spool, &["requeue", "c", "c1"])).status.code(), Some(NOTHING));
         // del
         assert_eq!(ok(&["del", "c", "c2"]).trim(), "1");
-        assert_eq!(
-            run(rmq(&url, &spool, &["del", "c", "c2"])).status.code(),
-            Some(NOTHING)
-        );
+        assert_eq!(run(rmq(&url, &spool, &["del", "c", "c2"])).status.code(), Some(NOTHING));
         // log (with the push events) and replay.
-        let log = json(&run(rmq(
-            &url,
-            &spool,
-            &["--json", "log", "c", "--count", "100"],
-        )));
-        let pushes: Vec<_> = log
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["event"] == "push")
-            .collect();
+        let log = json(&run(rmq(&url, &spool, &["--json", "log", "c", "--count", "100"])));
+        let pushes: Vec<_> = log.as_array().unwrap().iter().filter(|e| e["event"] == "push").collect();
         assert_eq!(pushes.len(), 3, "{log}");
         let text_log = ok(&["log", "c"]);
-        assert!(
-            text_log.contains("push") && text_log.contains("c3"),
-            "{text_log}"
-        );
-        let first = pushes[0]["offset"]
-            .as_str()
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| pushes[0]["offset"].to_string());
-        assert_eq!(
-            ok(&["replay", "c", "--from", &first, "--to", &first]).trim(),
-            "1"
-        );
+        assert!(text_log.contains("push") && text_log.contains("c3"), "{text_log}");
+        let first = pushes[0]["offset"].as_str().map(|s| s.to_string()).unwrap_or_else(|| pushes[0]["offset"].to_string());
+        assert_eq!(ok(&["replay", "c", "--from", &first, "--to", &first]).trim(), "1");
         // purge
         let st = json(&run(rmq(&url, &spool, &["--json", "stats", "c"])));
         let ready = st["ready"].as_i64().unwrap();
         assert_eq!(ok(&["purge", "c", "ready"]).trim(), ready.to_string());
-        assert_eq!(
-            run(rmq(&url, &spool, &["purge", "c"])).status.code(),
-            Some(2),
-            "the state is required"
-        );
+        assert_eq!(run(rmq(&url, &spool, &["purge", "c"])).status.code(), Some(2), "the state is required");
         let st = json(&run(rmq(&url, &spool, &["--json", "stats", "c"])));
         assert_eq!(st["ready"], 0);
     }
@@ -1106,18 +763,12 @@ fn every_command_of_the_contract_has_a_subcommand() {
 #[test]
 fn help_describes_every_option_with_an_example_per_subcommand() {
     let help = |args: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_rmq"))
-            .args(args)
-            .output()
-            .unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_rmq")).args(args).output().unwrap();
         assert!(o.status.success(), "{args:?}");
         text(&o.stdout)
     };
     let top = help(&["--help"]);
-    assert!(
-        top.contains("Global options:") && top.contains("Exit status:"),
-        "{top}"
-    );
+    assert!(top.contains("Global options:") && top.contains("Exit status:"), "{top}");
     let subs: Vec<String> = top
         .split("Commands:")
         .nth(1)
@@ -1133,15 +784,9 @@ fn help_describes_every_option_with_an_example_per_subcommand() {
     let mut leaves = Vec::new();
     for s in subs {
         if s == "spool" {
-            leaves.extend([
-                vec!["spool".to_string(), "status".into()],
-                vec!["spool".into(), "drain".into()],
-            ]);
+            leaves.extend([vec!["spool".to_string(), "status".into()], vec!["spool".into(), "drain".into()]]);
         } else if s == "config" {
-            leaves.extend([
-                vec!["config".to_string(), "get".into()],
-                vec!["config".into(), "set".into()],
-            ]);
+            leaves.extend([vec!["config".to_string(), "get".into()], vec!["config".into(), "set".into()]]);
         } else {
             leaves.push(vec![s]);
         }
@@ -1157,10 +802,7 @@ fn help_describes_every_option_with_an_example_per_subcommand() {
         for (i, l) in lines.iter().enumerate() {
             let t = l.trim_start();
             // (A short help puts the description on the same line, after two spaces.)
-            if (t.starts_with("--") || t.starts_with('<'))
-                && l.starts_with("  ")
-                && !t.contains("  ")
-            {
+            if (t.starts_with("--") || t.starts_with('<')) && l.starts_with("  ") && !t.contains("  ") {
                 let next = lines.get(i + 1).map(|n| n.trim()).unwrap_or("");
                 assert!(!next.is_empty(), "{sub:?}: '{t}' has no description:\n{h}");
             }
@@ -1175,38 +817,15 @@ fn stats_watch_survives_a_restart_shows_rates_fits_80_columns_and_keeps_idle_que
     let url = srv.url();
     let tmp = tempfile::tempdir().unwrap();
     let spool = tmp.path().join("spool");
-    run(rmq(
-        &url,
-        &spool,
-        &["push", "a-queue-with-a-rather-long-name-indeed", "x"],
-    ));
+    run(rmq(&url, &spool, &["push", "a-queue-with-a-rather-long-name-indeed", "x"]));
     run(rmq(&url, &spool, &["push", "idle", "x"]));
-    let mut w = Running::start(rmq(
-        &url,
-        &spool,
-        &[
-            "stats",
-            "--watch",
-            "--interval",
-            "100",
-            "--iterations",
-            "100000",
-        ],
-    ));
-    w.wait_for("first table", |o, _| {
-        o.contains("push/s") && o.contains("idle")
-    });
+    let mut w = Running::start(rmq(&url, &spool, &["stats", "--watch", "--interval", "100", "--iterations", "100000"]));
+    w.wait_for("first table", |o, _| o.contains("push/s") && o.contains("idle"));
     // The idle queue is emptied: it stays in the table.
     let f = json(&run(rmq(&url, &spool, &["--json", "fetch", "idle"])));
-    run(rmq(
-        &url,
-        &spool,
-        &["ack", "idle", f[0]["receipt"].as_str().unwrap()],
-    ));
+    run(rmq(&url, &spool, &["ack", "idle", f[0]["receipt"].as_str().unwrap()]));
     let mark = w.stdout().len();
-    w.wait_for("a redraw after the ack", |o, _| {
-        o[mark..].matches("queue(s)").count() >= 2
-    });
+    w.wait_for("a redraw after the ack", |o, _| o[mark..].matches("queue(s)").count() >= 2);
     srv.kill9();
     w.wait_for("down", |o, _| o.contains("DOWN since"));
     srv.restart();
@@ -1218,9 +837,7 @@ fn stats_watch_survives_a_restart_shows_rates_fits_80_columns_and_keeps_idle_que
     let mark = w.stdout().len();
     w.wait_for("back up", |o, _| o[mark..].contains("queue(s)"));
     let mark = w.stdout().len();
-    w.wait_for("redraws after the restart", |o, _| {
-        o[mark..].matches("queue(s)").count() >= 3
-    });
+    w.wait_for("redraws after the restart", |o, _| o[mark..].matches("queue(s)").count() >= 3);
     let _ = w.child.kill();
     let out = w.stdout();
     for l in out.lines() {
@@ -1238,22 +855,13 @@ fn stats_watch_survives_a_restart_shows_rates_fits_80_columns_and_keeps_idle_que
 fn the_readme_first_steps_run_when_pasted() {
     let srv = Server::start(Ed::Module, &[]);
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let start = readme
-        .find("<!-- first-steps")
-        .expect("marker in README.md");
+    let start = readme.find("<!-- first-steps").expect("marker in README.md");
     let block = &readme[start..];
     let block = &block[block.find("```sh").unwrap() + 5..];
     let block = &block[..block.find("```").unwrap()];
     let script = block.replace("6399", &srv.port.to_string());
-    let bin = Path::new(env!("CARGO_BIN_EXE_rmq"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let bin = Path::new(env!("CARGO_BIN_EXE_rmq")).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let home = tempfile::tempdir().unwrap();
     let o = Command::new("bash")
         .args(["-euo", "pipefail", "-c", &script])
@@ -1263,20 +871,8 @@ fn the_readme_first_steps_run_when_pasted() {
         .env_remove("RMQ_SPOOL")
         .output()
         .unwrap();
-    assert!(
-        o.status.success(),
-        "{script}\nstdout:\n{}\nstderr:\n{}",
-        text(&o.stdout),
-        text(&o.stderr)
-    );
+    assert!(o.status.success(), "{script}\nstdout:\n{}\nstderr:\n{}", text(&o.stdout), text(&o.stderr));
     let mut c = srv.sync_conn();
-    let acked: i64 = redis::cmd("RMQ.STATS")
-        .arg("jobs")
-        .query::<std::collections::HashMap<String, i64>>(&mut c)
-        .unwrap()["acked"];
-    assert!(
-        acked >= 1,
-        "the README's ACK acked nothing:\n{}",
-        text(&o.stdout)
-    );
+    let acked: i64 = redis::cmd("RMQ.STATS").arg("jobs").query::<std::collections::HashMap<String, i64>>(&mut c).unwrap()["acked"];
+    assert!(acked >= 1, "the README's ACK acked nothing:\n{}", text(&o.stdout));
 }

@@ -25,16 +25,7 @@ fn pcfg(dir: &std::path::Path) -> ProducerConfig {
 async fn take_all(c: &rmq_client::Client, q: &str) -> Vec<String> {
     let mut ids = Vec::new();
     loop {
-        let msgs = c
-            .fetch(
-                q,
-                &Fetch {
-                    count: Some(1000),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        let msgs = c.fetch(q, &Fetch { count: Some(1000), ..Default::default() }).await.unwrap();
         if msgs.is_empty() {
             return ids;
         }
@@ -50,9 +41,7 @@ async fn kill9_during_10k_pushes_delivers_each_exactly_once() {
         let mut srv = Server::start(ed, &[("appendonly", "yes"), ("appendfsync", "always")]);
         let spool_dir = tempfile::tempdir().unwrap();
         let client = srv.client();
-        let producer = Producer::new(client.clone(), pcfg(spool_dir.path()))
-            .await
-            .unwrap();
+        let producer = Producer::new(client.clone(), pcfg(spool_dir.path())).await.unwrap();
         let want = match ed {
             Ed::Lua => Edition::Lua,
             Ed::Module => Edition::Module,
@@ -69,9 +58,7 @@ async fn kill9_during_10k_pushes_delivers_each_exactly_once() {
                     let p = p2.clone();
                     let d = d2.clone();
                     async move {
-                        let r = p
-                            .push(Push::new("burst", format!("m{i}")).header("n", i.to_string()))
-                            .await;
+                        let r = p.push(Push::new("burst", format!("m{i}")).header("n", i.to_string())).await;
                         d.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         r
                     }
@@ -90,9 +77,7 @@ async fn kill9_during_10k_pushes_delivers_each_exactly_once() {
         srv.kill9();
         tokio::time::sleep(Duration::from_millis(400)).await;
         srv.restart();
-        let results = bounded(Duration::from_secs(90), "10 000 pushes", sender)
-            .await
-            .unwrap();
+        let results = bounded(Duration::from_secs(90), "10 000 pushes", sender).await.unwrap();
         let mut pushed = HashSet::new();
         let mut spooled = 0;
         for r in results {
@@ -102,10 +87,7 @@ async fn kill9_during_10k_pushes_delivers_each_exactly_once() {
         }
         assert_eq!(pushed.len(), N);
         eprintln!("{ed:?}: {spooled} of {N} messages went through the spool");
-        assert!(
-            spooled > 0,
-            "{ed:?}: the outage should have spooled some messages"
-        );
+        assert!(spooled > 0, "{ed:?}: the outage should have spooled some messages");
         // The background task re-sends the spool; wait until it is empty.
         bounded(Duration::from_secs(30), "spool drained", async {
             loop {
@@ -118,14 +100,7 @@ async fn kill9_during_10k_pushes_delivers_each_exactly_once() {
         .await;
         let ids = take_all(&client, "burst").await;
         let distinct: HashSet<String> = ids.iter().cloned().collect();
-        assert_eq!(
-            ids.len(),
-            N,
-            "{ed:?}: delivered {} messages, {} distinct ({} spooled)",
-            ids.len(),
-            distinct.len(),
-            spooled
-        );
+        assert_eq!(ids.len(), N, "{ed:?}: delivered {} messages, {} distinct ({} spooled)", ids.len(), distinct.len(), spooled);
         assert_eq!(distinct, pushed, "{ed:?}");
         let st = client.stats("burst").await.unwrap();
         assert_eq!(st["pushed"], N as i64, "{ed:?}: {st:?}");
@@ -157,11 +132,8 @@ async fn damaged_spool_delivers_every_good_record_and_quarantines_the_bad_one() 
             s.append(&(0..20).map(rec).collect::<Vec<_>>()).unwrap();
         }
         // One flipped byte in record 7, and a torn tail after the last record.
-        let seg = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.extension().is_some_and(|e| e == "seg"))
-            .unwrap();
+        let seg =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "seg")).unwrap();
         let mut buf = std::fs::read(&seg).unwrap();
         let starts: Vec<usize> = scan(&buf, 0)
             .into_iter()
@@ -196,10 +168,7 @@ async fn damaged_spool_delivers_every_good_record_and_quarantines_the_bad_one() 
         assert_eq!(q[0].offset, starts[7] as u64);
 
         let ids = take_all(&client, "spooled").await;
-        let want: Vec<String> = (0..20)
-            .filter(|&i| i != 7)
-            .map(|i| format!("rec-{i}"))
-            .collect();
+        let want: Vec<String> = (0..20).filter(|&i| i != 7).map(|i| format!("rec-{i}")).collect();
         assert_eq!(ids, want, "{ed:?}: every good record, in order");
     }
 }
@@ -241,49 +210,23 @@ async fn refusals_are_returned_not_spooled_and_duplicates_dropped() {
         let srv = Server::start(ed, &[]);
         let dir = tempfile::tempdir().unwrap();
         let client = srv.client();
-        let producer = Producer::new(client.clone(), pcfg(dir.path()))
-            .await
-            .unwrap();
+        let producer = Producer::new(client.clone(), pcfg(dir.path())).await.unwrap();
         client.config_set("full", &[("maxlen", "1")]).await.unwrap();
         producer.push(Push::new("full", "1")).await.unwrap();
         let err = producer.push(Push::new("full", "2")).await.unwrap_err();
-        assert!(
-            matches!(&err, Error::Refused(t) if t.contains("queue full")),
-            "{err:?}"
-        );
+        assert!(matches!(&err, Error::Refused(t) if t.contains("queue full")), "{err:?}");
         assert_eq!(producer.spool_status().await.unwrap().records, 0);
         // The same id twice: one message.
-        let a = producer
-            .push(Push::new("dups", "x").id("same"))
-            .await
-            .unwrap();
-        let b = producer
-            .push(Push::new("dups", "x").id("same"))
-            .await
-            .unwrap();
+        let a = producer.push(Push::new("dups", "x").id("same")).await.unwrap();
+        let b = producer.push(Push::new("dups", "x").id("same")).await.unwrap();
         assert_eq!((a.id.as_str(), b.id.as_str()), ("same", "same"));
         let st = client.stats("dups").await.unwrap();
         assert_eq!((st["ready"], st["dups"]), (1, 1));
         // Delay and headers arrive.
-        producer
-            .push(
-                Push::new("meta", "b")
-                    .tag("t")
-                    .key("k")
-                    .header("h1", "v1")
-                    .delay(Duration::from_secs(60)),
-            )
-            .await
-            .unwrap();
-        let d = client
-            .peek("meta", Some("DELAYED"), None, None)
-            .await
-            .unwrap();
+        producer.push(Push::new("meta", "b").tag("t").key("k").header("h1", "v1").delay(Duration::from_secs(60))).await.unwrap();
+        let d = client.peek("meta", Some("DELAYED"), None, None).await.unwrap();
         assert_eq!(d.len(), 1);
-        assert_eq!(
-            (d[0].tag.as_str(), d[0].key.as_str(), d[0].header("h1")),
-            ("t", "k", Some("v1"))
-        );
+        assert_eq!((d[0].tag.as_str(), d[0].key.as_str(), d[0].header("h1")), ("t", "k", Some("v1")));
         assert!(d[0].due > d[0].created + 50_000);
         let mut qs = client.queues().await.unwrap();
         qs.sort();

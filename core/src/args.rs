@@ -6,9 +6,7 @@ use crate::settings::parse_number;
 
 /// Checks a queue name: 1–200 bytes of `A-Z a-z 0-9 _ . : - # /`.
 pub fn check_queue(q: &[u8]) -> Result<()> {
-    let ok = !q.is_empty()
-        && q.len() <= 200
-        && q.iter().all(|c| c.is_ascii_alphanumeric() || b"_.:-#/".contains(c));
+    let ok = !q.is_empty() && q.len() <= 200 && q.iter().all(|c| c.is_ascii_alphanumeric() || b"_.:-#/".contains(c));
     if ok {
         Ok(())
     } else {

@@ -143,20 +143,24 @@ impl<'a, S: Store> Queue<'a, S> {
             When::At(at) => at,
         };
         let bytes = record.encode();
-        if due <= self.now {
-            self.store.rpush(Key::Msg, &bytes);
-        } else {
+        let delayed = due > self.now;
+        if delayed {
             self.store.zadd(Key::Dly, due, &bytes);
+        } else {
+            self.store.rpush(Key::Msg, &bytes);
         }
         if let Some(id) = dedup {
             self.store.zadd(Key::Dup, self.now, id);
         }
-        self.log(b"push", &record);
+        self.log_push(&record, delayed.then_some(due));
         Ok(PushOutcome::Stored(record.message_id()))
     }
 
     /// RMQ.FETCH: promote, reclaim, then hand out up to `count`.
     pub fn fetch(&mut self, count: u64, lock: Option<u64>, consumer: &[u8]) -> Vec<Delivery> {
+        if self.set.paused {
+            return Vec::new();
+        }
         self.promote_due(FETCH_MOVE_LIMIT);
         self.reclaim_expired(FETCH_MOVE_LIMIT);
         let mut n = count;
@@ -181,7 +185,9 @@ impl<'a, S: Store> Queue<'a, S> {
             let receipt = layout.receipt();
             self.store.hset(Key::Inf, &receipt, &bytes);
             self.store.zadd(Key::Bak, deadline, &receipt);
-            out.push(Delivery { bytes, layout, receipt, deadline });
+            let d = Delivery { bytes, layout, receipt, deadline };
+            self.log_fetch(&d, consumer);
+            out.push(d);
         }
         out
     }
@@ -226,7 +232,7 @@ impl<'a, S: Store> Queue<'a, S> {
                     acked += 1;
                 }
             } else if let Some(record) = self.take_inflight(r) {
-                self.log(b"ack", &record);
+                self.log_plain(b"ack", &record);
                 acked += 1;
             }
         }
@@ -251,18 +257,20 @@ impl<'a, S: Store> Queue<'a, S> {
                         self.store.hset(Key::St, b"hold", record.offset.to_string().as_bytes());
                     }
                     self.store.zadd(Key::Dly, self.now + wait, &record.encode());
+                    self.store.hincrby(Key::St, b"retried", 1);
+                    self.log_delay(&record, self.now + wait, reason);
                 } else {
                     self.make_ready_again(&record);
+                    self.store.hincrby(Key::St, b"retried", 1);
+                    self.log_outcome(b"retry", &record, reason);
                 }
-                self.store.hincrby(Key::St, b"retried", 1);
-                self.log(b"retry", &record);
             }
             NackAction::Fail => self.move_to_failed(record, reason.unwrap_or(b"failed")),
             NackAction::Error => {
                 record.error = reason.unwrap_or(b"error").to_vec();
                 self.store.rpush(Key::Err, &record.encode());
                 self.store.hincrby(Key::St, b"errored", 1);
-                self.log(b"error", &record);
+                self.log_outcome(b"error", &record, Some(&record.error));
             }
         }
         true
@@ -272,7 +280,7 @@ impl<'a, S: Store> Queue<'a, S> {
         record.error = reason.to_vec();
         self.store.rpush(Key::Fai, &record.encode());
         self.store.hincrby(Key::St, b"dead", 1);
-        self.log(b"fail", &record);
+        self.log_outcome(b"fail", &record, Some(&record.error));
     }
 
     /// A delivered message going back to ready: the back of the line, or the front in an
@@ -328,7 +336,7 @@ impl<'a, S: Store> Queue<'a, S> {
                 self.move_to_failed(record, LOCK_EXPIRED_REASON);
             } else {
                 self.make_ready_again(&record);
-                self.log(b"reclaim", &record);
+                self.log_outcome(b"reclaim", &record, None);
             }
         }
         Moved { promoted: 0, reclaimed: expired.len() as u64, more }
@@ -363,7 +371,7 @@ impl<'a, S: Store> Queue<'a, S> {
                 record.attempt = 0;
                 record.error.clear();
                 self.store.rpush(Key::Msg, &record.encode());
-                self.log(b"recover", &record);
+                self.log_plain(b"recover", &record);
             }
         }
         counts
@@ -375,9 +383,7 @@ impl<'a, S: Store> Queue<'a, S> {
     /// ACK or by DEL/PURGE (counted in `removed`), so `acked` is derived: the hot path writes
     /// no counter for either.
     pub fn stats(&mut self) -> [(&'static str, u64); 13] {
-        let counter = |s: &mut S, f: &[u8]| {
-            s.hget(Key::St, f).and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()).unwrap_or(0u64)
-        };
+        let counter = |s: &mut S, f: &[u8]| s.hget(Key::St, f).and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()).unwrap_or(0u64);
         let oldest = match self.store.lindex(Key::Msg, 0).map(|b| Record::decode(&b)) {
             Some(Ok(r)) => self.now.saturating_sub(r.created),
             _ => 0,
@@ -427,22 +433,75 @@ impl<'a, S: Store> Queue<'a, S> {
         old.len()
     }
 
-    /// Appends an event to the message log when the queue's `log` setting is on.
-    fn log(&mut self, event: &[u8], r: &Record) {
+    /// Appends an event to the message log when the queue's `log` setting is on: `offset
+    /// event id time`, then the event's own fields (docs/commands.md, LOG).
+    fn log(&mut self, event: &[u8], offset: u64, id: &[u8], extra: &[(&[u8], &[u8])]) {
         if !self.set.log {
             return;
         }
-        let offset = r.offset.to_string();
+        let offset = offset.to_string();
         let time = self.now.to_string();
-        let id = r.message_id();
         let mut fields: Vec<(&[u8], &[u8])> =
-            vec![(b"offset", offset.as_bytes()), (b"event", event), (b"id", &id), (b"time", time.as_bytes())];
-        let headers;
-        if event == b"push" {
-            headers = encode_headers(&r.headers);
-            fields.extend_from_slice(&[(b"body", &r.body[..]), (b"tag", &r.tag[..]), (b"key", &r.key[..]), (b"headers", &headers[..])]);
-        }
+            vec![(b"offset", offset.as_bytes()), (b"event", event), (b"id", id), (b"time", time.as_bytes())];
+        fields.extend_from_slice(extra);
         self.store.xadd(Key::Log, self.set.log_maxlen, &fields);
+    }
+
+    /// An event about a message that carries no fields of its own.
+    fn log_plain(&mut self, event: &[u8], r: &Record) {
+        if self.set.log {
+            self.log(event, r.offset, &r.message_id(), &[]);
+        }
+    }
+
+    /// An event after a delivery: `attempt`, and `error` when there is a reason.
+    fn log_outcome(&mut self, event: &[u8], r: &Record, reason: Option<&[u8]>) {
+        if !self.set.log {
+            return;
+        }
+        let attempt = r.attempt.to_string();
+        let mut extra: Vec<(&[u8], &[u8])> = vec![(b"attempt", attempt.as_bytes())];
+        if let Some(reason) = reason {
+            extra.push((b"error", reason));
+        }
+        self.log(event, r.offset, &r.message_id(), &extra);
+    }
+
+    fn log_push(&mut self, r: &Record, due: Option<u64>) {
+        if !self.set.log {
+            return;
+        }
+        let headers = encode_headers(&r.headers);
+        let due = due.map(|d| d.to_string());
+        let mut extra: Vec<(&[u8], &[u8])> = vec![(b"body", &r.body), (b"tag", &r.tag), (b"key", &r.key), (b"headers", &headers)];
+        if let Some(due) = &due {
+            extra.push((b"due", due.as_bytes()));
+        }
+        self.log(b"push", r.offset, &r.message_id(), &extra);
+    }
+
+    /// A `delay` event: a retry waiting out its backoff until `due`.
+    fn log_delay(&mut self, r: &Record, due: u64, reason: Option<&[u8]>) {
+        if !self.set.log {
+            return;
+        }
+        let (attempt, due) = (r.attempt.to_string(), due.to_string());
+        let mut extra: Vec<(&[u8], &[u8])> = vec![(b"attempt", attempt.as_bytes()), (b"due", due.as_bytes())];
+        if let Some(reason) = reason {
+            extra.push((b"error", reason));
+        }
+        self.log(b"delay", r.offset, &r.message_id(), &extra);
+    }
+
+    /// A `fetch` event for a delivery just handed out.
+    fn log_fetch(&mut self, d: &Delivery, consumer: &[u8]) {
+        if !self.set.log {
+            return;
+        }
+        let l = &d.layout;
+        let (attempt, deadline) = (l.attempt.to_string(), d.deadline.to_string());
+        let extra: [(&[u8], &[u8]); 3] = [(b"consumer", consumer), (b"attempt", attempt.as_bytes()), (b"deadline", deadline.as_bytes())];
+        self.log(b"fetch", l.offset, &d.message_id(), &extra);
     }
 }
 

@@ -362,7 +362,7 @@ mod tests {
     fn round_trip_keeps_every_field() {
         let mut r = sample();
         r.body = vec![0u8, 255, 10, 13];
-        r.body.extend(std::iter::repeat(b'x').take(70_000));
+        r.body.extend(std::iter::repeat_n(b'x', 70_000));
         r.error = b"boom".to_vec();
         r.consumer = b"w1".to_vec();
         assert_eq!(Record::decode(&r.encode()).unwrap(), r);

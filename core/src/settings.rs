@@ -17,6 +17,8 @@ pub struct Settings {
     pub dedup_window_ms: u64,
     pub log: bool,
     pub log_maxlen: u64,
+    /// While set, FETCH hands out nothing (BLOCK waits); everything else goes on.
+    pub paused: bool,
 }
 
 impl Default for Settings {
@@ -32,22 +34,14 @@ impl Default for Settings {
             dedup_window_ms: 3_600_000,
             log: false,
             log_maxlen: 1_000_000,
+            paused: false,
         }
     }
 }
 
 /// The names RMQ.CONFIG knows, in the order CONFIG GET lists them.
-pub const NAMES: [&str; 9] = [
-    "lock-ms",
-    "max-attempts",
-    "backoff-ms",
-    "backoff-max-ms",
-    "maxlen",
-    "ordered",
-    "dedup-window-ms",
-    "log",
-    "log-maxlen",
-];
+pub const NAMES: [&str; 10] =
+    ["lock-ms", "max-attempts", "backoff-ms", "backoff-max-ms", "maxlen", "ordered", "dedup-window-ms", "log", "log-maxlen", "paused"];
 
 #[derive(Clone, Copy)]
 enum Rule {
@@ -59,7 +53,7 @@ enum Rule {
 fn rule(name: &str) -> Rule {
     match name {
         "lock-ms" | "max-attempts" | "log-maxlen" => Rule::Positive,
-        "ordered" | "log" => Rule::Boolean,
+        "ordered" | "log" | "paused" => Rule::Boolean,
         _ => Rule::NonNegative,
     }
 }
@@ -77,10 +71,7 @@ impl Settings {
     /// Checks one `name value` pair and gives the canonical (lower-case) name and the value.
     pub fn check(name: &[u8], value: &[u8]) -> Result<(&'static str, u64)> {
         let lower = name.to_ascii_lowercase();
-        let canonical = NAMES
-            .iter()
-            .find(|n| n.as_bytes() == lower.as_slice())
-            .ok_or_else(|| Error::UnknownSetting(name.to_vec()))?;
+        let canonical = NAMES.iter().find(|n| n.as_bytes() == lower.as_slice()).ok_or_else(|| Error::UnknownSetting(name.to_vec()))?;
         let n = parse_number(value);
         let ok = match (rule(canonical), n) {
             (Rule::Positive, Some(n)) => n >= 1,
@@ -118,6 +109,7 @@ impl Settings {
             "dedup-window-ms" => self.dedup_window_ms = v,
             "log" => self.log = v == 1,
             "log-maxlen" => self.log_maxlen = v,
+            "paused" => self.paused = v == 1,
             _ => {}
         }
     }
@@ -133,6 +125,7 @@ impl Settings {
             "dedup-window-ms" => self.dedup_window_ms,
             "log" => self.log as u64,
             "log-maxlen" => self.log_maxlen,
+            "paused" => self.paused as u64,
             _ => 0,
         }
     }

@@ -29,8 +29,7 @@ pub enum Key {
 }
 
 impl Key {
-    pub const ALL: [Key; 10] =
-        [Key::Msg, Key::Dly, Key::Bak, Key::Inf, Key::Fai, Key::Err, Key::Cfg, Key::St, Key::Dup, Key::Log];
+    pub const ALL: [Key; 10] = [Key::Msg, Key::Dly, Key::Bak, Key::Inf, Key::Fai, Key::Err, Key::Cfg, Key::St, Key::Dup, Key::Log];
 
     pub fn prefix(self) -> &'static str {
         match self {

@@ -59,13 +59,7 @@ Environment: REDIS_URL (--url), RMQ_SPOOL (--spool), RMQ_LOG (log filter, e.g. i
 struct Global {
     /// Redis URL: redis://[user:password@]host[:port][/db], rediss:// for TLS. `make run`
     /// listens on redis://127.0.0.1:6399.
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        global = true,
-        value_name = "URL"
-    )]
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true, value_name = "URL")]
     url: String,
     /// Directory of the local spool, where `push` keeps messages Redis could not take.
     /// Default: ~/.local/state/rmq/spool/<host>-<port>-<db>, one per server.
@@ -79,13 +73,7 @@ struct Global {
     json: bool,
     /// Which edition to talk to: the RMQ.* module, the Lua library (FCALL), or auto:
     /// whichever the server has.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "auto",
-        global = true,
-        value_name = "EDITION"
-    )]
+    #[arg(long, value_enum, default_value = "auto", global = true, value_name = "EDITION")]
     edition: EditionArg,
     /// Time allowed to open a connection, in milliseconds.
     #[arg(long, default_value_t = 2000, global = true, value_name = "MS")]
@@ -139,15 +127,7 @@ pub struct Ctx {
 
 impl Ctx {
     fn new(g: &Global) -> Ctx {
-        let spool = if g.no_spool {
-            None
-        } else {
-            Some(
-                g.spool
-                    .clone()
-                    .unwrap_or_else(|| push::default_spool_for(&g.url)),
-            )
-        };
+        let spool = if g.no_spool { None } else { Some(g.spool.clone().unwrap_or_else(|| push::default_spool_for(&g.url))) };
         Ctx {
             url: g.url.clone(),
             spool,
@@ -185,14 +165,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RMQ_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+            tracing_subscriber::EnvFilter::try_from_env("RMQ_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let ctx = Ctx::new(&cli.global);
     match rt.block_on(run(&ctx, &cli.cmd)) {
         Ok(code) => code,

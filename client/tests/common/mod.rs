@@ -27,11 +27,7 @@ pub fn lua_library() -> String {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,13 +112,7 @@ impl Server {
             args.push("--loadmodule".into());
             args.push(m.display().to_string());
         }
-        let mut s = Server {
-            port: 0,
-            ed,
-            dir,
-            child: None,
-            args,
-        };
+        let mut s = Server { port: 0, ed, dir, child: None, args };
         s.launch(free_port());
         s
     }
@@ -141,10 +131,7 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "redis-server exited at start ({status}); log:\n{}",
-                    self.log()
-                );
+                panic!("redis-server exited at start ({status}); log:\n{}", self.log());
             }
             if let Ok(c) = redis::Client::open(self.url()) {
                 if let Ok(mut con) = c.get_connection_with_timeout(Duration::from_millis(200)) {
@@ -192,9 +179,7 @@ impl Server {
 
     pub fn sync_conn(&self) -> redis::Connection {
         let c = redis::Client::open(self.url()).unwrap();
-        let con = c
-            .get_connection_with_timeout(Duration::from_secs(5))
-            .unwrap();
+        let con = c.get_connection_with_timeout(Duration::from_secs(5)).unwrap();
         con.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         con
     }

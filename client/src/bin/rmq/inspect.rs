@@ -306,9 +306,7 @@ async fn stale(ctx: &Ctx, c: &Client, q: &str, tokens: &[&str], stale: usize) ->
     };
     for t in tokens {
         if let Ok(Some(_)) = c.get(q, t).await {
-            text += &format!(
-                "; '{t}' is a message id, not a receipt: use the receipt `rmq fetch` printed"
-            );
+            text += &format!("; '{t}' is a message id, not a receipt: use the receipt `rmq fetch` printed");
         }
     }
     ctx.out.fail(&text, "stale", exit::NOTHING)
@@ -318,8 +316,7 @@ pub async fn ack(ctx: &Ctx, a: &AckArgs) -> Result<ExitCode, Error> {
     let c = ctx.client()?;
     let r: Vec<&str> = a.receipts.iter().map(|s| s.as_str()).collect();
     let n = c.ack(&a.queue, &r).await?;
-    ctx.out
-        .either(&serde_json::json!({ "acked": n }), || n.to_string());
+    ctx.out.either(&serde_json::json!({ "acked": n }), || n.to_string());
     if (n as usize) < r.len() {
         return Ok(stale(ctx, &c, &a.queue, &r, r.len() - n as usize).await);
     }
@@ -332,18 +329,11 @@ pub async fn nack(ctx: &Ctx, a: &NackArgs) -> Result<ExitCode, Error> {
     } else if a.error {
         NackKind::Error
     } else {
-        NackKind::Retry {
-            delay: a.delay.map(Duration::from_millis),
-        }
+        NackKind::Retry { delay: a.delay.map(Duration::from_millis) }
     };
     let c = ctx.client()?;
-    let ok = c
-        .nack(&a.queue, &a.receipt, kind, a.reason.as_deref())
-        .await?;
-    ctx.out
-        .either(&serde_json::json!({ "nacked": ok as u8 }), || {
-            (ok as u8).to_string()
-        });
+    let ok = c.nack(&a.queue, &a.receipt, kind, a.reason.as_deref()).await?;
+    ctx.out.either(&serde_json::json!({ "nacked": ok as u8 }), || (ok as u8).to_string());
     if !ok {
         return Ok(stale(ctx, &c, &a.queue, &[a.receipt.as_str()], 1).await);
     }
@@ -352,13 +342,8 @@ pub async fn nack(ctx: &Ctx, a: &NackArgs) -> Result<ExitCode, Error> {
 
 pub async fn touch(ctx: &Ctx, a: &TouchArgs) -> Result<ExitCode, Error> {
     let c = ctx.client()?;
-    let deadline = c
-        .touch(&a.queue, &a.receipt, a.lock.map(Duration::from_millis))
-        .await?;
-    ctx.out
-        .either(&serde_json::json!({ "deadline": deadline }), || {
-            deadline.to_string()
-        });
+    let deadline = c.touch(&a.queue, &a.receipt, a.lock.map(Duration::from_millis)).await?;
+    ctx.out.either(&serde_json::json!({ "deadline": deadline }), || deadline.to_string());
     if deadline == 0 {
         return Ok(stale(ctx, &c, &a.queue, &[a.receipt.as_str()], 1).await);
     }
@@ -366,10 +351,7 @@ pub async fn touch(ctx: &Ctx, a: &TouchArgs) -> Result<ExitCode, Error> {
 }
 
 pub async fn peek(ctx: &Ctx, a: &PeekArgs) -> Result<ExitCode, Error> {
-    let msgs = ctx
-        .client()?
-        .peek(&a.queue, Some(a.state.name()), a.start, a.count)
-        .await?;
+    let msgs = ctx.client()?.peek(&a.queue, Some(a.state.name()), a.start, a.count).await?;
     ctx.out.messages(&msgs);
     Ok(ExitCode::SUCCESS)
 }
@@ -380,18 +362,13 @@ pub async fn get(ctx: &Ctx, a: &GetArgs) -> Result<ExitCode, Error> {
             ctx.out.messages(std::slice::from_ref(&m));
             Ok(ExitCode::SUCCESS)
         }
-        None => Ok(ctx.out.fail(
-            &format!("no message with id '{}' in queue '{}'", a.id, a.queue),
-            "not_found",
-            exit::NOTHING,
-        )),
+        None => Ok(ctx.out.fail(&format!("no message with id '{}' in queue '{}'", a.id, a.queue), "not_found", exit::NOTHING)),
     }
 }
 
 /// Prints a count; exit 5 when it is 0.
 fn counted(ctx: &Ctx, field: &str, n: u64, none: impl FnOnce() -> String) -> ExitCode {
-    ctx.out
-        .either(&serde_json::json!({ field: n }), || n.to_string());
+    ctx.out.either(&serde_json::json!({ field: n }), || n.to_string());
     if n == 0 {
         return ctx.out.fail(&none(), "not_found", exit::NOTHING);
     }
@@ -401,19 +378,14 @@ fn counted(ctx: &Ctx, field: &str, n: u64, none: impl FnOnce() -> String) -> Exi
 pub async fn del(ctx: &Ctx, a: &DelArgs) -> Result<ExitCode, Error> {
     let ids: Vec<&str> = a.ids.iter().map(|s| s.as_str()).collect();
     let n = ctx.client()?.del(&a.queue, &ids).await?;
-    Ok(counted(ctx, "deleted", n, || {
-        format!("no message with these ids in queue '{}'", a.queue)
-    }))
+    Ok(counted(ctx, "deleted", n, || format!("no message with these ids in queue '{}'", a.queue)))
 }
 
 pub async fn requeue(ctx: &Ctx, a: &RequeueArgs) -> Result<ExitCode, Error> {
     let ids: Vec<&str> = a.ids.iter().map(|s| s.as_str()).collect();
     let n = ctx.client()?.requeue(&a.queue, &ids).await?;
     Ok(counted(ctx, "requeued", n, || {
-        format!(
-            "nothing requeued: no failed, errored or delayed message with these ids in queue '{}'",
-            a.queue
-        )
+        format!("nothing requeued: no failed, errored or delayed message with these ids in queue '{}'", a.queue)
     }))
 }
 
@@ -427,8 +399,7 @@ pub async fn purge(ctx: &Ctx, a: &PurgeArgs) -> Result<ExitCode, Error> {
         PurgeState::All => "ALL",
     };
     let n = ctx.client()?.purge(&a.queue, state).await?;
-    ctx.out
-        .either(&serde_json::json!({ "deleted": n }), || n.to_string());
+    ctx.out.either(&serde_json::json!({ "deleted": n }), || n.to_string());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -444,10 +415,9 @@ pub async fn recover(ctx: &Ctx, a: &RecoverArgs) -> Result<ExitCode, Error> {
         parts.push("ERRORS");
     }
     let [e, f, r] = ctx.client()?.recover(&a.queue, &parts).await?;
-    ctx.out.either(
-        &serde_json::json!({ "expired": e, "failed": f, "errors": r }),
-        || format!("expired {e}, failed {f}, errors {r} moved back to ready"),
-    );
+    ctx.out.either(&serde_json::json!({ "expired": e, "failed": f, "errors": r }), || {
+        format!("expired {e}, failed {f}, errors {r} moved back to ready")
+    });
     Ok(ExitCode::SUCCESS)
 }
 
@@ -455,17 +425,11 @@ pub async fn config(ctx: &Ctx, c: &ConfigCmd) -> Result<ExitCode, Error> {
     match c {
         ConfigCmd::Get { queue, name } => {
             let pairs = ctx.client()?.config_get(queue, name.as_deref()).await?;
-            let map: serde_json::Map<String, serde_json::Value> = pairs
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                .collect();
+            let map: serde_json::Map<String, serde_json::Value> =
+                pairs.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
             ctx.out.either(&map, || {
                 let w = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-                pairs
-                    .iter()
-                    .map(|(k, v)| format!("{k:<w$}  {v}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                pairs.iter().map(|(k, v)| format!("{k:<w$}  {v}")).collect::<Vec<_>>().join("\n")
             });
         }
         ConfigCmd::Set { queue, pairs } => {
@@ -475,13 +439,9 @@ pub async fn config(ctx: &Ctx, c: &ConfigCmd) -> Result<ExitCode, Error> {
                     pairs.last().map(String::as_str).unwrap_or("")
                 )));
             }
-            let kv: Vec<(&str, &str)> = pairs
-                .chunks(2)
-                .map(|p| (p[0].as_str(), p[1].as_str()))
-                .collect();
+            let kv: Vec<(&str, &str)> = pairs.chunks(2).map(|p| (p[0].as_str(), p[1].as_str())).collect();
             ctx.client()?.config_set(queue, &kv).await?;
-            ctx.out
-                .either(&serde_json::json!({ "ok": true }), || "OK".to_string());
+            ctx.out.either(&serde_json::json!({ "ok": true }), || "OK".to_string());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -490,31 +450,15 @@ pub async fn config(ctx: &Ctx, c: &ConfigCmd) -> Result<ExitCode, Error> {
 pub async fn log(ctx: &Ctx, a: &LogArgs) -> Result<ExitCode, Error> {
     let entries = ctx.client()?.log(&a.queue, a.from, a.count).await?;
     if ctx.out.json {
-        let list: Vec<serde_json::Value> = entries
-            .iter()
-            .map(|e| {
-                serde_json::Value::Object(
-                    e.iter().map(|(k, v)| (k.clone(), value_json(v))).collect(),
-                )
-            })
-            .collect();
+        let list: Vec<serde_json::Value> =
+            entries.iter().map(|e| serde_json::Value::Object(e.iter().map(|(k, v)| (k.clone(), value_json(v))).collect())).collect();
         ctx.out.json(&list);
         return Ok(ExitCode::SUCCESS);
     }
     for e in &entries {
-        let field = |name: &str| {
-            e.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| value_text(v))
-                .unwrap_or_default()
-        };
+        let field = |name: &str| e.iter().find(|(k, _)| k == name).map(|(_, v)| value_text(v)).unwrap_or_default();
         let time = field("time").parse::<u64>().map(clock).unwrap_or_default();
-        let mut line = format!(
-            "{:>8}  {time}  {:<8} {}",
-            field("offset"),
-            field("event"),
-            field("id")
-        );
+        let mut line = format!("{:>8}  {time}  {:<8} {}", field("offset"), field("event"), field("id"));
         for (k, v) in e {
             if !matches!(k.as_str(), "offset" | "time" | "event" | "id") {
                 line += &format!("  {k}={}", value_text(v));
@@ -527,8 +471,7 @@ pub async fn log(ctx: &Ctx, a: &LogArgs) -> Result<ExitCode, Error> {
 
 pub async fn replay(ctx: &Ctx, a: &ReplayArgs) -> Result<ExitCode, Error> {
     let n = ctx.client()?.replay(&a.queue, a.from, a.to).await?;
-    ctx.out
-        .either(&serde_json::json!({ "replayed": n }), || n.to_string());
+    ctx.out.either(&serde_json::json!({ "replayed": n }), || n.to_string());
     Ok(ExitCode::SUCCESS)
 }
 

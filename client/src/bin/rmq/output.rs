@@ -52,10 +52,7 @@ impl Out {
     /// Reports a failure that is not an [`Error`] (stale receipts, unknown ids …).
     pub fn fail(&self, text: &str, kind: &str, status: u8) -> ExitCode {
         if self.json {
-            eprintln!(
-                "{}",
-                serde_json::json!({ "error": text, "kind": kind, "status": status })
-            );
+            eprintln!("{}", serde_json::json!({ "error": text, "kind": kind, "status": status }));
         } else {
             eprintln!("rmq: {text}");
         }
@@ -74,21 +71,13 @@ pub fn status_of(e: &Error) -> u8 {
 pub fn usage_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     let json = std::env::args().any(|a| a == "--json");
-    let informational = matches!(
-        e.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    );
+    let informational =
+        matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand);
     if !json || informational {
         e.exit();
     }
     let text = e.render().to_string();
-    let first = text
-        .lines()
-        .next()
-        .unwrap_or("usage error")
-        .trim_start_matches("error: ");
+    let first = text.lines().next().unwrap_or("usage error").trim_start_matches("error: ");
     Out { json: true }.fail(first, "usage", exit::USAGE)
 }
 
@@ -113,12 +102,7 @@ fn message_line(m: &Message) -> String {
     }
     match std::str::from_utf8(&m.body) {
         Ok(b) => line += &format!("  body={b:?}"),
-        Err(_) => {
-            line += &format!(
-                "  body=<{} bytes, not UTF-8; --json shows base64>",
-                m.body.len()
-            )
-        }
+        Err(_) => line += &format!("  body=<{} bytes, not UTF-8; --json shows base64>", m.body.len()),
     }
     line
 }
@@ -141,9 +125,7 @@ pub fn value_json(v: &Value) -> serde_json::Value {
             }),
         },
         Value::VerbatimString { text, .. } => json!(text),
-        Value::Array(a) | Value::Set(a) => {
-            serde_json::Value::Array(a.iter().map(value_json).collect())
-        }
+        Value::Array(a) | Value::Set(a) => serde_json::Value::Array(a.iter().map(value_json).collect()),
         Value::Map(m) => {
             let mut o = serde_json::Map::new();
             for (k, v) in m {
@@ -170,17 +152,9 @@ pub fn value_text(v: &Value) -> String {
 /// `HH:MM:SS` (UTC) of a unix time in ms, without a date crate.
 pub fn clock(unix_ms: u64) -> String {
     let s = unix_ms / 1000;
-    format!(
-        "{:02}:{:02}:{:02} UTC",
-        (s / 3600) % 24,
-        (s / 60) % 60,
-        s % 60
-    )
+    format!("{:02}:{:02}:{:02} UTC", (s / 3600) % 24, (s / 60) % 60, s % 60)
 }
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

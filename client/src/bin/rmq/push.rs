@@ -73,10 +73,7 @@ fn server_dir_name(url: &str) -> String {
         Ok(info) => {
             let db = info.redis_settings().db();
             match info.addr() {
-                ConnectionAddr::Tcp(h, p)
-                | ConnectionAddr::TcpTls {
-                    host: h, port: p, ..
-                } => {
+                ConnectionAddr::Tcp(h, p) | ConnectionAddr::TcpTls { host: h, port: p, .. } => {
                     format!("{h}-{p}-{db}")
                 }
                 ConnectionAddr::Unix(path) => format!("unix-{}-{db}", path.display()),
@@ -85,15 +82,7 @@ fn server_dir_name(url: &str) -> String {
         }
         Err(_) => "default".into(),
     };
-    raw.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    raw.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect()
 }
 
 /// Says on stderr when the spool holds messages that never reached Redis.
@@ -125,26 +114,16 @@ pub async fn push(ctx: &Ctx, a: &PushArgs) -> Result<ExitCode, Error> {
     p.key = a.key.clone().unwrap_or_default();
     for h in &a.headers {
         let Some((k, v)) = h.split_once('=') else {
-            return Err(Error::Invalid(format!(
-                "--header wants NAME=VALUE, got {h:?}"
-            )));
+            return Err(Error::Invalid(format!("--header wants NAME=VALUE, got {h:?}")));
         };
         p.headers.push((k.to_string(), v.to_string()));
     }
     p.delay = a.delay.map(Duration::from_millis);
     p.at = a.at;
-    let cfg = ProducerConfig {
-        spool_dir: ctx.spool.clone(),
-        retries: 2,
-        background_drain: false,
-        ..Default::default()
-    };
+    let cfg = ProducerConfig { spool_dir: ctx.spool.clone(), retries: 2, background_drain: false, ..Default::default() };
     let producer = Producer::new(ctx.client()?, cfg).await?;
     let r = producer.push(p).await?;
-    ctx.out.either(
-        &serde_json::json!({ "id": r.id, "spooled": r.spooled }),
-        || r.id.clone(),
-    );
+    ctx.out.either(&serde_json::json!({ "id": r.id, "spooled": r.spooled }), || r.id.clone());
     if r.spooled {
         let dir = ctx.spool.as_deref().unwrap_or(Path::new("?"));
         eprintln!(
@@ -161,15 +140,9 @@ pub async fn push(ctx: &Ctx, a: &PushArgs) -> Result<ExitCode, Error> {
 
 pub async fn spool(ctx: &Ctx, s: &SpoolCmd) -> Result<ExitCode, Error> {
     let Some(dir) = ctx.spool.clone() else {
-        return Err(Error::Config(
-            "--no-spool: there is no spool to look at".into(),
-        ));
+        return Err(Error::Config("--no-spool: there is no spool to look at".into()));
     };
-    let cfg = ProducerConfig {
-        spool_dir: Some(dir.clone()),
-        background_drain: false,
-        ..Default::default()
-    };
+    let cfg = ProducerConfig { spool_dir: Some(dir.clone()), background_drain: false, ..Default::default() };
     let producer = Producer::new(ctx.client()?, cfg).await?;
     match s {
         SpoolCmd::Status => {
@@ -184,10 +157,7 @@ pub async fn spool(ctx: &Ctx, s: &SpoolCmd) -> Result<ExitCode, Error> {
                     st.quarantined
                 );
                 if st.corrupt > 0 {
-                    t += &format!(
-                        "\ncorrupt     {} (moved to the quarantine by the next drain)",
-                        st.corrupt
-                    );
+                    t += &format!("\ncorrupt     {} (moved to the quarantine by the next drain)", st.corrupt);
                 }
                 t
             });
@@ -199,16 +169,12 @@ pub async fn spool(ctx: &Ctx, s: &SpoolCmd) -> Result<ExitCode, Error> {
                 bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
             }
             bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} re-sending [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
-                )
-                .expect("template")
-                .progress_chars("=> "),
+                indicatif::ProgressStyle::with_template("{spinner} re-sending [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})")
+                    .expect("template")
+                    .progress_chars("=> "),
             );
             let (b1, b2) = (bar.clone(), bar.clone());
-            let report = producer
-                .drain_with(move |t| b1.set_length(t), move |n| b2.set_position(n))
-                .await?;
+            let report = producer.drain_with(move |t| b1.set_length(t), move |n| b2.set_position(n)).await?;
             bar.finish_and_clear();
             if ctx.out.json {
                 ctx.out.json(&report);
@@ -222,24 +188,13 @@ pub async fn spool(ctx: &Ctx, s: &SpoolCmd) -> Result<ExitCode, Error> {
                 }
             }
             if report.refused + report.corrupt > 0 {
-                eprintln!(
-                    "rmq: records were moved to the quarantine ({}); see `rmq spool status`",
-                    dir.join("quarantine").display()
-                );
+                eprintln!("rmq: records were moved to the quarantine ({}); see `rmq spool status`", dir.join("quarantine").display());
             }
             if let Some(why) = &report.stopped {
-                return Ok(ctx.out.fail(
-                    &format!("drain stopped: {why}"),
-                    "unavailable",
-                    exit::UNAVAILABLE,
-                ));
+                return Ok(ctx.out.fail(&format!("drain stopped: {why}"), "unavailable", exit::UNAVAILABLE));
             }
             if report.busy {
-                return Ok(ctx.out.fail(
-                    "another process is draining this spool",
-                    "busy",
-                    exit::ERROR,
-                ));
+                return Ok(ctx.out.fail("another process is draining this spool", "busy", exit::ERROR));
             }
             Ok(ExitCode::SUCCESS)
         }

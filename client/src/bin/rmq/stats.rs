@@ -62,11 +62,7 @@ struct Sample {
     rows: BTreeMap<String, Stats>,
 }
 
-async fn sample(
-    c: &Client,
-    queue: Option<&str>,
-    seen: &mut BTreeSet<String>,
-) -> Result<Sample, Error> {
+async fn sample(c: &Client, queue: Option<&str>, seen: &mut BTreeSet<String>) -> Result<Sample, Error> {
     match queue {
         Some(q) => {
             seen.insert(q.to_string());
@@ -77,10 +73,7 @@ async fn sample(
     for q in seen.iter() {
         rows.insert(q.clone(), c.stats(q).await?);
     }
-    Ok(Sample {
-        at: Instant::now(),
-        rows,
-    })
+    Ok(Sample { at: Instant::now(), rows })
 }
 
 pub async fn stats(ctx: &Ctx, a: &StatsArgs) -> Result<ExitCode, Error> {
@@ -119,12 +112,7 @@ pub async fn stats(ctx: &Ctx, a: &StatsArgs) -> Result<ExitCode, Error> {
                 if ctx.out.json {
                     ctx.out.json(&s.rows);
                 } else {
-                    screen += &format!(
-                        "{}  {}  {} queue(s)\n",
-                        clock(now_ms()),
-                        cut(&ctx.url_shown(), 40),
-                        s.rows.len()
-                    );
+                    screen += &format!("{}  {}  {} queue(s)\n", clock(now_ms()), cut(&ctx.url_shown(), 40), s.rows.len());
                     screen += &table(&s, prev.as_ref());
                     if s.rows.is_empty() {
                         screen += "(no queue holds messages)\n";
@@ -139,17 +127,9 @@ pub async fn stats(ctx: &Ctx, a: &StatsArgs) -> Result<ExitCode, Error> {
                         "error": e.to_string(), "kind": e.kind(), "down_since_ms": since
                     }));
                 } else {
-                    let what = if e.is_unavailable() {
-                        format!("DOWN since {}", clock(since))
-                    } else {
-                        format!("ERROR since {}", clock(since))
-                    };
-                    screen += &format!(
-                        "{}  {}  {what}\n{}\n",
-                        clock(now_ms()),
-                        cut(&ctx.url_shown(), 40),
-                        wrap(&e.to_string(), 80)
-                    );
+                    let what =
+                        if e.is_unavailable() { format!("DOWN since {}", clock(since)) } else { format!("ERROR since {}", clock(since)) };
+                    screen += &format!("{}  {}  {what}\n{}\n", clock(now_ms()), cut(&ctx.url_shown(), 40), wrap(&e.to_string(), 80));
                 }
                 // A rate across an outage would be meaningless: start again after it. The
                 // last table seen stays in view, so the numbers before the outage do.
@@ -164,10 +144,8 @@ pub async fn stats(ctx: &Ctx, a: &StatsArgs) -> Result<ExitCode, Error> {
         if !ctx.out.json {
             if let Some(dir) = &ctx.spool {
                 if rmq_client::spool::has_pending(dir).unwrap_or(false) {
-                    screen += &format!(
-                        "WARNING: spool {} holds messages not in Redis (rmq spool drain)\n",
-                        cut(&dir.display().to_string(), 30)
-                    );
+                    screen +=
+                        &format!("WARNING: spool {} holds messages not in Redis (rmq spool drain)\n", cut(&dir.display().to_string(), 30));
                 }
             }
             if clear {
@@ -208,12 +186,7 @@ fn cut(s: &str, n: usize) -> String {
 /// `s` in lines of at most `width` characters (at most 4 lines).
 fn wrap(s: &str, width: usize) -> String {
     let chars: Vec<char> = s.chars().collect();
-    chars
-        .chunks(width)
-        .take(4)
-        .map(|c| c.iter().collect::<String>())
-        .collect::<Vec<_>>()
-        .join("\n")
+    chars.chunks(width).take(4).map(|c| c.iter().collect::<String>()).collect::<Vec<_>>().join("\n")
 }
 
 /// A number in at most 6 characters: 999999, 1.23M, 45.6G.
@@ -257,14 +230,8 @@ fn age(ms: i64) -> String {
 
 /// The table: with `prev`, pushes and acks per second since it; without, the totals.
 fn table(s: &Sample, prev: Option<&Sample>) -> String {
-    let (a, b) = if prev.is_some() {
-        ("push/s", "ack/s")
-    } else {
-        ("pushed", "acked")
-    };
-    let head = [
-        "queue", "ready", "delayed", "inflight", "failed", "errors", a, b, "oldest",
-    ];
+    let (a, b) = if prev.is_some() { ("push/s", "ack/s") } else { ("pushed", "acked") };
+    let head = ["queue", "ready", "delayed", "inflight", "failed", "errors", a, b, "oldest"];
     let mut cells: Vec<Vec<String>> = vec![head.iter().map(|h| h.to_string()).collect()];
     for (q, st) in &s.rows {
         let g = |k: &str| st.get(k).copied().unwrap_or(0);
@@ -280,11 +247,8 @@ fn table(s: &Sample, prev: Option<&Sample>) -> String {
             let d = (g(k) - p.1.get(k).copied().unwrap_or(0)).max(0) as f64;
             compact((d / secs * 10.0).round() / 10.0)
         };
-        let (x, y) = if prev.is_some() {
-            (rate("pushed"), rate("acked"))
-        } else {
-            (compact(g("pushed") as f64), compact(g("acked") as f64))
-        };
+        let (x, y) =
+            if prev.is_some() { (rate("pushed"), rate("acked")) } else { (compact(g("pushed") as f64), compact(g("acked") as f64)) };
         cells.push(vec![
             cut(q, NAME_WIDTH),
             compact(g("ready") as f64),
@@ -297,27 +261,13 @@ fn table(s: &Sample, prev: Option<&Sample>) -> String {
             age(g("oldest_ready_ms")),
         ]);
     }
-    let widths: Vec<usize> = (0..head.len())
-        .map(|i| {
-            cells
-                .iter()
-                .map(|r| r[i].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
+    let widths: Vec<usize> = (0..head.len()).map(|i| cells.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for r in &cells {
         let line: Vec<String> = r
             .iter()
             .enumerate()
-            .map(|(i, c)| {
-                if i == 0 {
-                    format!("{:<w$}", c, w = widths[i])
-                } else {
-                    format!("{:>w$}", c, w = widths[i].max(6))
-                }
-            })
+            .map(|(i, c)| if i == 0 { format!("{:<w$}", c, w = widths[i]) } else { format!("{:>w$}", c, w = widths[i].max(6)) })
             .collect();
         out += line.join(" ").trim_end();
         out.push('\n');
@@ -331,15 +281,7 @@ mod tests {
 
     #[test]
     fn numbers_fit_six_characters() {
-        for v in [
-            0.0,
-            5.0,
-            12.5,
-            999_999.0,
-            1_234_567.0,
-            999_000_000.0,
-            5.5e12,
-        ] {
+        for v in [0.0, 5.0, 12.5, 999_999.0, 1_234_567.0, 999_000_000.0, 5.5e12] {
             assert!(compact(v).chars().count() <= 6, "{v}: {}", compact(v));
         }
         assert_eq!(compact(1_234_567.0), "1.23M");

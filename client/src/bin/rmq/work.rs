@@ -83,10 +83,7 @@ fn check_command(program: &str) -> Result<PathBuf, Error> {
         return Ok(p);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| runnable(p))
-        .ok_or_else(|| bad("not found in PATH"))
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| runnable(p)).ok_or_else(|| bad("not found in PATH"))
 }
 
 pub async fn work(ctx: &Ctx, a: &WorkArgs) -> Result<ExitCode, Error> {
@@ -95,10 +92,7 @@ pub async fn work(ctx: &Ctx, a: &WorkArgs) -> Result<ExitCode, Error> {
     // A long-running command: it sends the spool too (now and whenever it fills).
     let _drainer = match &ctx.spool {
         Some(dir) => {
-            let cfg = ProducerConfig {
-                spool_dir: Some(dir.clone()),
-                ..Default::default()
-            };
+            let cfg = ProducerConfig { spool_dir: Some(dir.clone()), ..Default::default() };
             Some(Producer::new(client.clone(), cfg).await?)
         }
         None => None,
@@ -165,21 +159,10 @@ async fn run_command(command: &[String], queue: &str, m: Message) -> Result<(), 
         // takes its process with it.
         .kill_on_drop(true);
     for (k, v) in &m.headers {
-        let name: String = k
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let name: String = k.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
         cmd.env(format!("RMQ_HEADER_{name}"), v);
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| HandlerError::worker_fault(format!("cannot start '{}': {e}", command[0])))?;
+    let mut child = cmd.spawn().map_err(|e| HandlerError::worker_fault(format!("cannot start '{}': {e}", command[0])))?;
     let mut stdin = child.stdin.take().expect("piped stdin");
     let body = m.body.clone();
     let feeder = tokio::spawn(async move {
@@ -187,10 +170,7 @@ async fn run_command(command: &[String], queue: &str, m: Message) -> Result<(), 
         let _ = stdin.write_all(&body).await;
         let _ = stdin.shutdown().await;
     });
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| HandlerError::worker_fault(format!("waiting for '{}': {e}", command[0])))?;
+    let out = child.wait_with_output().await.map_err(|e| HandlerError::worker_fault(format!("waiting for '{}': {e}", command[0])))?;
     let _ = feeder.await;
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
     if !stderr.is_empty() {
@@ -205,27 +185,15 @@ async fn run_command(command: &[String], queue: &str, m: Message) -> Result<(), 
     };
     match out.status.code() {
         Some(0) => Ok(()),
-        Some(EXIT_DO_NOT_RETRY) => Err(HandlerError::dead_letter(reason(format!(
-            "'{}' exited with {EXIT_DO_NOT_RETRY} (do not retry)",
-            command[0]
-        )))),
+        Some(EXIT_DO_NOT_RETRY) => {
+            Err(HandlerError::dead_letter(reason(format!("'{}' exited with {EXIT_DO_NOT_RETRY} (do not retry)", command[0]))))
+        }
         Some(c @ (126 | 127)) => Err(HandlerError::worker_fault(format!(
             "'{}' exited with {c} ({}){}",
             command[0],
-            if c == 126 {
-                "cannot execute"
-            } else {
-                "command not found"
-            },
-            if stderr.is_empty() {
-                String::new()
-            } else {
-                format!(": {stderr}")
-            }
+            if c == 126 { "cannot execute" } else { "command not found" },
+            if stderr.is_empty() { String::new() } else { format!(": {stderr}") }
         ))),
-        _ => Err(HandlerError::retry(reason(format!(
-            "'{}' {}",
-            command[0], out.status
-        )))),
+        _ => Err(HandlerError::retry(reason(format!("'{}' {}", command[0], out.status)))),
     }
 }
