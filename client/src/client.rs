@@ -247,7 +247,9 @@ impl Client {
                 || lower.contains("ssl")
                 || lower.contains("corrupt")
                 || lower.contains("handshake")
-                || lower.contains("certificate"))
+                || lower.contains("certificate")
+                || lower.contains("timed out")
+                || lower.contains("no answer"))
         {
             " (the URL asks for TLS: does the server speak TLS on that port?)"
         } else if !tls

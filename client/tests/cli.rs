@@ -413,6 +413,13 @@ fn a_tls_mismatch_is_reported_with_the_url_and_a_hint() {
     let o = run(rmq(&plain, &spool, &["--no-spool", "push", "q", "x"]));
     assert_eq!(o.status.code(), Some(UNAVAILABLE));
     assert!(text(&o.stderr).contains("rediss://"), "{}", text(&o.stderr));
+    // TLS asked of a plain server (which waits for a command that never comes): a hint too.
+    let plain_srv = Server::start(Ed::Lua, &[]);
+    let tls_to_plain = format!("rediss://127.0.0.1:{}/#insecure", plain_srv.port);
+    let o = run(rmq(&tls_to_plain, &spool, &["--no-spool", "push", "q", "x"]));
+    assert_eq!(o.status.code(), Some(UNAVAILABLE));
+    let err = text(&o.stderr);
+    assert!(err.contains("rediss://127.0.0.1") && err.contains("asks for TLS"), "{err}");
     // The right scheme works.
     let tls = format!("rediss://127.0.0.1:{}/#insecure", srv.port);
     let o = run(rmq(&tls, &spool, &["--no-spool", "push", "q", "x"]));

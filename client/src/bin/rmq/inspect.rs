@@ -477,6 +477,12 @@ pub async fn replay(ctx: &Ctx, a: &ReplayArgs) -> Result<ExitCode, Error> {
 
 pub async fn queues(ctx: &Ctx, _: &QueuesArgs) -> Result<ExitCode, Error> {
     let qs = ctx.client()?.queues().await?;
-    ctx.out.either(&qs, || qs.join("\n"));
+    if ctx.out.json {
+        ctx.out.json(&qs);
+    } else {
+        for q in &qs {
+            println!("{q}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
