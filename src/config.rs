@@ -14,6 +14,8 @@ pub static DEDUP_WINDOW_MS: AtomicI64 = AtomicI64::new(3_600_000);
 pub static MAX_FETCH_COUNT: AtomicI64 = AtomicI64::new(1_000);
 /// Lua instructions one non-hot command (PEEK, REPLAY, …) may run before it is stopped.
 pub static LUA_INSTRUCTION_BUDGET: AtomicI64 = AtomicI64::new(500_000_000);
+/// Milliseconds one non-hot command may run before it is stopped.
+pub static LUA_TIME_BUDGET_MS: AtomicI64 = AtomicI64::new(1_000);
 
 fn get(v: &AtomicI64) -> u64 {
     v.load(Ordering::Relaxed).max(0) as u64
@@ -37,6 +39,10 @@ pub fn max_fetch_count() -> u64 {
 
 pub fn lua_instruction_budget() -> u64 {
     get(&LUA_INSTRUCTION_BUDGET)
+}
+
+pub fn lua_time_budget_ms() -> u64 {
+    get(&LUA_TIME_BUDGET_MS).max(1)
 }
 
 pub fn guard_interval_ms() -> u64 {
