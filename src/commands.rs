@@ -1,25 +1,25 @@
 //! The native commands: parse (rmq_core::args), run the queue logic (rmq_core::queue) on a
 //! [`RedisStore`], and shape the reply. Replies follow docs/commands.md.
 
-use redis_module::raw;
 use rmq_core::args::{self, check_queue};
-use rmq_core::queue::{Delivery, Queue};
+use rmq_core::queue::{Delivery, Found, Queue, State};
+use rmq_core::record::Record;
+use rmq_core::store::Key;
 use rmq_core::{Error, Result};
 
-use crate::config;
-use crate::ffi::{self, reply_array, reply_bulk, reply_int, reply_map, reply_null, Ctx};
-use crate::registry;
-use crate::settings_cache;
+use crate::ffi::{self, reply_array, reply_bulk, reply_int, reply_map, reply_null, Ctx, RStr};
 use crate::store::RedisStore;
+use crate::{acl, config, registry, settings_cache};
 
 /// The queue logic on `q`'s keys, with its settings, at the command's `now`.
 fn queue_of<'s, 'q>(ctx: Ctx, q: &[u8], store: &'s mut RedisStore<'q>) -> Queue<'s, RedisStore<'q>> {
     let set = settings_cache::get(ctx, q, store);
+    store.set_dedup_window(set.dedup_window_ms);
     Queue::with_settings(store, set, ffi::now_ms())
 }
 
-/// Checks the arity and the queue name, in that order, and registers the queue for the guard.
-fn queue<'a>(argv: &[&'a [u8]], min_args: usize, name: &'static str) -> Result<&'a [u8]> {
+/// Checks the arity and the queue name, in that order.
+fn queue<'a>(_ctx: Ctx, argv: &[&'a [u8]], min_args: usize, name: &'static str) -> Result<&'a [u8]> {
     if argv.len() < min_args {
         return Err(Error::WrongArity(name));
     }
@@ -30,9 +30,8 @@ fn queue<'a>(argv: &[&'a [u8]], min_args: usize, name: &'static str) -> Result<&
 /// RMQ.PUSH q body [ID id] [TAG tag] [KEY key] [HEADER name value]… [DELAY ms | AT unix-ms]
 /// Reply: the id (also for a duplicate within the dedup window); `ERR queue full`.
 pub fn push(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
-    let q = queue(argv, 3, "rmq.push")?;
+    let q = queue(ctx, argv, 3, "rmq.push")?;
     let req = args::push(&argv[2..])?;
-    registry::note(ctx, q);
     let mut store = RedisStore::new(ctx, q);
     let outcome = queue_of(ctx, q, &mut store).push(&req)?;
     reply_bulk(ctx, outcome.id());
@@ -42,25 +41,23 @@ pub fn push(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
 /// RMQ.FETCH q [COUNT n] [LOCK ms] [BLOCK ms] [CONSUMER name]
 /// Reply: an array of message maps, or null; with BLOCK, waits on `msg:{q}`.
 pub fn fetch(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
-    let q = queue(argv, 2, "rmq.fetch")?;
+    let q = queue(ctx, argv, 2, "rmq.fetch")?;
     let req = args::fetch(&argv[2..], config::max_fetch_count())?;
-    registry::note(ctx, q);
-    let got = fetch_now(ctx, q, req.count, req.lock, req.consumer);
+    let got = fetch_now(ctx, q, req.count, req.lock, req.consumer)?;
     if !got.is_empty() {
         reply_deliveries(ctx, &got);
         return Ok(());
     }
-    let in_script = ffi::ctx_flags(ctx) & (raw::REDISMODULE_CTX_FLAGS_MULTI | raw::REDISMODULE_CTX_FLAGS_LUA) != 0;
+    let in_script =
+        ffi::ctx_flags(ctx) & (redis_module::raw::REDISMODULE_CTX_FLAGS_MULTI | redis_module::raw::REDISMODULE_CTX_FLAGS_LUA) != 0;
     match req.block {
-        Some(ms) if !in_script => {
-            crate::block::wait(ctx, q, ms, req.count, req.lock, req.consumer);
-        }
+        Some(ms) if !in_script => crate::block::wait(ctx, q, ms, req.count, req.lock, req.consumer),
         _ => reply_null(ctx),
     }
     Ok(())
 }
 
-pub fn fetch_now(ctx: Ctx, q: &[u8], count: u64, lock: Option<u64>, consumer: &[u8]) -> Vec<Delivery> {
+pub fn fetch_now(ctx: Ctx, q: &[u8], count: u64, lock: Option<u64>, consumer: &[u8]) -> Result<Vec<Delivery>> {
     let mut store = RedisStore::new(ctx, q);
     queue_of(ctx, q, &mut store).fetch(count, lock, consumer)
 }
@@ -100,10 +97,10 @@ pub fn reply_deliveries(ctx: Ctx, got: &[Delivery]) {
 /// RMQ.ACK q receipt [receipt …]
 /// Reply: how many receipts were current (stale ones count 0).
 pub fn ack(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
-    let q = queue(argv, 3, "rmq.ack")?;
+    let q = queue(ctx, argv, 3, "rmq.ack")?;
     let receipts = args::ack(&argv[2..])?;
     let mut store = RedisStore::new(ctx, q);
-    let n = queue_of(ctx, q, &mut store).ack(&receipts);
+    let n = queue_of(ctx, q, &mut store).ack(&receipts)?;
     reply_int(ctx, n as i64);
     Ok(())
 }
@@ -111,10 +108,10 @@ pub fn ack(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
 /// RMQ.NACK q receipt [RETRY [DELAY ms] | FAIL | ERROR] [REASON text]
 /// Reply: 1, or 0 for a stale receipt.
 pub fn nack(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
-    let q = queue(argv, 3, "rmq.nack")?;
+    let q = queue(ctx, argv, 3, "rmq.nack")?;
     let req = args::nack(&argv[2..])?;
     let mut store = RedisStore::new(ctx, q);
-    let done = queue_of(ctx, q, &mut store).nack(req.receipt, req.action, req.reason);
+    let done = queue_of(ctx, q, &mut store).nack(req.receipt, req.action, req.reason)?;
     reply_int(ctx, done as i64);
     Ok(())
 }
@@ -122,10 +119,10 @@ pub fn nack(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
 /// RMQ.TOUCH q receipt [LOCK ms]
 /// Reply: the new deadline (unix ms), or 0 for a stale receipt.
 pub fn touch(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
-    let q = queue(argv, 3, "rmq.touch")?;
+    let q = queue(ctx, argv, 3, "rmq.touch")?;
     let req = args::touch(&argv[2..])?;
     let mut store = RedisStore::new(ctx, q);
-    let deadline = queue_of(ctx, q, &mut store).touch(req.receipt, req.lock);
+    let deadline = queue_of(ctx, q, &mut store).touch(req.receipt, req.lock)?;
     reply_int(ctx, deadline.unwrap_or(0) as i64);
     Ok(())
 }
@@ -133,10 +130,10 @@ pub fn touch(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
 /// RMQ.RECOVER q [EXPIRED] [FAILED] [ERRORS]
 /// Reply: `[expired, failed, errors]`, how many were taken from each.
 pub fn recover(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
-    let q = queue(argv, 2, "rmq.recover")?;
+    let q = queue(ctx, argv, 2, "rmq.recover")?;
     let what = args::recover(&argv[2..])?;
     let mut store = RedisStore::new(ctx, q);
-    let counts = queue_of(ctx, q, &mut store).recover(what);
+    let counts = queue_of(ctx, q, &mut store).recover(what)?;
     reply_array(ctx, 3);
     for c in counts {
         reply_int(ctx, c as i64);
@@ -148,10 +145,10 @@ pub fn recover(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
 /// Reply: a map of `ready delayed inflight failed errors pushed acked retried dead errored
 /// dups offset oldest_ready_ms`.
 pub fn stats(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
-    let q = queue(argv, 2, "rmq.stats")?;
+    let q = queue(ctx, argv, 2, "rmq.stats")?;
     args::nothing(&argv[2..])?;
     let mut store = RedisStore::new(ctx, q);
-    let fields = queue_of(ctx, q, &mut store).stats();
+    let fields = queue_of(ctx, q, &mut store).stats()?;
     reply_map(ctx, fields.len());
     for (name, v) in fields {
         reply_bulk(ctx, name.as_bytes());
@@ -160,24 +157,128 @@ pub fn stats(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     Ok(())
 }
 
-/// A command served by the Lua core: `rmq_<name>(keys = {q}, args)`, or no key for QUEUES.
-/// Whatever it moved to ready wakes blocked FETCHes.
-pub fn lua_command(ctx: Ctx, argv: &[&[u8]], function: &str, name: &'static str) -> Result<()> {
-    if function == "rmq_queues" {
-        return crate::lua::run(ctx, function, &[], &argv[1..]);
+/// RMQ.GET q id
+/// Reply: the first message with that id (ready, delayed, inflight, failed, errors), as a
+/// map with its state, or null.
+pub fn get(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
+    let q = queue(ctx, argv, 3, "rmq.get")?;
+    let id = args::get(&argv[2..])?;
+    let mut store = RedisStore::new(ctx, q);
+    match queue_of(ctx, q, &mut store).get(id)? {
+        Some(found) => reply_found(ctx, &found),
+        None => reply_null(ctx),
     }
+    Ok(())
+}
+
+/// A message found by id, as PEEK and GET show it: the message, its state, and the state's
+/// own fields (`due` and the last `error` when delayed, `deadline` and `consumer` in flight,
+/// `error` when failed or errored).
+fn reply_found(ctx: Ctx, f: &Found) {
+    let r: &Record = &f.record;
+    let extra = match f.state {
+        State::Ready => 0,
+        State::Delayed | State::Inflight => 2,
+        State::Failed | State::Errors => 1,
+    };
+    reply_map(ctx, 9 + extra);
+    reply_bulk(ctx, b"id");
+    reply_bulk(ctx, &r.message_id());
+    reply_bulk(ctx, b"body");
+    reply_bulk(ctx, &r.body);
+    reply_bulk(ctx, b"state");
+    reply_bulk(ctx, f.state.name().as_bytes());
+    reply_bulk(ctx, b"attempt");
+    reply_int(ctx, r.attempt as i64);
+    reply_bulk(ctx, b"tag");
+    reply_bulk(ctx, &r.tag);
+    reply_bulk(ctx, b"key");
+    reply_bulk(ctx, &r.key);
+    reply_bulk(ctx, b"headers");
+    reply_map(ctx, r.headers.len());
+    for (n, v) in &r.headers {
+        reply_bulk(ctx, n);
+        reply_bulk(ctx, v);
+    }
+    reply_bulk(ctx, b"created");
+    reply_int(ctx, r.created as i64);
+    reply_bulk(ctx, b"offset");
+    reply_int(ctx, r.offset as i64);
+    match f.state {
+        State::Ready => {}
+        State::Delayed => {
+            reply_bulk(ctx, b"due");
+            reply_int(ctx, f.at as i64);
+            reply_bulk(ctx, b"error");
+            reply_bulk(ctx, &r.error);
+        }
+        State::Inflight => {
+            reply_bulk(ctx, b"deadline");
+            reply_int(ctx, f.at as i64);
+            reply_bulk(ctx, b"consumer");
+            reply_bulk(ctx, &r.consumer);
+        }
+        State::Failed | State::Errors => {
+            reply_bulk(ctx, b"error");
+            reply_bulk(ctx, &r.error);
+        }
+    }
+}
+
+/// RMQ.DEL q id [id …]
+/// Reply: how many messages were deleted, from any state.
+pub fn del(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
+    let q = queue(ctx, argv, 3, "rmq.del")?;
+    let ids = args::ids(&argv[2..], "rmq.del")?;
+    let mut store = RedisStore::new(ctx, q);
+    let n = queue_of(ctx, q, &mut store).delete(&ids)?;
+    reply_int(ctx, n as i64);
+    Ok(())
+}
+
+/// RMQ.REQUEUE q id [id …]
+/// Reply: how many delayed, failed or errored messages went back to ready.
+pub fn requeue(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
+    let q = queue(ctx, argv, 3, "rmq.requeue")?;
+    let ids = args::ids(&argv[2..], "rmq.requeue")?;
+    let mut store = RedisStore::new(ctx, q);
+    let n = queue_of(ctx, q, &mut store).requeue(&ids)?;
+    reply_int(ctx, n as i64);
+    Ok(())
+}
+
+/// RMQ.QUEUES
+/// Reply: the queues this node holds (any of their keys exists), sorted, restricted to the
+/// queues whose name the caller's ACL user may read.
+pub fn queues(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
+    args::nothing(&argv[1..])?;
+    let db = ffi::selected_db(ctx);
+    let user = acl::CurrentUser::of(ctx);
+    let names: Vec<Vec<u8>> = registry::names(db).into_iter().filter(|q| check_queue(q).is_ok() && user.may_read(ctx, q)).collect();
+    reply_array(ctx, names.len());
+    for q in &names {
+        reply_bulk(ctx, q);
+    }
+    Ok(())
+}
+
+/// A command served by the Lua core: `rmq_<name>(keys = {q}, args)`.
+/// Whatever it moved to ready (or a paused queue it resumed) wakes blocked FETCHes.
+pub fn lua_command(ctx: Ctx, argv: &[&[u8]], function: &str, name: &'static str) -> Result<()> {
     // What each needs after q, checked before the queue name (as lua/rmq.lua's MIN_ARGS).
     let min_args = match function {
-        "rmq_get" | "rmq_del" | "rmq_requeue" | "rmq_purge" | "rmq_config" | "rmq_replay" => 1,
+        "rmq_purge" | "rmq_config" | "rmq_replay" => 1,
         _ => 0,
     };
-    let q = queue(argv, 2 + min_args, name)?;
-    registry::note(ctx, q);
+    let q = queue(ctx, argv, 2 + min_args, name)?;
+    if function == "rmq_config" {
+        crate::acl::check_config(ctx, q, &argv[2..])?;
+    }
     crate::lua::run(ctx, function, &[q], &argv[2..])?;
-    // REQUEUE and REPLAY make messages ready; CONFIG may resume a paused queue.
-    if matches!(function, "rmq_requeue" | "rmq_replay" | "rmq_config") {
-        let key = ffi::RStr::new(ctx, &rmq_core::store::Key::Msg.name(q));
-        unsafe { raw::RedisModule_SignalKeyAsReady.unwrap()(ctx, key.ptr) };
+    if matches!(function, "rmq_replay" | "rmq_config" | "rmq_purge") {
+        // PURGE of an ordered queue's in-flight or held message lets the next one out.
+        let key = RStr::new(ctx, &Key::Msg.name(q));
+        ffi::signal_ready(ctx, &key);
     }
     Ok(())
 }

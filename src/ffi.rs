@@ -1,5 +1,8 @@
-//! Thin, safe-enough wrappers over the few raw Redis module calls the module uses.
-//! Everything here runs on Redis's main thread with a live context.
+//! Thin wrappers over the few raw Redis module calls the module uses.
+//!
+//! Everything here runs on Redis's main thread with a live context. Each `unsafe` block says
+//! why it is sound; the raw API's rule throughout is that a context, key or string handed in
+//! by Redis stays valid for the callback it was handed to.
 
 use std::ffi::CStr;
 use std::os::raw::{c_int, c_long};
@@ -9,7 +12,7 @@ use redis_module::raw;
 
 pub type Ctx = *mut raw::RedisModuleCtx;
 
-/// A RedisModuleString this code created and frees.
+/// A RedisModuleString this code created (or adopted) and frees.
 pub struct RStr {
     ctx: Ctx,
     pub ptr: *mut raw::RedisModuleString,
@@ -17,6 +20,7 @@ pub struct RStr {
 
 impl RStr {
     pub fn new(ctx: Ctx, bytes: &[u8]) -> RStr {
+        // SAFETY: RM_CreateString copies `bytes` (pointer and length of a live slice).
         let ptr = unsafe { raw::RedisModule_CreateString.unwrap()(ctx, bytes.as_ptr().cast(), bytes.len()) };
         RStr { ctx, ptr }
     }
@@ -27,66 +31,144 @@ impl RStr {
     }
 
     pub fn bytes(&self) -> &[u8] {
-        bytes_of(self.ptr)
+        // SAFETY: the string is ours until drop, so its bytes live as long as `self`.
+        unsafe { bytes_of(self.ptr) }
     }
 }
 
 impl Drop for RStr {
     fn drop(&mut self) {
+        // SAFETY: created or adopted by this value, freed exactly once.
         unsafe { raw::RedisModule_FreeString.unwrap()(self.ctx, self.ptr) }
     }
 }
 
-/// The bytes of a RedisModuleString (borrowed for as long as the string lives).
-pub fn bytes_of<'a>(s: *const raw::RedisModuleString) -> &'a [u8] {
+/// The bytes of a RedisModuleString.
+///
+/// # Safety
+/// `s` must be a live string, and the slice must not be used after the string is freed or
+/// changed: the caller picks `'a` no longer than that (a callback's duration for strings Redis
+/// hands in, the owner's borrow for [`RStr`]).
+pub unsafe fn bytes_of<'a>(s: *const raw::RedisModuleString) -> &'a [u8] {
     let mut len = 0usize;
+    // SAFETY: `s` is live (the caller's promise); RM_StringPtrLen only reads it.
     let p = unsafe { raw::RedisModule_StringPtrLen.unwrap()(s, &mut len) };
     if p.is_null() || len == 0 {
         return &[];
     }
+    // SAFETY: Redis gives a pointer to `len` bytes owned by the string, alive as promised.
     unsafe { std::slice::from_raw_parts(p.cast(), len) }
 }
 
 /// The arguments of a command as byte slices.
-pub fn args<'a>(argv: *mut *mut raw::RedisModuleString, argc: c_int) -> Vec<&'a [u8]> {
-    (0..argc as usize).map(|i| bytes_of(unsafe { *argv.add(i) })).collect()
+///
+/// # Safety
+/// `argv` must hold `argc` live strings, and the slices must not outlive the command call that
+/// received them.
+pub unsafe fn args<'a>(argv: *mut *mut raw::RedisModuleString, argc: c_int) -> Vec<&'a [u8]> {
+    // SAFETY: in bounds (i < argc) and each string is live for the call (the caller's promise).
+    (0..argc.max(0) as usize).map(|i| unsafe { bytes_of(*argv.add(i)) }).collect()
 }
 
-/// An open key, closed on drop.
+/// An open key, closed on drop. Opened for reading only unless it is to be written: closing a
+/// key opened for writing tells Redis it was modified (WATCH, client-side caching).
 pub struct OpenKey {
     pub ptr: *mut raw::RedisModuleKey,
+    pub write: bool,
 }
 
 impl OpenKey {
     pub fn open(ctx: Ctx, name: &RStr, write: bool) -> OpenKey {
         let mode = raw::REDISMODULE_READ | if write { raw::REDISMODULE_WRITE } else { 0 };
+        // SAFETY: a live context and name; the handle is closed on drop.
         let ptr = unsafe { raw::RedisModule_OpenKey.unwrap()(ctx, name.ptr, mode as c_int) };
-        OpenKey { ptr }
+        OpenKey { ptr, write }
+    }
+
+    /// The Redis type of the key (`REDISMODULE_KEYTYPE_*`; EMPTY when it does not exist).
+    pub fn key_type(&self) -> c_int {
+        // SAFETY: an open handle.
+        unsafe { raw::RedisModule_KeyType.unwrap()(self.ptr) }
     }
 }
 
 impl Drop for OpenKey {
     fn drop(&mut self) {
         if !self.ptr.is_null() {
+            // SAFETY: opened by this value, closed exactly once.
             unsafe { raw::RedisModule_CloseKey.unwrap()(self.ptr) }
         }
     }
 }
 
 pub fn ctx_flags(ctx: Ctx) -> u32 {
+    // SAFETY: a live context.
     unsafe { raw::RedisModule_GetContextFlags.unwrap()(ctx) as u32 }
 }
 
+/// The database the context has selected.
+pub fn selected_db(ctx: Ctx) -> i32 {
+    // SAFETY: a live context.
+    unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx) }
+}
+
+pub fn select_db(ctx: Ctx, db: i32) {
+    // SAFETY: a live context; an unknown db is refused by Redis, not undefined.
+    unsafe { raw::RedisModule_SelectDb.unwrap()(ctx, db) };
+}
+
 pub fn now_ms() -> u64 {
+    // SAFETY: no arguments; reads the server's cached clock.
     unsafe { raw::RedisModule_Milliseconds.unwrap()() as u64 }
+}
+
+/// Bytes for receipt nonces: SplitMix64 seeded once from Redis's random source (a SHA-256
+/// per call, too dear for every delivery). Receipts need to differ, not to be unguessable, and
+/// a fresh seed at every start keeps a promoted replica or a restarted server from repeating
+/// the sequence of another history.
+pub fn random_bytes(out: &mut [u8]) {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    STATE.with(|state| {
+        if state.get() == 0 {
+            let mut seed = [0u8; 8];
+            // SAFETY: writes exactly 8 bytes into `seed`.
+            unsafe { raw::RedisModule_GetRandomBytes.unwrap()(seed.as_mut_ptr(), seed.len()) };
+            state.set(u64::from_le_bytes(seed) | 1);
+        }
+        for chunk in out.chunks_mut(8) {
+            let s = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+            state.set(s);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+        }
+    });
 }
 
 pub fn log(ctx: Ctx, level: &CStr, msg: &str) {
     let msg = std::ffi::CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    // SAFETY: "%s" with one NUL-terminated string; a null ctx logs as the module's.
     unsafe { raw::RedisModule_Log.unwrap()(ctx, level.as_ptr(), c"%s".as_ptr(), msg.as_ptr()) }
 }
 
+/// Sends a keyspace notification, as Redis's own commands do for the same change.
+pub fn notify(ctx: Ctx, kind: c_int, event: &CStr, key: &RStr) {
+    // SAFETY: a live context and key name; Redis copies what it keeps.
+    unsafe { raw::RedisModule_NotifyKeyspaceEvent.unwrap()(ctx, kind, event.as_ptr(), key.ptr) };
+}
+
+/// Wakes the clients blocked on `key` (FETCH … BLOCK waits on the ready key).
+pub fn signal_ready(ctx: Ctx, key: &RStr) {
+    // SAFETY: a live context and key name.
+    unsafe { raw::RedisModule_SignalKeyAsReady.unwrap()(ctx, key.ptr) };
+}
+
 // ---- replies ----
+// SAFETY (all of them): a live command context; the bytes are copied into the reply.
 
 pub fn reply_array(ctx: Ctx, n: usize) {
     unsafe { raw::RedisModule_ReplyWithArray.unwrap()(ctx, n as c_long) };
@@ -114,7 +196,7 @@ pub fn reply_null(ctx: Ctx) {
     unsafe { raw::RedisModule_ReplyWithNull.unwrap()(ctx) };
 }
 
-/// `msg` is the whole error line, `ERR …`.
+/// `msg` is the whole error line, `ERR …` (or another code: `WRONGTYPE …`, `TRYAGAIN …`).
 pub fn reply_error(ctx: Ctx, msg: &str) {
     let c = std::ffi::CString::new(msg.replace(['\0', '\r', '\n'], " ")).unwrap_or_default();
     unsafe { raw::RedisModule_ReplyWithError.unwrap()(ctx, c.as_ptr()) };

@@ -1,7 +1,9 @@
 //! The guard: a timer inside Redis that, with no client alive, brings back in-flight messages
 //! whose lock ran out, promotes due delayed messages (waking blocked FETCHes) and trims the
-//! dedup windows. Primary only. Its work per tick is bounded by a time budget; when work is
-//! left, the next tick comes 1 ms later, so Redis serves other clients in between.
+//! dedup windows. Primary only. It visits only the queues the schedule says are due, earliest
+//! first, so an idle server costs it one lookup whatever the number of queues. Its work per
+//! tick is bounded by a time budget; when work is left, the next tick comes 1 ms later, so
+//! Redis serves other clients in between, and the queues not reached are the first next time.
 
 use std::os::raw::c_void;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
@@ -13,9 +15,9 @@ use rmq_core::queue::Queue;
 
 use crate::config;
 use crate::ffi::{self, Ctx};
-use crate::registry::{self, QueueRef, MESSAGE_KEYS};
 use crate::safety::quietly;
 use crate::store::RedisStore;
+use crate::{registry, schedule, settings_cache};
 
 /// Work per tick stops once this much time is spent (checked between batches).
 const TICK_BUDGET: Duration = Duration::from_millis(1);
@@ -23,6 +25,8 @@ const TICK_BUDGET: Duration = Duration::from_millis(1);
 const BATCH: usize = 32;
 /// The pause before carrying on when a tick ran out of budget.
 const CARRY_ON_MS: i64 = 1;
+/// Queues whose INFO counts a tick reads again when it has time left.
+const REFRESH_PER_TICK: usize = 256;
 
 pub static RUNS: AtomicU64 = AtomicU64::new(0);
 pub static RECLAIMED: AtomicU64 = AtomicU64::new(0);
@@ -33,8 +37,8 @@ pub static EVICTION_POLICY_OK: AtomicBool = AtomicBool::new(true);
 /// A context that outlives OnLoad, for arming the timer from config callbacks.
 static MODULE_CTX: AtomicPtr<raw::RedisModuleCtx> = AtomicPtr::new(std::ptr::null_mut());
 static TIMER: Mutex<Option<raw::RedisModuleTimerID>> = Mutex::new(None);
-/// The queue the last tick stopped in, so that the next one carries on there.
-static CURSOR: Mutex<Option<QueueRef>> = Mutex::new(None);
+/// Whether the last tick ran out of budget with work left.
+static CARRYING_ON: AtomicBool = AtomicBool::new(false);
 
 /// The long-lived module context (null before the module has loaded).
 pub fn module_ctx() -> Ctx {
@@ -78,47 +82,58 @@ extern "C" fn tick(ctx: Ctx, _data: *mut c_void) {
         if !primary || loading {
             return;
         }
-        let carried_on = CURSOR.lock().unwrap_or_else(|e| e.into_inner()).is_some();
-        if !carried_on {
+        if !CARRYING_ON.load(Ordering::Relaxed) {
             check_eviction_policy(ctx);
         }
-        if run(ctx) {
+        let left = run(ctx);
+        CARRYING_ON.store(left, Ordering::Relaxed);
+        if left {
             next = CARRY_ON_MS;
         }
     });
     arm(next);
 }
 
-/// One tick over the queues; true when the budget ran out with work left.
+/// One tick over the queues that are due; true when the budget ran out with work left.
 fn run(ctx: Ctx) -> bool {
     let started = Instant::now();
-    let cursor = CURSOR.lock().unwrap_or_else(|e| e.into_inner()).take();
     let now = ffi::now_ms();
-    let mut left = false;
-    for qref in registry::snapshot_from(cursor.as_ref()) {
-        unsafe { raw::RedisModule_SelectDb.unwrap()(ctx, qref.0) };
-        let mut store = RedisStore::new(ctx, &qref.1);
-        if !MESSAGE_KEYS.iter().any(|k| rmq_core::store::Store::exists(&mut store, *k)) {
-            drop(store);
-            registry::forget(&qref);
-            continue;
-        }
-        let set = crate::settings_cache::get(ctx, &qref.1, &mut store);
+    let over = || started.elapsed() >= TICK_BUDGET;
+    while !over() {
+        let Some((db, q)) = schedule::take_due(now) else { break };
+        ffi::select_db(ctx, db);
+        let mut store = RedisStore::new(ctx, &q);
+        let set = settings_cache::get(ctx, &q, &mut store);
+        store.set_dedup_window(set.dedup_window_ms);
         let mut queue = Queue::with_settings(&mut store, set, now);
-        loop {
-            let moved = queue.guard(BATCH);
-            RECLAIMED.fetch_add(moved.reclaimed, Ordering::Relaxed);
-            PROMOTED.fetch_add(moved.promoted, Ordering::Relaxed);
-            if !moved.more || started.elapsed() >= TICK_BUDGET {
-                break;
+        // Ok(true): stopped by the budget with work left.
+        let outcome = loop {
+            match queue.guard(BATCH) {
+                Ok(moved) => {
+                    RECLAIMED.fetch_add(moved.reclaimed, Ordering::Relaxed);
+                    PROMOTED.fetch_add(moved.promoted, Ordering::Relaxed);
+                    if !moved.more || over() {
+                        break Ok(moved.more);
+                    }
+                }
+                Err(e) => break Err(e),
             }
+        };
+        let next = match outcome {
+            Ok(true) => Some(now),
+            Ok(false) => queue.next_due(),
+            // A queue with a key of the wrong type is left alone (its commands answer
+            // WRONGTYPE); the write that fixes the key schedules it again.
+            Err(_) => None,
+        };
+        drop(store);
+        if let Some(at) = next {
+            schedule::at_most(db, &q, at);
         }
-        if started.elapsed() >= TICK_BUDGET {
-            // Carry on from this queue (it may have more) at the next tick.
-            *CURSOR.lock().unwrap_or_else(|e| e.into_inner()) = Some(qref.clone());
-            left = true;
-            break;
-        }
+    }
+    let left = schedule::any_due(now);
+    if !left && !over() {
+        registry::refresh(ctx, REFRESH_PER_TICK);
     }
     RUNS.fetch_add(1, Ordering::Relaxed);
     LAST_US.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);

@@ -4,12 +4,20 @@
 //! The bridge gives the script what Redis's own Lua gives it: `redis.call` / `redis.pcall`
 //! (through RM_Call with `!`, so every write replicates as the plain command it is, just as
 //! effects replication does for functions), `redis.error_reply`, `redis.status_reply`,
-//! `redis.log`, `cmsgpack`, Redis's reply conversion rules, and an instruction budget so a
-//! runaway script cannot hang Redis. A Lua fault becomes `ERR internal error` (logged), never
-//! a traceback.
+//! `redis.log`, `cmsgpack`, and Redis's reply conversion rules. A Lua fault becomes
+//! `ERR internal error` (logged), never a traceback.
+//!
+//! A command runs within two budgets, Lua instructions (`rmq.lua-instruction-budget`) and
+//! time (`rmq.lua-time-budget-ms`), so nothing it does can hang Redis. Redis's own Lua cannot
+//! undo a write, and neither can this one, so a command is stopped only where stopping leaves
+//! nothing half done: before its first `redis.call`, or at a checkpoint, which the library
+//! calls between two whole message moves (`redis.rmq_checkpoint`). Past the budget with writes
+//! since the last checkpoint, it runs on to the next one; only a command that runs far past
+//! it (four times, a bug) is stopped wherever it is.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
 use redis_module::raw;
@@ -32,7 +40,43 @@ thread_local! {
     // Redis runs commands on one thread: one Lua state, created at first use.
     static CORE: RefCell<Option<Core>> = const { RefCell::new(None) };
     static CURRENT: Cell<Ctx> = const { Cell::new(std::ptr::null_mut()) };
-    static SPENT: Cell<u64> = const { Cell::new(0) };
+    static BUDGET: Cell<Budget> = const { Cell::new(Budget::NONE) };
+}
+
+/// What the running command has spent, and whether it may be stopped where it is.
+#[derive(Clone, Copy)]
+struct Budget {
+    instructions: u64,
+    started: Option<Instant>,
+    /// A `redis.call` ran since the last checkpoint: stopping now could leave a move half done.
+    in_move: bool,
+}
+
+impl Budget {
+    const NONE: Budget = Budget { instructions: 0, started: None, in_move: false };
+
+    /// How far past its budgets the command is: 0 within them, 1 past, 4 far past.
+    fn overrun(&self) -> u64 {
+        let by_count = self.instructions / config::lua_instruction_budget().max(1);
+        let limit = Duration::from_millis(config::lua_time_budget_ms());
+        let by_time = self.started.map_or(0, |t| (t.elapsed().as_nanos() / limit.as_nanos().max(1)) as u64);
+        by_count.max(by_time)
+    }
+}
+
+/// How far past a budget a command may run on to its next checkpoint (a bug otherwise).
+const RUNAWAY: u64 = 4;
+
+fn budget_mut(f: impl FnOnce(&mut Budget)) {
+    BUDGET.with(|b| {
+        let mut v = b.get();
+        f(&mut v);
+        b.set(v);
+    });
+}
+
+fn stopped() -> mlua::Error {
+    mlua::Error::runtime("rmq: command stopped at rmq.lua-instruction-budget or rmq.lua-time-budget-ms")
 }
 
 fn setup() -> mlua::Result<Core> {
@@ -81,6 +125,18 @@ fn setup() -> mlua::Result<Core> {
     for (i, name) in ["LOG_DEBUG", "LOG_VERBOSE", "LOG_NOTICE", "LOG_WARNING"].iter().enumerate() {
         redis.set(*name, i)?;
     }
+    // Between two whole message moves: the place where a command past its budget stops.
+    redis.set(
+        "rmq_checkpoint",
+        lua.create_function(|_, ()| {
+            let b = BUDGET.with(|b| b.get());
+            if b.overrun() >= 1 {
+                return Err(stopped());
+            }
+            budget_mut(|b| b.in_move = false);
+            Ok(())
+        })?,
+    )?;
     // The node's settings (CONFIG SET rmq.*), which the Lua edition replaces by SPEC defaults.
     redis.set(
         "rmq_node_defaults",
@@ -118,12 +174,11 @@ fn setup() -> mlua::Result<Core> {
         functions.insert(name, f);
     }
     lua.set_hook(HookTriggers::new().every_nth_instruction(HOOK_STEP), |_lua, _debug| {
-        let spent = SPENT.with(|s| {
-            s.set(s.get() + HOOK_STEP as u64);
-            s.get()
-        });
-        if spent > config::lua_instruction_budget() {
-            return Err(mlua::Error::runtime("rmq: command ran past rmq.lua-instruction-budget"));
+        budget_mut(|b| b.instructions += HOOK_STEP as u64);
+        let b = BUDGET.with(|b| b.get());
+        let over = b.overrun();
+        if (over >= 1 && !b.in_move) || over >= RUNAWAY {
+            return Err(stopped());
         }
         Ok(VmState::Continue)
     })?;
@@ -141,6 +196,29 @@ fn arg_bytes(v: &Value) -> mlua::Result<Vec<u8>> {
     })
 }
 
+/// Whether a command the library calls changes data (a stop after it, before the move's
+/// other writes, would leave the move half done).
+fn writes(name: &[u8]) -> bool {
+    const READS: [&[u8]; 15] = [
+        b"TIME",
+        b"LLEN",
+        b"LRANGE",
+        b"LINDEX",
+        b"ZCARD",
+        b"ZRANGE",
+        b"ZRANGEBYSCORE",
+        b"ZSCORE",
+        b"HGET",
+        b"HGETALL",
+        b"HMGET",
+        b"EXISTS",
+        b"XRANGE",
+        b"XREVRANGE",
+        b"TYPE",
+    ];
+    !READS.iter().any(|r| r.eq_ignore_ascii_case(name))
+}
+
 /// `redis.pcall`: runs a command through RM_Call and converts the reply for Lua.
 fn redis_call(lua: &Lua, args: MultiValue) -> mlua::Result<Value> {
     let ctx = CURRENT.with(|c| c.get());
@@ -149,6 +227,9 @@ fn redis_call(lua: &Lua, args: MultiValue) -> mlua::Result<Value> {
     }
     let mut it = args.iter();
     let name = arg_bytes(it.next().ok_or_else(|| mlua::Error::runtime("Please specify at least one argument for this redis lib call"))?)?;
+    if writes(&name) {
+        budget_mut(|b| b.in_move = true);
+    }
     let rest: Vec<RStr> = it.map(|v| arg_bytes(v).map(|b| RStr::new(ctx, &b))).collect::<mlua::Result<_>>()?;
     let mut ptrs: Vec<*mut raw::RedisModuleString> = rest.iter().map(|s| s.ptr).collect();
     let cname = std::ffi::CString::new(name).map_err(|_| mlua::Error::runtime("bad command name"))?;
@@ -266,11 +347,16 @@ pub fn run(ctx: Ctx, function: &str, keys: &[&[u8]], args: &[&[u8]]) -> Result<(
         Ok(t)
     };
     let previous = CURRENT.with(|c| c.replace(ctx));
-    SPENT.with(|s| s.set(0));
+    let outer = BUDGET.with(|b| b.replace(Budget { started: Some(Instant::now()), ..Budget::NONE }));
     let result = (|| -> mlua::Result<Value> { f.call::<Value>((to_table(keys)?, to_table(args)?)) })();
     CURRENT.with(|c| c.set(previous));
+    BUDGET.with(|b| b.set(outer));
     match result.and_then(|v| reply_value(ctx, &v)) {
         Ok(()) => Ok(()),
+        Err(e) if e.to_string().contains("rmq: command stopped") => {
+            ffi::log(ctx, c"warning", &format!("rmq: {function} stopped at its budget"));
+            Err(Error::OverBudget)
+        }
         Err(e) => {
             ffi::log(ctx, c"warning", &format!("rmq: {function} failed in Lua: {e}"));
             Err(Error::Internal)

@@ -9,8 +9,8 @@ use rmq_core::{Error, Result};
 
 use crate::ffi::{self, reply_error, Ctx};
 
-/// Runs `f`; a panic is logged and becomes `None` (and the error reply, where `f` was answering a
-/// client, is the caller's to give).
+/// Runs `f` for a client: an error becomes its error reply, a panic is logged and answered
+/// with `ERR internal error`; both give `None`.
 pub fn guarded<T>(ctx: Ctx, what: &str, f: impl FnOnce() -> Result<T>) -> Option<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Some(v),
@@ -30,7 +30,8 @@ pub fn guarded<T>(ctx: Ctx, what: &str, f: impl FnOnce() -> Result<T>) -> Option
 
 /// The body of a command entry point: args as bytes, errors as error replies.
 pub fn command(ctx: Ctx, argv: *mut *mut raw::RedisModuleString, argc: c_int, name: &str, f: fn(Ctx, &[&[u8]]) -> Result<()>) -> c_int {
-    guarded(ctx, name, || f(ctx, &ffi::args(argv, argc)));
+    // SAFETY: the command's own argv; the slices live only as long as `f` runs.
+    guarded(ctx, name, || f(ctx, &unsafe { ffi::args(argv, argc) }));
     raw::REDISMODULE_OK as c_int
 }
 

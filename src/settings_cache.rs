@@ -2,84 +2,71 @@
 //! open `cfg:{q}` every time. An entry is dropped whenever that key may have changed: a
 //! keyspace notification on it (HSET from RMQ.CONFIG or by hand, DEL, RENAME, EXPIRE,
 //! RESTORE, a replicated write), a flush, SWAPDB, loading a dataset, a role change, or a
-//! change of the node's `rmq.*` settings.
+//! change of the node's `rmq.*` settings (see `events`).
+//!
+//! The cache is bounded: it holds at most [`CAPACITY`] queues and starts again empty when
+//! full, so commands on any number of distinct names never grow the module's memory.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::os::raw::c_void;
 
-use redis_module::raw;
 use rmq_core::queue;
 use rmq_core::settings::Settings;
-use rmq_core::store::Key;
 
 use crate::config;
 use crate::ffi::{self, Ctx};
-use crate::safety::quietly;
 use crate::store::RedisStore;
 
-thread_local! {
-    // Redis runs commands on one thread. Index: database number.
-    static CACHE: RefCell<Vec<HashMap<Vec<u8>, Settings>>> = const { RefCell::new(Vec::new()) };
+/// Queues whose settings are kept at most (about 100 bytes each).
+pub const CAPACITY: usize = 100_000;
+
+#[derive(Default)]
+struct Cache {
+    /// (database, queue) → settings.
+    entries: HashMap<i32, HashMap<Vec<u8>, Settings>>,
+    len: usize,
 }
 
-fn db(ctx: Ctx) -> usize {
-    unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx) }.max(0) as usize
+thread_local! {
+    // Redis runs commands on one thread.
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
 }
 
 /// The queue's settings: from the cache, or read from `cfg:{q}` and remembered.
 pub fn get(ctx: Ctx, q: &[u8], store: &mut RedisStore) -> Settings {
-    let db = db(ctx);
-    if let Some(s) = CACHE.with(|c| c.borrow().get(db).and_then(|m| m.get(q).cloned())) {
+    let db = ffi::selected_db(ctx);
+    if let Some(s) = CACHE.with(|c| c.borrow().entries.get(&db).and_then(|m| m.get(q).cloned())) {
         return s;
     }
     let s = queue::settings(store, &config::node_settings());
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        if c.len() <= db {
-            c.resize_with(db + 1, HashMap::new);
+        if c.len >= CAPACITY {
+            c.entries.clear();
+            c.len = 0;
         }
-        c[db].insert(q.to_vec(), s.clone());
+        if c.entries.entry(db).or_default().insert(q.to_vec(), s.clone()).is_none() {
+            c.len += 1;
+        }
     });
     s
 }
 
-pub fn forget(ctx: Ctx, q: &[u8]) {
-    let db = db(ctx);
+/// `cfg:{q}` may have changed.
+pub fn forget(db: i32, q: &[u8]) {
     CACHE.with(|c| {
-        if let Some(m) = c.borrow_mut().get_mut(db) {
-            m.remove(q);
+        let mut c = c.borrow_mut();
+        if c.entries.get_mut(&db).and_then(|m| m.remove(q)).is_some() {
+            c.len -= 1;
         }
     });
 }
 
 pub fn clear() {
-    CACHE.with(|c| c.borrow_mut().clear());
+    CACHE.with(|c| *c.borrow_mut() = Cache::default());
 }
 
-/// Called for every keyspace event the module subscribes to: drops the queue whose `cfg:{q}`
-/// changed.
-pub fn on_key(ctx: Ctx, key: &[u8]) {
-    if let Some((Key::Cfg, q)) = Key::parse(key) {
-        forget(ctx, q);
-    }
-}
-
-extern "C" fn on_server_event(ctx: Ctx, _e: raw::RedisModuleEvent, _sub: u64, _data: *mut c_void) {
-    quietly(ctx, "server event", clear);
-}
-
-pub fn subscribe(ctx: Ctx) {
-    for id in [
-        raw::REDISMODULE_EVENT_FLUSHDB,
-        raw::REDISMODULE_EVENT_SWAPDB,
-        raw::REDISMODULE_EVENT_LOADING,
-        raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
-    ] {
-        let event = raw::RedisModuleEvent { id, dataver: 1 };
-        let ok = unsafe { raw::RedisModule_SubscribeToServerEvent.unwrap()(ctx, event, Some(on_server_event)) };
-        if ok != raw::REDISMODULE_OK as i32 {
-            ffi::log(ctx, c"warning", &format!("rmq: could not subscribe to server event {id}"));
-        }
-    }
+/// How many queues' settings are cached.
+pub fn len() -> usize {
+    CACHE.with(|c| c.borrow().len)
 }

@@ -5,17 +5,35 @@
 //! `RMQ.*` and never re-run queue logic. Consecutive changes of one kind to one key are sent
 //! as one command (`LPOP key 3`, `ZADD key s1 m1 s2 m2`): replicating costs a command lookup
 //! per command, and different keys' changes commute, so only each key's own order must hold.
+//! Each replicated command is also announced as the keyspace notification Redis's own command
+//! would send (`rpush`, `zadd`, `hdel`, … and `del` for a key the change emptied).
+//!
+//! Keys are opened for reading, and for writing only once they are written: a key closed
+//! after being opened for writing counts as modified for WATCH and client-side caching.
 //! Whatever makes a message ready signals the ready key, which wakes blocked FETCHes.
 
+use std::cell::Cell;
 use std::ffi::CStr;
-use std::os::raw::c_int;
+use std::os::raw::{c_int, c_long};
 
 use redis_module::raw;
-use rmq_core::store::{Key, Store};
+use rmq_core::store::{InflightVisit, Key, Kind, Store, Walk};
+use rmq_core::{Error, Result};
 
-use crate::ffi::{Ctx, OpenKey, RStr, NULL_STR};
+use crate::ffi::{self, Ctx, OpenKey, RStr, NULL_STR};
 
 const KEYS: usize = Key::ALL.len();
+
+thread_local! {
+    /// True while a store announces its own changes: the module's keyspace-event handler
+    /// then knows the change was made (and scheduled) by the module itself.
+    static ANNOUNCING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the keyspace notification being handled comes from the module's own commands.
+pub fn announcing() -> bool {
+    ANNOUNCING.with(|a| a.get())
+}
 
 pub struct RedisStore<'q> {
     ctx: Ctx,
@@ -26,6 +44,10 @@ pub struct RedisStore<'q> {
     effects: Vec<Effect>,
     /// Index in `effects` of each key's latest effect.
     last_effect: [Option<usize>; KEYS],
+    /// The earliest time this command gave the guard work at: a lock deadline or due time it
+    /// wrote, or the end of the dedup window of an id it recorded.
+    earliest: Option<u64>,
+    dedup_window: u64,
 }
 
 /// A plain command to replicate, built up while a command runs.
@@ -44,6 +66,30 @@ fn slot(k: Key) -> usize {
     k as usize
 }
 
+/// The keyspace event Redis's own command sends for a change, and its class; whether the
+/// change removes something (and so may empty the key); whether consecutive changes merge.
+fn event_of(command: &CStr) -> (&'static CStr, c_int, bool, bool) {
+    match command.to_bytes() {
+        b"RPUSH" => (c"rpush", raw::REDISMODULE_NOTIFY_LIST, false, true),
+        b"LPUSH" => (c"lpush", raw::REDISMODULE_NOTIFY_LIST, false, true),
+        b"LPOP" => (c"lpop", raw::REDISMODULE_NOTIFY_LIST, true, true),
+        b"LREM" => (c"lrem", raw::REDISMODULE_NOTIFY_LIST, true, false),
+        b"ZADD" => (c"zadd", raw::REDISMODULE_NOTIFY_ZSET, false, true),
+        b"ZREM" => (c"zrem", raw::REDISMODULE_NOTIFY_ZSET, true, true),
+        b"HSET" => (c"hset", raw::REDISMODULE_NOTIFY_HASH, false, true),
+        _ => (c"hdel", raw::REDISMODULE_NOTIFY_HASH, true, true),
+    }
+}
+
+fn redis_type(kind: Kind) -> c_int {
+    (match kind {
+        Kind::List => raw::REDISMODULE_KEYTYPE_LIST,
+        Kind::Zset => raw::REDISMODULE_KEYTYPE_ZSET,
+        Kind::Hash => raw::REDISMODULE_KEYTYPE_HASH,
+        Kind::Stream => raw::REDISMODULE_KEYTYPE_STREAM,
+    }) as c_int
+}
+
 impl<'q> RedisStore<'q> {
     pub fn new(ctx: Ctx, queue: &'q [u8]) -> Self {
         RedisStore {
@@ -54,15 +100,28 @@ impl<'q> RedisStore<'q> {
             ready_signal: false,
             effects: Vec::new(),
             last_effect: Default::default(),
+            earliest: None,
+            dedup_window: 0,
         }
     }
 
+    /// The queue's dedup window, for the guard's schedule of dedup entries this store adds.
+    pub fn set_dedup_window(&mut self, ms: u64) {
+        self.dedup_window = ms;
+    }
+
+    /// When the guard has work: no later than `at`.
+    fn guard_by(&mut self, at: u64) {
+        self.earliest = Some(self.earliest.map_or(at, |e| e.min(at)));
+    }
+
     /// Records a change to replicate, merged into the key's latest effect when it is the same
-    /// command.
+    /// command and that command takes several.
     fn effect(&mut self, k: Key, command: &'static CStr, args: impl IntoIterator<Item = RStr>) {
+        let merges = event_of(command).3;
         if let Some(i) = self.last_effect[slot(k)] {
             let e = &mut self.effects[i];
-            if e.command == command && e.args.len() < MAX_EFFECT_ARGS {
+            if merges && e.command == command && e.args.len() < MAX_EFFECT_ARGS {
                 e.args.extend(args);
                 e.count += 1;
                 return;
@@ -72,22 +131,50 @@ impl<'q> RedisStore<'q> {
         self.last_effect[slot(k)] = Some(self.effects.len() - 1);
     }
 
-    /// Sends the recorded changes to replicas and the AOF.
+    /// Sends the recorded changes to replicas and the AOF, and announces them.
     fn replicate(&mut self) {
         let effects = std::mem::take(&mut self.effects);
-        for e in effects {
+        self.last_effect = Default::default();
+        if effects.is_empty() {
+            return;
+        }
+        // Which keys the changes emptied (Redis deleted them): checked before the keys close.
+        let mut emptied = [false; KEYS];
+        for e in &effects {
+            if event_of(e.command).2 {
+                emptied[slot(e.key)] =
+                    self.keys[slot(e.key)].as_ref().is_some_and(|k| k.key_type() == raw::REDISMODULE_KEYTYPE_EMPTY as c_int);
+            }
+        }
+        for k in self.keys.iter_mut() {
+            k.take();
+        }
+        for e in &effects {
             let mut argv = vec![self.name(e.key)];
             let count;
             if e.command == c"LPOP" {
-                count = RStr::new(self.ctx, e.count.to_string().as_bytes());
+                count = RStr::new(self.ctx, itoa::Buffer::new().format(e.count).as_bytes());
                 argv.push(count.ptr);
             }
             argv.extend(e.args.iter().map(|a| a.ptr));
+            // SAFETY: "v" takes an array of `argv.len()` live strings (names and args owned here).
             unsafe {
                 raw::RedisModule_Replicate.unwrap()(self.ctx, e.command.as_ptr(), c"v".as_ptr(), argv.as_mut_ptr(), argv.len());
             }
         }
-        self.last_effect = Default::default();
+        ANNOUNCING.with(|a| a.set(true));
+        for e in &effects {
+            let (event, class, _, _) = event_of(e.command);
+            self.name(e.key);
+            ffi::notify(self.ctx, class, event, self.names[slot(e.key)].as_ref().unwrap());
+        }
+        for k in Key::ALL {
+            if emptied[slot(k)] {
+                self.name(k);
+                ffi::notify(self.ctx, raw::REDISMODULE_NOTIFY_GENERIC, c"del", self.names[slot(k)].as_ref().unwrap());
+            }
+        }
+        ANNOUNCING.with(|a| a.set(false));
     }
 
     pub fn name(&mut self, k: Key) -> *mut raw::RedisModuleString {
@@ -96,59 +183,77 @@ impl<'q> RedisStore<'q> {
         self.names[slot(k)].get_or_insert_with(|| RStr::new(ctx, &k.name(queue))).ptr
     }
 
-    /// The key opened for writing (reads go through the same handle).
-    fn key(&mut self, k: Key) -> *mut raw::RedisModuleKey {
-        if self.keys[slot(k)].is_none() {
+    fn open(&mut self, k: Key, write: bool) -> *mut raw::RedisModuleKey {
+        let open = self.keys[slot(k)].as_ref();
+        if open.is_none_or(|o| write && !o.write) {
+            self.keys[slot(k)] = None; // a read handle closes before the write handle opens
             self.name(k);
             let name = self.names[slot(k)].as_ref().unwrap();
-            self.keys[slot(k)] = Some(OpenKey::open(self.ctx, name, true));
+            self.keys[slot(k)] = Some(OpenKey::open(self.ctx, name, write));
         }
         self.keys[slot(k)].as_ref().unwrap().ptr
     }
 
-    /// Reads must not create; an empty key has type EMPTY.
-    fn exists_key(&mut self, k: Key) -> Option<*mut raw::RedisModuleKey> {
-        let p = self.key(k);
-        let t = unsafe { raw::RedisModule_KeyType.unwrap()(p) };
-        (t != raw::REDISMODULE_KEYTYPE_EMPTY as c_int).then_some(p)
+    /// The key, open for reading.
+    fn read(&mut self, k: Key) -> *mut raw::RedisModuleKey {
+        self.open(k, false)
+    }
+
+    /// The key, open for writing (reads go through the same handle).
+    fn write(&mut self, k: Key) -> *mut raw::RedisModuleKey {
+        self.open(k, true)
+    }
+
+    /// The key when it exists (open for reading); reads never create.
+    fn existing(&mut self, k: Key) -> Option<*mut raw::RedisModuleKey> {
+        let p = self.read(k);
+        (self.keys[slot(k)].as_ref().unwrap().key_type() != raw::REDISMODULE_KEYTYPE_EMPTY as c_int).then_some(p)
+    }
+
+    /// The key open for writing, when it exists.
+    fn existing_for_write(&mut self, k: Key) -> Option<*mut raw::RedisModuleKey> {
+        self.existing(k)?;
+        Some(self.write(k))
     }
 
     fn len(&mut self, k: Key) -> u64 {
-        match self.exists_key(k) {
+        match self.existing(k) {
+            // SAFETY: an open handle of an existing key.
             Some(p) => unsafe { raw::RedisModule_ValueLength.unwrap()(p) as u64 },
             None => 0,
         }
     }
 
-    fn touched_ready(&mut self, k: Key) {
+    fn list_push(&mut self, k: Key, v: &[u8], head: bool) {
+        let ctx = self.ctx;
+        let p = self.write(k);
+        let s = RStr::new(ctx, v);
+        let where_ = if head { raw::REDISMODULE_LIST_HEAD } else { raw::REDISMODULE_LIST_TAIL };
+        // SAFETY: a handle open for writing on a key checked to be a list (or empty).
+        unsafe { raw::RedisModule_ListPush.unwrap()(p, where_ as c_int, s.ptr) };
+        self.effect(k, if head { c"LPUSH" } else { c"RPUSH" }, [s]);
         if k == Key::Msg {
             self.ready_signal = true;
         }
     }
 
-    fn list_push(&mut self, k: Key, v: &[u8], head: bool) {
-        let ctx = self.ctx;
-        let p = self.key(k);
-        let s = RStr::new(ctx, v);
-        let where_ = if head { raw::REDISMODULE_LIST_HEAD } else { raw::REDISMODULE_LIST_TAIL };
-        unsafe { raw::RedisModule_ListPush.unwrap()(p, where_ as c_int, s.ptr) };
-        self.effect(k, if head { c"LPUSH" } else { c"RPUSH" }, [s]);
-        self.touched_ready(k);
-    }
-
-    /// A zset range walk over [-inf, max], up to `limit` elements.
-    fn zrange(&mut self, k: Key, max: u64, limit: usize) -> Vec<(Vec<u8>, u64)> {
-        let Some(p) = self.exists_key(k) else { return Vec::new() };
-        let mut out = Vec::new();
+    /// Walks a zset's members over scores [-inf, max], lowest first, until `visit` stops.
+    fn zwalk(&mut self, k: Key, max: f64, visit: &mut dyn FnMut(&mut Self, &[u8], u64) -> Walk) {
+        let Some(p) = self.existing(k) else { return };
+        // SAFETY: range iteration on an open zset handle, stopped before returning; the
+        // element strings are adopted (and freed) one by one. `visit` may use other keys'
+        // handles, never this one (see `inflight_walk`).
         unsafe {
-            if raw::RedisModule_ZsetFirstInScoreRange.unwrap()(p, f64::NEG_INFINITY, max as f64, 0, 0) != raw::REDISMODULE_OK as c_int {
-                return out;
+            if raw::RedisModule_ZsetFirstInScoreRange.unwrap()(p, f64::NEG_INFINITY, max, 0, 0) != raw::REDISMODULE_OK as c_int {
+                return;
             }
-            while out.len() < limit && raw::RedisModule_ZsetRangeEndReached.unwrap()(p) == 0 {
+            while raw::RedisModule_ZsetRangeEndReached.unwrap()(p) == 0 {
                 let mut score = 0f64;
                 let e = raw::RedisModule_ZsetRangeCurrentElement.unwrap()(p, &mut score);
                 if let Some(e) = RStr::adopt(self.ctx, e) {
-                    out.push((e.bytes().to_vec(), score as u64));
+                    if visit(self, e.bytes(), score as u64) == Walk::Stop {
+                        break;
+                    }
                 }
                 if raw::RedisModule_ZsetRangeNext.unwrap()(p) == 0 {
                     break;
@@ -156,12 +261,12 @@ impl<'q> RedisStore<'q> {
             }
             raw::RedisModule_ZsetRangeStop.unwrap()(p);
         }
-        out
     }
 
     /// One field of an open hash (empty keys give None).
     fn hash_get(&self, p: *mut raw::RedisModuleKey, field: &RStr) -> Option<RStr> {
         let mut out: *mut raw::RedisModuleString = NULL_STR;
+        // SAFETY: an open hash handle; one field in, one string out (ours to free).
         unsafe {
             raw::RedisModule_HashGet.unwrap()(p, raw::REDISMODULE_HASH_NONE as c_int, field.ptr, &mut out, NULL_STR);
         }
@@ -172,26 +277,40 @@ impl<'q> RedisStore<'q> {
     fn signal(&mut self) {
         if self.ready_signal {
             self.ready_signal = false;
-            let name = self.name(Key::Msg);
-            unsafe { raw::RedisModule_SignalKeyAsReady.unwrap()(self.ctx, name) };
+            self.name(Key::Msg);
+            ffi::signal_ready(self.ctx, self.names[slot(Key::Msg)].as_ref().unwrap());
         }
     }
 }
 
 impl Drop for RedisStore<'_> {
     fn drop(&mut self) {
-        // Keys close before names are freed (field order would do it too; be explicit).
+        self.replicate();
+        // Keys close before names are freed.
         for k in self.keys.iter_mut() {
             k.take();
         }
-        self.replicate();
         self.signal();
+        if let Some(at) = self.earliest {
+            crate::schedule::at_most(ffi::selected_db(self.ctx), self.queue, at);
+        }
     }
 }
 
 impl Store for RedisStore<'_> {
+    fn check(&mut self, keys: &[Key]) -> Result<()> {
+        for &k in keys {
+            self.read(k);
+            let t = self.keys[slot(k)].as_ref().unwrap().key_type();
+            if t != raw::REDISMODULE_KEYTYPE_EMPTY as c_int && t != redis_type(k.kind()) {
+                return Err(Error::WrongType);
+            }
+        }
+        Ok(())
+    }
+
     fn exists(&mut self, k: Key) -> bool {
-        self.exists_key(k).is_some()
+        self.existing(k).is_some()
     }
 
     fn llen(&mut self, k: Key) -> u64 {
@@ -207,7 +326,8 @@ impl Store for RedisStore<'_> {
     }
 
     fn lpop(&mut self, k: Key) -> Option<Vec<u8>> {
-        let p = self.exists_key(k)?;
+        let p = self.existing_for_write(k)?;
+        // SAFETY: a list handle open for writing; the popped string is ours to free.
         let e = unsafe { raw::RedisModule_ListPop.unwrap()(p, raw::REDISMODULE_LIST_HEAD as c_int) };
         let e = RStr::adopt(self.ctx, e)?;
         self.effect(k, c"LPOP", []);
@@ -215,9 +335,39 @@ impl Store for RedisStore<'_> {
     }
 
     fn lindex(&mut self, k: Key, index: u64) -> Option<Vec<u8>> {
-        let p = self.exists_key(k)?;
-        let e = unsafe { raw::RedisModule_ListGet.unwrap()(p, index as std::os::raw::c_long) };
+        let p = self.existing(k)?;
+        // SAFETY: a list handle; out of range gives null.
+        let e = unsafe { raw::RedisModule_ListGet.unwrap()(p, index as c_long) };
         RStr::adopt(self.ctx, e).map(|e| e.bytes().to_vec())
+    }
+
+    fn list_walk(&mut self, k: Key, visit: &mut dyn FnMut(u64, &[u8]) -> Walk) {
+        let Some(p) = self.existing(k) else { return };
+        // SAFETY: a list handle; Redis keeps an iterator in it, so reading the indexes in
+        // order costs O(1) each.
+        let n = unsafe { raw::RedisModule_ValueLength.unwrap()(p) } as u64;
+        for i in 0..n {
+            // SAFETY: as above; index in range, the string is ours to free.
+            let e = unsafe { raw::RedisModule_ListGet.unwrap()(p, i as c_long) };
+            let Some(e) = RStr::adopt(self.ctx, e) else { break };
+            if visit(i, e.bytes()) == Walk::Stop {
+                break;
+            }
+        }
+    }
+
+    fn lremove(&mut self, k: Key, index: u64, value: &[u8]) {
+        // A fresh handle: Redis 7.0's list iterator cached in a handle can land one element off
+        // when a delete seeks back towards the head after an earlier one.
+        self.keys[slot(k)] = None;
+        let Some(p) = self.existing_for_write(k) else { return };
+        // SAFETY: a list handle open for writing; the index was found in this command.
+        let ok = unsafe { raw::RedisModule_ListDelete.unwrap()(p, index as c_long) };
+        if ok == raw::REDISMODULE_OK as c_int {
+            // Elements are whole records with unique offsets: the first equal one is this one.
+            let ctx = self.ctx;
+            self.effect(k, c"LREM", [RStr::new(ctx, b"1"), RStr::new(ctx, value)]);
+        }
     }
 
     fn zcard(&mut self, k: Key) -> u64 {
@@ -226,18 +376,25 @@ impl Store for RedisStore<'_> {
 
     fn zadd(&mut self, k: Key, score: u64, member: &[u8]) {
         let ctx = self.ctx;
-        let p = self.key(k);
+        let p = self.write(k);
         let m = RStr::new(ctx, member);
         let mut flags: c_int = 0;
+        // SAFETY: a handle open for writing on a key checked to be a zset (or empty).
         unsafe { raw::RedisModule_ZsetAdd.unwrap()(p, score as f64, m.ptr, &mut flags) };
+        match k {
+            Key::Bak | Key::Dly => self.guard_by(score),
+            Key::Dup => self.guard_by(score.saturating_add(self.dedup_window)),
+            _ => {}
+        }
         let score = RStr::new(ctx, itoa::Buffer::new().format(score).as_bytes());
         self.effect(k, c"ZADD", [score, m]);
     }
 
     fn zrem(&mut self, k: Key, member: &[u8]) -> bool {
-        let Some(p) = self.exists_key(k) else { return false };
+        let Some(p) = self.existing_for_write(k) else { return false };
         let m = RStr::new(self.ctx, member);
         let mut deleted: c_int = 0;
+        // SAFETY: a zset handle open for writing.
         unsafe { raw::RedisModule_ZsetRem.unwrap()(p, m.ptr, &mut deleted) };
         if deleted != 0 {
             self.effect(k, c"ZREM", [m]);
@@ -246,35 +403,65 @@ impl Store for RedisStore<'_> {
     }
 
     fn zscore(&mut self, k: Key, member: &[u8]) -> Option<u64> {
-        let p = self.exists_key(k)?;
+        let p = self.existing(k)?;
         let m = RStr::new(self.ctx, member);
         let mut score = 0f64;
+        // SAFETY: a zset handle; the score is written on success only.
         let ok = unsafe { raw::RedisModule_ZsetScore.unwrap()(p, m.ptr, &mut score) };
         (ok == raw::REDISMODULE_OK as c_int).then_some(score as u64)
     }
 
     fn zrange_upto(&mut self, k: Key, max: u64, limit: usize) -> Vec<(Vec<u8>, u64)> {
-        self.zrange(k, max, limit)
+        let mut out = Vec::new();
+        if limit == 0 {
+            return out;
+        }
+        self.zwalk(k, max as f64, &mut |_, m, score| {
+            out.push((m.to_vec(), score));
+            if out.len() == limit {
+                Walk::Stop
+            } else {
+                Walk::Next
+            }
+        });
+        out
+    }
+
+    fn zset_walk(&mut self, k: Key, visit: &mut dyn FnMut(&[u8], u64) -> Walk) {
+        self.zwalk(k, f64::INFINITY, &mut |_, m, score| visit(m, score));
+    }
+
+    fn inflight_walk(&mut self, visit: &mut InflightVisit) {
+        let Some(inf) = self.existing(Key::Inf) else { return };
+        self.zwalk(Key::Bak, f64::INFINITY, &mut |me, receipt, deadline| {
+            let field = RStr::new(me.ctx, receipt);
+            match me.hash_get(inf, &field) {
+                Some(record) => visit(receipt, deadline, record.bytes()),
+                None => Walk::Next,
+            }
+        });
     }
 
     fn hget(&mut self, k: Key, field: &[u8]) -> Option<Vec<u8>> {
-        let p = self.exists_key(k)?;
+        let p = self.existing(k)?;
         let f = RStr::new(self.ctx, field);
         self.hash_get(p, &f).map(|v| v.bytes().to_vec())
     }
 
     fn hset(&mut self, k: Key, field: &[u8], value: &[u8]) {
         let ctx = self.ctx;
-        let p = self.key(k);
+        let p = self.write(k);
         let f = RStr::new(ctx, field);
         let v = RStr::new(ctx, value);
+        // SAFETY: a handle open for writing on a key checked to be a hash (or empty).
         unsafe { raw::RedisModule_HashSet.unwrap()(p, raw::REDISMODULE_HASH_NONE as c_int, f.ptr, v.ptr, NULL_STR) };
         self.effect(k, c"HSET", [f, v]);
     }
 
     fn hdel(&mut self, k: Key, field: &[u8]) -> bool {
-        let Some(p) = self.exists_key(k) else { return false };
+        let Some(p) = self.existing_for_write(k) else { return false };
         let f = RStr::new(self.ctx, field);
+        // SAFETY: a hash handle open for writing; DELETE removes the field.
         let n = unsafe {
             raw::RedisModule_HashSet.unwrap()(p, raw::REDISMODULE_HASH_NONE as c_int, f.ptr, raw::REDISMODULE_HASH_DELETE, NULL_STR)
         };
@@ -284,22 +471,26 @@ impl Store for RedisStore<'_> {
         n > 0
     }
 
-    fn hincrby(&mut self, k: Key, field: &[u8], by: i64) -> i64 {
+    fn hincrby(&mut self, k: Key, field: &[u8], by: i64) -> Result<i64> {
         let ctx = self.ctx;
-        let p = self.key(k);
+        let p = self.write(k);
         let f = RStr::new(ctx, field);
-        let old: i64 = self.hash_get(p, &f).and_then(|v| std::str::from_utf8(v.bytes()).ok()?.parse().ok()).unwrap_or(0);
+        let old: i64 = match self.hash_get(p, &f) {
+            Some(v) => std::str::from_utf8(v.bytes()).ok().and_then(|v| v.parse().ok()).ok_or(Error::NotAnInteger)?,
+            None => 0,
+        };
         let new = old + by;
         let v = RStr::new(ctx, itoa::Buffer::new().format(new).as_bytes());
+        // SAFETY: as in `hset`.
         unsafe { raw::RedisModule_HashSet.unwrap()(p, raw::REDISMODULE_HASH_NONE as c_int, f.ptr, v.ptr, NULL_STR) };
         // The absolute value, not the increment: a replica ends up with the primary's number.
         self.effect(k, c"HSET", [f, v]);
-        new
+        Ok(new)
     }
 
     fn xadd(&mut self, k: Key, maxlen: u64, fields: &[(&[u8], &[u8])]) {
         // Rare (only with `log 1`), so RM_Call: it turns `*` into the explicit id it gave,
-        // and `!` replicates exactly that.
+        // `!` replicates exactly that, and XADD sends its own keyspace notification.
         let ctx = self.ctx;
         let mut args: Vec<RStr> = Vec::with_capacity(4 + 2 * fields.len());
         args.push(RStr::new(ctx, &k.name(self.queue)));
@@ -313,11 +504,20 @@ impl Store for RedisStore<'_> {
         let mut ptrs: Vec<*mut raw::RedisModuleString> = args.iter().map(|a| a.ptr).collect();
         // Our open handle on the stream must not be held across a call that writes it.
         self.keys[slot(k)].take();
+        // SAFETY: "!v" with an array of live strings; the reply is freed here.
         unsafe {
             let reply = raw::RedisModule_Call.unwrap()(ctx, c"XADD".as_ptr(), c"!v".as_ptr(), ptrs.as_mut_ptr(), ptrs.len());
             if !reply.is_null() {
                 raw::RedisModule_FreeCallReply.unwrap()(reply);
             }
         }
+    }
+
+    fn random(&mut self, out: &mut [u8]) {
+        ffi::random_bytes(out);
+    }
+
+    fn wake(&mut self) {
+        self.ready_signal = true;
     }
 }

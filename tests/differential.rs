@@ -26,8 +26,9 @@
 //! and keys are compared with placeholders: a deadline a server forgot to move, or moved by a
 //! different amount, shows up. Server-made ids (`<created>-<offset>`) become `id:<offset>`
 //! once their created time is checked; `oldest_ready_ms` is checked against the front
-//! message's created time and the step's window. Receipts (`<offset>-<deliveries>`) need no
-//! masking.
+//! message's created time and the step's window. Receipts (`<offset>-<deliveries>-<nonce>`)
+//! differ by their random nonce: the test names a receipt `<offset>-<deliveries>` and spells
+//! it per server (learned from its keys and replies), and compares them as `rcpt:<o>-<d>`.
 //!
 //! The run avoids outcomes that depend on racing the clock: the guard of the module is off
 //! (`guard-interval-ms` one day), locks and delays are either 0, already past (`AT 1`), very
@@ -351,6 +352,8 @@ fn record(raw: &[u8]) -> Option<(Vec<Mp>, u64, u64, u64)> {
 enum Arg {
     B(Vec<u8>),
     Id(String, u64),
+    /// The receipt of delivery `<offset>-<deliveries>` of a queue, as each server made it.
+    Receipt(String, Vec<u8>),
 }
 
 #[derive(Clone)]
@@ -369,14 +372,41 @@ impl fmt::Display for Op {
             match a {
                 Arg::B(b) => write!(f, " \"{}\"", b.escape_ascii())?,
                 Arg::Id(q, o) => write!(f, " <server id of {q}#{o}>")?,
+                Arg::Receipt(q, d) => write!(f, " <receipt {q}#{}>", d.escape_ascii())?,
             }
         }
         Ok(())
     }
 }
 
+/// An op; the receipts of ACK, NACK and TOUCH written `<offset>-<deliveries>` are resolved
+/// on each server to the receipt it made for that delivery.
 fn op(name: &'static str, q: &str, args: &[&[u8]]) -> Op {
-    Op { name, q: q.to_string(), args: args.iter().map(|a| Arg::B(a.to_vec())).collect(), sleep_after: false }
+    let args = args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let receipt_position = name == "ack" || (i == 0 && (name == "nack" || name == "touch"));
+            if receipt_position && parse_id(a).is_some() {
+                Arg::Receipt(q.to_string(), a.to_vec())
+            } else {
+                Arg::B(a.to_vec())
+            }
+        })
+        .collect();
+    Op { name, q: q.to_string(), args, sleep_after: false }
+}
+
+/// What a lock deadline is tied to: the delivery of its receipt (the same on both servers).
+fn lock_key(receipt: &[u8]) -> Vec<u8> {
+    delivery_of(receipt).unwrap_or_else(|| receipt.to_vec())
+}
+
+/// `<offset>-<deliveries>` of a receipt `<offset>-<deliveries>-<nonce>`.
+fn delivery_of(receipt: &[u8]) -> Option<Vec<u8>> {
+    let t = std::str::from_utf8(receipt).ok()?;
+    let (od, nonce) = t.rsplit_once('-')?;
+    (nonce.len() == 12 && nonce.bytes().all(|b| b.is_ascii_hexdigit()) && parse_id(od.as_bytes()).is_some()).then(|| od.as_bytes().to_vec())
 }
 
 /// Identity of a time value: (kind, queue, what it belongs to).
@@ -419,6 +449,8 @@ struct Side {
     fresh: Vec<(TimeKey, i64)>,
     logs: HashMap<String, LogSeen>,
     raw: HashMap<String, Raw>,
+    /// (queue, `<offset>-<deliveries>`) → the receipt this server made.
+    receipts: HashMap<(String, Vec<u8>), Vec<u8>>,
 }
 
 fn zset(v: &C) -> Vec<(Vec<u8>, i64)> {
@@ -473,10 +505,41 @@ impl Side {
             fresh: Vec::new(),
             logs: HashMap::new(),
             raw: HashMap::new(),
+            receipts: HashMap::new(),
         }
     }
 
-    fn argv(&self, o: &Op) -> Vec<Vec<u8>> {
+    fn learn_receipt(&mut self, q: &str, receipt: &[u8]) {
+        if let Some(d) = delivery_of(receipt) {
+            self.receipts.insert((q.to_string(), d), receipt.to_vec());
+        }
+    }
+
+    /// Learns the receipts of a FETCH reply.
+    fn learn_receipts(&mut self, q: &str, reply: &C) {
+        if let C::Arr(msgs) = reply {
+            for m in msgs {
+                if let C::Map(f) = m {
+                    if let Some(r) = f.get(&s(b"receipt")) {
+                        self.learn_receipt(q, &r.bytes());
+                    }
+                }
+            }
+        }
+    }
+
+    fn argv(&mut self, o: &Op) -> Vec<Vec<u8>> {
+        for a in &o.args {
+            if let Arg::Receipt(q, d) = a {
+                if !self.receipts.contains_key(&(q.clone(), d.clone())) {
+                    // Not seen yet (copied keys): look in flight.
+                    let members = self.plain(&[b"ZRANGE", format!("bak:{{{q}}}").as_bytes(), b"0", b"-1"]);
+                    for m in members.arr() {
+                        self.learn_receipt(q, &m.bytes());
+                    }
+                }
+            }
+        }
         let mut v: Vec<Vec<u8>> = match self.ed {
             Edition::Module => vec![format!("RMQ.{}", o.name.to_uppercase()).into_bytes()],
             Edition::Lua => vec![b"FCALL".to_vec(), format!("rmq_{}", o.name).into_bytes()],
@@ -503,6 +566,7 @@ impl Side {
                 let c = self.times.get(&('c', q.clone(), off.to_string().into_bytes())).map_or(0, |t| t.0);
                 format!("{c}-{off}").into_bytes()
             }
+            Arg::Receipt(q, d) => self.receipts.get(&(q.clone(), d.clone())).cloned().unwrap_or_else(|| d.clone()),
         }
     }
 
@@ -523,7 +587,11 @@ impl Side {
             let a = t.arr();
             a[0].text().parse::<i64>().unwrap() * 1000 + a[1].text().parse::<i64>().unwrap() / 1000
         };
-        (out[1].clone(), (ms(&out[0]), ms(&out[2])))
+        // Valkey 8 answers TIME inside MULTI with the transaction's start time (Redis 7.0
+        // with the clock), while a command reads the clock: a TIME after EXEC bounds it on
+        // both.
+        let after = self.c.call(&[b"TIME"]);
+        (out[1].clone(), (ms(&out[0]), ms(&out[2]).max(ms(&after))))
     }
 
     fn plain(&mut self, args: &[&[u8]]) -> C {
@@ -608,8 +676,12 @@ impl Side {
         step
     }
 
-    /// A server-made id `<created>-<offset>` of a known message becomes `id:<offset>`.
+    /// A server-made id `<created>-<offset>` of a known message becomes `id:<offset>`, a
+    /// receipt `rcpt:<offset>-<deliveries>`.
     fn mask_str(&self, q: &str, b: &[u8]) -> C {
+        if let Some(d) = delivery_of(b) {
+            return C::T(format!("rcpt:{}", String::from_utf8_lossy(&d)));
+        }
         if let Some((ms, off)) = parse_id(b) {
             if let Some((c, _)) = self.times.get(&('c', q.to_string(), off.to_string().into_bytes())) {
                 if *c as u64 == ms {
@@ -669,14 +741,15 @@ impl Side {
         put("dly", C::Arr(dly));
         let mut bak = BTreeMap::new();
         for (receipt, deadline) in &raw.bak {
+            self.learn_receipt(q, receipt);
             let force = touched == Some(receipt.as_slice());
-            let origin = self.learn(('l', q.to_string(), receipt.clone()), *deadline, step, force);
-            bak.insert(s(receipt), C::T(format!("lock@{origin}")));
+            let origin = self.learn(('l', q.to_string(), lock_key(receipt)), *deadline, step, force);
+            bak.insert(self.mask_str(q, receipt), C::T(format!("lock@{origin}")));
         }
         put("bak", C::Map(bak));
         let mut inf = BTreeMap::new();
         for (receipt, rec) in &raw.inf {
-            inf.insert(s(receipt), self.record(q, rec, step));
+            inf.insert(self.mask_str(q, receipt), self.record(q, rec, step));
         }
         put("inf", C::Map(inf));
         let mut dup = BTreeMap::new();
@@ -768,7 +841,7 @@ impl Side {
             ("touch", C::Int(v)) if *v > 0 => {
                 let receipt = self.resolve(&o.args[0]);
                 let (t, origin) = self
-                    .time_of('l', q, &receipt)
+                    .time_of('l', q, &lock_key(&receipt))
                     .unwrap_or_else(|| panic!("{}: TOUCH gave {v} but {receipt:?} has no deadline", self.name));
                 assert_eq!(t, *v, "{}: step {step}: TOUCH replied {v}, bak:{{{q}}} holds {t}", self.name);
                 C::T(format!("lock@{origin}"))
@@ -875,8 +948,9 @@ impl Side {
                             .map(|(r, _)| r.clone())
                             .unwrap_or_else(|| panic!("{}: step {step}: {q}#{off} shown in flight but not in inf:{{{q}}}", self.name)),
                     };
-                    let (d, origin) =
-                        self.time_of('l', q, &receipt).unwrap_or_else(|| panic!("{}: no deadline known for {receipt:?}", self.name));
+                    let (d, origin) = self
+                        .time_of('l', q, &lock_key(&receipt))
+                        .unwrap_or_else(|| panic!("{}: no deadline known for {receipt:?}", self.name));
                     assert_eq!(d, *t, "{}: step {step}: deadline of {receipt:?} in a reply is {t}, bak holds {d}", self.name);
                     C::T(format!("lock@{origin}"))
                 }
@@ -952,10 +1026,11 @@ impl Pair {
     }
 
     /// Compares the queue's keys on both servers after this step, and the times first seen.
-    fn compare_keys(&mut self, q: &str, touched: Option<Vec<u8>>) {
+    fn compare_keys(&mut self, q: &str, touched: Option<&Arg>) {
         let step = self.step;
-        let ka = self.a.snapshot(q, step, touched.as_deref());
-        let kb = self.b.snapshot(q, step, touched.as_deref());
+        let (ta, tb) = (touched.map(|t| self.a.resolve(t)), touched.map(|t| self.b.resolve(t)));
+        let ka = self.a.snapshot(q, step, ta.as_deref());
+        let kb = self.b.snapshot(q, step, tb.as_deref());
         self.check_fresh();
         if ka != kb {
             let (C::Map(ma), C::Map(mb)) = (&ka, &kb) else { unreachable!() };
@@ -1034,11 +1109,15 @@ impl Pair {
         if o.sleep_after {
             std::thread::sleep(Duration::from_millis(3));
         }
-        let touched = (o.name == "touch" && matches!(ra, C::Int(v) if v > 0)).then(|| self.a.resolve(&o.args[0]));
+        if o.name == "fetch" {
+            self.a.learn_receipts(&o.q, &ra);
+            self.b.learn_receipts(&o.q, &rb);
+        }
+        let touched = (o.name == "touch" && matches!(ra, C::Int(v) if v > 0)).then(|| o.args[0].clone());
         let queue_ok = valid_queue(&o.q);
         if queue_ok && o.name != "queues" {
             // Errors must change nothing, so the keys are compared after every step.
-            self.compare_keys(&o.q, touched);
+            self.compare_keys(&o.q, touched.as_ref());
         }
         let ca = self.a.reply_canon(o, &ra, step);
         let cb = self.b.reply_canon(o, &rb, step);
@@ -1104,6 +1183,9 @@ impl One {
         let refs: Vec<&[u8]> = argv.iter().map(|a| a.as_slice()).collect();
         let r = self.side.plain(&refs);
         assert!(!matches!(r, C::Err(_)), "{} {o}: {r:?}", self.side.name);
+        if name == "fetch" {
+            self.side.learn_receipts(q, &r);
+        }
         r
     }
 }
@@ -1122,17 +1204,17 @@ fn fill(writer: Edition) -> One {
         w.run("push", q, &[body.as_bytes(), b"ID", id.as_bytes()]);
     }
     let got = w.run("fetch", q, &[b"COUNT", b"4", b"LOCK", b"10000000", b"CONSUMER", b"w1"]);
-    let receipts: Vec<String> = got.arr().iter().map(|m| m.field("receipt").text()).collect();
-    assert_eq!(receipts, ["1-1", "2-1", "3-1", "4-1"]);
+    let receipts: Vec<Vec<u8>> = got.arr().iter().filter_map(|m| delivery_of(&m.field("receipt").bytes())).collect();
+    assert_eq!(receipts, [b"1-1", b"2-1", b"3-1", b"4-1"]);
     assert_eq!(w.run("nack", q, &[b"1-1", b"FAIL", b"REASON", b"boom"]), C::Int(1));
     assert_eq!(w.run("nack", q, &[b"2-1", b"ERROR", b"REASON", b"bad \xffinput"]), C::Int(1));
     // Offset 5: a retry waiting 10^7 ms; 6: in flight with a lock that runs out (the last
     // FETCH of the queue, so nothing reclaims it before the copy).
     w.run("push", q, &[b"rt", b"ID", b"retry-1"]);
-    assert_eq!(w.run("fetch", q, &[b"LOCK", b"10000000"]).arr()[0].field("receipt").text(), "5-1");
+    assert_eq!(delivery_of(&w.run("fetch", q, &[b"LOCK", b"10000000"]).arr()[0].field("receipt").bytes()).unwrap(), b"5-1");
     assert_eq!(w.run("nack", q, &[b"5-1", b"RETRY", b"DELAY", b"10000000", b"REASON", b"later"]), C::Int(1));
     w.run("push", q, &[b"x1", b"ID", b"expired-1", b"TAG", b"slow"]);
-    assert_eq!(w.run("fetch", q, &[b"LOCK", b"1", b"CONSUMER", b"w2"]).arr()[0].field("receipt").text(), "6-1");
+    assert_eq!(delivery_of(&w.run("fetch", q, &[b"LOCK", b"1", b"CONSUMER", b"w2"]).arr()[0].field("receipt").bytes()).unwrap(), b"6-1");
     // Offsets 7-9 ready (one with a server-made id and a binary body), a duplicate, then
     // 10 and 11 delayed.
     let r1 =
@@ -1151,7 +1233,7 @@ fn fill(writer: Edition) -> One {
     w.run("config", o, &[b"SET", b"ordered", b"1"]);
     w.run("push", o, &[b"o1", b"ID", b"o-1"]);
     w.run("push", o, &[b"o2", b"ID", b"o-2"]);
-    assert_eq!(w.run("fetch", o, &[b"LOCK", b"10000000"]).arr()[0].field("receipt").text(), "1-1");
+    assert_eq!(delivery_of(&w.run("fetch", o, &[b"LOCK", b"10000000"]).arr()[0].field("receipt").bytes()).unwrap(), b"1-1");
     assert_eq!(w.run("nack", o, &[b"1-1", b"DELAY", b"10000000"]), C::Int(1));
     w
 }
@@ -1257,10 +1339,10 @@ fn data_moves_between_editions(writer: Edition, reader: Edition) {
     assert_eq!(stats_of(&run(&mut p, "stats", q, &[]))["dups"], 2);
     // FETCH reclaims the expired lock first (to the back of ready), then hands out in order.
     let got = run(&mut p, "fetch", q, &[b"COUNT", b"10", b"LOCK", b"10000000", b"CONSUMER", b"w3"]);
-    let receipts: Vec<String> = got.arr().iter().map(|m| m.field("receipt").text()).collect();
-    assert_eq!(receipts, ["7-1", "8-1", "9-1", "4-2", "6-2"]);
+    let receipts: Vec<Vec<u8>> = got.arr().iter().filter_map(|m| delivery_of(&m.field("receipt").bytes())).collect();
+    assert_eq!(receipts, [&b"7-1"[..], b"8-1", b"9-1", b"4-2", b"6-2"]);
     assert_eq!(got.arr()[4].field("attempt"), &C::Int(2), "the expired delivery counted");
-    let mut ack: Vec<&[u8]> = receipts.iter().map(|r| r.as_bytes()).collect();
+    let mut ack: Vec<&[u8]> = receipts.iter().map(|r| r.as_slice()).collect();
     ack.push(b"6-1");
     assert_eq!(run(&mut p, "ack", q, &ack), C::Int(5));
     assert_eq!(run(&mut p, "recover", q, &[]), C::Arr(vec![C::Int(0), C::Int(1), C::Int(1)]));
@@ -1431,7 +1513,8 @@ impl Gen {
 
     fn mk(&mut self, name: &'static str, q: &str, args: Vec<Vec<u8>>) -> Op {
         self.next_step += 1;
-        Op { name, q: q.to_string(), args: args.into_iter().map(Arg::B).collect(), sleep_after: false }
+        let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+        op(name, q, &refs)
     }
 
     /// The next few ops (a FETCH without LOCK comes with the CONFIG SET of a fresh lock-ms,
@@ -1873,7 +1956,8 @@ impl Gen {
             }
             ("fetch", C::Arr(msgs)) => {
                 for m in msgs {
-                    st.receipts.push(m.field("receipt").bytes());
+                    // Named by delivery; each server's own receipt is used (see `op`).
+                    st.receipts.extend(delivery_of(&m.field("receipt").bytes()));
                     st.max_offset = st.max_offset.max(m.field("offset").int() as u64);
                 }
             }

@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 pub mod client;
+#[cfg(feature = "console")]
 mod console_backend;
 pub mod error;
 pub mod message;

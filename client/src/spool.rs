@@ -290,6 +290,35 @@ pub enum SendOutcome {
     Refused(String),
 }
 
+/// The default spool directory: `$RMQ_SPOOL` when set, else `rmq/spool` in the user's state
+/// directory (`$XDG_STATE_HOME`, or `~/.local/state`), never the working directory (a
+/// command run from another directory would not find what an earlier one spooled). Only
+/// without any home directory: `./rmq-spool`.
+pub fn default_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("RMQ_SPOOL").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").filter(|p| !p.is_empty()).map(|h| PathBuf::from(h).join(".local/state")));
+    match state {
+        Some(s) => s.join("rmq").join("spool"),
+        None => PathBuf::from("rmq-spool"),
+    }
+}
+
+/// True when the spool at `dir` holds records not yet re-sent. Opens nothing and creates
+/// nothing: a directory that does not exist holds nothing.
+pub fn has_pending(dir: &Path) -> io::Result<bool> {
+    if !dir.is_dir() {
+        return Ok(false);
+    }
+    let spool = Spool { dir: dir.to_path_buf(), mu: Mutex::new(()) };
+    spool.has_data()
+}
+
 /// The spool directory.
 pub struct Spool {
     dir: PathBuf,
@@ -396,10 +425,28 @@ impl Spool {
         let _g = self.mu.lock().unwrap_or_else(|e| e.into_inner());
         let _fl = FileLock::lock(&self.lock_path())?;
         let mut report = OpenReport::default();
-        if let Some(&n) = self.segments()?.last() {
+        let segs = self.segments()?;
+        if let Some(&n) = segs.last() {
             report.torn_bytes = self.cut_torn_tail(n)?;
         }
+        self.remove_orphan_positions(&segs)?;
         Ok(report)
+    }
+
+    /// Removes the `.pos` files whose segment is gone (a drain that crashed between deleting
+    /// a segment and its `.pos`). Left in place, one would make a later segment of the same
+    /// number start half way, skipping records.
+    fn remove_orphan_positions(&self, segs: &[u64]) -> io::Result<()> {
+        for e in fs::read_dir(&self.dir)? {
+            let name = e?.file_name();
+            let Some(n) = name.to_str().and_then(|s| s.strip_suffix(".pos")).and_then(|s| s.parse::<u64>().ok()) else {
+                continue;
+            };
+            if !segs.contains(&n) {
+                fs::remove_file(self.pos_path(n))?;
+            }
+        }
+        Ok(())
     }
 
     /// Cuts a torn tail off segment `n` (the caller holds the append lock). Returns the bytes cut.
@@ -699,8 +746,9 @@ impl Spool {
                 idx += 1;
             }
             if report.stopped.is_none() && pos >= buf.len() {
-                // All of it handled: the segment goes (its .pos first, so a crash in between
-                // leaves a segment that is re-sent whole, which the ids make harmless).
+                // All of it handled: the segment goes, then its .pos. A crash in between
+                // leaves a .pos without its segment, which the next open removes, so it can
+                // never apply to a later segment of the same number.
                 fs::remove_file(&path)?;
                 let _ = fs::remove_file(self.pos_path(n));
                 fsync_dir(&self.dir)?;
@@ -958,6 +1006,21 @@ mod tests {
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].record().unwrap().id, "id-2");
         assert!(q[0].reason.contains("ERR nope"));
+    }
+
+    #[test]
+    fn a_position_left_by_a_crashed_drain_never_skips_a_later_segment() {
+        let d = tempfile::tempdir().unwrap();
+        // A drain deleted segment 1 and crashed before deleting its .pos.
+        fs::write(d.path().join("0000000000000001.pos"), b"100").unwrap();
+        let (s, _) = Spool::open(d.path()).unwrap();
+        // The next segment 1 must be sent whole.
+        let recs: Vec<_> = (0..5).map(rec).collect();
+        s.append(&recs).unwrap();
+        assert_eq!(s.status().unwrap().records, 5);
+        let (r, got) = drain_all(&s);
+        assert_eq!(r.sent, 5);
+        assert_eq!(got, recs);
     }
 
     #[test]

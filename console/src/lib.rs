@@ -46,12 +46,19 @@ pub struct Running {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     sampler: Option<tokio::task::JoinHandle<()>>,
+    /// The console's audit log (None: read-only, or the exporter).
+    audit: Option<std::path::PathBuf>,
 }
 
 impl Running {
     /// The address it listens on (with the port the system chose for port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the console records its actions (None when read-only, and for the exporter).
+    pub fn audit_log(&self) -> Option<&std::path::Path> {
+        self.audit.as_deref()
     }
 
     /// Stops serving (requests under way finish) and waits for it.
@@ -119,12 +126,8 @@ pub async fn start_metrics(redis: Arc<dyn Backend>, args: &MetricsArgs) -> Resul
 /// `rmq console`: serves until ctrl-c or SIGTERM.
 pub async fn console(redis: Arc<dyn Backend>, args: &ConsoleArgs) -> Result<ExitCode, Error> {
     let running = start_console(redis, args).await?;
-    eprintln!(
-        "rmq console: http://{}/ (audit log {}{})",
-        running.addr(),
-        args.audit_log.display(),
-        if args.read_only { ", read-only" } else { "" }
-    );
+    let audit = running.audit_log().map_or("read-only".to_string(), |p| format!("audit log {}", p.display()));
+    eprintln!("rmq console: http://{}/ ({audit})", running.addr());
     running.until_signal().await
 }
 

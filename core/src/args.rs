@@ -1,8 +1,14 @@
 //! Argument parsing: every command's arguments become a typed request here, and every bad
 //! input is refused here, before anything is read or written.
 
+use std::collections::HashSet;
+
 use crate::error::{Error, Result};
 use crate::settings::parse_number;
+
+/// The most HEADERs one message may carry: headers are metadata (a trace id, a content type),
+/// and a bound keeps one PUSH's work small.
+pub const MAX_HEADERS: usize = 1000;
 
 /// Checks a queue name: 1–200 bytes of `A-Z a-z 0-9 _ . : - # /`.
 pub fn check_queue(q: &[u8]) -> Result<()> {
@@ -112,8 +118,22 @@ fn once<T>(slot: &Option<T>, raw: &[u8]) -> Result<()> {
     }
 }
 
+/// The error texts of numeric arguments (after `ERR `), by keyword.
+pub const NUMBER_ERRORS: [(&str, &str); 8] = [
+    ("LOCK", LOCK_MSG),
+    ("DELAY", DELAY_MSG),
+    ("AT", AT_MSG),
+    ("BLOCK", BLOCK_MSG),
+    ("COUNT", COUNT_MSG),
+    ("START", "START must be a non-negative integer"),
+    ("FROM", "FROM must be a non-negative integer"),
+    ("TO", "TO must be a non-negative integer"),
+];
 const LOCK_MSG: &str = "LOCK must be a positive integer of milliseconds";
 const DELAY_MSG: &str = "DELAY must be a non-negative integer of milliseconds";
+const AT_MSG: &str = "AT must be a non-negative integer of unix milliseconds";
+const BLOCK_MSG: &str = "BLOCK must be a non-negative integer of milliseconds";
+const COUNT_MSG: &str = "COUNT must be a positive integer";
 
 /// `RMQ.PUSH q body [ID id] [TAG tag] [KEY key] [HEADER name value]… [DELAY ms | AT unix-ms]`;
 /// `args` starts at the body.
@@ -122,6 +142,7 @@ pub fn push<'a>(args: &[&'a [u8]]) -> Result<Push<'a>> {
     let mut o = Options { args, pos: 1 };
     let (mut id, mut tag, mut key, mut delay, mut at) = (None, None, None, None, None);
     let mut headers: Vec<(&[u8], &[u8])> = Vec::new();
+    let mut header_names: HashSet<&[u8]> = HashSet::new();
     while let Some((raw, kw)) = o.next_keyword() {
         match kw.as_slice() {
             b"ID" => {
@@ -144,8 +165,11 @@ pub fn push<'a>(args: &[&'a [u8]]) -> Result<Push<'a>> {
                 if name.is_empty() {
                     return Err(Error::EmptyHeaderName);
                 }
-                if headers.iter().any(|(n, _)| *n == name) {
+                if !header_names.insert(name) {
                     return Err(Error::HeaderTwice(name.to_vec()));
+                }
+                if headers.len() == MAX_HEADERS {
+                    return Err(Error::TooManyHeaders(MAX_HEADERS));
                 }
                 headers.push((name, value));
             }
@@ -159,7 +183,7 @@ pub fn push<'a>(args: &[&'a [u8]]) -> Result<Push<'a>> {
             }
             b"AT" => {
                 once(&at, raw)?;
-                let n = o.number("AT", 0, "AT must be a non-negative integer of unix milliseconds")?;
+                let n = o.number("AT", 0, AT_MSG)?;
                 if delay.is_some() {
                     return Err(Error::DelayWithAt);
                 }
@@ -192,7 +216,7 @@ pub fn fetch<'a>(args: &[&'a [u8]], max_fetch_count: u64) -> Result<Fetch<'a>> {
             }
             b"BLOCK" => {
                 once(&block, raw)?;
-                block = Some(o.number("BLOCK", 0, "BLOCK must be a non-negative integer of milliseconds")?);
+                block = Some(o.number("BLOCK", 0, BLOCK_MSG)?);
             }
             b"CONSUMER" => {
                 once(&consumer, raw)?;
@@ -209,7 +233,7 @@ pub fn fetch<'a>(args: &[&'a [u8]], max_fetch_count: u64) -> Result<Fetch<'a>> {
 }
 
 fn parse_count(o: &mut Options, max: u64) -> Result<u64> {
-    let n = o.number("COUNT", 1, "COUNT must be a positive integer")?;
+    let n = o.number("COUNT", 1, COUNT_MSG)?;
     if n > max {
         return Err(Error::CountAboveMax(max));
     }
@@ -303,6 +327,22 @@ pub fn recover(args: &[&[u8]]) -> Result<Recover> {
     Ok(Recover { expired: expired.is_some(), failed: failed.is_some(), errors: errors.is_some() })
 }
 
+/// `RMQ.GET q id`; `args` starts after q.
+pub fn get<'a>(args: &[&'a [u8]]) -> Result<&'a [u8]> {
+    let id = *args.first().ok_or(Error::WrongArity("rmq.get"))?;
+    nothing(&args[1..])?;
+    Ok(id)
+}
+
+/// `RMQ.DEL q id [id …]` and `RMQ.REQUEUE q id [id …]`; `args` starts after q. Any bytes may
+/// be looked for: an id that no message has counts 0.
+pub fn ids<'a>(args: &[&'a [u8]], command: &'static str) -> Result<Vec<&'a [u8]>> {
+    if args.is_empty() {
+        return Err(Error::WrongArity(command));
+    }
+    Ok(args.to_vec())
+}
+
 /// Commands that take nothing after q (`RMQ.STATS q`).
 pub fn nothing(args: &[&[u8]]) -> Result<()> {
     match args.first() {
@@ -347,6 +387,18 @@ mod tests {
         assert_eq!(e(push(&[b"b", b"FOO"])), "ERR syntax error near 'FOO'");
         assert_eq!(e(push(&[b"b", b"HEADER", b"h"])), "ERR HEADER needs a value");
         assert_eq!(e(push(&[b"b", b"HEADER", b"h", b"1", b"HEADER", b"h", b"2"])), "ERR HEADER 'h' given twice");
+    }
+
+    #[test]
+    fn headers_are_capped_and_checked_in_linear_time() {
+        let names: Vec<Vec<u8>> = (0..=MAX_HEADERS).map(|i| format!("h{i}").into_bytes()).collect();
+        let mut argv: Vec<&[u8]> = vec![b"body"];
+        for n in &names[..MAX_HEADERS] {
+            argv.extend_from_slice(&[b"HEADER", n, b"v"]);
+        }
+        assert_eq!(push(&argv).unwrap().headers.len(), MAX_HEADERS);
+        argv.extend_from_slice(&[b"HEADER", &names[MAX_HEADERS], b"v"]);
+        assert_eq!(e(push(&argv)), "ERR a message has at most 1000 HEADERs");
     }
 
     #[test]

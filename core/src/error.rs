@@ -18,6 +18,8 @@ pub enum Error {
     InvalidId,
     EmptyHeaderName,
     HeaderTwice(Vec<u8>),
+    /// More HEADERs than a message may carry.
+    TooManyHeaders(usize),
     InvalidConsumer,
     DelayWithAt,
     TwoNackActions,
@@ -26,6 +28,16 @@ pub enum Error {
     UnknownSetting(Vec<u8>),
     /// A bad setting value: the whole message after `ERR `.
     BadSetting(String),
+    /// A key of the queue holds another type than rmq's (someone wrote it by hand).
+    WrongType,
+    /// A counter of `st:{q}` holds something else than an integer.
+    NotAnInteger,
+    /// A write on a read-only replica (RMQ.CONFIG SET).
+    ReadOnlyReplica,
+    /// The caller's ACL user may not write the queue (RMQ.CONFIG SET).
+    NoPermission,
+    /// A Lua-core command stopped at its instruction or time budget, between two moves.
+    OverBudget,
     Internal,
 }
 
@@ -42,6 +54,7 @@ impl fmt::Display for Error {
             Error::InvalidId => write!(f, "ERR ID must be 1 to 128 printable ASCII characters without spaces"),
             Error::EmptyHeaderName => write!(f, "ERR HEADER name must not be empty"),
             Error::HeaderTwice(name) => write!(f, "ERR HEADER '{}' given twice", lossy(name)),
+            Error::TooManyHeaders(max) => write!(f, "ERR a message has at most {max} HEADERs"),
             Error::InvalidConsumer => write!(f, "ERR CONSUMER must be 1 to 200 bytes"),
             Error::DelayWithAt => write!(f, "ERR DELAY and AT cannot be used together"),
             Error::TwoNackActions => write!(f, "ERR RETRY, FAIL and ERROR cannot be used together"),
@@ -49,6 +62,14 @@ impl fmt::Display for Error {
             Error::QueueFull => write!(f, "ERR queue full"),
             Error::UnknownSetting(name) => write!(f, "ERR unknown setting '{}'", lossy(name)),
             Error::BadSetting(msg) => write!(f, "ERR {msg}"),
+            Error::WrongType => write!(f, "WRONGTYPE Operation against a key holding the wrong kind of value"),
+            Error::NotAnInteger => write!(f, "ERR hash value is not an integer"),
+            Error::ReadOnlyReplica => write!(f, "READONLY You can't write against a read only replica."),
+            Error::NoPermission => write!(f, "NOPERM this user has no permissions to access one of the keys used as arguments"),
+            Error::OverBudget => write!(
+                f,
+                "ERR stopped at the module's Lua budget (rmq.lua-instruction-budget, rmq.lua-time-budget-ms); what it moved before stopping stays moved"
+            ),
             Error::Internal => write!(f, "ERR internal error"),
         }
     }

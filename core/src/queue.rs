@@ -13,16 +13,22 @@
 //!
 //! No parsing and no reply shaping here: requests come typed from [`crate::args`].
 
+use std::collections::HashSet;
+
 use crate::args::{NackAction, Push, Recover, When};
 use crate::error::{Error, Result};
-use crate::record::{self, Layout, Record};
+use crate::record::{self, Layout, Record, NONCE_LEN};
 use crate::settings::{Settings, NAMES};
-use crate::store::{Key, Store};
+use crate::store::{Key, Store, Walk};
 
 /// How many due or expired messages one FETCH moves before handing out its own.
 pub const FETCH_MOVE_LIMIT: usize = 1000;
 /// How many expired dedup entries one PUSH with ID removes.
 pub const DEDUP_TRIM_LIMIT: usize = 16;
+
+/// How many undecodable records one FETCH quarantines at most beyond its COUNT, so that a
+/// list of garbage cannot make one call unbounded.
+pub const QUARANTINE_LIMIT: u64 = 1000;
 
 pub const MAX_ATTEMPTS_REASON: &[u8] = b"max attempts";
 pub const LOCK_EXPIRED_REASON: &[u8] = b"max attempts (lock expired)";
@@ -89,6 +95,64 @@ pub struct Moved {
     pub more: bool,
 }
 
+/// The states a message can be in, in the order GET and DEL look at them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Ready,
+    Delayed,
+    Inflight,
+    Failed,
+    Errors,
+}
+
+impl State {
+    pub const ALL: [State; 5] = [State::Ready, State::Delayed, State::Inflight, State::Failed, State::Errors];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Ready => "ready",
+            State::Delayed => "delayed",
+            State::Inflight => "inflight",
+            State::Failed => "failed",
+            State::Errors => "errors",
+        }
+    }
+
+    /// The key that holds the state's records (in flight: the records, by receipt).
+    fn key(self) -> Key {
+        match self {
+            State::Ready => Key::Msg,
+            State::Delayed => Key::Dly,
+            State::Inflight => Key::Inf,
+            State::Failed => Key::Fai,
+            State::Errors => Key::Err,
+        }
+    }
+}
+
+/// A message found by id.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub state: State,
+    pub record: Record,
+    /// Its due time (delayed) or lock deadline (in flight); 0 otherwise.
+    pub at: u64,
+    /// The record as stored.
+    bytes: Vec<u8>,
+    place: Place,
+}
+
+/// Where a found message is held.
+#[derive(Debug, Clone)]
+enum Place {
+    /// Its index in the state's list.
+    Index(u64),
+    /// A member of `dly:{q}` (the record itself).
+    Member,
+    /// In flight under this receipt.
+    Receipt(Vec<u8>),
+}
+
 pub struct Queue<'a, S: Store> {
     pub store: &'a mut S,
     pub set: Settings,
@@ -109,12 +173,26 @@ impl<'a, S: Store> Queue<'a, S> {
     /// RMQ.PUSH.
     pub fn push(&mut self, req: &Push) -> Result<PushOutcome> {
         let dedup = req.id.filter(|_| self.set.dedup_window_ms > 0);
+        let mut keys = vec![Key::St, if req.when == When::Now { Key::Msg } else { Key::Dly }];
+        if req.when != When::Now {
+            keys.push(Key::Msg); // an AT in the past is ready at once
+        }
+        if dedup.is_some() {
+            keys.push(Key::Dup);
+        }
+        if self.set.maxlen > 0 {
+            keys.extend([Key::Msg, Key::Dly, Key::Bak]);
+        }
+        if self.set.log {
+            keys.push(Key::Log);
+        }
+        self.store.check(&keys)?;
         if let Some(id) = dedup {
             self.trim_dedup(DEDUP_TRIM_LIMIT);
             if let Some(seen) = self.store.zscore(Key::Dup, id) {
                 // Pushed less than a window ago (or "later", if the clock went back).
                 if self.now < seen.saturating_add(self.set.dedup_window_ms) {
-                    self.store.hincrby(Key::St, b"dups", 1);
+                    self.bump(b"dups", 1);
                     return Ok(PushOutcome::Duplicate(id.to_vec()));
                 }
             }
@@ -126,7 +204,7 @@ impl<'a, S: Store> Queue<'a, S> {
             }
         }
         // Every push takes an offset: `pushed` is the offset, no second counter to write.
-        let offset = self.store.hincrby(Key::St, b"offset", 1) as u64;
+        let offset = self.store.hincrby(Key::St, b"offset", 1)? as u64;
         let record = Record {
             id: req.id.unwrap_or(b"").to_vec(),
             body: req.body.to_vec(),
@@ -156,40 +234,60 @@ impl<'a, S: Store> Queue<'a, S> {
         Ok(PushOutcome::Stored(record.message_id()))
     }
 
-    /// RMQ.FETCH: promote, reclaim, then hand out up to `count`.
-    pub fn fetch(&mut self, count: u64, lock: Option<u64>, consumer: &[u8]) -> Vec<Delivery> {
-        if self.set.paused {
-            return Vec::new();
+    /// The keys FETCH (and the guard) may touch: promotion, reclaim, delivery, quarantine.
+    fn moving_keys(&self) -> Vec<Key> {
+        let mut keys = vec![Key::Dly, Key::Msg, Key::Bak, Key::Inf, Key::Fai, Key::Err, Key::St];
+        if self.set.log {
+            keys.push(Key::Log);
         }
+        keys
+    }
+
+    /// RMQ.FETCH: promote, reclaim, then hand out up to `count`. Undecodable records met on
+    /// the way go to errors and do not count against `count`.
+    pub fn fetch(&mut self, count: u64, lock: Option<u64>, consumer: &[u8]) -> Result<Vec<Delivery>> {
+        if self.set.paused {
+            return Ok(Vec::new());
+        }
+        let keys = self.moving_keys();
+        self.store.check(&keys)?;
         self.promote_due(FETCH_MOVE_LIMIT);
         self.reclaim_expired(FETCH_MOVE_LIMIT);
         let mut n = count;
         if self.set.ordered {
             if self.store.zcard(Key::Bak) > 0 || self.store.hget(Key::St, b"hold").is_some() {
-                return Vec::new();
+                return Ok(Vec::new());
             }
             n = 1;
         }
         let deadline = self.now + lock.unwrap_or(self.set.lock_ms);
         let mut out = Vec::with_capacity(n.min(64) as usize);
-        for _ in 0..n {
+        let mut quarantined = 0;
+        while (out.len() as u64) < n && quarantined <= QUARANTINE_LIMIT {
             let Some(bytes) = self.store.lpop(Key::Msg) else { break };
             // Only attempt, deliveries and consumer change: the body is not decoded.
             let (bytes, layout) = match record::redeliver(&bytes, consumer) {
                 Ok(next) => next,
                 Err(_) => {
                     self.quarantine(bytes);
+                    quarantined += 1;
                     continue;
                 }
             };
-            let receipt = layout.receipt();
+            let receipt = self.new_receipt(layout.offset, layout.deliveries);
             self.store.hset(Key::Inf, &receipt, &bytes);
             self.store.zadd(Key::Bak, deadline, &receipt);
             let d = Delivery { bytes, layout, receipt, deadline };
             self.log_fetch(&d, consumer);
             out.push(d);
         }
-        out
+        Ok(out)
+    }
+
+    fn new_receipt(&mut self, offset: u64, deliveries: u64) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        self.store.random(&mut nonce);
+        record::receipt(offset, deliveries, &nonce)
     }
 
     /// A record that does not decode is never dropped: it goes to errors, its bytes kept as
@@ -222,7 +320,9 @@ impl<'a, S: Store> Queue<'a, S> {
     }
 
     /// RMQ.ACK: how many receipts were current.
-    pub fn ack(&mut self, receipts: &[&[u8]]) -> u64 {
+    pub fn ack(&mut self, receipts: &[&[u8]]) -> Result<u64> {
+        let keys: &[Key] = if self.set.log { &[Key::Bak, Key::Inf, Key::Err, Key::Log] } else { &[Key::Bak, Key::Inf] };
+        self.store.check(keys)?;
         let mut acked = 0;
         for r in receipts {
             // Without a log the record is never read: deleting it is enough (the hot path).
@@ -236,17 +336,45 @@ impl<'a, S: Store> Queue<'a, S> {
                 acked += 1;
             }
         }
-        acked
+        if acked > 0 {
+            self.wake_ordered();
+        }
+        Ok(acked)
+    }
+
+    /// Adds to a counter. A counter someone overwrote with something not a number starts
+    /// again from `by`: counters are statistics, and the move they count is already made.
+    fn bump(&mut self, name: &[u8], by: i64) {
+        if self.store.hincrby(Key::St, name, by).is_err() {
+            self.store.hset(Key::St, name, by.to_string().as_bytes());
+        }
+    }
+
+    /// In an ordered queue, the message in flight going away lets the next one out.
+    fn wake_ordered(&mut self) {
+        if self.set.ordered {
+            self.store.wake();
+        }
     }
 
     /// RMQ.NACK: false for a stale receipt.
-    pub fn nack(&mut self, receipt: &[u8], action: NackAction, reason: Option<&[u8]>) -> bool {
-        let Some(mut record) = self.take_inflight(receipt) else { return false };
+    pub fn nack(&mut self, receipt: &[u8], action: NackAction, reason: Option<&[u8]>) -> Result<bool> {
+        let keys = self.moving_keys();
+        self.store.check(&keys)?;
+        let Some(record) = self.take_inflight(receipt) else { return Ok(false) };
+        self.nack_record(record, action, reason);
+        // A retry to the front wakes waiters through ready; FAIL, ERROR and a held retry leave
+        // nothing in flight, which lets an ordered queue's next message out.
+        self.wake_ordered();
+        Ok(true)
+    }
+
+    fn nack_record(&mut self, mut record: Record, action: NackAction, reason: Option<&[u8]>) {
         match action {
             NackAction::Retry { delay } => {
                 if record.attempt >= self.set.max_attempts {
                     self.move_to_failed(record, MAX_ATTEMPTS_REASON);
-                    return true;
+                    return;
                 }
                 if let Some(reason) = reason {
                     record.error = reason.to_vec();
@@ -257,11 +385,11 @@ impl<'a, S: Store> Queue<'a, S> {
                         self.store.hset(Key::St, b"hold", record.offset.to_string().as_bytes());
                     }
                     self.store.zadd(Key::Dly, self.now + wait, &record.encode());
-                    self.store.hincrby(Key::St, b"retried", 1);
+                    self.bump(b"retried", 1);
                     self.log_delay(&record, self.now + wait, reason);
                 } else {
                     self.make_ready_again(&record);
-                    self.store.hincrby(Key::St, b"retried", 1);
+                    self.bump(b"retried", 1);
                     self.log_outcome(b"retry", &record, reason);
                 }
             }
@@ -269,17 +397,16 @@ impl<'a, S: Store> Queue<'a, S> {
             NackAction::Error => {
                 record.error = reason.unwrap_or(b"error").to_vec();
                 self.store.rpush(Key::Err, &record.encode());
-                self.store.hincrby(Key::St, b"errored", 1);
+                self.bump(b"errored", 1);
                 self.log_outcome(b"error", &record, Some(&record.error));
             }
         }
-        true
     }
 
     fn move_to_failed(&mut self, mut record: Record, reason: &[u8]) {
         record.error = reason.to_vec();
         self.store.rpush(Key::Fai, &record.encode());
-        self.store.hincrby(Key::St, b"dead", 1);
+        self.bump(b"dead", 1);
         self.log_outcome(b"fail", &record, Some(&record.error));
     }
 
@@ -294,11 +421,14 @@ impl<'a, S: Store> Queue<'a, S> {
     }
 
     /// RMQ.TOUCH: the new deadline, or None for a stale receipt.
-    pub fn touch(&mut self, receipt: &[u8], lock: Option<u64>) -> Option<u64> {
-        self.store.zscore(Key::Bak, receipt)?;
+    pub fn touch(&mut self, receipt: &[u8], lock: Option<u64>) -> Result<Option<u64>> {
+        self.store.check(&[Key::Bak])?;
+        if self.store.zscore(Key::Bak, receipt).is_none() {
+            return Ok(None);
+        }
         let deadline = self.now + lock.unwrap_or(self.set.lock_ms);
         self.store.zadd(Key::Bak, deadline, receipt);
-        Some(deadline)
+        Ok(Some(deadline))
     }
 
     /// Moves up to `limit` due delayed messages to ready.
@@ -343,7 +473,9 @@ impl<'a, S: Store> Queue<'a, S> {
     }
 
     /// RMQ.RECOVER: `[expired, failed, errors]` taken from each source.
-    pub fn recover(&mut self, what: Recover) -> [u64; 3] {
+    pub fn recover(&mut self, what: Recover) -> Result<[u64; 3]> {
+        let keys = self.moving_keys();
+        self.store.check(&keys)?;
         let mut counts = [0u64; 3];
         if what.expired {
             loop {
@@ -374,7 +506,147 @@ impl<'a, S: Store> Queue<'a, S> {
                 self.log_plain(b"recover", &record);
             }
         }
-        counts
+        if counts[0] > 0 {
+            self.wake_ordered();
+        }
+        Ok(counts)
+    }
+
+    /// Finds the messages whose id is in `ids`, in the given states, in each state's order
+    /// (ready: the line; delayed: by due; in flight: by deadline; failed, errors: oldest
+    /// first); the first one only with `first_only`. Undecodable records are passed over.
+    /// O(n) of the states' messages, natively: no record is decoded unless its id matches.
+    pub fn find(&mut self, ids: &HashSet<&[u8]>, states: &[State], first_only: bool) -> Vec<Found> {
+        let mut found = Vec::new();
+        for &state in states {
+            let mut hits: Vec<(Place, Vec<u8>, u64)> = Vec::new();
+            let wanted = |bytes: &[u8]| record::message_id_of(bytes).is_ok_and(|id| ids.contains(id.as_slice()));
+            match state {
+                State::Ready | State::Failed | State::Errors => {
+                    self.store.list_walk(state.key(), &mut |index, bytes| {
+                        if wanted(bytes) {
+                            hits.push((Place::Index(index), bytes.to_vec(), 0));
+                            if first_only {
+                                return Walk::Stop;
+                            }
+                        }
+                        Walk::Next
+                    });
+                }
+                State::Delayed => {
+                    self.store.zset_walk(Key::Dly, &mut |member, due| {
+                        if wanted(member) {
+                            hits.push((Place::Member, member.to_vec(), due));
+                            if first_only {
+                                return Walk::Stop;
+                            }
+                        }
+                        Walk::Next
+                    });
+                }
+                State::Inflight => {
+                    self.store.inflight_walk(&mut |receipt, deadline, bytes| {
+                        if wanted(bytes) {
+                            hits.push((Place::Receipt(receipt.to_vec()), bytes.to_vec(), deadline));
+                            if first_only {
+                                return Walk::Stop;
+                            }
+                        }
+                        Walk::Next
+                    });
+                }
+            }
+            for (place, bytes, at) in hits {
+                if let Ok(record) = Record::decode(&bytes) {
+                    found.push(Found { state, record, at, bytes, place });
+                    if first_only {
+                        return found;
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// RMQ.GET: the first message with that id, in the states' order.
+    pub fn get(&mut self, id: &[u8]) -> Result<Option<Found>> {
+        self.store.check(&[Key::Msg, Key::Dly, Key::Bak, Key::Inf, Key::Fai, Key::Err])?;
+        Ok(self.find(&HashSet::from([id]), &State::ALL, true).pop())
+    }
+
+    /// RMQ.DEL: removes every message with one of these ids, from every state.
+    pub fn delete(&mut self, ids: &[&[u8]]) -> Result<u64> {
+        let keys = self.moving_keys();
+        self.store.check(&keys)?;
+        let found = self.find(&ids.iter().copied().collect(), &State::ALL, false);
+        let hold = self.store.hget(Key::St, b"hold");
+        let mut freed_the_line = false;
+        for f in found.iter().rev() {
+            match &f.place {
+                Place::Index(i) => self.store.lremove(f.state.key(), *i, &f.bytes),
+                Place::Member => {
+                    self.store.zrem(Key::Dly, &f.bytes);
+                    if hold.as_deref() == Some(f.record.offset.to_string().as_bytes()) {
+                        self.store.hdel(Key::St, b"hold");
+                        freed_the_line = true;
+                    }
+                }
+                Place::Receipt(r) => {
+                    self.store.zrem(Key::Bak, r);
+                    self.store.hdel(Key::Inf, r);
+                    freed_the_line = true;
+                }
+            }
+        }
+        for f in &found {
+            self.log_plain(b"delete", &f.record);
+        }
+        if !found.is_empty() {
+            self.bump(b"removed", found.len() as i64);
+        }
+        if freed_the_line {
+            self.wake_ordered();
+        }
+        Ok(found.len() as u64)
+    }
+
+    /// RMQ.REQUEUE: delayed, failed and errored messages with these ids back to ready, each
+    /// state in its order. Failed and errored ones start again at attempt 0 with no error; a
+    /// delayed retry of an ordered queue goes to the front, as its promotion would.
+    pub fn requeue(&mut self, ids: &[&[u8]]) -> Result<u64> {
+        let keys = self.moving_keys();
+        self.store.check(&keys)?;
+        let found = self.find(&ids.iter().copied().collect(), &[State::Delayed, State::Failed, State::Errors], false);
+        let hold = self.store.hget(Key::St, b"hold");
+        // Removed from the back of each list first, so the indexes found stay right.
+        for f in found.iter().rev() {
+            match &f.place {
+                Place::Index(i) => self.store.lremove(f.state.key(), *i, &f.bytes),
+                _ => {
+                    self.store.zrem(Key::Dly, &f.bytes);
+                    if hold.as_deref() == Some(f.record.offset.to_string().as_bytes()) {
+                        self.store.hdel(Key::St, b"hold");
+                    }
+                }
+            }
+        }
+        for f in found.iter() {
+            let mut record = f.record.clone();
+            if f.state == State::Delayed {
+                let front = record.attempt > 0 && self.set.ordered;
+                if front {
+                    self.store.lpush(Key::Msg, &record.encode());
+                } else {
+                    self.store.rpush(Key::Msg, &record.encode());
+                }
+            } else {
+                record.attempt = 0;
+                record.error.clear();
+                self.store.rpush(Key::Msg, &record.encode());
+            }
+            self.log_plain(b"requeue", &record);
+        }
+        Ok(found.len() as u64)
     }
 
     /// RMQ.STATS, in the order of the reply.
@@ -382,7 +654,8 @@ impl<'a, S: Store> Queue<'a, S> {
     /// `pushed` is the offset (every push takes one), and a message leaves the queue only by
     /// ACK or by DEL/PURGE (counted in `removed`), so `acked` is derived: the hot path writes
     /// no counter for either.
-    pub fn stats(&mut self) -> [(&'static str, u64); 13] {
+    pub fn stats(&mut self) -> Result<[(&'static str, u64); 13]> {
+        self.store.check(&[Key::Msg, Key::Dly, Key::Bak, Key::Fai, Key::Err, Key::St])?;
         let counter = |s: &mut S, f: &[u8]| s.hget(Key::St, f).and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()).unwrap_or(0u64);
         let oldest = match self.store.lindex(Key::Msg, 0).map(|b| Record::decode(&b)) {
             Some(Ok(r)) => self.now.saturating_sub(r.created),
@@ -398,7 +671,7 @@ impl<'a, S: Store> Queue<'a, S> {
         let offset = counter(self.store, b"offset");
         let removed = counter(self.store, b"removed");
         let acked = offset.saturating_sub(held.iter().sum::<u64>() + removed);
-        [
+        Ok([
             ("ready", held[0]),
             ("delayed", held[1]),
             ("inflight", held[2]),
@@ -412,15 +685,30 @@ impl<'a, S: Store> Queue<'a, S> {
             ("dups", counter(self.store, b"dups")),
             ("offset", offset),
             ("oldest_ready_ms", oldest),
-        ]
+        ])
     }
 
-    /// The guard's work on this queue, bounded by `limit` moves of each kind.
-    pub fn guard(&mut self, limit: usize) -> Moved {
+    /// The guard's work on this queue, bounded by `limit` moves of each kind. A queue with a
+    /// key of the wrong type is left alone (its commands answer WRONGTYPE).
+    pub fn guard(&mut self, limit: usize) -> Result<Moved> {
+        let mut keys = self.moving_keys();
+        keys.push(Key::Dup);
+        self.store.check(&keys)?;
         let p = self.promote_due(limit);
         let r = self.reclaim_expired(limit);
         let trimmed = self.trim_dedup(limit);
-        Moved { promoted: p.promoted, reclaimed: r.reclaimed, more: p.more || r.more || trimmed == limit }
+        if r.reclaimed > 0 {
+            self.wake_ordered();
+        }
+        Ok(Moved { promoted: p.promoted, reclaimed: r.reclaimed, more: p.more || r.more || trimmed == limit })
+    }
+
+    /// When the guard next has work on this queue: the first lock deadline, the first due
+    /// time, or the first dedup entry's end of window; None when there is nothing to wait for.
+    pub fn next_due(&mut self) -> Option<u64> {
+        let first = |s: &mut S, k: Key| s.zrange_upto(k, u64::MAX, 1).first().map(|(_, score)| *score);
+        let dup = first(self.store, Key::Dup).map(|at| at.saturating_add(self.set.dedup_window_ms));
+        [first(self.store, Key::Bak), first(self.store, Key::Dly), dup].into_iter().flatten().min()
     }
 
     /// Removes up to `limit` dedup entries that are a whole window old; how many it removed.

@@ -48,11 +48,6 @@ impl Record {
         }
     }
 
-    /// The receipt of the current delivery.
-    pub fn receipt(&self) -> Vec<u8> {
-        pair(self.offset, self.deliveries)
-    }
-
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
             24 + self.id.len() + self.body.len() + self.tag.len() + self.key.len() + self.error.len() + self.consumer.len(),
@@ -188,10 +183,47 @@ impl Layout {
             bytes[self.id.clone()].to_vec()
         }
     }
+}
 
-    pub fn receipt(&self) -> Vec<u8> {
-        pair(self.offset, self.deliveries)
+/// How many random bytes a receipt carries.
+pub const NONCE_LEN: usize = 6;
+
+/// The receipt of one delivery: `<offset>-<deliveries>-<nonce>`, the nonce in hex. Offset and
+/// deliveries make it unique within the queue's history; the random nonce makes it unique
+/// across queues and across histories (a failover that lost writes re-issues the same offset
+/// and delivery count, never the same nonce). Clients treat it as opaque.
+pub fn receipt(offset: u64, deliveries: u64, nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = pair(offset, deliveries);
+    out.push(b'-');
+    for b in nonce {
+        out.push(HEX[(b >> 4) as usize]);
+        out.push(HEX[(b & 15) as usize]);
     }
+    out
+}
+
+/// The message id of an encoded record, reading no more than it needs: the producer's id, or
+/// `<created>-<offset>`. The rest of the record is not checked (decode it to use it).
+pub fn message_id_of(bytes: &[u8]) -> Result<Vec<u8>, CorruptRecord> {
+    let mut r = Reader { buf: bytes, pos: 0 };
+    if r.array_len()? < FIELDS {
+        return Err(CorruptRecord);
+    }
+    let id = r.span()?;
+    if !id.is_empty() {
+        return Ok(bytes[id].to_vec());
+    }
+    for _ in 0..3 {
+        r.span()?; // body, tag, key
+    }
+    let hn = r.array_len()?;
+    for _ in 0..hn {
+        r.span()?;
+    }
+    let created = r.uint()?;
+    r.uint()?; // attempt
+    Ok(pair(created, r.uint()?))
 }
 
 /// The record of the next delivery of `bytes`: attempt and deliveries one more, consumer
@@ -388,7 +420,6 @@ mod tests {
         assert_eq!(bytes, want.encode());
         assert_eq!(&bytes[layout.body.clone()], r.body.as_slice());
         assert_eq!((layout.attempt, layout.deliveries, layout.offset), (128, 2, r.offset));
-        assert_eq!(layout.receipt(), want.receipt());
         assert_eq!(layout.message_id(&bytes), want.message_id());
     }
 
@@ -405,6 +436,14 @@ mod tests {
     #[test]
     fn server_made_id_is_created_dash_offset() {
         assert_eq!(sample().message_id(), b"1765000000000-70000".to_vec());
-        assert_eq!(sample().receipt(), b"70000-1".to_vec());
+        assert_eq!(message_id_of(&sample().encode()).unwrap(), b"1765000000000-70000".to_vec());
+        let mut given = sample();
+        given.id = b"order-42".to_vec();
+        assert_eq!(message_id_of(&given.encode()).unwrap(), b"order-42".to_vec());
+    }
+
+    #[test]
+    fn receipts_carry_the_delivery_and_a_hex_nonce() {
+        assert_eq!(receipt(70_000, 3, &[0, 1, 0xab, 0xff, 0x10, 0x09]), b"70000-3-0001abff1009".to_vec());
     }
 }

@@ -94,7 +94,12 @@ fn random_token() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn serve(listener: tokio::net::TcpListener, router: Router, sampler: Option<tokio::task::JoinHandle<()>>) -> Result<crate::Running, Error> {
+fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    sampler: Option<tokio::task::JoinHandle<()>>,
+    audit: Option<std::path::PathBuf>,
+) -> Result<crate::Running, Error> {
     let addr = listener.local_addr().map_err(Error::Serve)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -104,7 +109,7 @@ fn serve(listener: tokio::net::TcpListener, router: Router, sampler: Option<toki
             })
             .await
     });
-    Ok(crate::Running { addr, stop: Some(stop), server, sampler })
+    Ok(crate::Running { addr, stop: Some(stop), server, sampler, audit })
 }
 
 pub async fn start_console(redis: Arc<dyn Backend>, args: &ConsoleArgs) -> Result<crate::Running, Error> {
@@ -119,7 +124,8 @@ pub async fn start_console(redis: Arc<dyn Backend>, args: &ConsoleArgs) -> Resul
     let audit = if args.read_only {
         None
     } else {
-        Some(AuditLog::open(&args.audit_log).map_err(|err| Error::Audit { path: args.audit_log.display().to_string(), err })?)
+        let path = args.audit_log.clone().unwrap_or_else(|| crate::cli::default_audit_log(&redis.url()));
+        Some(AuditLog::open(&path).map_err(|err| Error::Audit { path: path.display().to_string(), err })?)
     };
     let refresh = Duration::from_millis(args.refresh);
     let keep = ((args.history * 60_000) / args.refresh).clamp(2, 100_000) as usize;
@@ -137,6 +143,7 @@ pub async fn start_console(redis: Arc<dyn Backend>, args: &ConsoleArgs) -> Resul
         csrf: random_token(),
         refresh,
     });
+    let audit_path = app.audit.as_ref().map(|a| a.path().to_path_buf());
     // The first reading before the first page (a Redis that is down is shown on the pages).
     sample(&app).await;
     let sampler = {
@@ -166,7 +173,7 @@ pub async fn start_console(redis: Arc<dyn Backend>, args: &ConsoleArgs) -> Resul
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(app.clone(), access::guard))
         .with_state(app);
-    serve(listener, router, Some(sampler))
+    serve(listener, router, Some(sampler), audit_path)
 }
 
 pub async fn start_metrics(redis: Arc<dyn Backend>, args: &MetricsArgs) -> Result<crate::Running, Error> {
@@ -193,7 +200,7 @@ pub async fn start_metrics(redis: Arc<dyn Backend>, args: &MetricsArgs) -> Resul
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(app.clone(), access::guard))
         .with_state(app);
-    serve(listener, router, None)
+    serve(listener, router, None, None)
 }
 
 /// `GET /metrics`: a fresh reading of Redis at every scrape.

@@ -187,7 +187,7 @@ pub struct Console {
 pub fn args() -> (ConsoleArgs, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut a = ConsoleArgs::new(&format!("127.0.0.1:{}", free_port()));
-    a.audit_log = dir.path().join("audit.jsonl");
+    a.audit_log = Some(dir.path().join("audit.jsonl"));
     a.refresh = 300;
     (a, dir)
 }
@@ -204,7 +204,7 @@ impl Console {
             base: format!("http://{}", running.addr()),
             running: Some(running),
             http: http(),
-            audit: args.audit_log.clone(),
+            audit: args.audit_log.clone().expect("tests name the audit log"),
             _dir: dir,
         }
     }
