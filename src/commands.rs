@@ -147,7 +147,7 @@ pub fn recover(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
 pub fn stats(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     let q = queue(ctx, argv, 2, "rmq.stats")?;
     args::nothing(&argv[2..])?;
-    let mut store = RedisStore::new(ctx, q);
+    let mut store = RedisStore::reading(ctx, q);
     let fields = queue_of(ctx, q, &mut store).stats()?;
     reply_map(ctx, fields.len());
     for (name, v) in fields {
@@ -163,7 +163,7 @@ pub fn stats(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
 pub fn get(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     let q = queue(ctx, argv, 3, "rmq.get")?;
     let id = args::get(&argv[2..])?;
-    let mut store = RedisStore::new(ctx, q);
+    let mut store = RedisStore::reading(ctx, q);
     match queue_of(ctx, q, &mut store).get(id)? {
         Some(found) => reply_found(ctx, &found),
         None => reply_null(ctx),
@@ -254,11 +254,16 @@ pub fn queues(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     args::nothing(&argv[1..])?;
     let db = ffi::selected_db(ctx);
     let user = acl::CurrentUser::of(ctx);
-    let names: Vec<Vec<u8>> = registry::names(db).into_iter().filter(|q| check_queue(q).is_ok() && user.may_read(ctx, q)).collect();
-    reply_array(ctx, names.len());
-    for q in &names {
-        reply_bulk(ctx, q);
-    }
+    let every_key = user.may_read_every_key(ctx);
+    ffi::reply_array_postponed(ctx);
+    let mut n = 0;
+    registry::each_name(db, |q| {
+        if check_queue(q).is_ok() && (every_key || user.may_read(ctx, q)) {
+            reply_bulk(ctx, q);
+            n += 1;
+        }
+    });
+    ffi::reply_set_array_length(ctx, n);
     Ok(())
 }
 

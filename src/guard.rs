@@ -46,6 +46,7 @@ pub fn module_ctx() -> Ctx {
 }
 
 pub fn start(ctx: Ctx) {
+    // SAFETY: the OnLoad context; the detached context lives as long as the module.
     let detached = unsafe { raw::RedisModule_GetDetachedThreadSafeContext.unwrap()(ctx) };
     MODULE_CTX.store(detached, Ordering::Relaxed);
     check_eviction_policy(ctx);
@@ -57,6 +58,7 @@ fn arm(ms: i64) {
     if ctx.is_null() {
         return;
     }
+    // SAFETY: a context that outlives the timer; `tick` runs on the main thread.
     let id = unsafe { raw::RedisModule_CreateTimer.unwrap()(ctx, ms, Some(tick), std::ptr::null_mut()) };
     *TIMER.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
 }
@@ -68,6 +70,7 @@ pub fn rearm() {
         return; // still loading: start() arms with the loaded value
     }
     if let Some(id) = TIMER.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        // SAFETY: a timer this module created; a fired one is refused, not undefined.
         unsafe { raw::RedisModule_StopTimer.unwrap()(ctx, id, std::ptr::null_mut()) };
     }
     arm(config::guard_interval_ms() as i64);

@@ -320,6 +320,10 @@ fn commands() -> Vec<(&'static CStr, Handler, &'static CStr, Doc)> {
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     let raw_ctx = ctx.ctx;
+    // The store signals the keys it changed itself (store.rs), so that keys opened for
+    // writing but left as they were do not count as modified for WATCH.
+    // SAFETY: the OnLoad context.
+    unsafe { raw::RedisModule_SetModuleOptions.unwrap()(raw_ctx, raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as i32) };
     for (name, handler, flags, doc) in commands() {
         // SAFETY: the OnLoad context; names and flags are static C strings. Key positions
         // come from the key specs set right after (0, 0, 0 here, as Redis asks then).
