@@ -45,6 +45,7 @@ extern "C" fn on_key_event(ctx: Ctx, _class: c_int, event: *const c_char, key: *
 extern "C" fn on_server_event(ctx: Ctx, event: raw::RedisModuleEvent, sub: u64, data: *mut c_void) {
     quietly(ctx, "server event", || {
         settings_cache::clear();
+        crate::cluster::stale();
         match event.id {
             raw::REDISMODULE_EVENT_FLUSHDB => {
                 // SAFETY: FLUSHDB events carry a RedisModuleFlushInfo.

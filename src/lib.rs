@@ -13,10 +13,12 @@
 //! - `registry`: which queues this node holds; `events`: keyspace and server events;
 //!   `info`: INFO rmq; `config`: module settings; `settings_cache`: per-queue settings
 //! - `acl`: ACL checks beyond key specs; `command_info`: COMMAND INFO / DOCS
+//! - `cluster`: refuses commands (TRYAGAIN) while a queue's slot moves between nodes
 //! - `safety`: no panic crosses into Redis
 
 mod acl;
 mod block;
+mod cluster;
 mod command_info;
 mod commands;
 mod config;
@@ -336,6 +338,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         }
     }
     events::subscribe(raw_ctx);
+    cluster::start(raw_ctx);
     // SAFETY: the OnLoad context; the callback lives as long as the module.
     unsafe { raw::RedisModule_RegisterInfoFunc.unwrap()(raw_ctx, Some(info::info)) };
     guard::start(raw_ctx);
