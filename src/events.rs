@@ -23,7 +23,8 @@ extern "C" fn on_key_event(ctx: Ctx, _class: c_int, event: *const c_char, key: *
         let (event, key) = unsafe { (CStr::from_ptr(event).to_bytes(), ffi::bytes_of(key)) };
         let Some((k, q)) = Key::parse(key) else { return };
         let db = ffi::selected_db(ctx);
-        if k == Key::Cfg {
+        // Settings, or a key's type, may have changed by a write the module did not make.
+        if k == Key::Cfg || !store::announcing() {
             settings_cache::forget(db, q);
         }
         if is_deletion(event) {
@@ -44,6 +45,7 @@ extern "C" fn on_key_event(ctx: Ctx, _class: c_int, event: *const c_char, key: *
 extern "C" fn on_server_event(ctx: Ctx, event: raw::RedisModuleEvent, sub: u64, data: *mut c_void) {
     quietly(ctx, "server event", || {
         settings_cache::clear();
+        crate::cluster::stale();
         match event.id {
             raw::REDISMODULE_EVENT_FLUSHDB => {
                 // SAFETY: FLUSHDB events carry a RedisModuleFlushInfo.

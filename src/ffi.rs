@@ -168,10 +168,20 @@ pub fn signal_ready(ctx: Ctx, key: &RStr) {
 }
 
 // ---- replies ----
-// SAFETY (all of them): a live command context; the bytes are copied into the reply.
+// SAFETY (every reply function below): a live command context; the bytes are copied into the
+// reply.
 
 pub fn reply_array(ctx: Ctx, n: usize) {
     unsafe { raw::RedisModule_ReplyWithArray.unwrap()(ctx, n as c_long) };
+}
+
+/// An array whose length is given after its elements ([`reply_set_array_length`]).
+pub fn reply_array_postponed(ctx: Ctx) {
+    unsafe { raw::RedisModule_ReplyWithArray.unwrap()(ctx, raw::REDISMODULE_POSTPONED_LEN as c_long) };
+}
+
+pub fn reply_set_array_length(ctx: Ctx, n: usize) {
+    unsafe { raw::RedisModule_ReplySetArrayLength.unwrap()(ctx, n as c_long) };
 }
 
 /// A map in RESP3, a flat array of 2n in RESP2.

@@ -13,10 +13,12 @@
 //! - `registry`: which queues this node holds; `events`: keyspace and server events;
 //!   `info`: INFO rmq; `config`: module settings; `settings_cache`: per-queue settings
 //! - `acl`: ACL checks beyond key specs; `command_info`: COMMAND INFO / DOCS
+//! - `cluster`: refuses commands (TRYAGAIN) while a queue's slot moves between nodes
 //! - `safety`: no panic crosses into Redis
 
 mod acl;
 mod block;
+mod cluster;
 mod command_info;
 mod commands;
 mod config;
@@ -320,6 +322,10 @@ fn commands() -> Vec<(&'static CStr, Handler, &'static CStr, Doc)> {
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     let raw_ctx = ctx.ctx;
+    // The store signals the keys it changed itself (store.rs), so that keys opened for
+    // writing but left as they were do not count as modified for WATCH.
+    // SAFETY: the OnLoad context.
+    unsafe { raw::RedisModule_SetModuleOptions.unwrap()(raw_ctx, raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as i32) };
     for (name, handler, flags, doc) in commands() {
         // SAFETY: the OnLoad context; names and flags are static C strings. Key positions
         // come from the key specs set right after (0, 0, 0 here, as Redis asks then).
@@ -332,6 +338,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         }
     }
     events::subscribe(raw_ctx);
+    cluster::start(raw_ctx);
     // SAFETY: the OnLoad context; the callback lives as long as the module.
     unsafe { raw::RedisModule_RegisterInfoFunc.unwrap()(raw_ctx, Some(info::info)) };
     guard::start(raw_ctx);

@@ -8,8 +8,10 @@
 //! Each replicated command is also announced as the keyspace notification Redis's own command
 //! would send (`rpush`, `zadd`, `hdel`, … and `del` for a key the change emptied).
 //!
-//! Keys are opened for reading, and for writing only once they are written: a key closed
-//! after being opened for writing counts as modified for WATCH and client-side caching.
+//! The module signals modified keys itself (REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED):
+//! exactly the keys a command changed count as modified for WATCH and client-side caching, so
+//! a write command may open its keys for writing up front, and a read-only one opens them
+//! for reading only.
 //! Whatever makes a message ready signals the ready key, which wakes blocked FETCHes.
 
 use std::cell::Cell;
@@ -48,6 +50,10 @@ pub struct RedisStore<'q> {
     /// wrote, or the end of the dedup window of an id it recorded.
     earliest: Option<u64>,
     dedup_window: u64,
+    /// Every key of the queue is known to hold its own type (see `settings_cache`).
+    types_checked: bool,
+    /// Keys open for writing from the start (a command that writes).
+    writable: bool,
 }
 
 /// A plain command to replicate, built up while a command runs.
@@ -91,6 +97,14 @@ fn redis_type(kind: Kind) -> c_int {
 }
 
 impl<'q> RedisStore<'q> {
+    /// The keys of `queue`, for a command that only reads.
+    pub fn reading(ctx: Ctx, queue: &'q [u8]) -> Self {
+        let mut store = RedisStore::new(ctx, queue);
+        store.writable = false;
+        store
+    }
+
+    /// The keys of `queue`, for a command that writes.
     pub fn new(ctx: Ctx, queue: &'q [u8]) -> Self {
         RedisStore {
             ctx,
@@ -102,7 +116,14 @@ impl<'q> RedisStore<'q> {
             last_effect: Default::default(),
             earliest: None,
             dedup_window: 0,
+            types_checked: false,
+            writable: true,
         }
+    }
+
+    /// The queue's keys are known to hold their own types: checks can be skipped.
+    pub fn types_are_checked(&mut self) {
+        self.types_checked = true;
     }
 
     /// The queue's dedup window, for the guard's schedule of dedup entries this store adds.
@@ -149,6 +170,17 @@ impl<'q> RedisStore<'q> {
         for k in self.keys.iter_mut() {
             k.take();
         }
+        let mut modified = [false; KEYS];
+        for e in &effects {
+            modified[slot(e.key)] = true;
+        }
+        for k in Key::ALL {
+            if modified[slot(k)] {
+                let name = self.name(k);
+                // SAFETY: a live context and key name.
+                unsafe { raw::RedisModule_SignalModifiedKey.unwrap()(self.ctx, name) };
+            }
+        }
         for e in &effects {
             let mut argv = vec![self.name(e.key)];
             let count;
@@ -194,9 +226,9 @@ impl<'q> RedisStore<'q> {
         self.keys[slot(k)].as_ref().unwrap().ptr
     }
 
-    /// The key, open for reading.
+    /// The key, open for reading (and for writing, in a command that writes).
     fn read(&mut self, k: Key) -> *mut raw::RedisModuleKey {
-        self.open(k, false)
+        self.open(k, self.writable)
     }
 
     /// The key, open for writing (reads go through the same handle).
@@ -298,14 +330,21 @@ impl Drop for RedisStore<'_> {
 }
 
 impl Store for RedisStore<'_> {
-    fn check(&mut self, keys: &[Key]) -> Result<()> {
-        for &k in keys {
+    fn check(&mut self, _keys: &[Key]) -> Result<()> {
+        // Every key at once, remembered until something else writes the queue: the hot path
+        // then opens only the keys it uses.
+        if self.types_checked {
+            return Ok(());
+        }
+        for k in Key::ALL {
             self.read(k);
             let t = self.keys[slot(k)].as_ref().unwrap().key_type();
             if t != raw::REDISMODULE_KEYTYPE_EMPTY as c_int && t != redis_type(k.kind()) {
                 return Err(Error::WrongType);
             }
         }
+        self.types_checked = true;
+        crate::settings_cache::types_checked(ffi::selected_db(self.ctx), self.queue);
         Ok(())
     }
 
