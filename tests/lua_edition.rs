@@ -955,6 +955,8 @@ fn stats_of_an_unused_queue_are_zeros(ed: Edition) {
         "dups",
         "offset",
         "oldest_ready_ms",
+        "removed",
+        "paused",
     ];
     assert_eq!(st.keys().map(|s| s.as_str()).collect::<Vec<_>>(), sorted(names.to_vec()));
     assert!(st.values().all(|v| *v == 0));
@@ -992,6 +994,8 @@ fn stats_count_every_state_and_event(ed: Edition) {
         ("errored", 1),
         ("dups", 1),
         ("offset", 8),
+        ("removed", 0),
+        ("paused", 0),
     ];
     for (k, v) in want {
         assert_eq!(st[k], v, "{k}");
@@ -1398,6 +1402,7 @@ fn a_paused_queue_hands_out_nothing_and_everything_else_goes_on(ed: Edition) {
     t.push("q", "b", &[]);
     t.config("q", &["paused", "1"]);
     assert_eq!(strings(&t.run("config", "q", &["GET", "paused"])), vec!["paused", "1"]);
+    assert_eq!(t.stat("q", "paused"), 1, "STATS says so too");
     assert!(t.fetch("q", &["COUNT", "10"]).is_empty(), "paused: nothing handed out");
     assert!(t.fetch("q", &["BLOCK", "10"]).is_empty(), "BLOCK waits, then null");
     // PUSH, ACK, STATS and the rest go on.

@@ -660,7 +660,7 @@ impl<'a, S: Store> Queue<'a, S> {
     /// `pushed` is the offset (every push takes one), and a message leaves the queue only by
     /// ACK or by DEL/PURGE (counted in `removed`), so `acked` is derived: the hot path writes
     /// no counter for either.
-    pub fn stats(&mut self) -> Result<[(&'static str, u64); 13]> {
+    pub fn stats(&mut self) -> Result<[(&'static str, u64); 15]> {
         self.store.check(&[Key::Msg, Key::Dly, Key::Bak, Key::Fai, Key::Err, Key::St])?;
         let counter = |s: &mut S, f: &[u8]| s.hget(Key::St, f).and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()).unwrap_or(0u64);
         let oldest = match self.store.lindex(Key::Msg, 0).map(|b| Record::decode(&b)) {
@@ -691,6 +691,8 @@ impl<'a, S: Store> Queue<'a, S> {
             ("dups", counter(self.store, b"dups")),
             ("offset", offset),
             ("oldest_ready_ms", oldest),
+            ("removed", removed),
+            ("paused", self.set.paused as u64),
         ])
     }
 
