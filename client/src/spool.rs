@@ -98,13 +98,13 @@ pub struct QuarantineEntry {
 }
 
 impl QuarantineEntry {
-    fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![QUARANTINE_FORMAT];
         out.extend(postcard::to_stdvec(self).expect("postcard encoding of a QuarantineEntry"));
         out
     }
 
-    fn decode(payload: &[u8]) -> Result<QuarantineEntry, String> {
+    pub fn decode(payload: &[u8]) -> Result<QuarantineEntry, String> {
         match payload.first() {
             Some(&QUARANTINE_FORMAT) => postcard::from_bytes(&payload[1..]).map_err(|e| e.to_string()),
             Some(v) => Err(format!("unknown quarantine format {v}")),
