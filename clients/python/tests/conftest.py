@@ -16,6 +16,8 @@ from typing import Callable, Iterator, List, Optional
 
 import pytest
 
+from rmq import RmqError
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 VECTORS = REPO / "clients" / "spool-vectors"
@@ -147,7 +149,14 @@ def make_server(edition: str) -> Iterator[Callable[..., Server]]:
 def wait_for(what: str, cond: Callable[[], bool], limit: float = 20.0) -> None:
     """Polls cond until it holds; fails the test (never hangs) after limit seconds."""
     until = time.monotonic() + limit
-    while not cond():
+
+    def holds() -> bool:
+        try:
+            return bool(cond())
+        except RmqError:  # e.g. the server is restarting: look again
+            return False
+
+    while not holds():
         if time.monotonic() > until:
             pytest.fail(f"{what}: not within {limit} s")
         time.sleep(0.02)

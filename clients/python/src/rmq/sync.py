@@ -22,6 +22,9 @@ from .types import Pushed, WorkerReport, validate_queue
 
 T = TypeVar("T")
 
+#: The arguments of a Client that a Producer or Worker made from a URL passes on.
+CLIENT_SETTINGS = ("edition", "connect_timeout", "command_timeout", "poll_min", "poll_max", "max_connections")
+
 
 class _LoopThread:
     """An event loop running in a daemon thread."""
@@ -108,7 +111,10 @@ class Producer:
 
     def __init__(self, client: Union[Client, str], **options: Any) -> None:
         self._own = isinstance(client, str)
-        self.client = Client(client) if isinstance(client, str) else client
+        if isinstance(client, str):
+            settings = {k: options.pop(k) for k in CLIENT_SETTINGS if k in options}
+            client = Client(client, **settings)
+        self.client = client
 
         async def make() -> AsyncProducer:
             p = AsyncProducer(self.client.aio, **options)
@@ -149,7 +155,11 @@ class Worker:
     def __init__(
         self, client: Union[Client, str], queue: str, handler: Optional[Handler] = None, **options: Any
     ) -> None:
-        self._settings = client.settings() if isinstance(client, Client) else {"url": client}
+        if isinstance(client, Client):
+            self._settings = client.settings()
+        else:
+            self._settings = {"url": client}
+            self._settings.update({k: options.pop(k) for k in CLIENT_SETTINGS if k in options})
         self.queue = queue
         self._options = options
         self._handlers: Dict[Optional[str], Handler] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as _dt
 import uuid
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -53,14 +54,25 @@ def validate_id(i: str) -> None:
         raise InvalidMessage("ID must be 1 to 128 printable ASCII characters without spaces")
 
 
+_id_lock = threading.Lock()
+_id_last = [0, 0]  # unix ms, 74 random bits of the last id
+
+
 def new_id() -> str:
-    """A new producer id: a UUID v7 (48 bits of unix ms, then random bits), so ids sort by time
-    and two producers never make the same one; the same form the Rust client makes."""
-    t = now_ms() & ((1 << 48) - 1)
-    rand = int.from_bytes(os.urandom(10), "big")
-    rand_a = rand >> 68  # 12 bits
-    rand_b = rand & ((1 << 62) - 1)
-    v = (t << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
+    """A new producer id: a UUID v7 (48 bits of unix ms, then 74 random bits), so ids sort by
+    time and two producers never make the same one; the same form the Rust client makes.
+    Within one process ids are strictly increasing: in the same ms the random part counts up."""
+    with _id_lock:
+        t = max(now_ms(), _id_last[0])
+        if t == _id_last[0]:
+            r = _id_last[1] + 1 + int.from_bytes(os.urandom(4), "big")
+            if r >= 1 << 74:
+                t, r = t + 1, int.from_bytes(os.urandom(10), "big") >> 7
+        else:
+            r = int.from_bytes(os.urandom(10), "big") >> 7  # 73 bits: room to count up
+        _id_last[0], _id_last[1] = t, r
+    t &= (1 << 48) - 1
+    v = (t << 80) | (0x7 << 76) | ((r >> 62) << 64) | (0b10 << 62) | (r & ((1 << 62) - 1))
     return str(uuid.UUID(int=v))
 
 

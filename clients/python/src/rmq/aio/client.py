@@ -44,6 +44,16 @@ _CODE = re.compile(r"^[A-Z]{3,}\b")
 EDITIONS = ("auto", "module", "lua")
 
 
+def make_client(client: "Union[Client, str]", settings: Dict[str, Any]) -> "Client":
+    """The client a producer or worker was given, or one made from a URL and settings
+    (``edition``, ``connect_timeout`` ...)."""
+    if isinstance(client, str):
+        return Client(client, **settings)
+    if settings:
+        raise ConfigError(f"client settings ({', '.join(settings)}) go with a URL, not a Client")
+    return client
+
+
 def lua_library() -> str:
     """The Lua library's source: the copy shipped in this package, or the file named by the
     RMQ_LUA environment variable (to try another version)."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 from ..errors import ConfigError, NotStored, Refused, RmqError, SpoolError, Unavailable
 from ..spool import DrainReport, SendStopped, Spool, SpoolRecord, SpoolStatus
 from ..types import Duration, Push, Pushed, new_id, now_ms, seconds
-from .client import Client
+from .client import Client, make_client
 
 log = logging.getLogger("rmq.producer")
 
@@ -46,12 +46,14 @@ class Producer:
         retry_backoff_max: Duration = 1.0,
         drain_interval: Duration = 1.0,
         background_drain: bool = True,
+        **client_settings: Any,
     ) -> None:
         """``spool_dir=None`` turns spooling off: a push Redis cannot take then raises
         Unavailable. ``retries``: tries of a push Redis could not take before it is spooled,
-        with pauses from ``retry_backoff`` doubling up to ``retry_backoff_max`` (seconds)."""
+        with pauses from ``retry_backoff`` doubling up to ``retry_backoff_max`` (seconds).
+        ``client`` is a Client, or a URL with client settings (``connect_timeout=`` ...)."""
         self._own_client = isinstance(client, str)
-        self.client = Client(client) if isinstance(client, str) else client
+        self.client = make_client(client, client_settings)
         self.spool_dir = None if spool_dir is None else os.fspath(spool_dir)
         if retries < 0:
             raise ConfigError("retries must be >= 0")
@@ -72,6 +74,10 @@ class Producer:
         # Group commit: pushes that arrive while an append runs share the next fsync.
         self._pending: List[Tuple[SpoolRecord, asyncio.Future]] = []
         self._writing = False
+        # The drain running in a thread, if any: close() waits for it (its sends run on this
+        # loop), and a closing producer's sends stop the drain at the next batch.
+        self._draining: Optional[asyncio.Future] = None
+        self._closing = False
 
     async def __aenter__(self) -> "Producer":
         await self.start()
@@ -100,6 +106,7 @@ class Producer:
 
     async def close(self) -> None:
         """Stops the background task (the spool stays on disk for the next start)."""
+        self._closing = True
         t, self._task = self._task, None
         if t is not None:
             t.cancel()
@@ -107,6 +114,8 @@ class Producer:
                 await t
             except (asyncio.CancelledError, Exception):
                 pass
+        if self._draining is not None:
+            await asyncio.wait([self._draining])
         if self._own_client:
             await self.client.aclose()
 
@@ -196,7 +205,7 @@ class Producer:
         """Re-sends the spool now (what the background task does). Records Redis refuses for
         good go to the quarantine."""
         sp = await self._get_spool()
-        report = await _drain(self.client, sp)
+        report = await self._drain(sp)
         if report.sent and report.stopped is None:
             self._down = False
         return report
@@ -216,7 +225,7 @@ class Producer:
             try:
                 if sp is not None and await asyncio.to_thread(sp.has_data):
                     await self.client.ping()
-                    r = await _drain(self.client, sp)
+                    r = await self._drain(sp)
                     if r.sent:
                         log.info("rmq producer: re-sent %d spooled messages (%d remain)", r.sent, r.remaining)
                     if r.stopped is None:
@@ -235,9 +244,22 @@ class Producer:
                 pass
 
 
-async def _drain(client: Client, sp: Spool) -> DrainReport:
+    async def _drain(self, sp: Spool) -> DrainReport:
+        """One drain at a time per producer (the spool's DRAIN lock keeps other processes out)."""
+        while self._draining is not None:
+            await asyncio.wait([self._draining])
+        self._draining = asyncio.ensure_future(_drain(self.client, sp, lambda: self._closing))
+        try:
+            return await asyncio.shield(self._draining)
+        finally:
+            if self._draining is not None and self._draining.done():
+                self._draining = None
+
+
+async def _drain(client: Client, sp: Spool, closing: Callable[[], bool]) -> DrainReport:
     """Runs the spool's drain in a thread; batches are sent on this event loop."""
     loop = asyncio.get_running_loop()
+    limit = client.command_timeout * 3 + 5
 
     async def send_async(recs: List[SpoolRecord]) -> List[Optional[str]]:
         cmds = [("push", r.queue, _push_of(r).args()) for r in recs]
@@ -259,7 +281,19 @@ async def _drain(client: Client, sp: Spool) -> DrainReport:
         return out
 
     def send(recs: List[SpoolRecord]) -> List[Optional[str]]:
-        return asyncio.run_coroutine_threadsafe(send_async(recs), loop).result()
+        if closing():
+            raise SendStopped("the producer is closing")
+        try:
+            fut = asyncio.run_coroutine_threadsafe(send_async(recs), loop)
+        except RuntimeError:  # the event loop is gone
+            raise SendStopped("the producer is closing") from None
+        try:
+            return fut.result(timeout=limit)
+        except SendStopped:
+            raise
+        except Exception as e:  # no answer in time, or the loop went away
+            fut.cancel()
+            raise SendStopped(str(e) or type(e).__name__) from None
 
     report = await asyncio.to_thread(sp.drain, send)
     if report.refused or report.corrupt:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Optional, Set, Union
 
 from ..errors import ConfigError, RmqError, Unavailable
 from ..types import Duration, Message, WorkerReport, seconds, validate_queue
-from .client import Client
+from .client import Client, make_client
 
 log = logging.getLogger("rmq.worker")
 
@@ -115,6 +115,7 @@ class Worker:
         retry_is_error: bool = False,
         no_handler_is_error: bool = True,
         handle_signals: bool = True,
+        **client_settings: Any,
     ) -> None:
         """``lock``: how long a fetched message stays invisible to others; it is TOUCHed every
         ``lock / 2`` while its handler runs. ``timeout``: the longest a handler may run; past it
@@ -128,7 +129,7 @@ class Worker:
         if concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
         self._own_client = isinstance(client, str)
-        self.client = Client(client) if isinstance(client, str) else client
+        self.client = make_client(client, client_settings)
         self.queue = queue
         self.lock = seconds(lock, "lock") or 0.001
         self.timeout = seconds(timeout, "timeout")
