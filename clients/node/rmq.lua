@@ -1,0 +1,1463 @@
+#!lua name=rmq
+--[[
+rmq, the Lua edition: a reliable message queue as a Redis Functions library.
+
+    FUNCTION LOAD REPLACE "$(cat lua/rmq.lua)"
+    FCALL rmq_push 1 jobs hello
+    FCALL rmq_fetch 1 jobs COUNT 10
+
+Same contract, same keys and the same record bytes as the RMQ.* module (docs/commands.md,
+docs/storage.md); only BLOCK differs: it is checked but never waits.
+
+Keys of a queue q (every one carries the hash tag {q}, so a queue lives in one slot):
+
+    msg:{q}  list   ready records; LPOP takes the next, RPUSH appends
+    dly:{q}  zset   delayed records, score = due (unix ms)
+    bak:{q}  zset   in flight: receipt -> lock deadline (unix ms)
+    inf:{q}  hash   in flight: receipt -> record
+    fai:{q}  list   failed (dead) records, oldest first
+    err:{q}  list   errored records, oldest first
+    cfg:{q}  hash   settings that differ from the defaults (name -> decimal)
+    st:{q}   hash   offset retried dead errored dups removed, and hold (ordered queues)
+    dup:{q}  zset   dedup window: producer id -> push time (unix ms)
+    log:{q}  stream message log, only while the queue's `log` setting is 1
+
+A record is cmsgpack.pack{id, body, tag, key, headers, created, attempt, offset,
+deliveries, error, consumer} (headers a flat array; no field is ever nil).
+A receipt is "<offset>-<deliveries>"; a server-made id is "<created>-<offset>".
+]]
+
+---------------------------------------------------------------------------------------
+-- Constants
+---------------------------------------------------------------------------------------
+
+-- Record fields (1-based positions in the MessagePack array).
+local ID, BODY, TAG, KEY, HEADERS, CREATED, ATTEMPT, OFFSET, DELIVERIES, ERROR, CONSUMER =
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
+
+-- The Lua type of each record field.
+local RECORD_TYPES = { 'string', 'string', 'string', 'string', 'table', 'number', 'number',
+    'number', 'number', 'string', 'string' }
+
+-- SPEC.md's defaults; cfg:{q} overrides them.
+local SETTING_NAMES = { 'lock-ms', 'max-attempts', 'backoff-ms', 'backoff-max-ms', 'maxlen',
+    'ordered', 'dedup-window-ms', 'log', 'log-maxlen' }
+local DEFAULTS = {
+    ['lock-ms'] = 30000, ['max-attempts'] = 5, ['backoff-ms'] = 1000,
+    ['backoff-max-ms'] = 3600000, ['maxlen'] = 0, ['ordered'] = 0,
+    ['dedup-window-ms'] = 3600000, ['log'] = 0, ['log-maxlen'] = 1000000,
+}
+-- 'pos': at least 1; 'nonneg': at least 0; 'bool': 0 or 1.
+local SETTING_RULE = {
+    ['lock-ms'] = 'pos', ['max-attempts'] = 'pos', ['log-maxlen'] = 'pos',
+    ['backoff-ms'] = 'nonneg', ['backoff-max-ms'] = 'nonneg', ['maxlen'] = 'nonneg',
+    ['dedup-window-ms'] = 'nonneg', ['ordered'] = 'bool', ['log'] = 'bool',
+}
+
+local MAX_FETCH_COUNT = 1000  -- the Lua edition's max-fetch-count
+
+-- The node's defaults. Inside the module, the module's settings (`CONFIG SET rmq.*`), handed
+-- over through redis.rmq_node_defaults; in Redis, which has no such function, SPEC's.
+local function node_defaults()
+    local f = redis.rmq_node_defaults
+    if f then
+        return f()
+    end
+    return DEFAULTS
+end
+
+local function max_fetch_count()
+    return node_defaults()['max-fetch-count'] or MAX_FETCH_COUNT
+end
+local MAX_NUMBER = 1e15       -- the largest number any argument may hold
+local BATCH = 1000            -- FETCH promotes / reclaims at most this many
+local DEDUP_TRIM = 16         -- expired dedup entries removed by each PUSH with ID
+
+local MSG_NUM = {
+    LOCK = 'LOCK must be a positive integer of milliseconds',
+    DELAY = 'DELAY must be a non-negative integer of milliseconds',
+    AT = 'AT must be a non-negative integer of unix milliseconds',
+    BLOCK = 'BLOCK must be a non-negative integer of milliseconds',
+    COUNT = 'COUNT must be a positive integer',
+    START = 'START must be a non-negative integer',
+    FROM = 'FROM must be a non-negative integer',
+    TO = 'TO must be a non-negative integer',
+}
+
+-- The state keywords of PEEK and PURGE -> state names.
+local STATE_KEYWORDS = { READY = 'ready', DELAYED = 'delayed', INFLIGHT = 'inflight',
+    FAILED = 'failed', ERRORS = 'errors' }
+
+---------------------------------------------------------------------------------------
+-- Errors: validation throws {rmq = text}; the wrapper turns it into an error reply.
+-- Anything else thrown is an internal fault: logged, answered with ERR internal error.
+---------------------------------------------------------------------------------------
+
+local function fail(text)
+    error({ rmq = 'ERR ' .. text }, 0)
+end
+
+local function fail_arity(cmd)
+    fail("wrong number of arguments for 'rmq." .. cmd .. "' command")
+end
+
+local function fail_syntax(arg)
+    fail("syntax error near '" .. arg .. "'")
+end
+
+---------------------------------------------------------------------------------------
+-- Small helpers
+---------------------------------------------------------------------------------------
+
+local function call(...)
+    return redis.call(...)
+end
+
+-- A number as a decimal string, never in exponent form.
+local function dec(n)
+    return string.format('%d', n)
+end
+
+-- The clock, read once per command: unix ms.
+local function clock()
+    local t = call('TIME')
+    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function keys_of(q)
+    local tag = '{' .. q .. '}'
+    return {
+        msg = 'msg:' .. tag, dly = 'dly:' .. tag, bak = 'bak:' .. tag, inf = 'inf:' .. tag,
+        fai = 'fai:' .. tag, err = 'err:' .. tag, cfg = 'cfg:' .. tag, st = 'st:' .. tag,
+        dup = 'dup:' .. tag, log = 'log:' .. tag,
+    }
+end
+
+local function valid_queue(q)
+    return type(q) == 'string' and #q >= 1 and #q <= 200 and not q:find('[^A-Za-z0-9_%.:%-#/]')
+end
+
+-- Plain decimal digits, at most MAX_NUMBER; nil otherwise.
+local function parse_number(s)
+    if #s == 0 or #s > 16 or s:find('%D') then
+        return nil
+    end
+    local n = tonumber(s)
+    if n == nil or n > MAX_NUMBER then
+        return nil
+    end
+    return n
+end
+
+-- Byte order, whatever the server's locale (Lua's < on strings uses strcoll).
+local function bytes_less(a, b)
+    local n = math.min(#a, #b)
+    for i = 1, n do
+        local x, y = a:byte(i), b:byte(i)
+        if x ~= y then
+            return x < y
+        end
+    end
+    return #a < #b
+end
+
+---------------------------------------------------------------------------------------
+-- Argument walking: keywords left to right, the first fault is reported.
+---------------------------------------------------------------------------------------
+
+local Args = {}
+Args.__index = Args
+
+local function walk(args, first)
+    return setmetatable({ a = args, i = first or 1 }, Args)
+end
+
+-- The next argument as typed and upper-cased, or nil at the end.
+function Args:keyword()
+    local raw = self.a[self.i]
+    if raw == nil then
+        return nil
+    end
+    self.i = self.i + 1
+    return raw, string.upper(raw)
+end
+
+function Args:value(kw)
+    local v = self.a[self.i]
+    if v == nil then
+        fail(kw .. ' needs a value')
+    end
+    self.i = self.i + 1
+    return v
+end
+
+-- A number >= min; kw names the error text.
+function Args:number(kw, min)
+    local n = parse_number(self:value(kw))
+    if n == nil or n < min then
+        fail(MSG_NUM[kw])
+    end
+    return n
+end
+
+function Args:count()
+    local n = self:number('COUNT', 1)
+    local max = max_fetch_count()
+    if n > max then
+        fail('COUNT must not exceed max-fetch-count (' .. dec(max) .. ')')
+    end
+    return n
+end
+
+-- Refuses an option given twice.
+local function once(seen, raw)
+    if seen ~= nil then
+        fail_syntax(raw)
+    end
+end
+
+-- No argument may follow.
+local function no_more(args, from)
+    if args[from] ~= nil then
+        fail_syntax(args[from])
+    end
+end
+
+---------------------------------------------------------------------------------------
+-- Settings
+---------------------------------------------------------------------------------------
+
+-- Checks one pair; gives the canonical name and the value, or throws.
+local function check_setting(name, value)
+    local canonical = string.lower(name)
+    local rule = SETTING_RULE[canonical]
+    if rule == nil then
+        fail("unknown setting '" .. name .. "'")
+    end
+    local n = parse_number(value)
+    if rule == 'pos' and (n == nil or n < 1) then
+        fail(canonical .. ' must be a positive integer')
+    elseif rule == 'nonneg' and n == nil then
+        fail(canonical .. ' must be a non-negative integer')
+    elseif rule == 'bool' and (n == nil or n > 1) then
+        fail(canonical .. ' must be 0 or 1')
+    end
+    return canonical, n
+end
+
+-- The effective settings of a queue; a stored value that does not parse is ignored.
+local function settings(k)
+    local s = {}
+    for name, v in pairs(node_defaults()) do
+        s[name] = v
+    end
+    local flat = call('HGETALL', k.cfg)
+    for i = 1, #flat, 2 do
+        local ok, name, v = pcall(check_setting, flat[i], flat[i + 1])
+        if ok then
+            s[name] = v
+        end
+    end
+    return s
+end
+
+-- The retry delay after attempt n (n >= 1).
+local function backoff(s, n)
+    local base = s['backoff-ms']
+    if base == 0 then
+        return 0
+    end
+    local cap = s['backoff-max-ms']
+    if n - 1 >= 60 then
+        return cap
+    end
+    return math.min(base * 2 ^ (n - 1), cap)
+end
+
+---------------------------------------------------------------------------------------
+-- Records
+---------------------------------------------------------------------------------------
+
+local function encode(rec)
+    return cmsgpack.pack(rec)
+end
+
+-- Redis's cmsgpack refuses MessagePack bin strings, which storage.md allows writers to use;
+-- what cmsgpack cannot read is read again by this decoder of the shapes a record may hold
+-- (unsigned integers, str and bin strings, arrays). It throws on anything else.
+local function slow_unpack(bytes)
+    local pos = 1
+    local value
+    local function uint(n)
+        if pos + n - 1 > #bytes then error('short record', 0) end
+        local v = 0
+        for i = pos, pos + n - 1 do
+            v = v * 256 + bytes:byte(i)
+        end
+        pos = pos + n
+        return v
+    end
+    local function str(n)
+        if pos + n - 1 > #bytes then error('short record', 0) end
+        local v = bytes:sub(pos, pos + n - 1)
+        pos = pos + n
+        return v
+    end
+    local function array(n)
+        local t = {}
+        for i = 1, n do
+            t[i] = value()
+        end
+        return t
+    end
+    value = function()
+        local c = uint(1)
+        if c < 0x80 then return c end
+        if c >= 0x90 and c <= 0x9f then return array(c - 0x90) end
+        if c >= 0xa0 and c <= 0xbf then return str(c - 0xa0) end
+        if c == 0xcc then return uint(1) end
+        if c == 0xcd then return uint(2) end
+        if c == 0xce then return uint(4) end
+        if c == 0xcf then return uint(8) end
+        if c == 0xd9 or c == 0xc4 then return str(uint(1)) end
+        if c == 0xda or c == 0xc5 then return str(uint(2)) end
+        if c == 0xdb or c == 0xc6 then return str(uint(4)) end
+        if c == 0xdc then return array(uint(2)) end
+        if c == 0xdd then return array(uint(4)) end
+        error('unsupported MessagePack type', 0)
+    end
+    return value()
+end
+
+local function unpack_value(bytes)
+    local ok, v = pcall(cmsgpack.unpack, bytes)
+    if ok then
+        return v
+    end
+    return slow_unpack(bytes)
+end
+
+-- The record as its array (fields past the 11th, from a later version, are kept).
+local function decode(bytes)
+    local rec = unpack_value(bytes)
+    if type(rec) ~= 'table' or #rec < 11 or type(rec[HEADERS]) ~= 'table' or #rec[HEADERS] % 2 ~= 0 then
+        error('corrupt record', 0)
+    end
+    for i = 1, 11 do
+        if type(rec[i]) ~= RECORD_TYPES[i] then
+            error('corrupt record', 0)
+        end
+    end
+    for _, h in ipairs(rec[HEADERS]) do
+        if type(h) ~= 'string' then
+            error('corrupt record', 0)
+        end
+    end
+    return rec
+end
+
+-- For the write paths: a stored value that is not a record is never dropped; it goes to
+-- errors as the body of a record with error "corrupt record", and nil is returned.
+local function decode_or_quarantine(k, now, bytes)
+    local ok, rec = pcall(decode, bytes)
+    if ok then
+        return rec
+    end
+    call('RPUSH', k.err, encode({ '', bytes, '', '', {}, now, 0, 0, 0, 'corrupt record', '' }))
+    return nil
+end
+
+local function message_id(rec)
+    if rec[ID] ~= '' then
+        return rec[ID]
+    end
+    return dec(rec[CREATED]) .. '-' .. dec(rec[OFFSET])
+end
+
+local function receipt_of(rec)
+    return dec(rec[OFFSET]) .. '-' .. dec(rec[DELIVERIES])
+end
+
+local function headers_map(flat)
+    local m = {}
+    for i = 1, #flat, 2 do
+        m[flat[i]] = flat[i + 1]
+    end
+    return { map = m }
+end
+
+-- The fields every message reply has.
+local function message_fields(rec)
+    return {
+        id = message_id(rec), body = rec[BODY], attempt = rec[ATTEMPT], tag = rec[TAG],
+        key = rec[KEY], headers = headers_map(rec[HEADERS]), created = rec[CREATED],
+        offset = rec[OFFSET],
+    }
+end
+
+---------------------------------------------------------------------------------------
+-- Counters, log, and the moves between states
+---------------------------------------------------------------------------------------
+
+local function bump(k, name, by)
+    call('HINCRBY', k.st, name, by or 1)
+end
+
+-- Appends an event to the message log when the queue's log is on.
+local function log_event(k, s, now, event, rec)
+    if s['log'] ~= 1 then
+        return
+    end
+    local fields = { 'XADD', k.log, 'MAXLEN', dec(s['log-maxlen']), '*',
+        'offset', dec(rec[OFFSET]), 'event', event, 'id', message_id(rec), 'time', dec(now) }
+    if event == 'push' then
+        local extra = { 'body', rec[BODY], 'tag', rec[TAG], 'key', rec[KEY],
+            'headers', cmsgpack.pack(rec[HEADERS]) }
+        for _, v in ipairs(extra) do
+            fields[#fields + 1] = v
+        end
+    end
+    call(unpack(fields))
+end
+
+-- In an ordered queue the held message (a retry waiting out its backoff) holds the line.
+local function hold_of(k)
+    return tonumber(call('HGET', k.st, 'hold') or '')
+end
+
+-- Call after taking rec out of dly:{q}: clears hold if rec was the held message.
+local function release_hold(k, rec)
+    local hold = hold_of(k)
+    if hold ~= nil and hold == rec[OFFSET] then
+        call('HDEL', k.st, 'hold')
+    end
+end
+
+-- Appends (or, front = true, prepends) a record to ready.
+local function to_ready(k, rec, front)
+    call(front and 'LPUSH' or 'RPUSH', k.msg, encode(rec))
+end
+
+-- A delivered message going back to ready: the back of the line, or the front in an
+-- ordered queue, so that order holds.
+local function ready_again(k, s, rec)
+    to_ready(k, rec, s['ordered'] == 1)
+end
+
+local function to_failed(k, rec, reason)
+    rec[ERROR] = reason
+    rec[CONSUMER] = ''
+    call('RPUSH', k.fai, encode(rec))
+end
+
+-- Takes an in-flight delivery out of bak/inf; gives its record, or nil when stale.
+local function take_inflight(k, now, receipt)
+    if call('ZREM', k.bak, receipt) == 0 then
+        return nil
+    end
+    local bytes = call('HGET', k.inf, receipt)
+    call('HDEL', k.inf, receipt)
+    if not bytes then
+        return nil
+    end
+    local rec = decode_or_quarantine(k, now, bytes)
+    if rec then
+        rec[CONSUMER] = ''
+    end
+    return rec
+end
+
+-- Due delayed messages to ready (at most `limit`), in due order. A retry (attempt > 0) is
+-- a delivered message coming back (the front in an ordered queue); a DELAY push is new.
+local function promote(k, s, now, limit)
+    local due = call('ZRANGEBYSCORE', k.dly, '-inf', dec(now), 'LIMIT', 0, limit)
+    if #due == 0 then
+        return 0
+    end
+    local hold = hold_of(k)
+    for _, bytes in ipairs(due) do
+        call('ZREM', k.dly, bytes)
+        local rec = decode_or_quarantine(k, now, bytes)
+        if rec then
+            if hold ~= nil and rec[OFFSET] == hold then
+                call('HDEL', k.st, 'hold')
+            end
+            if rec[ATTEMPT] > 0 then
+                ready_again(k, s, rec)
+            else
+                call('RPUSH', k.msg, bytes)
+            end
+        end
+    end
+    return #due
+end
+
+-- Expired in-flight messages back to ready (the front in an ordered queue), or to failed
+-- when their attempts are used up. limit = nil: all of them. Returns how many were taken.
+local function reclaim(k, s, now, limit)
+    local expired
+    if limit then
+        expired = call('ZRANGEBYSCORE', k.bak, '-inf', dec(now), 'LIMIT', 0, limit)
+    else
+        expired = call('ZRANGEBYSCORE', k.bak, '-inf', dec(now))
+    end
+    for _, receipt in ipairs(expired) do
+        local rec = take_inflight(k, now, receipt)
+        if rec then
+            if rec[ATTEMPT] >= s['max-attempts'] then
+                to_failed(k, rec, 'max attempts (lock expired)')
+                bump(k, 'dead')
+                log_event(k, s, now, 'fail', rec)
+            else
+                ready_again(k, s, rec)
+                log_event(k, s, now, 'reclaim', rec)
+            end
+        end
+    end
+    return #expired
+end
+
+---------------------------------------------------------------------------------------
+-- Message replies for PEEK and GET: a map with state-specific fields.
+---------------------------------------------------------------------------------------
+
+local function state_reply(rec, state, extra)
+    local m = message_fields(rec)
+    m.state = state
+    if state == 'delayed' then
+        m.due = extra
+    elseif state == 'inflight' then
+        m.deadline = extra
+        m.consumer = rec[CONSUMER]
+    elseif state == 'failed' or state == 'errors' then
+        m.error = rec[ERROR]
+    end
+    return { map = m }
+end
+
+-- Calls fn(rec, state, extra, raw, receipt) for every message of a state, in its order.
+-- extra: due (delayed) or deadline (inflight). fn returning true stops the walk.
+local function each_in_state(k, state, fn)
+    if state == 'ready' or state == 'failed' or state == 'errors' then
+        local key = (state == 'ready' and k.msg) or (state == 'failed' and k.fai) or k.err
+        for _, raw in ipairs(call('LRANGE', key, 0, -1)) do
+            if fn(decode(raw), state, nil, raw) then return true end
+        end
+    elseif state == 'delayed' then
+        local flat = call('ZRANGE', k.dly, 0, -1, 'WITHSCORES')
+        for i = 1, #flat, 2 do
+            if fn(decode(flat[i]), state, tonumber(flat[i + 1]), flat[i]) then return true end
+        end
+    else
+        local flat = call('ZRANGE', k.bak, 0, -1, 'WITHSCORES')
+        for i = 1, #flat, 2 do
+            local raw = call('HGET', k.inf, flat[i])
+            if raw then
+                if fn(decode(raw), state, tonumber(flat[i + 1]), raw, flat[i]) then return true end
+            end
+        end
+    end
+    return false
+end
+
+local ALL_STATES = { 'ready', 'delayed', 'inflight', 'failed', 'errors' }
+
+---------------------------------------------------------------------------------------
+-- Commands. Each takes (q, args); validation first, writes after.
+---------------------------------------------------------------------------------------
+
+local commands = {}
+
+-- RMQ.PUSH q body [ID id] [TAG tag] [KEY key] [HEADER name value]… [DELAY ms | AT unix-ms]
+-- Keys: msg dly st dup cfg log. Reply: the id (bulk string).
+function commands.push(q, args)
+    local body = args[1]
+    if body == nil then
+        fail_arity('push')
+    end
+    local o = walk(args, 2)
+    local id, tag, key, delay, at
+    local headers, seen = {}, {}
+    while true do
+        local raw, kw = o:keyword()
+        if raw == nil then break end
+        if kw == 'ID' then
+            once(id, raw)
+            id = o:value('ID')
+            if #id < 1 or #id > 128 or id:find('[^\33-\126]') then
+                fail('ID must be 1 to 128 printable ASCII characters without spaces')
+            end
+        elseif kw == 'TAG' then
+            once(tag, raw)
+            tag = o:value('TAG')
+        elseif kw == 'KEY' then
+            once(key, raw)
+            key = o:value('KEY')
+        elseif kw == 'HEADER' then
+            local name = o:value('HEADER')
+            local value = o:value('HEADER')
+            if name == '' then
+                fail('HEADER name must not be empty')
+            end
+            if seen[name] then
+                fail("HEADER '" .. name .. "' given twice")
+            end
+            seen[name] = true
+            headers[#headers + 1] = name
+            headers[#headers + 1] = value
+        elseif kw == 'DELAY' then
+            once(delay, raw)
+            delay = o:number('DELAY', 0)
+            if at ~= nil then fail('DELAY and AT cannot be used together') end
+        elseif kw == 'AT' then
+            once(at, raw)
+            at = o:number('AT', 0)
+            if delay ~= nil then fail('DELAY and AT cannot be used together') end
+        else
+            fail_syntax(raw)
+        end
+    end
+
+    local k = keys_of(q)
+    local s = settings(k)
+    local now = clock()
+    local window = s['dedup-window-ms']
+
+    if id ~= nil and window > 0 then
+        local old = call('ZRANGEBYSCORE', k.dup, '-inf', dec(now - window), 'LIMIT', 0, DEDUP_TRIM)
+        for _, member in ipairs(old) do
+            call('ZREM', k.dup, member)
+        end
+        local seen_at = tonumber(call('ZSCORE', k.dup, id) or '')
+        if seen_at ~= nil and seen_at > now - window then
+            bump(k, 'dups')
+            return id
+        end
+    end
+    if s['maxlen'] > 0 then
+        local held = call('LLEN', k.msg) + call('ZCARD', k.dly) + call('ZCARD', k.bak)
+        if held >= s['maxlen'] then
+            fail('queue full')
+        end
+    end
+
+    local offset = call('HINCRBY', k.st, 'offset', 1)
+    local rec = { id or '', body, tag or '', key or '', headers, now, 0, offset, 0, '', '' }
+    local due = (delay ~= nil and now + delay) or at
+    if due ~= nil and due > now then
+        call('ZADD', k.dly, dec(due), encode(rec))
+    else
+        to_ready(k, rec, false)
+    end
+    if id ~= nil and window > 0 then
+        call('ZADD', k.dup, dec(now), id)
+    end
+    log_event(k, s, now, 'push', rec)
+    return message_id(rec)
+end
+
+-- RMQ.FETCH q [COUNT n] [LOCK ms] [BLOCK ms] [CONSUMER name]
+-- Keys: dly msg bak inf fai st cfg log. Reply: array of message maps
+-- (id body receipt attempt tag key headers created offset deadline), or null.
+function commands.fetch(q, args)
+    local o = walk(args)
+    local count, lock, block, consumer
+    while true do
+        local raw, kw = o:keyword()
+        if raw == nil then break end
+        if kw == 'COUNT' then
+            once(count, raw)
+            count = o:count()
+        elseif kw == 'LOCK' then
+            once(lock, raw)
+            lock = o:number('LOCK', 1)
+        elseif kw == 'BLOCK' then
+            once(block, raw)
+            block = o:number('BLOCK', 0) -- checked; a function never waits
+        elseif kw == 'CONSUMER' then
+            once(consumer, raw)
+            consumer = o:value('CONSUMER')
+            if #consumer < 1 or #consumer > 200 then
+                fail('CONSUMER must be 1 to 200 bytes')
+            end
+        else
+            fail_syntax(raw)
+        end
+    end
+
+    local k = keys_of(q)
+    local s = settings(k)
+    local now = clock()
+    promote(k, s, now, BATCH)
+    reclaim(k, s, now, BATCH)
+
+    count = count or 1
+    if s['ordered'] == 1 then
+        if call('ZCARD', k.bak) > 0 or hold_of(k) ~= nil then
+            return false
+        end
+        count = 1
+    end
+    local popped = call('LPOP', k.msg, count)
+    if not popped then
+        return false
+    end
+    local deadline = now + (lock or s['lock-ms'])
+    local out = {}
+    for _, raw in ipairs(popped) do
+        local rec = decode_or_quarantine(k, now, raw)
+        if rec then
+            rec[ATTEMPT] = rec[ATTEMPT] + 1
+            rec[DELIVERIES] = rec[DELIVERIES] + 1
+            rec[CONSUMER] = consumer or ''
+            local receipt = receipt_of(rec)
+            call('ZADD', k.bak, dec(deadline), receipt)
+            call('HSET', k.inf, receipt, encode(rec))
+            local m = message_fields(rec)
+            m.receipt = receipt
+            m.deadline = deadline
+            out[#out + 1] = { map = m }
+        end
+    end
+    if #out == 0 then
+        return false
+    end
+    return out
+end
+
+-- RMQ.ACK q receipt [receipt …]
+-- Keys: bak inf st cfg log. Reply: how many were acked (stale receipts count 0).
+function commands.ack(q, args)
+    if args[1] == nil then
+        fail_arity('ack')
+    end
+    local k = keys_of(q)
+    local s = settings(k)
+    local now = clock()
+    local n = 0
+    for _, receipt in ipairs(args) do
+        if s['log'] ~= 1 then
+            if call('ZREM', k.bak, receipt) == 1 then
+                call('HDEL', k.inf, receipt)
+                n = n + 1
+            end
+        else
+            local rec = take_inflight(k, now, receipt)
+            if rec then
+                n = n + 1
+                log_event(k, s, now, 'ack', rec)
+            end
+        end
+    end
+    return n
+end
+
+-- RMQ.NACK q receipt [RETRY [DELAY ms] | FAIL | ERROR] [REASON text]
+-- Keys: bak inf msg dly fai err st cfg log. Reply: 1, or 0 for a stale receipt.
+function commands.nack(q, args)
+    local receipt = args[1]
+    if receipt == nil then
+        fail_arity('nack')
+    end
+    local o = walk(args, 2)
+    local action, delay, reason
+    while true do
+        local raw, kw = o:keyword()
+        if raw == nil then break end
+        if kw == 'RETRY' or kw == 'FAIL' or kw == 'ERROR' then
+            if action ~= nil then
+                fail('RETRY, FAIL and ERROR cannot be used together')
+            end
+            if delay ~= nil and kw ~= 'RETRY' then
+                fail('DELAY goes only with RETRY')
+            end
+            action = kw
+        elseif kw == 'DELAY' then
+            once(delay, raw)
+            delay = o:number('DELAY', 0)
+            if action == 'FAIL' or action == 'ERROR' then
+                fail('DELAY goes only with RETRY')
+            end
+        elseif kw == 'REASON' then
+            once(reason, raw)
+            reason = o:value('REASON')
+        else
+            fail_syntax(raw)
+        end
+    end
+    action = action or 'RETRY'
+
+    local k = keys_of(q)
+    local s = settings(k)
+    local now = clock()
+    local rec = take_inflight(k, now, receipt)
+    if rec == nil then
+        return 0
+    end
+    if action == 'FAIL' then
+        to_failed(k, rec, reason or 'failed')
+        bump(k, 'dead')
+        log_event(k, s, now, 'fail', rec)
+    elseif action == 'ERROR' then
+        rec[ERROR] = reason or 'error'
+        call('RPUSH', k.err, encode(rec))
+        bump(k, 'errored')
+        log_event(k, s, now, 'error', rec)
+    elseif rec[ATTEMPT] >= s['max-attempts'] then
+        to_failed(k, rec, 'max attempts')
+        bump(k, 'dead')
+        log_event(k, s, now, 'fail', rec)
+    else
+        if reason ~= nil then
+            rec[ERROR] = reason
+        end
+        local wait = delay or backoff(s, rec[ATTEMPT])
+        if wait > 0 then
+            call('ZADD', k.dly, dec(now + wait), encode(rec))
+            if s['ordered'] == 1 then
+                call('HSET', k.st, 'hold', dec(rec[OFFSET]))
+            end
+        else
+            ready_again(k, s, rec)
+        end
+        bump(k, 'retried')
+        log_event(k, s, now, 'retry', rec)
+    end
+    return 1
+end
+
+-- RMQ.TOUCH q receipt [LOCK ms]
+-- Keys: bak cfg. Reply: the new deadline (unix ms), or 0 for a stale receipt.
+function commands.touch(q, args)
+    local receipt = args[1]
+    if receipt == nil then
+        fail_arity('touch')
+    end
+    local o = walk(args, 2)
+    local lock
+    while true do
+        local raw, kw = o:keyword()
+        if raw == nil then break end
+        if kw == 'LOCK' then
+            once(lock, raw)
+            lock = o:number('LOCK', 1)
+        else
+            fail_syntax(raw)
+        end
+    end
+    local k = keys_of(q)
+    local s = settings(k)
+    local now = clock()
+    if not call('ZSCORE', k.bak, receipt) then
+        return 0
+    end
+    local deadline = now + (lock or s['lock-ms'])
+    call('ZADD', k.bak, 'XX', dec(deadline), receipt)
+    return deadline
+end
+
+-- Moves every record of a failed/errors list back to ready, attempt 0, error cleared.
+-- A value that is not a record goes to (the back of) errors as it is; in errors itself
+-- that ends the pass, so it is not met again.
+local function recover_list(k, s, now, key)
+    local n = 0
+    while true do
+        local raw = call('LPOP', key)
+        if not raw then
+            return n
+        end
+        n = n + 1
+        local ok, rec = pcall(decode, raw)
+        if not ok then
+            call('RPUSH', k.err, raw)
+            if key == k.err then
+                return n
+            end
+        else
+            rec[ATTEMPT] = 0
+            rec[ERROR] = ''
+            to_ready(k, rec, false)
+            log_event(k, s, now, 'recover', rec)
+        end
+    end
+end
+
+-- RMQ.RECOVER q [EXPIRED] [FAILED] [ERRORS]
+-- Keys: bak inf msg fai err st cfg log. Reply: [expired, failed, errors] counts.
+function commands.recover(q, args)
+    local want = {}
+    for _, raw in ipairs(args) do
+        local kw = string.upper(raw)
+        if kw ~= 'EXPIRED' and kw ~= 'FAILED' and kw ~= 'ERRORS' then
+            fail_syntax(raw)
+        end
+        once(want[kw], raw)
+        want[kw] = true
+    end
+    if args[1] == nil then
+        want = { EXPIRED = true, FAILED = true, ERRORS = true }
+    end
+    local k = keys_of(q)
+    local s = settings(k)
+    local now = clock()
+    local counts = { 0, 0, 0 }
+    if want.EXPIRED then counts[1] = reclaim(k, s, now, nil) end
+    if want.FAILED then counts[2] = recover_list(k, s, now, k.fai) end
+    if want.ERRORS then counts[3] = recover_list(k, s, now, k.err) end
+    return counts
+end
+
+-- RMQ.STATS q
+-- Keys: msg dly bak fai err st. Reply: map of integers (ready delayed inflight failed
+-- errors pushed acked retried dead errored dups offset oldest_ready_ms).
+function commands.stats(q, args)
+    no_more(args, 1)
+    local k = keys_of(q)
+    local now = clock()
+    local names = { 'retried', 'dead', 'errored', 'dups', 'offset', 'removed' }
+    local vals = call('HMGET', k.st, unpack(names))
+    local m = {
+        ready = call('LLEN', k.msg), delayed = call('ZCARD', k.dly),
+        inflight = call('ZCARD', k.bak), failed = call('LLEN', k.fai),
+        errors = call('LLEN', k.err), oldest_ready_ms = 0,
+    }
+    for i, name in ipairs(names) do
+        m[name] = tonumber(vals[i] or '0') or 0
+    end
+    -- Every push takes an offset; a message leaves only by ACK or by DEL/PURGE (counted in
+    -- removed): so pushed and acked need no write on the hot path.
+    m.pushed = m.offset
+    local held = m.ready + m.delayed + m.inflight + m.failed + m.errors
+    m.acked = math.max(0, m.offset - held - m.removed)
+    m.removed = nil
+    local first = call('LINDEX', k.msg, 0)
+    if first then
+        local ok, rec = pcall(decode, first)
+        if ok then
+            m.oldest_ready_ms = math.max(0, now - rec[CREATED])
+        end
+    end
+    return { map = m }
+end
+
+-- RMQ.PEEK q [READY|DELAYED|INFLIGHT|FAILED|ERRORS] [START n] [COUNT n]
+-- Keys: one state's keys. Reply: array of message maps with state fields.
+function commands.peek(q, args)
+    local o = walk(args)
+    local state, start, count
+    while true do
+        local raw, kw = o:keyword()
+        if raw == nil then break end
+        if STATE_KEYWORDS[kw] then
+            once(state, raw)
+            state = STATE_KEYWORDS[kw]
+        elseif kw == 'START' then
+            once(start, raw)
+            start = o:number('START', 0)
+        elseif kw == 'COUNT' then
+            once(count, raw)
+            count = o:count()
+        else
+            fail_syntax(raw)
+        end
+    end
+    state = state or 'ready'
+    start = start or 0
+    count = count or 10
+    local k = keys_of(q)
+    local first, last = dec(start), dec(start + count - 1)
+    local out = {}
+    if state == 'ready' or state == 'failed' or state == 'errors' then
+        local key = (state == 'ready' and k.msg) or (state == 'failed' and k.fai) or k.err
+        for _, raw in ipairs(call('LRANGE', key, first, last)) do
+            out[#out + 1] = state_reply(decode(raw), state)
+        end
+    elseif state == 'delayed' then
+        local flat = call('ZRANGE', k.dly, first, last, 'WITHSCORES')
+        for i = 1, #flat, 2 do
+            out[#out + 1] = state_reply(decode(flat[i]), state, tonumber(flat[i + 1]))
+        end
+    else
+        local flat = call('ZRANGE', k.bak, first, last, 'WITHSCORES')
+        for i = 1, #flat, 2 do
+            local raw = call('HGET', k.inf, flat[i])
+            if raw then
+                out[#out + 1] = state_reply(decode(raw), state, tonumber(flat[i + 1]))
+            end
+        end
+    end
+    return out
+end
+
+-- RMQ.GET q id
+-- Keys: msg dly bak inf fai err. Reply: the first message with that id (ready, delayed,
+-- inflight, failed, errors) as a map with its state, or null.
+function commands.get(q, args)
+    local id = args[1]
+    if id == nil then
+        fail_arity('get')
+    end
+    no_more(args, 2)
+    local k = keys_of(q)
+    local found = false
+    for _, state in ipairs(ALL_STATES) do
+        local hit = each_in_state(k, state, function(rec, st, extra)
+            if message_id(rec) == id then
+                found = state_reply(rec, st, extra)
+                return true
+            end
+        end)
+        if hit then break end
+    end
+    return found
+end
+
+-- Collects the ids of args as a set.
+local function id_set(args, cmd)
+    if args[1] == nil then
+        fail_arity(cmd)
+    end
+    local set = {}
+    for _, id in ipairs(args) do
+        set[id] = true
+    end
+    return set
+end
+
+-- RMQ.DEL q id [id …]
+-- Keys: msg dly bak inf fai err st cfg log. Reply: how many messages were deleted.
+function commands.del(q, args)
+    local ids = id_set(args, 'del')
+    local k = keys_of(q)
+    local s = settings(k)
+    local now = clock()
+    local n = 0
+    for _, state in ipairs(ALL_STATES) do
+        local hits = {}
+        each_in_state(k, state, function(rec, st, extra, raw, receipt)
+            if ids[message_id(rec)] then
+                hits[#hits + 1] = { rec, raw, receipt }
+            end
+        end)
+        for _, h in ipairs(hits) do
+            local rec, raw, receipt = h[1], h[2], h[3]
+            if state == 'ready' then
+                call('LREM', k.msg, 1, raw)
+            elseif state == 'failed' then
+                call('LREM', k.fai, 1, raw)
+            elseif state == 'errors' then
+                call('LREM', k.err, 1, raw)
+            elseif state == 'delayed' then
+                call('ZREM', k.dly, raw)
+                release_hold(k, rec)
+            else
+                call('ZREM', k.bak, receipt)
+                call('HDEL', k.inf, receipt)
+            end
+            n = n + 1
+            log_event(k, s, now, 'delete', rec)
+        end
+    end
+    if n > 0 then
+        bump(k, 'removed', n)
+    end
+    return n
+end
+
+-- RMQ.REQUEUE q id [id …]
+-- Keys: dly fai err msg st cfg log. Reply: how many messages went back to ready.
+-- Delayed, then failed, then errored ones, each in its order, to the back of ready (a
+-- delayed retry of an ordered queue to the front, as promotion does); failed/errored ones
+-- start again at attempt 0 with no error.
+function commands.requeue(q, args)
+    local ids = id_set(args, 'requeue')
+    local k = keys_of(q)
+    local s = settings(k)
+    local now = clock()
+    local n = 0
+    for _, state in ipairs({ 'delayed', 'failed', 'errors' }) do
+        local hits = {}
+        each_in_state(k, state, function(rec, st, extra, raw)
+            if ids[message_id(rec)] then
+                hits[#hits + 1] = { rec, raw }
+            end
+        end)
+        for _, h in ipairs(hits) do
+            local rec, raw = h[1], h[2]
+            if state == 'delayed' then
+                call('ZREM', k.dly, raw)
+                release_hold(k, rec)
+                -- As promotion does: a retry waiting out its backoff is a delivered message.
+                to_ready(k, rec, rec[ATTEMPT] > 0 and s['ordered'] == 1)
+            else
+                call('LREM', state == 'failed' and k.fai or k.err, 1, raw)
+                rec[ATTEMPT] = 0
+                rec[ERROR] = ''
+                to_ready(k, rec, false)
+            end
+            n = n + 1
+            log_event(k, s, now, 'requeue', rec)
+        end
+    end
+    return n
+end
+
+-- Deletes every message of one state; returns how many.
+local function purge_state(k, s, now, state)
+    local n
+    local logging = s['log'] == 1
+    if logging then
+        each_in_state(k, state, function(rec)
+            log_event(k, s, now, 'purge', rec)
+        end)
+    end
+    if state == 'ready' then
+        n = call('LLEN', k.msg)
+        call('DEL', k.msg)
+    elseif state == 'failed' then
+        n = call('LLEN', k.fai)
+        call('DEL', k.fai)
+    elseif state == 'errors' then
+        n = call('LLEN', k.err)
+        call('DEL', k.err)
+    elseif state == 'delayed' then
+        n = call('ZCARD', k.dly)
+        call('DEL', k.dly)
+        call('HDEL', k.st, 'hold')
+    else
+        n = call('ZCARD', k.bak)
+        call('DEL', k.bak, k.inf)
+    end
+    return n
+end
+
+-- RMQ.PURGE q READY|DELAYED|INFLIGHT|FAILED|ERRORS|ALL
+-- Keys: the state's keys, st cfg log. Reply: how many messages were deleted.
+function commands.purge(q, args)
+    local raw = args[1]
+    if raw == nil then
+        fail_arity('purge')
+    end
+    local kw = string.upper(raw)
+    if not STATE_KEYWORDS[kw] and kw ~= 'ALL' then
+        fail_syntax(raw)
+    end
+    no_more(args, 2)
+    local k = keys_of(q)
+    local s = settings(k)
+    local now = clock()
+    local n = 0
+    if kw ~= 'ALL' then
+        n = purge_state(k, s, now, STATE_KEYWORDS[kw])
+    else
+        for _, state in ipairs(ALL_STATES) do
+            n = n + purge_state(k, s, now, state)
+        end
+    end
+    if n > 0 then
+        bump(k, 'removed', n)
+    end
+    return n
+end
+
+-- RMQ.CONFIG q GET [name] · RMQ.CONFIG q SET name value [name value …]
+-- Keys: cfg (log when log is turned off). Reply: GET a flat array of name, value bulk
+-- strings (effective values); SET OK.
+function commands.config(q, args)
+    local sub = args[1]
+    if sub == nil then
+        fail_arity('config')
+    end
+    local k = keys_of(q)
+    local SUB = string.upper(sub)
+    if SUB == 'GET' then
+        local name = args[2]
+        if name ~= nil then
+            local canonical = string.lower(name)
+            if SETTING_RULE[canonical] == nil then
+                fail("unknown setting '" .. name .. "'")
+            end
+            no_more(args, 3)
+            return { canonical, dec(settings(k)[canonical]) }
+        end
+        local s = settings(k)
+        local out = {}
+        for _, n in ipairs(SETTING_NAMES) do
+            out[#out + 1] = n
+            out[#out + 1] = dec(s[n])
+        end
+        return out
+    elseif SUB == 'SET' then
+        if #args < 3 or #args % 2 == 0 then
+            fail_arity('config')
+        end
+        local pairs_ = {}
+        for i = 2, #args, 2 do
+            local name, v = check_setting(args[i], args[i + 1])
+            pairs_[#pairs_ + 1] = { name, v }
+        end
+        -- An explicit value stays an override, even when it equals today's default.
+        for _, p in ipairs(pairs_) do
+            call('HSET', k.cfg, p[1], dec(p[2]))
+        end
+        local s = settings(k)
+        if s['log'] == 0 then
+            call('DEL', k.log)
+        elseif call('EXISTS', k.log) == 1 then
+            call('XTRIM', k.log, 'MAXLEN', dec(s['log-maxlen']))
+        end
+        return redis.status_reply('OK')
+    end
+    fail_syntax(sub)
+end
+
+-- RMQ.QUEUES (0 keys)
+-- Reply: sorted array of the queues holding a message in any state on this node.
+local MESSAGE_PREFIXES = { msg = true, dly = true, bak = true, inf = true, fai = true, err = true }
+function commands.queues(_, args)
+    no_more(args, 1)
+    local seen, out = {}, {}
+    local cursor = '0'
+    repeat
+        local r = call('SCAN', cursor, 'MATCH', '*:{*}', 'COUNT', 1000)
+        cursor = r[1]
+        for _, key in ipairs(r[2]) do
+            local prefix, name = key:match('^(%l%l%l):{(.*)}$')
+            if prefix and MESSAGE_PREFIXES[prefix] and valid_queue(name) and not seen[name] then
+                seen[name] = true
+                out[#out + 1] = name
+            end
+        end
+    until cursor == '0'
+    table.sort(out, bytes_less)
+    return out
+end
+
+-- Reads log entries whose message offset is within [from, to] (to = nil: no bound), oldest
+-- first, at most `limit` (nil: all). Each entry is a table of its fields.
+local function read_log(k, from, to, limit)
+    local out = {}
+    local start = '-'
+    while true do
+        local chunk = call('XRANGE', k.log, start, '+', 'COUNT', 1000)
+        for _, entry in ipairs(chunk) do
+            local f = {}
+            local flat = entry[2]
+            for i = 1, #flat, 2 do
+                f[flat[i]] = flat[i + 1]
+            end
+            local off = tonumber(f.offset or '')
+            if off ~= nil and off >= from and (to == nil or off <= to) then
+                out[#out + 1] = f
+                if limit ~= nil and #out >= limit then
+                    return out
+                end
+            end
+        end
+        if #chunk < 1000 then
+            return out
+        end
+        start = '(' .. chunk[#chunk][1]
+    end
+end
+
+-- RMQ.LOG q [FROM offset] [COUNT n]
+-- Keys: log. Reply: array of maps (offset event id time, + body tag key headers for push).
+function commands.log(q, args)
+    local o = walk(args)
+    local from, count
+    while true do
+        local raw, kw = o:keyword()
+        if raw == nil then break end
+        if kw == 'FROM' then
+            once(from, raw)
+            from = o:number('FROM', 0)
+        elseif kw == 'COUNT' then
+            once(count, raw)
+            count = o:count()
+        else
+            fail_syntax(raw)
+        end
+    end
+    local k = keys_of(q)
+    local out = {}
+    for _, f in ipairs(read_log(k, from or 0, nil, count or 100)) do
+        local m = { offset = tonumber(f.offset), event = f.event or '', id = f.id or '',
+            time = tonumber(f.time or '0') or 0 }
+        if f.event == 'push' then
+            m.body, m.tag, m.key = f.body or '', f.tag or '', f.key or ''
+            local ok, h = pcall(unpack_value, f.headers or '\144')
+            m.headers = headers_map(ok and type(h) == 'table' and h or {})
+        end
+        out[#out + 1] = { map = m }
+    end
+    return out
+end
+
+-- RMQ.REPLAY q FROM offset [TO offset]
+-- Keys: log msg st dly bak cfg. Reply: how many copies were pushed (new ids and offsets,
+-- header replay-of = the original id).
+function commands.replay(q, args)
+    local o = walk(args)
+    local from, to
+    while true do
+        local raw, kw = o:keyword()
+        if raw == nil then break end
+        if kw == 'FROM' then
+            once(from, raw)
+            from = o:number('FROM', 0)
+        elseif kw == 'TO' then
+            once(to, raw)
+            to = o:number('TO', 0)
+        else
+            fail_syntax(raw)
+        end
+    end
+    if from == nil then
+        fail_arity('replay')
+    end
+    local k = keys_of(q)
+    local s = settings(k)
+    local now = clock()
+    local pushes = {}
+    for _, f in ipairs(read_log(k, from, to, nil)) do
+        if f.event == 'push' then
+            pushes[#pushes + 1] = f
+        end
+    end
+    if #pushes == 0 then
+        return 0
+    end
+    if s['maxlen'] > 0 then
+        local held = call('LLEN', k.msg) + call('ZCARD', k.dly) + call('ZCARD', k.bak)
+        if held + #pushes > s['maxlen'] then
+            fail('queue full')
+        end
+    end
+    for _, f in ipairs(pushes) do
+        local ok, headers = pcall(unpack_value, f.headers or '\144')
+        if not ok or type(headers) ~= 'table' then
+            headers = {}
+        end
+        local replaced = false
+        for i = 1, #headers, 2 do
+            if headers[i] == 'replay-of' then
+                headers[i + 1] = f.id or ''
+                replaced = true
+            end
+        end
+        if not replaced then
+            headers[#headers + 1] = 'replay-of'
+            headers[#headers + 1] = f.id or ''
+        end
+        local offset = call('HINCRBY', k.st, 'offset', 1)
+        local rec = { '', f.body or '', f.tag or '', f.key or '', headers, now, 0, offset, 0, '', '' }
+        to_ready(k, rec, false)
+        log_event(k, s, now, 'push', rec)
+    end
+    return #pushes
+end
+
+---------------------------------------------------------------------------------------
+-- Registration: one function per command, key count checked, faults caught.
+---------------------------------------------------------------------------------------
+
+-- An error text as the module sends it (its replies go through Rust strings and C): invalid
+-- UTF-8 (an argument echoed as typed) becomes U+FFFD as String::from_utf8_lossy does, one per
+-- maximal invalid subpart, and NUL, CR and LF become spaces. Clients can then always read it.
+local function reply_text(s)
+    if not s:find('[%z\r\n\128-\255]') then
+        return s
+    end
+    local out, i, n = {}, 1, #s
+    while i <= n do
+        local c = s:byte(i)
+        local len, lo, hi = 0, 0x80, 0xBF
+        if c < 0x80 then
+            len = 1
+        elseif c >= 0xC2 and c <= 0xDF then
+            len = 2
+        elseif c >= 0xE0 and c <= 0xEF then
+            len = 3
+            if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
+        elseif c >= 0xF0 and c <= 0xF4 then
+            len = 4
+            if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
+        end
+        if len == 1 then
+            out[#out + 1] = (c == 0 or c == 10 or c == 13) and ' ' or string.char(c)
+            i = i + 1
+        elseif len == 0 then
+            out[#out + 1] = '\239\191\189'
+            i = i + 1
+        else
+            -- The lead byte and as many continuation bytes as fit this sequence.
+            local j = i + 1
+            while j < i + len do
+                local b = s:byte(j)
+                local l, h = 0x80, 0xBF
+                if j == i + 1 then l, h = lo, hi end
+                if b == nil or b < l or b > h then break end
+                j = j + 1
+            end
+            out[#out + 1] = (j == i + len) and s:sub(i, j - 1) or '\239\191\189'
+            i = j
+        end
+    end
+    return table.concat(out)
+end
+
+-- The module checks the arity of these commands before the queue name.
+-- Arguments each command needs after the queue name: fewer is an arity error, reported
+-- before the queue name is checked (as Redis checks arity first), the same in the module.
+local MIN_ARGS = { push = 1, ack = 1, nack = 1, touch = 1, get = 1, del = 1, requeue = 1, purge = 1,
+    config = 1, replay = 1 }
+
+local function register(name, readonly)
+    local handler = commands[name]
+    local fname = 'rmq_' .. name
+    local nkeys = (name == 'queues') and 0 or 1
+    local def = {
+        function_name = fname,
+        callback = function(keys, args)
+            if #keys ~= nkeys then
+                if nkeys == 0 then
+                    return redis.error_reply('ERR ' .. fname .. ' takes no keys')
+                end
+                return redis.error_reply('ERR ' .. fname .. ' takes exactly one key, the queue name')
+            end
+            local q = keys[1]
+            if #args < (MIN_ARGS[name] or 0) then
+                return redis.error_reply("ERR wrong number of arguments for 'rmq." .. name .. "' command")
+            end
+            if nkeys == 1 and not valid_queue(q) then
+                return redis.error_reply('ERR invalid queue name')
+            end
+            local ok, res = pcall(handler, q, args)
+            if ok then
+                return res
+            end
+            if type(res) == 'table' and res.rmq then
+                return redis.error_reply(reply_text(res.rmq))
+            end
+            local detail = type(res) == 'table' and (res.err or '?') or tostring(res)
+            redis.log(redis.LOG_WARNING, 'rmq: ' .. fname .. ' internal error: ' .. tostring(detail))
+            return redis.error_reply('ERR internal error')
+        end,
+    }
+    if readonly then
+        def.flags = { 'no-writes' }
+    end
+    redis.register_function(def)
+end
+
+-- (Only redis.* is available while the library loads: plain loops here, no ipairs.)
+local WRITERS = { 'push', 'fetch', 'ack', 'nack', 'touch', 'recover', 'purge', 'del', 'requeue',
+    'config', 'replay' }
+local READERS = { 'stats', 'peek', 'get', 'queues', 'log' }
+for i = 1, #WRITERS do
+    register(WRITERS[i], false)
+end
+for i = 1, #READERS do
+    register(READERS[i], true)
+end
