@@ -113,3 +113,13 @@ test("the Lua library is loaded only by commands that write", async () => {
     srv.close();
   }
 });
+
+test("the packaged Lua library is the repository's", (t) => {
+  const fs = require("node:fs");
+  const path = require("node:path");
+  const { luaLibrary } = require("../dist");
+  const { REPO } = require("./helpers");
+  const repo = path.join(REPO, "lua", "rmq.lua");
+  if (!fs.existsSync(repo)) return t.skip("not inside the rmq repository");
+  assert.equal(luaLibrary(), fs.readFileSync(repo, "utf8"), "run `make sync-lua`");
+});

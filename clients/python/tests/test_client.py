@@ -109,3 +109,14 @@ def test_errors_are_sorted_into_unavailable_and_refused(server: Server) -> None:
             c.push("jobs", "2")
         with pytest.raises(rmq.Refused, match="ERR unknown setting"):
             c.config_set("jobs", {"nope": 1})
+
+
+def test_the_packaged_lua_library_is_the_repositorys() -> None:
+    from rmq.aio import lua_library
+
+    from conftest import REPO
+
+    repo = REPO / "lua" / "rmq.lua"
+    if not repo.exists():
+        pytest.skip("not inside the rmq repository")
+    assert lua_library() == repo.read_text(encoding="utf-8"), "run `make sync-lua`"
