@@ -80,12 +80,16 @@ test-python: build cli
 	cd clients/python && RMQ_MODULE=$(CURDIR)/$(MODULE) RMQ_CLI=$(CURDIR)/target/release/rmq \
 	  $(CURDIR)/$(PY_VENV)/bin/python -m pytest -q -p no:cacheprovider
 
-# The Node client (clients/node): npm ci (which compiles the TypeScript), then npm test.
+# The Node client (clients/node): npm ci, then npm test (which compiles the TypeScript).
 test-node: build cli
 	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; }
 	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' || { echo "the Node client needs Node.js 20 or later"; exit 1; }
 	cd clients/node && npm ci --no-audit --no-fund --loglevel=error
 	cd clients/node && RMQ_MODULE=$(CURDIR)/$(MODULE) RMQ_CLI=$(CURDIR)/target/release/rmq npm test
+	@# dist/ is kept in the repository (so that `npm install ./clients/node` needs no compiler):
+	@# npm test compiled it again, and it must be what is committed.
+	@if git rev-parse --git-dir >/dev/null 2>&1 && [ -n "$$(git status --porcelain -- clients/node/dist)" ]; then \
+	  echo "clients/node/dist is not the compiled src/: run npm run build there and commit dist/"; exit 1; fi
 
 # The Python and Node packages ship a copy of lua/rmq.lua (their tests fail when it differs).
 sync-lua:
