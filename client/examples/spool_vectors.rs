@@ -46,11 +46,7 @@ fn records() -> Vec<SpoolRecord> {
             body: "héllo ✓ 日本語".as_bytes().to_vec(),
             tag: "t".into(),
             key: "k".into(),
-            headers: vec![
-                ("lang".into(), "日本語".into()),
-                ("empty".into(), String::new()),
-                ("x-trace".into(), "a=b; c".into()),
-            ],
+            headers: vec![("lang".into(), "日本語".into()), ("empty".into(), String::new()), ("x-trace".into(), "a=b; c".into())],
             at: Some(0),
             spooled_at: 0,
         },
@@ -103,11 +99,7 @@ fn record_json(r: &SpoolRecord) -> Value {
 }
 
 fn main() -> std::io::Result<()> {
-    let dir = PathBuf::from(
-        std::env::args()
-            .nth(1)
-            .unwrap_or_else(|| "clients/spool-vectors".into()),
-    );
+    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "clients/spool-vectors".into()));
     std::fs::create_dir_all(&dir)?;
     let recs = records();
     let payloads: Vec<Vec<u8>> = recs.iter().map(|r| r.encode()).collect();
@@ -193,10 +185,7 @@ fn main() -> std::io::Result<()> {
             "payload_hex": hex(p),
         })).collect::<Vec<_>>(),
     });
-    std::fs::write(
-        dir.join("expected.json"),
-        serde_json::to_string_pretty(&expected)? + "\n",
-    )?;
+    std::fs::write(dir.join("expected.json"), serde_json::to_string_pretty(&expected)? + "\n")?;
     println!("spool vectors written to {}", dir.display());
     Ok(())
 }

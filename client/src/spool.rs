@@ -661,9 +661,7 @@ impl Spool {
                 // aside like a corrupt one, so the records before it must be sent first (else
                 // `.pos` would pass records that were never sent).
                 let decoded = match item {
-                    Some(Item::Frame { start, end }) => {
-                        Some(SpoolRecord::decode(&buf[start + HEADER..*end]))
-                    }
+                    Some(Item::Frame { start, end }) => Some(SpoolRecord::decode(&buf[start + HEADER..*end])),
                     _ => None,
                 };
                 let flush = match (item, &decoded) {
@@ -1006,17 +1004,13 @@ mod tests {
         frame(&[9, 1, 2, 3], &mut buf);
         frame(&rec(3).encode(), &mut buf);
         fs::write(&seg, &buf).unwrap();
-        let r = s
-            .drain(|_| Err("redis down".into()), |_| {}, |_| {})
-            .unwrap();
+        let r = s.drain(|_| Err("redis down".into()), |_| {}, |_| {}).unwrap();
         assert_eq!(r.stopped.as_deref(), Some("redis down"));
         let (r, got) = drain_all(&s);
         let ids: Vec<_> = got.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["id-1", "id-2", "id-3"]);
         assert_eq!(r.corrupt, 1);
-        assert!(s.quarantine().unwrap()[0]
-            .reason
-            .contains("unknown record format"));
+        assert!(s.quarantine().unwrap()[0].reason.contains("unknown record format"));
     }
 
     #[test]

@@ -17,10 +17,7 @@ fn expected() -> Value {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 fn text(v: &Value) -> String {
@@ -34,24 +31,14 @@ fn record(v: &Value) -> SpoolRecord {
         body: unhex(v["body_hex"].as_str().unwrap()),
         tag: text(&v["tag"]),
         key: text(&v["key"]),
-        headers: v["headers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| (text(&h[0]), text(&h[1])))
-            .collect(),
+        headers: v["headers"].as_array().unwrap().iter().map(|h| (text(&h[0]), text(&h[1]))).collect(),
         at: v["at"].as_u64(),
         spooled_at: v["spooled_at"].as_u64().unwrap(),
     }
 }
 
 fn records() -> Vec<SpoolRecord> {
-    expected()["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(record)
-        .collect()
+    expected()["records"].as_array().unwrap().iter().map(record).collect()
 }
 
 #[test]
@@ -65,10 +52,7 @@ fn rust_writes_exactly_the_bytes_of_the_good_segment() {
     let d = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(d.path()).unwrap();
     spool.append(&records()).unwrap();
-    assert_eq!(
-        fs::read(d.path().join("0000000000000001.seg")).unwrap(),
-        buf
-    );
+    assert_eq!(fs::read(d.path().join("0000000000000001.seg")).unwrap(), buf);
 }
 
 #[test]
@@ -90,18 +74,10 @@ fn every_vector_segment_drains_as_expected() {
                 |_| {},
             )
             .unwrap();
-        let delivered: Vec<SpoolRecord> = want["delivered"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| recs[i.as_u64().unwrap() as usize].clone())
-            .collect();
+        let delivered: Vec<SpoolRecord> =
+            want["delivered"].as_array().unwrap().iter().map(|i| recs[i.as_u64().unwrap() as usize].clone()).collect();
         assert_eq!(got, delivered, "{name}");
-        assert_eq!(
-            opened.torn_bytes + report.torn_bytes,
-            want["torn_bytes"].as_u64().unwrap(),
-            "{name}"
-        );
+        assert_eq!(opened.torn_bytes + report.torn_bytes, want["torn_bytes"].as_u64().unwrap(), "{name}");
         let corrupt = want["corrupt"].as_array().unwrap();
         assert_eq!(report.corrupt, corrupt.len() as u64, "{name}");
         let q = spool.quarantine().unwrap();

@@ -41,17 +41,17 @@ local RECORD_TYPES = { 'string', 'string', 'string', 'string', 'table', 'number'
 
 -- SPEC.md's defaults; cfg:{q} overrides them.
 local SETTING_NAMES = { 'lock-ms', 'max-attempts', 'backoff-ms', 'backoff-max-ms', 'maxlen',
-    'ordered', 'dedup-window-ms', 'log', 'log-maxlen' }
+    'ordered', 'dedup-window-ms', 'log', 'log-maxlen', 'paused' }
 local DEFAULTS = {
     ['lock-ms'] = 30000, ['max-attempts'] = 5, ['backoff-ms'] = 1000,
     ['backoff-max-ms'] = 3600000, ['maxlen'] = 0, ['ordered'] = 0,
-    ['dedup-window-ms'] = 3600000, ['log'] = 0, ['log-maxlen'] = 1000000,
+    ['dedup-window-ms'] = 3600000, ['log'] = 0, ['log-maxlen'] = 1000000, ['paused'] = 0,
 }
 -- 'pos': at least 1; 'nonneg': at least 0; 'bool': 0 or 1.
 local SETTING_RULE = {
     ['lock-ms'] = 'pos', ['max-attempts'] = 'pos', ['log-maxlen'] = 'pos',
     ['backoff-ms'] = 'nonneg', ['backoff-max-ms'] = 'nonneg', ['maxlen'] = 'nonneg',
-    ['dedup-window-ms'] = 'nonneg', ['ordered'] = 'bool', ['log'] = 'bool',
+    ['dedup-window-ms'] = 'nonneg', ['ordered'] = 'bool', ['log'] = 'bool', ['paused'] = 'bool',
 }
 
 local MAX_FETCH_COUNT = 1000  -- the Lua edition's max-fetch-count
@@ -403,21 +403,46 @@ local function bump(k, name, by)
     call('HINCRBY', k.st, name, by or 1)
 end
 
--- Appends an event to the message log when the queue's log is on.
-local function log_event(k, s, now, event, rec)
+-- Appends an event to the message log when the queue's log is on: offset event id time, then
+-- `extra`, the event's own fields as a flat list of names and values (docs/commands.md, LOG).
+local function log_event(k, s, now, event, rec, extra)
     if s['log'] ~= 1 then
         return
     end
     local fields = { 'XADD', k.log, 'MAXLEN', dec(s['log-maxlen']), '*',
         'offset', dec(rec[OFFSET]), 'event', event, 'id', message_id(rec), 'time', dec(now) }
-    if event == 'push' then
-        local extra = { 'body', rec[BODY], 'tag', rec[TAG], 'key', rec[KEY],
-            'headers', cmsgpack.pack(rec[HEADERS]) }
-        for _, v in ipairs(extra) do
-            fields[#fields + 1] = v
-        end
+    for _, v in ipairs(extra or {}) do
+        fields[#fields + 1] = v
     end
     call(unpack(fields))
+end
+
+-- A push event: the message itself, and `due` when it is delayed.
+local function log_push(k, s, now, rec, due)
+    if s['log'] ~= 1 then
+        return
+    end
+    local extra = { 'body', rec[BODY], 'tag', rec[TAG], 'key', rec[KEY],
+        'headers', cmsgpack.pack(rec[HEADERS]) }
+    if due ~= nil then
+        extra[#extra + 1] = 'due'
+        extra[#extra + 1] = dec(due)
+    end
+    log_event(k, s, now, 'push', rec, extra)
+end
+
+-- An event after a delivery (retry, fail, error, reclaim): attempt, and error when there is a
+-- reason.
+local function log_outcome(k, s, now, event, rec, reason)
+    if s['log'] ~= 1 then
+        return
+    end
+    local extra = { 'attempt', dec(rec[ATTEMPT]) }
+    if reason ~= nil then
+        extra[#extra + 1] = 'error'
+        extra[#extra + 1] = reason
+    end
+    log_event(k, s, now, event, rec, extra)
 end
 
 -- In an ordered queue the held message (a retry waiting out its backoff) holds the line.
@@ -507,10 +532,10 @@ local function reclaim(k, s, now, limit)
             if rec[ATTEMPT] >= s['max-attempts'] then
                 to_failed(k, rec, 'max attempts (lock expired)')
                 bump(k, 'dead')
-                log_event(k, s, now, 'fail', rec)
+                log_outcome(k, s, now, 'fail', rec, rec[ERROR])
             else
                 ready_again(k, s, rec)
-                log_event(k, s, now, 'reclaim', rec)
+                log_outcome(k, s, now, 'reclaim', rec)
             end
         end
     end
@@ -647,12 +672,13 @@ function commands.push(q, args)
     if due ~= nil and due > now then
         call('ZADD', k.dly, dec(due), encode(rec))
     else
+        due = nil
         to_ready(k, rec, false)
     end
     if id ~= nil and window > 0 then
         call('ZADD', k.dup, dec(now), id)
     end
-    log_event(k, s, now, 'push', rec)
+    log_push(k, s, now, rec, due)
     return message_id(rec)
 end
 
@@ -687,6 +713,9 @@ function commands.fetch(q, args)
 
     local k = keys_of(q)
     local s = settings(k)
+    if s['paused'] == 1 then
+        return false
+    end
     local now = clock()
     promote(k, s, now, BATCH)
     reclaim(k, s, now, BATCH)
@@ -713,6 +742,8 @@ function commands.fetch(q, args)
             local receipt = receipt_of(rec)
             call('ZADD', k.bak, dec(deadline), receipt)
             call('HSET', k.inf, receipt, encode(rec))
+            log_event(k, s, now, 'fetch', rec, { 'consumer', rec[CONSUMER], 'attempt', dec(rec[ATTEMPT]),
+                'deadline', dec(deadline) })
             local m = message_fields(rec)
             m.receipt = receipt
             m.deadline = deadline
@@ -797,16 +828,16 @@ function commands.nack(q, args)
     if action == 'FAIL' then
         to_failed(k, rec, reason or 'failed')
         bump(k, 'dead')
-        log_event(k, s, now, 'fail', rec)
+        log_outcome(k, s, now, 'fail', rec, rec[ERROR])
     elseif action == 'ERROR' then
         rec[ERROR] = reason or 'error'
         call('RPUSH', k.err, encode(rec))
         bump(k, 'errored')
-        log_event(k, s, now, 'error', rec)
+        log_outcome(k, s, now, 'error', rec, rec[ERROR])
     elseif rec[ATTEMPT] >= s['max-attempts'] then
         to_failed(k, rec, 'max attempts')
         bump(k, 'dead')
-        log_event(k, s, now, 'fail', rec)
+        log_outcome(k, s, now, 'fail', rec, rec[ERROR])
     else
         if reason ~= nil then
             rec[ERROR] = reason
@@ -817,11 +848,18 @@ function commands.nack(q, args)
             if s['ordered'] == 1 then
                 call('HSET', k.st, 'hold', dec(rec[OFFSET]))
             end
+            bump(k, 'retried')
+            local extra = { 'attempt', dec(rec[ATTEMPT]), 'due', dec(now + wait) }
+            if reason ~= nil then
+                extra[#extra + 1] = 'error'
+                extra[#extra + 1] = reason
+            end
+            log_event(k, s, now, 'delay', rec, extra)
         else
             ready_again(k, s, rec)
+            bump(k, 'retried')
+            log_outcome(k, s, now, 'retry', rec, reason)
         end
-        bump(k, 'retried')
-        log_event(k, s, now, 'retry', rec)
     end
     return 1
 end
@@ -1261,6 +1299,10 @@ local function read_log(k, from, to, limit)
     end
 end
 
+-- Fields of log events besides offset event id time and a push's message (docs/commands.md).
+local LOG_NUMBER_FIELDS = { 'attempt', 'deadline', 'due' }
+local LOG_TEXT_FIELDS = { 'consumer', 'error' }
+
 -- RMQ.LOG q [FROM offset] [COUNT n]
 -- Keys: log. Reply: array of maps (offset event id time, + body tag key headers for push).
 function commands.log(q, args)
@@ -1288,6 +1330,17 @@ function commands.log(q, args)
             m.body, m.tag, m.key = f.body or '', f.tag or '', f.key or ''
             local ok, h = pcall(unpack_value, f.headers or '\144')
             m.headers = headers_map(ok and type(h) == 'table' and h or {})
+        end
+        -- The event's own fields: numbers as integers, text as it was logged.
+        for _, name in ipairs(LOG_NUMBER_FIELDS) do
+            if f[name] ~= nil then
+                m[name] = tonumber(f[name]) or 0
+            end
+        end
+        for _, name in ipairs(LOG_TEXT_FIELDS) do
+            if f[name] ~= nil then
+                m[name] = f[name]
+            end
         end
         out[#out + 1] = { map = m }
     end
@@ -1353,7 +1406,7 @@ function commands.replay(q, args)
         local offset = call('HINCRBY', k.st, 'offset', 1)
         local rec = { '', f.body or '', f.tag or '', f.key or '', headers, now, 0, offset, 0, '', '' }
         to_ready(k, rec, false)
-        log_event(k, s, now, 'push', rec)
+        log_push(k, s, now, rec, nil)
     end
     return #pushes
 end
