@@ -92,7 +92,8 @@ def classify(e: BaseException) -> RmqError:
 
 
 class Client:
-    """A handle on one Redis server (asyncio). Create it inside the event loop that uses it."""
+    """A handle on one Redis server (asyncio). It can be made outside an event loop; its
+    connections belong to the loop of its first command."""
 
     def __init__(
         self,
@@ -119,9 +120,14 @@ class Client:
         self.poll_max = max(seconds(poll_max, "poll_max") or 0.001, self.poll_min)
         self.max_connections = max_connections
         self._edition: Optional[str] = None if edition == "auto" else edition
+        if not re.match(r"^(rediss?|unix)://", url):
+            raise ConfigError(f"bad Redis URL: {url!r} (redis://, rediss:// or unix://)")
+        self._redis: Optional[aredis.Redis] = None
+
+    def _make_redis(self) -> "aredis.Redis":
         try:
-            self._r = aredis.Redis.from_url(
-                url,
+            r = aredis.Redis.from_url(
+                self.url,
                 protocol=2,
                 decode_responses=False,
                 socket_connect_timeout=self.connect_timeout,
@@ -129,12 +135,21 @@ class Client:
                 retry=Retry(NoBackoff(), 0),  # retries are this client's job, not redis-py's
                 retry_on_timeout=False,
                 health_check_interval=0,
-                max_connections=max_connections,
+                max_connections=self.max_connections,
             )
         except ValueError as e:
             raise ConfigError(f"bad Redis URL: {e}") from None
         # Replies are read raw (redis-py's COMMAND parser does not take COMMAND INFO).
-        self._r.response_callbacks.pop("COMMAND", None)
+        r.response_callbacks.pop("COMMAND", None)
+        return r
+
+    @property
+    def _r(self) -> "aredis.Redis":
+        """The redis-py client, made on first use inside the event loop that uses it (on Python
+        3.9 asyncio objects belong to the loop that was current when they were made)."""
+        if self._redis is None:
+            self._redis = self._make_redis()
+        return self._redis
 
     def settings(self) -> Dict[str, Any]:
         """The arguments this client was made with (to make another one like it)."""
@@ -149,7 +164,9 @@ class Client:
         )
 
     async def aclose(self) -> None:
-        await self._r.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
 
     async def __aenter__(self) -> "Client":
         return self
