@@ -70,6 +70,8 @@ local function max_fetch_count()
     return node_defaults()['max-fetch-count'] or MAX_FETCH_COUNT
 end
 local MAX_NUMBER = 1e15       -- the largest number any argument may hold
+local MAX_HEADERS = 1000      -- HEADERs one message may carry
+local QUARANTINE_LIMIT = 1000 -- undecodable records one FETCH moves to errors beyond COUNT
 local BATCH = 1000            -- FETCH promotes / reclaims at most this many
 local DEDUP_TRIM = 16         -- expired dedup entries removed by each PUSH with ID
 
@@ -105,6 +107,8 @@ local function fail_syntax(arg)
     fail("syntax error near '" .. arg .. "'")
 end
 
+local WRONGTYPE = 'WRONGTYPE Operation against a key holding the wrong kind of value'
+
 ---------------------------------------------------------------------------------------
 -- Small helpers
 ---------------------------------------------------------------------------------------
@@ -118,10 +122,37 @@ local function dec(n)
     return string.format('%d', n)
 end
 
--- The clock, read once per command: unix ms.
+-- The clock, read once per command: unix ms (and the microseconds within the second).
 local function clock()
     local t = call('TIME')
-    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local us = tonumber(t[2])
+    return tonumber(t[1]) * 1000 + math.floor(us / 1000), us
+end
+
+-- Between two whole message moves. Inside the module, a command past its Lua budget stops
+-- here, never in the middle of a move; Redis's own Lua has no such budget (and no function).
+local function checkpoint()
+    local f = redis.rmq_checkpoint
+    if f then
+        f()
+    end
+end
+
+-- The Redis type each key of a queue holds.
+local KEY_TYPES = { msg = 'list', dly = 'zset', bak = 'zset', inf = 'hash', fai = 'list', err = 'list',
+    cfg = 'hash', st = 'hash', dup = 'zset', log = 'stream' }
+
+-- Refuses with WRONGTYPE, before anything is written, when one of the named keys of the queue
+-- exists with another type (someone wrote it by hand). Redis's Lua cannot undo a write, so a
+-- command checks the keys it is about to write after its first write.
+local function need(k, ...)
+    for _, name in ipairs({ ... }) do
+        local t = call('TYPE', k[name])
+        t = type(t) == 'table' and t.ok or t
+        if t ~= 'none' and t ~= KEY_TYPES[name] then
+            error({ rmq = WRONGTYPE }, 0)
+        end
+    end
 end
 
 local function keys_of(q)
@@ -374,8 +405,36 @@ local function message_id(rec)
     return dec(rec[CREATED]) .. '-' .. dec(rec[OFFSET])
 end
 
-local function receipt_of(rec)
-    return dec(rec[OFFSET]) .. '-' .. dec(rec[DELIVERIES])
+-- The receipt of a delivery: <offset>-<deliveries>-<nonce>, the nonce 6 random bytes in hex,
+-- so that a receipt is unique across queues and across histories (docs/storage.md). Redis
+-- seeds Lua's generator the same way at every start: the clock's microseconds are mixed in,
+-- so a restarted or promoted server does not repeat the nonces of another history.
+local function receipt_of(rec, us)
+    local a = (math.random(0, 0xffffff) + us) % 0x1000000
+    return dec(rec[OFFSET]) .. '-' .. dec(rec[DELIVERIES]) .. '-' .. string.format('%06x%06x', a, math.random(0, 0xffffff))
+end
+
+-- The producer's id of an encoded record, read without decoding it: '' when the server made
+-- the id, nil when the bytes are not what a record starts with (or the id is too long to
+-- read this way): decode then.
+local function raw_id(raw)
+    local b = raw:byte(1)
+    local pos
+    if b and b >= 0x9b and b <= 0x9f then
+        pos = 2
+    elseif b == 0xdc then
+        pos = 4
+    else
+        return nil
+    end
+    local h = raw:byte(pos)
+    if h and h >= 0xa0 and h <= 0xbf then
+        return raw:sub(pos + 1, pos + h - 0xa0)
+    elseif h == 0xd9 or h == 0xc4 then
+        local n = raw:byte(pos + 1)
+        return n and raw:sub(pos + 2, pos + 1 + n)
+    end
+    return nil
 end
 
 local function headers_map(flat)
@@ -399,8 +458,22 @@ end
 -- Counters, log, and the moves between states
 ---------------------------------------------------------------------------------------
 
+-- Adds to a counter. A counter someone overwrote with something not a number starts again
+-- from `by`: counters are statistics, and the move they count is already made.
 local function bump(k, name, by)
-    call('HINCRBY', k.st, name, by or 1)
+    local r = redis.pcall('HINCRBY', k.st, name, by or 1)
+    if type(r) == 'table' and r.err then
+        call('HSET', k.st, name, dec(by or 1))
+    end
+end
+
+-- The next offset of the queue.
+local function next_offset(k)
+    local r = redis.pcall('HINCRBY', k.st, 'offset', 1)
+    if type(r) == 'table' and r.err then
+        error({ rmq = r.err }, 0)
+    end
+    return r
 end
 
 -- Appends an event to the message log when the queue's log is on: offset event id time, then
@@ -443,6 +516,14 @@ local function log_outcome(k, s, now, event, rec, reason)
         extra[#extra + 1] = reason
     end
     log_event(k, s, now, event, rec, extra)
+end
+
+-- The keys a move between states may write (and the log when it is on).
+local function need_moving(k, s)
+    need(k, 'msg', 'dly', 'bak', 'inf', 'fai', 'err', 'st')
+    if s['log'] == 1 then
+        need(k, 'log')
+    end
 end
 
 -- In an ordered queue the held message (a retry waiting out its backoff) holds the line.
@@ -499,8 +580,10 @@ local function promote(k, s, now, limit)
     if #due == 0 then
         return 0
     end
+    need_moving(k, s)
     local hold = hold_of(k)
     for _, bytes in ipairs(due) do
+        checkpoint()
         call('ZREM', k.dly, bytes)
         local rec = decode_or_quarantine(k, now, bytes)
         if rec then
@@ -518,28 +601,35 @@ local function promote(k, s, now, limit)
 end
 
 -- Expired in-flight messages back to ready (the front in an ordered queue), or to failed
--- when their attempts are used up. limit = nil: all of them. Returns how many were taken.
+-- when their attempts are used up: at most `limit`, or all of them (nil), a page at a time.
+-- Returns how many were taken.
 local function reclaim(k, s, now, limit)
-    local expired
-    if limit then
-        expired = call('ZRANGEBYSCORE', k.bak, '-inf', dec(now), 'LIMIT', 0, limit)
-    else
-        expired = call('ZRANGEBYSCORE', k.bak, '-inf', dec(now))
-    end
-    for _, receipt in ipairs(expired) do
-        local rec = take_inflight(k, now, receipt)
-        if rec then
-            if rec[ATTEMPT] >= s['max-attempts'] then
-                to_failed(k, rec, 'max attempts (lock expired)')
-                bump(k, 'dead')
-                log_outcome(k, s, now, 'fail', rec, rec[ERROR])
-            else
-                ready_again(k, s, rec)
-                log_outcome(k, s, now, 'reclaim', rec)
+    local taken = 0
+    while true do
+        local page = math.min(limit or BATCH, BATCH)
+        local expired = call('ZRANGEBYSCORE', k.bak, '-inf', dec(now), 'LIMIT', 0, page)
+        if #expired > 0 and taken == 0 then
+            need_moving(k, s)
+        end
+        for _, receipt in ipairs(expired) do
+            checkpoint()
+            local rec = take_inflight(k, now, receipt)
+            if rec then
+                if rec[ATTEMPT] >= s['max-attempts'] then
+                    to_failed(k, rec, 'max attempts (lock expired)')
+                    bump(k, 'dead')
+                    log_outcome(k, s, now, 'fail', rec, rec[ERROR])
+                else
+                    ready_again(k, s, rec)
+                    log_outcome(k, s, now, 'reclaim', rec)
+                end
             end
         end
+        taken = taken + #expired
+        if #expired < page or (limit ~= nil and taken >= limit) then
+            return taken
+        end
     end
-    return #expired
 end
 
 ---------------------------------------------------------------------------------------
@@ -551,6 +641,7 @@ local function state_reply(rec, state, extra)
     m.state = state
     if state == 'delayed' then
         m.due = extra
+        m.error = rec[ERROR]
     elseif state == 'inflight' then
         m.deadline = extra
         m.consumer = rec[CONSUMER]
@@ -560,29 +651,71 @@ local function state_reply(rec, state, extra)
     return { map = m }
 end
 
--- Calls fn(rec, state, extra, raw, receipt) for every message of a state, in its order.
--- extra: due (delayed) or deadline (inflight). fn returning true stops the walk.
-local function each_in_state(k, state, fn)
+-- Records are read in pages of this many, so no state is ever copied whole into Lua.
+local PAGE = 256
+
+-- Calls fn(rec, state, extra, raw, receipt) for every message of a state, in its order, for
+-- which wanted(raw, rec) is true (wanted may skip decoding: rec is nil on its first call, and
+-- it is called again with the record when it answers nil). extra: due (delayed) or deadline
+-- (inflight). fn returning true stops the walk. Records that do not decode are passed over.
+local function each_in_state(k, state, wanted, fn)
+    local function visit(raw, extra, receipt)
+        local want = wanted(raw, nil)
+        if want == false then
+            return false
+        end
+        local ok, rec = pcall(decode, raw)
+        if not ok or (want == nil and not wanted(raw, rec)) then
+            return false
+        end
+        return fn(rec, state, extra, raw, receipt)
+    end
     if state == 'ready' or state == 'failed' or state == 'errors' then
         local key = (state == 'ready' and k.msg) or (state == 'failed' and k.fai) or k.err
-        for _, raw in ipairs(call('LRANGE', key, 0, -1)) do
-            if fn(decode(raw), state, nil, raw) then return true end
-        end
-    elseif state == 'delayed' then
-        local flat = call('ZRANGE', k.dly, 0, -1, 'WITHSCORES')
-        for i = 1, #flat, 2 do
-            if fn(decode(flat[i]), state, tonumber(flat[i + 1]), flat[i]) then return true end
-        end
-    else
-        local flat = call('ZRANGE', k.bak, 0, -1, 'WITHSCORES')
-        for i = 1, #flat, 2 do
-            local raw = call('HGET', k.inf, flat[i])
-            if raw then
-                if fn(decode(raw), state, tonumber(flat[i + 1]), raw, flat[i]) then return true end
+        local start = 0
+        while true do
+            local page = call('LRANGE', key, start, start + PAGE - 1)
+            for _, raw in ipairs(page) do
+                if visit(raw) then return true end
             end
+            if #page < PAGE then return false end
+            start = start + PAGE
         end
     end
-    return false
+    local zset = state == 'delayed' and k.dly or k.bak
+    local start = 0
+    while true do
+        local flat = call('ZRANGE', zset, start, start + PAGE - 1, 'WITHSCORES')
+        for i = 1, #flat, 2 do
+            local score = tonumber(flat[i + 1])
+            if state == 'delayed' then
+                if visit(flat[i], score) then return true end
+            else
+                local raw = call('HGET', k.inf, flat[i])
+                if raw and visit(raw, score, flat[i]) then return true end
+            end
+        end
+        if #flat < 2 * PAGE then return false end
+        start = start + PAGE
+    end
+end
+
+-- A `wanted` for each_in_state: the messages whose id is in the set `ids`.
+local function with_ids(ids)
+    return function(raw, rec)
+        if rec then
+            return ids[message_id(rec)] == true
+        end
+        local id = raw_id(raw)
+        if id == nil or id == '' then
+            return nil -- decode to know
+        end
+        return ids[id] == true
+    end
+end
+
+local function everything()
+    return true
 end
 
 local ALL_STATES = { 'ready', 'delayed', 'inflight', 'failed', 'errors' }
@@ -627,6 +760,9 @@ function commands.push(q, args)
             if seen[name] then
                 fail("HEADER '" .. name .. "' given twice")
             end
+            if #headers >= 2 * MAX_HEADERS then
+                fail('a message has at most ' .. dec(MAX_HEADERS) .. ' HEADERs')
+            end
             seen[name] = true
             headers[#headers + 1] = name
             headers[#headers + 1] = value
@@ -647,6 +783,14 @@ function commands.push(q, args)
     local s = settings(k)
     local now = clock()
     local window = s['dedup-window-ms']
+    local later = (delay ~= nil and delay > 0) or (at ~= nil and at > now)
+    need(k, later and 'dly' or 'msg')
+    if id ~= nil and window > 0 then
+        need(k, 'st') -- written after the dedup window's trim
+    end
+    if s['log'] == 1 then
+        need(k, 'log')
+    end
 
     if id ~= nil and window > 0 then
         local old = call('ZRANGEBYSCORE', k.dup, '-inf', dec(now - window), 'LIMIT', 0, DEDUP_TRIM)
@@ -666,7 +810,7 @@ function commands.push(q, args)
         end
     end
 
-    local offset = call('HINCRBY', k.st, 'offset', 1)
+    local offset = next_offset(k)
     local rec = { id or '', body, tag or '', key or '', headers, now, 0, offset, 0, '', '' }
     local due = (delay ~= nil and now + delay) or at
     if due ~= nil and due > now then
@@ -716,7 +860,7 @@ function commands.fetch(q, args)
     if s['paused'] == 1 then
         return false
     end
-    local now = clock()
+    local now, us = clock()
     promote(k, s, now, BATCH)
     reclaim(k, s, now, BATCH)
 
@@ -727,27 +871,37 @@ function commands.fetch(q, args)
         end
         count = 1
     end
-    local popped = call('LPOP', k.msg, count)
-    if not popped then
-        return false
+    need(k, 'inf', 'err') -- written after the first LPOP
+    if s['log'] == 1 then
+        need(k, 'log')
     end
     local deadline = now + (lock or s['lock-ms'])
     local out = {}
-    for _, raw in ipairs(popped) do
-        local rec = decode_or_quarantine(k, now, raw)
-        if rec then
-            rec[ATTEMPT] = rec[ATTEMPT] + 1
-            rec[DELIVERIES] = rec[DELIVERIES] + 1
-            rec[CONSUMER] = consumer or ''
-            local receipt = receipt_of(rec)
-            call('ZADD', k.bak, dec(deadline), receipt)
-            call('HSET', k.inf, receipt, encode(rec))
-            log_event(k, s, now, 'fetch', rec, { 'consumer', rec[CONSUMER], 'attempt', dec(rec[ATTEMPT]),
-                'deadline', dec(deadline) })
-            local m = message_fields(rec)
-            m.receipt = receipt
-            m.deadline = deadline
-            out[#out + 1] = { map = m }
+    local quarantined = 0
+    -- Undecodable records go to errors and do not count against COUNT.
+    while #out < count and quarantined <= QUARANTINE_LIMIT do
+        local popped = call('LPOP', k.msg, count - #out)
+        if not popped then
+            break
+        end
+        for _, raw in ipairs(popped) do
+            local rec = decode_or_quarantine(k, now, raw)
+            if rec then
+                rec[ATTEMPT] = rec[ATTEMPT] + 1
+                rec[DELIVERIES] = rec[DELIVERIES] + 1
+                rec[CONSUMER] = consumer or ''
+                local receipt = receipt_of(rec, us)
+                call('ZADD', k.bak, dec(deadline), receipt)
+                call('HSET', k.inf, receipt, encode(rec))
+                log_event(k, s, now, 'fetch', rec, { 'consumer', rec[CONSUMER], 'attempt', dec(rec[ATTEMPT]),
+                    'deadline', dec(deadline) })
+                local m = message_fields(rec)
+                m.receipt = receipt
+                m.deadline = deadline
+                out[#out + 1] = { map = m }
+            else
+                quarantined = quarantined + 1
+            end
         end
     end
     if #out == 0 then
@@ -766,6 +920,10 @@ function commands.ack(q, args)
     local s = settings(k)
     local now = clock()
     local n = 0
+    need(k, 'inf')
+    if s['log'] == 1 then
+        need(k, 'err', 'log')
+    end
     for _, receipt in ipairs(args) do
         if s['log'] ~= 1 then
             if call('ZREM', k.bak, receipt) == 1 then
@@ -821,6 +979,7 @@ function commands.nack(q, args)
     local k = keys_of(q)
     local s = settings(k)
     local now = clock()
+    need_moving(k, s)
     local rec = take_inflight(k, now, receipt)
     if rec == nil then
         return 0
@@ -900,6 +1059,7 @@ end
 local function recover_list(k, s, now, key)
     local n = 0
     while true do
+        checkpoint()
         local raw = call('LPOP', key)
         if not raw then
             return n
@@ -938,6 +1098,7 @@ function commands.recover(q, args)
     local k = keys_of(q)
     local s = settings(k)
     local now = clock()
+    need_moving(k, s)
     local counts = { 0, 0, 0 }
     if want.EXPIRED then counts[1] = reclaim(k, s, now, nil) end
     if want.FAILED then counts[2] = recover_list(k, s, now, k.fai) end
@@ -1005,22 +1166,30 @@ function commands.peek(q, args)
     local k = keys_of(q)
     local first, last = dec(start), dec(start + count - 1)
     local out = {}
+    -- A record that does not decode is passed over (FETCH, the guard and RECOVER move such
+    -- records to errors; PEEK changes nothing).
+    local function add(raw, extra)
+        local ok, rec = pcall(decode, raw)
+        if ok then
+            out[#out + 1] = state_reply(rec, state, extra)
+        end
+    end
     if state == 'ready' or state == 'failed' or state == 'errors' then
         local key = (state == 'ready' and k.msg) or (state == 'failed' and k.fai) or k.err
         for _, raw in ipairs(call('LRANGE', key, first, last)) do
-            out[#out + 1] = state_reply(decode(raw), state)
+            add(raw)
         end
     elseif state == 'delayed' then
         local flat = call('ZRANGE', k.dly, first, last, 'WITHSCORES')
         for i = 1, #flat, 2 do
-            out[#out + 1] = state_reply(decode(flat[i]), state, tonumber(flat[i + 1]))
+            add(flat[i], tonumber(flat[i + 1]))
         end
     else
         local flat = call('ZRANGE', k.bak, first, last, 'WITHSCORES')
         for i = 1, #flat, 2 do
             local raw = call('HGET', k.inf, flat[i])
             if raw then
-                out[#out + 1] = state_reply(decode(raw), state, tonumber(flat[i + 1]))
+                add(raw, tonumber(flat[i + 1]))
             end
         end
     end
@@ -1029,7 +1198,7 @@ end
 
 -- RMQ.GET q id
 -- Keys: msg dly bak inf fai err. Reply: the first message with that id (ready, delayed,
--- inflight, failed, errors) as a map with its state, or null.
+-- inflight, failed, errors) as a map with its state, or null. O(n), a page at a time.
 function commands.get(q, args)
     local id = args[1]
     if id == nil then
@@ -1039,11 +1208,9 @@ function commands.get(q, args)
     local k = keys_of(q)
     local found = false
     for _, state in ipairs(ALL_STATES) do
-        local hit = each_in_state(k, state, function(rec, st, extra)
-            if message_id(rec) == id then
-                found = state_reply(rec, st, extra)
-                return true
-            end
+        local hit = each_in_state(k, state, with_ids({ [id] = true }), function(rec, st, extra)
+            found = state_reply(rec, st, extra)
+            return true
         end)
         if hit then break end
     end
@@ -1062,6 +1229,15 @@ local function id_set(args, cmd)
     return set
 end
 
+-- The messages of a state with one of the ids: { {rec, raw, receipt}, … } in the state's order.
+local function hits_of(k, state, ids)
+    local hits = {}
+    each_in_state(k, state, with_ids(ids), function(rec, _, _, raw, receipt)
+        hits[#hits + 1] = { rec, raw, receipt }
+    end)
+    return hits
+end
+
 -- RMQ.DEL q id [id …]
 -- Keys: msg dly bak inf fai err st cfg log. Reply: how many messages were deleted.
 function commands.del(q, args)
@@ -1069,15 +1245,11 @@ function commands.del(q, args)
     local k = keys_of(q)
     local s = settings(k)
     local now = clock()
+    need_moving(k, s)
     local n = 0
     for _, state in ipairs(ALL_STATES) do
-        local hits = {}
-        each_in_state(k, state, function(rec, st, extra, raw, receipt)
-            if ids[message_id(rec)] then
-                hits[#hits + 1] = { rec, raw, receipt }
-            end
-        end)
-        for _, h in ipairs(hits) do
+        for _, h in ipairs(hits_of(k, state, ids)) do
+            checkpoint()
             local rec, raw, receipt = h[1], h[2], h[3]
             if state == 'ready' then
                 call('LREM', k.msg, 1, raw)
@@ -1092,12 +1264,10 @@ function commands.del(q, args)
                 call('ZREM', k.bak, receipt)
                 call('HDEL', k.inf, receipt)
             end
+            bump(k, 'removed')
             n = n + 1
             log_event(k, s, now, 'delete', rec)
         end
-    end
-    if n > 0 then
-        bump(k, 'removed', n)
     end
     return n
 end
@@ -1112,15 +1282,11 @@ function commands.requeue(q, args)
     local k = keys_of(q)
     local s = settings(k)
     local now = clock()
+    need_moving(k, s)
     local n = 0
     for _, state in ipairs({ 'delayed', 'failed', 'errors' }) do
-        local hits = {}
-        each_in_state(k, state, function(rec, st, extra, raw)
-            if ids[message_id(rec)] then
-                hits[#hits + 1] = { rec, raw }
-            end
-        end)
-        for _, h in ipairs(hits) do
+        for _, h in ipairs(hits_of(k, state, ids)) do
+            checkpoint()
             local rec, raw = h[1], h[2]
             if state == 'delayed' then
                 call('ZREM', k.dly, raw)
@@ -1140,31 +1306,66 @@ function commands.requeue(q, args)
     return n
 end
 
--- Deletes every message of one state; returns how many.
+-- Deletes every message of one state; returns how many. Without the log the state's keys
+-- are unlinked (Redis frees big ones in the background); with it, the messages go a page at
+-- a time, each page logged as it goes, so the log never says purged of a message still there.
 local function purge_state(k, s, now, state)
-    local n
-    local logging = s['log'] == 1
-    if logging then
-        each_in_state(k, state, function(rec)
-            log_event(k, s, now, 'purge', rec)
-        end)
-    end
-    if state == 'ready' then
-        n = call('LLEN', k.msg)
-        call('DEL', k.msg)
-    elseif state == 'failed' then
-        n = call('LLEN', k.fai)
-        call('DEL', k.fai)
-    elseif state == 'errors' then
-        n = call('LLEN', k.err)
-        call('DEL', k.err)
-    elseif state == 'delayed' then
-        n = call('ZCARD', k.dly)
-        call('DEL', k.dly)
-        call('HDEL', k.st, 'hold')
+    local list = (state == 'ready' and k.msg) or (state == 'failed' and k.fai) or (state == 'errors' and k.err)
+    local n = 0
+    if s['log'] ~= 1 then
+        if list then
+            n = call('LLEN', list)
+            call('UNLINK', list)
+        elseif state == 'delayed' then
+            n = call('ZCARD', k.dly)
+            call('UNLINK', k.dly)
+            call('HDEL', k.st, 'hold')
+        else
+            n = call('ZCARD', k.bak)
+            call('UNLINK', k.bak, k.inf)
+        end
+        if n > 0 then
+            bump(k, 'removed', n)
+        end
     else
-        n = call('ZCARD', k.bak)
-        call('DEL', k.bak, k.inf)
+        local hold = hold_of(k)
+        while true do
+            checkpoint()
+            local page
+            if list then
+                page = call('LPOP', list, PAGE) or {}
+            else
+                local flat = call('ZPOPMIN', state == 'delayed' and k.dly or k.bak, PAGE)
+                page = {}
+                for i = 1, #flat, 2 do
+                    local raw = flat[i]
+                    if state == 'inflight' then
+                        raw = call('HGET', k.inf, flat[i])
+                        call('HDEL', k.inf, flat[i])
+                    end
+                    if raw then
+                        page[#page + 1] = raw
+                    end
+                end
+                if #flat == 0 then
+                    page = {}
+                end
+            end
+            for _, raw in ipairs(page) do
+                local ok, rec = pcall(decode, raw)
+                if ok then
+                    log_event(k, s, now, 'purge', rec)
+                    if state == 'delayed' and rec[OFFSET] == hold then
+                        call('HDEL', k.st, 'hold')
+                    end
+                end
+            end
+            if #page == 0 then
+                break
+            end
+            bump(k, 'removed', #page)
+            n = n + #page
+        end
     end
     return n
 end
@@ -1191,9 +1392,6 @@ function commands.purge(q, args)
         for _, state in ipairs(ALL_STATES) do
             n = n + purge_state(k, s, now, state)
         end
-    end
-    if n > 0 then
-        bump(k, 'removed', n)
     end
     return n
 end
@@ -1250,8 +1448,8 @@ function commands.config(q, args)
 end
 
 -- RMQ.QUEUES (0 keys)
--- Reply: sorted array of the queues holding a message in any state on this node.
-local MESSAGE_PREFIXES = { msg = true, dly = true, bak = true, inf = true, fai = true, err = true }
+-- Reply: sorted array of the queues that have any key (messages, counters, settings, log)
+-- on this node. A SCAN of the keyspace: functions keep no memory between calls.
 function commands.queues(_, args)
     no_more(args, 1)
     local seen, out = {}, {}
@@ -1260,8 +1458,8 @@ function commands.queues(_, args)
         local r = call('SCAN', cursor, 'MATCH', '*:{*}', 'COUNT', 1000)
         cursor = r[1]
         for _, key in ipairs(r[2]) do
-            local prefix, name = key:match('^(%l%l%l):{(.*)}$')
-            if prefix and MESSAGE_PREFIXES[prefix] and valid_queue(name) and not seen[name] then
+            local prefix, name = key:match('^(%l+):{(.*)}$')
+            if prefix and KEY_TYPES[prefix] and valid_queue(name) and not seen[name] then
                 seen[name] = true
                 out[#out + 1] = name
             end
@@ -1273,11 +1471,17 @@ end
 
 -- Reads log entries whose message offset is within [from, to] (to = nil: no bound), oldest
 -- first, at most `limit` (nil: all). Each entry is a table of its fields.
-local function read_log(k, from, to, limit)
-    local out = {}
+local function read_log_page(k, start, last)
+    return call('XRANGE', k.log, start, last, 'COUNT', PAGE)
+end
+
+-- Calls fn(fields) for every log entry (up to stream id `last`, '+' for all) whose message
+-- offset is within [from, to] (to = nil: no bound), oldest first, a page at a time, until fn
+-- returns true.
+local function each_log_entry(k, from, to, last, fn)
     local start = '-'
     while true do
-        local chunk = call('XRANGE', k.log, start, '+', 'COUNT', 1000)
+        local chunk = read_log_page(k, start, last)
         for _, entry in ipairs(chunk) do
             local f = {}
             local flat = entry[2]
@@ -1286,14 +1490,13 @@ local function read_log(k, from, to, limit)
             end
             local off = tonumber(f.offset or '')
             if off ~= nil and off >= from and (to == nil or off <= to) then
-                out[#out + 1] = f
-                if limit ~= nil and #out >= limit then
-                    return out
+                if fn(f) then
+                    return
                 end
             end
         end
-        if #chunk < 1000 then
-            return out
+        if #chunk < PAGE then
+            return
         end
         start = '(' .. chunk[#chunk][1]
     end
@@ -1323,7 +1526,8 @@ function commands.log(q, args)
     end
     local k = keys_of(q)
     local out = {}
-    for _, f in ipairs(read_log(k, from or 0, nil, count or 100)) do
+    count = count or 100
+    each_log_entry(k, from or 0, nil, '+', function(f)
         local m = { offset = tonumber(f.offset), event = f.event or '', id = f.id or '',
             time = tonumber(f.time or '0') or 0 }
         if f.event == 'push' then
@@ -1343,7 +1547,8 @@ function commands.log(q, args)
             end
         end
         out[#out + 1] = { map = m }
-    end
+        return #out >= count
+    end)
     return out
 end
 
@@ -1372,22 +1577,35 @@ function commands.replay(q, args)
     local k = keys_of(q)
     local s = settings(k)
     local now = clock()
-    local pushes = {}
-    for _, f in ipairs(read_log(k, from, to, nil)) do
-        if f.event == 'push' then
-            pushes[#pushes + 1] = f
-        end
+    need(k, 'msg', 'st')
+    if s['log'] == 1 then
+        need(k, 'log')
     end
-    if #pushes == 0 then
+    -- The copies are logged too: only what the log held when REPLAY began is replayed.
+    local newest = call('XREVRANGE', k.log, '+', '-', 'COUNT', 1)
+    if #newest == 0 then
         return 0
     end
+    local last = newest[1][1]
     if s['maxlen'] > 0 then
+        -- All copies fit or none is pushed: count them first.
+        local n = 0
+        each_log_entry(k, from, to, last, function(f)
+            if f.event == 'push' then
+                n = n + 1
+            end
+        end)
         local held = call('LLEN', k.msg) + call('ZCARD', k.dly) + call('ZCARD', k.bak)
-        if held + #pushes > s['maxlen'] then
+        if n > 0 and held + n > s['maxlen'] then
             fail('queue full')
         end
     end
-    for _, f in ipairs(pushes) do
+    local pushed = 0
+    each_log_entry(k, from, to, last, function(f)
+        if f.event ~= 'push' then
+            return false
+        end
+        checkpoint()
         local ok, headers = pcall(unpack_value, f.headers or '\144')
         if not ok or type(headers) ~= 'table' then
             headers = {}
@@ -1403,12 +1621,14 @@ function commands.replay(q, args)
             headers[#headers + 1] = 'replay-of'
             headers[#headers + 1] = f.id or ''
         end
-        local offset = call('HINCRBY', k.st, 'offset', 1)
+        local offset = next_offset(k)
         local rec = { '', f.body or '', f.tag or '', f.key or '', headers, now, 0, offset, 0, '', '' }
         to_ready(k, rec, false)
         log_push(k, s, now, rec, nil)
-    end
-    return #pushes
+        pushed = pushed + 1
+        return false
+    end)
+    return pushed
 end
 
 ---------------------------------------------------------------------------------------
@@ -1466,6 +1686,12 @@ end
 local MIN_ARGS = { push = 1, ack = 1, nack = 1, touch = 1, get = 1, del = 1, requeue = 1, purge = 1,
     config = 1, replay = 1 }
 
+-- Functions that free memory or write a fixed amount run when Redis is at maxmemory
+-- (noeviction), so consumers can drain a full queue; PUSH and REPLAY add messages and are
+-- refused there, as Redis refuses its own commands that grow the dataset.
+local ALLOW_OOM = { fetch = true, ack = true, nack = true, touch = true, recover = true, purge = true,
+    del = true, requeue = true, config = true }
+
 local function register(name, readonly)
     local handler = commands[name]
     local fname = 'rmq_' .. name
@@ -1493,6 +1719,17 @@ local function register(name, readonly)
             if type(res) == 'table' and res.rmq then
                 return redis.error_reply(reply_text(res.rmq))
             end
+            -- Inside the module: the command stopped at its Lua budget (see the module's
+            -- lua.rs), which the module reports itself.
+            if type(res) ~= 'table' and tostring(res):find('rmq: command stopped', 1, true) then
+                error(res, 0)
+            end
+            -- An error Redis gave a command of ours (a key of another type met by a read,
+            -- OOM, …): Redis's own words, which tell the user what is wrong.
+            local said = type(res) == 'table' and res.err or res
+            if type(said) == 'string' and said:find('^%u+ ') then
+                return redis.error_reply(reply_text(said))
+            end
             local detail = type(res) == 'table' and (res.err or '?') or tostring(res)
             redis.log(redis.LOG_WARNING, 'rmq: ' .. fname .. ' internal error: ' .. tostring(detail))
             return redis.error_reply('ERR internal error')
@@ -1500,6 +1737,8 @@ local function register(name, readonly)
     }
     if readonly then
         def.flags = { 'no-writes' }
+    elseif ALLOW_OOM[name] then
+        def.flags = { 'allow-oom' }
     end
     redis.register_function(def)
 end

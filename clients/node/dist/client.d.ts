@@ -36,6 +36,8 @@ export declare class Client {
     private lastError;
     private closed;
     constructor(url?: string, opts?: ClientOptions);
+    /** The URL without its password. */
+    displayUrl(): string;
     /** The options this client was made with (to make another one like it). */
     options(): ClientOptions & {
         url: string;

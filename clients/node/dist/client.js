@@ -113,6 +113,10 @@ class Client {
         this.pollMaxMs = Math.max(positive(opts.pollMaxMs, 250, "pollMaxMs"), this.pollMinMs);
         this.shared = this.newConnection();
     }
+    /** The URL without its password. */
+    displayUrl() {
+        return this.url.replace(/\/\/[^@/]*@/, "//***@");
+    }
     /** The options this client was made with (to make another one like it). */
     options() {
         return {
@@ -155,7 +159,7 @@ class Client {
                 catch (e) {
                     r.disconnect();
                     const why = this.lastError.get(r)?.message ?? e.message;
-                    throw new errors_1.Unavailable(`cannot connect to ${this.url.replace(/\/\/[^@/]*@/, "//***@")}: ${why}`);
+                    throw new errors_1.Unavailable(`cannot connect to ${this.displayUrl()}: ${why}`);
                 }
                 finally {
                     this.connecting.delete(r);
@@ -253,10 +257,11 @@ class Client {
                     return true;
             }
             if (exports.READERS.has(name)) {
-                throw new errors_1.Refused("the rmq Lua library is not loaded on this server and this command only reads " +
-                    "(a command that writes, such as push or fetch, loads it)");
+                throw new errors_1.NotInstalled(`rmq is not installed on ${this.displayUrl()}: neither the RMQ module nor the rmq Lua library ` +
+                    "is loaded (a command that writes, such as a push, loads the library)");
             }
             await this.loadLua();
+            console.warn(`rmq: loaded the rmq Lua library on ${this.displayUrl()} (FUNCTION LOAD)`);
             return true;
         }
         if (ed === "module" && lower.includes("unknown command") && this.editionChoice === "auto") {

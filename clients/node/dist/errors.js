@@ -1,7 +1,7 @@
 "use strict";
 /** Errors of the rmq client. Every error is an {@link RmqError}. */
 Object.defineProperty(exports, "__esModule", { value: true });
-exports.NotStored = exports.SpoolError = exports.ProtocolError = exports.ConfigError = exports.InvalidMessage = exports.Refused = exports.Unavailable = exports.RmqError = void 0;
+exports.NotStored = exports.SpoolError = exports.ProtocolError = exports.ConfigError = exports.InvalidMessage = exports.NotInstalled = exports.Refused = exports.Unavailable = exports.RmqError = void 0;
 class RmqError extends Error {
     constructor(message) {
         super(message);
@@ -25,6 +25,13 @@ exports.Unavailable = Unavailable;
 class Refused extends RmqError {
 }
 exports.Refused = Refused;
+/**
+ * The server has neither the rmq module nor the rmq Lua library, and the command only reads (a
+ * command that writes, such as a push or a fetch, loads the library).
+ */
+class NotInstalled extends Refused {
+}
+exports.NotInstalled = NotInstalled;
 /**
  * The message breaks a rule of the server (queue name, id, headers, delay with at) and was
  * refused before anything was sent, even while Redis is down.

@@ -10,7 +10,7 @@
  */
 export { Client, classify, luaLibrary, READERS } from "./client";
 export type { ClientOptions, Edition } from "./client";
-export { Producer, drainSpool, DEFAULT_SPOOL } from "./producer";
+export { Producer, drainSpool, defaultSpoolDir } from "./producer";
 export type { ProducerOptions } from "./producer";
 export { Worker, Outcome } from "./worker";
 export type { Handler, JobContext, WorkerOptions } from "./worker";
@@ -18,4 +18,4 @@ export { Spool, SendStopped, encodeRecord, decodeRecord, encodeQuarantine, decod
 export type { SpoolRecord, QuarantineEntry, SpoolStatus, DrainReport } from "./spool";
 export { newId } from "./types";
 export type { Message, Pushed, PushOptions, Stats, Recovered, LogEntry, WorkerReport, Body } from "./types";
-export { RmqError, Unavailable, Refused, InvalidMessage, ConfigError, ProtocolError, SpoolError, NotStored, } from "./errors";
+export { RmqError, Unavailable, Refused, InvalidMessage, ConfigError, ProtocolError, SpoolError, NotStored, NotInstalled, } from "./errors";

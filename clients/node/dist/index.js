@@ -1,6 +1,6 @@
 "use strict";
 Object.defineProperty(exports, "__esModule", { value: true });
-exports.NotStored = exports.SpoolError = exports.ProtocolError = exports.ConfigError = exports.InvalidMessage = exports.Refused = exports.Unavailable = exports.RmqError = exports.newId = exports.scan = exports.frame = exports.decodeQuarantine = exports.encodeQuarantine = exports.decodeRecord = exports.encodeRecord = exports.SendStopped = exports.Spool = exports.Outcome = exports.Worker = exports.DEFAULT_SPOOL = exports.drainSpool = exports.Producer = exports.READERS = exports.luaLibrary = exports.classify = exports.Client = void 0;
+exports.NotInstalled = exports.NotStored = exports.SpoolError = exports.ProtocolError = exports.ConfigError = exports.InvalidMessage = exports.Refused = exports.Unavailable = exports.RmqError = exports.newId = exports.scan = exports.frame = exports.decodeQuarantine = exports.encodeQuarantine = exports.decodeRecord = exports.encodeRecord = exports.SendStopped = exports.Spool = exports.Outcome = exports.Worker = exports.defaultSpoolDir = exports.drainSpool = exports.Producer = exports.READERS = exports.luaLibrary = exports.classify = exports.Client = void 0;
 /**
  * rmq-client: the client for rmq, the reliable message queue in Redis, on ioredis.
  *
@@ -19,7 +19,7 @@ Object.defineProperty(exports, "READERS", { enumerable: true, get: function () {
 var producer_1 = require("./producer");
 Object.defineProperty(exports, "Producer", { enumerable: true, get: function () { return producer_1.Producer; } });
 Object.defineProperty(exports, "drainSpool", { enumerable: true, get: function () { return producer_1.drainSpool; } });
-Object.defineProperty(exports, "DEFAULT_SPOOL", { enumerable: true, get: function () { return producer_1.DEFAULT_SPOOL; } });
+Object.defineProperty(exports, "defaultSpoolDir", { enumerable: true, get: function () { return producer_1.defaultSpoolDir; } });
 var worker_1 = require("./worker");
 Object.defineProperty(exports, "Worker", { enumerable: true, get: function () { return worker_1.Worker; } });
 Object.defineProperty(exports, "Outcome", { enumerable: true, get: function () { return worker_1.Outcome; } });
@@ -43,3 +43,4 @@ Object.defineProperty(exports, "ConfigError", { enumerable: true, get: function 
 Object.defineProperty(exports, "ProtocolError", { enumerable: true, get: function () { return errors_1.ProtocolError; } });
 Object.defineProperty(exports, "SpoolError", { enumerable: true, get: function () { return errors_1.SpoolError; } });
 Object.defineProperty(exports, "NotStored", { enumerable: true, get: function () { return errors_1.NotStored; } });
+Object.defineProperty(exports, "NotInstalled", { enumerable: true, get: function () { return errors_1.NotInstalled; } });

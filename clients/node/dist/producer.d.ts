@@ -1,9 +1,13 @@
 import { Client, ClientOptions } from "./client";
 import { DrainReport, Spool, SpoolStatus } from "./spool";
 import { Body, Pushed, PushOptions } from "./types";
-export declare const DEFAULT_SPOOL = "./datas/rmq";
+/**
+ * The default spool, as in every rmq client: `$RMQ_SPOOL`, else `rmq/spool` in the user's state
+ * directory (`$XDG_STATE_HOME`, or `~/.local/state`); never the working directory.
+ */
+export declare function defaultSpoolDir(): string;
 export interface ProducerOptions {
-    /** The spool directory (default `./datas/rmq`); null turns spooling off (a push Redis cannot take then rejects with Unavailable). */
+    /** The spool directory (default {@link defaultSpoolDir}; give each Redis server its own); null turns spooling off (a push Redis cannot take then rejects with Unavailable). */
     spoolDir?: string | null;
     /** Tries of a push Redis could not take before it is spooled (default 3). */
     retries?: number;

@@ -1,14 +1,60 @@
 "use strict";
+var __createBinding = (this && this.__createBinding) || (Object.create ? (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    var desc = Object.getOwnPropertyDescriptor(m, k);
+    if (!desc || ("get" in desc ? !m.__esModule : desc.writable || desc.configurable)) {
+      desc = { enumerable: true, get: function() { return m[k]; } };
+    }
+    Object.defineProperty(o, k2, desc);
+}) : (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    o[k2] = m[k];
+}));
+var __setModuleDefault = (this && this.__setModuleDefault) || (Object.create ? (function(o, v) {
+    Object.defineProperty(o, "default", { enumerable: true, value: v });
+}) : function(o, v) {
+    o["default"] = v;
+});
+var __importStar = (this && this.__importStar) || (function () {
+    var ownKeys = function(o) {
+        ownKeys = Object.getOwnPropertyNames || function (o) {
+            var ar = [];
+            for (var k in o) if (Object.prototype.hasOwnProperty.call(o, k)) ar[ar.length] = k;
+            return ar;
+        };
+        return ownKeys(o);
+    };
+    return function (mod) {
+        if (mod && mod.__esModule) return mod;
+        var result = {};
+        if (mod != null) for (var k = ownKeys(mod), i = 0; i < k.length; i++) if (k[i] !== "default") __createBinding(result, mod, k[i]);
+        __setModuleDefault(result, mod);
+        return result;
+    };
+})();
 Object.defineProperty(exports, "__esModule", { value: true });
-exports.Producer = exports.DEFAULT_SPOOL = void 0;
+exports.Producer = void 0;
+exports.defaultSpoolDir = defaultSpoolDir;
 exports.drainSpool = drainSpool;
 /** The producer: PUSH with ids it makes itself, retries, and the disk spool for when Redis cannot take a message. */
+const path = __importStar(require("node:path"));
 const promises_1 = require("node:timers/promises");
 const client_1 = require("./client");
 const errors_1 = require("./errors");
 const spool_1 = require("./spool");
 const types_1 = require("./types");
-exports.DEFAULT_SPOOL = "./datas/rmq";
+/**
+ * The default spool, as in every rmq client: `$RMQ_SPOOL`, else `rmq/spool` in the user's state
+ * directory (`$XDG_STATE_HOME`, or `~/.local/state`); never the working directory.
+ */
+function defaultSpoolDir() {
+    if (process.env.RMQ_SPOOL)
+        return process.env.RMQ_SPOOL;
+    let state = process.env.XDG_STATE_HOME;
+    if (!state || !path.isAbsolute(state))
+        state = process.env.HOME ? path.join(process.env.HOME, ".local", "state") : undefined;
+    return state ? path.join(state, "rmq", "spool") : "rmq-spool";
+}
 /** The spool's copy: a delay becomes an absolute due time, so a message re-sent later is due when it was meant to be. */
 function toRecord(p) {
     const now = Date.now();
@@ -47,7 +93,7 @@ class Producer {
     constructor(client, opts = {}, clientOptions) {
         this.ownClient = typeof client === "string";
         this.client = typeof client === "string" ? new client_1.Client(client, clientOptions) : client;
-        this.spoolDir = opts.spoolDir === undefined ? exports.DEFAULT_SPOOL : opts.spoolDir;
+        this.spoolDir = opts.spoolDir === undefined ? defaultSpoolDir() : opts.spoolDir;
         this.retries = opts.retries ?? 3;
         if (!Number.isInteger(this.retries) || this.retries < 0)
             throw new errors_1.ConfigError("retries must be an integer >= 0");

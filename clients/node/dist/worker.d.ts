@@ -30,7 +30,7 @@ export type Handler = (m: Message, ctx: JobContext) => unknown;
 export interface WorkerOptions {
     /** How long a fetched message stays invisible to others (default 30000 ms); it is TOUCHed every lockMs / 2 while its handler runs. */
     lockMs?: number;
-    /** The longest a handler may run; past it the job is abandoned and the message NACKed RETRY with reason `timeout` (default: no limit). */
+    /** The longest a handler may run; past it the job is abandoned and the message NACKed RETRY with reason `timeout after N ms` (default: no limit). */
     timeoutMs?: number;
     /** Handlers running at once (default 8). */
     concurrency?: number;

@@ -275,7 +275,7 @@ class Worker {
             if (now >= deadline) {
                 ac.abort(new Error("timeout"));
                 console.warn(`rmq worker: message ${m.id} ran past its timeout; NACK RETRY`);
-                await this.finish(m, "retry", "timeout", undefined, "timedOut", true);
+                await this.finish(m, "retry", `timeout after ${this.timeoutMs} ms`, undefined, "timedOut", true);
                 return;
             }
             if (now >= nextTouch) {

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 
 import Redis, { RedisOptions } from "ioredis";
 
-import { ConfigError, ProtocolError, Refused, RmqError, Unavailable } from "./errors";
+import { ConfigError, NotInstalled, ProtocolError, Refused, RmqError, Unavailable } from "./errors";
 import {
   Body,
   buildPush,
@@ -108,6 +108,11 @@ export class Client {
     this.shared = this.newConnection();
   }
 
+  /** The URL without its password. */
+  displayUrl(): string {
+    return this.url.replace(/\/\/[^@/]*@/, "//***@");
+  }
+
   /** The options this client was made with (to make another one like it). */
   options(): ClientOptions & { url: string } {
     return {
@@ -149,7 +154,7 @@ export class Client {
         } catch (e) {
           r.disconnect();
           const why = this.lastError.get(r)?.message ?? (e as Error).message;
-          throw new Unavailable(`cannot connect to ${this.url.replace(/\/\/[^@/]*@/, "//***@")}: ${why}`);
+          throw new Unavailable(`cannot connect to ${this.displayUrl()}: ${why}`);
         } finally {
           this.connecting.delete(r);
         }
@@ -242,12 +247,13 @@ export class Client {
         if ((await this.edition()) === "module") return true;
       }
       if (READERS.has(name)) {
-        throw new Refused(
-          "the rmq Lua library is not loaded on this server and this command only reads " +
-            "(a command that writes, such as push or fetch, loads it)",
+        throw new NotInstalled(
+          `rmq is not installed on ${this.displayUrl()}: neither the RMQ module nor the rmq Lua library ` +
+            "is loaded (a command that writes, such as a push, loads the library)",
         );
       }
       await this.loadLua();
+      console.warn(`rmq: loaded the rmq Lua library on ${this.displayUrl()} (FUNCTION LOAD)`);
       return true;
     }
     if (ed === "module" && lower.includes("unknown command") && this.editionChoice === "auto") {

@@ -22,6 +22,12 @@ export class Unavailable extends RmqError {}
 export class Refused extends RmqError {}
 
 /**
+ * The server has neither the rmq module nor the rmq Lua library, and the command only reads (a
+ * command that writes, such as a push or a fetch, loads the library).
+ */
+export class NotInstalled extends Refused {}
+
+/**
  * The message breaks a rule of the server (queue name, id, headers, delay with at) and was
  * refused before anything was sent, even while Redis is down.
  */

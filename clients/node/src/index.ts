@@ -10,7 +10,7 @@
  */
 export { Client, classify, luaLibrary, READERS } from "./client";
 export type { ClientOptions, Edition } from "./client";
-export { Producer, drainSpool, DEFAULT_SPOOL } from "./producer";
+export { Producer, drainSpool, defaultSpoolDir } from "./producer";
 export type { ProducerOptions } from "./producer";
 export { Worker, Outcome } from "./worker";
 export type { Handler, JobContext, WorkerOptions } from "./worker";
@@ -36,4 +36,5 @@ export {
   ProtocolError,
   SpoolError,
   NotStored,
+  NotInstalled,
 } from "./errors";

@@ -1,4 +1,5 @@
 /** The producer: PUSH with ids it makes itself, retries, and the disk spool for when Redis cannot take a message. */
+import * as path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
 import { Client, ClientOptions } from "./client";
@@ -6,10 +7,19 @@ import { ConfigError, NotStored, Refused, RmqError, SpoolError, Unavailable } fr
 import { DrainReport, SendStopped, Spool, SpoolRecord, SpoolStatus } from "./spool";
 import { Body, buildPush, newId, Push, pushArgs, Pushed, PushOptions } from "./types";
 
-export const DEFAULT_SPOOL = "./datas/rmq";
+/**
+ * The default spool, as in every rmq client: `$RMQ_SPOOL`, else `rmq/spool` in the user's state
+ * directory (`$XDG_STATE_HOME`, or `~/.local/state`); never the working directory.
+ */
+export function defaultSpoolDir(): string {
+  if (process.env.RMQ_SPOOL) return process.env.RMQ_SPOOL;
+  let state = process.env.XDG_STATE_HOME;
+  if (!state || !path.isAbsolute(state)) state = process.env.HOME ? path.join(process.env.HOME, ".local", "state") : undefined;
+  return state ? path.join(state, "rmq", "spool") : "rmq-spool";
+}
 
 export interface ProducerOptions {
-  /** The spool directory (default `./datas/rmq`); null turns spooling off (a push Redis cannot take then rejects with Unavailable). */
+  /** The spool directory (default {@link defaultSpoolDir}; give each Redis server its own); null turns spooling off (a push Redis cannot take then rejects with Unavailable). */
   spoolDir?: string | null;
   /** Tries of a push Redis could not take before it is spooled (default 3). */
   retries?: number;
@@ -63,7 +73,7 @@ export class Producer {
   constructor(client: Client | string, opts: ProducerOptions = {}, clientOptions?: ClientOptions) {
     this.ownClient = typeof client === "string";
     this.client = typeof client === "string" ? new Client(client, clientOptions) : client;
-    this.spoolDir = opts.spoolDir === undefined ? DEFAULT_SPOOL : opts.spoolDir;
+    this.spoolDir = opts.spoolDir === undefined ? defaultSpoolDir() : opts.spoolDir;
     this.retries = opts.retries ?? 3;
     if (!Number.isInteger(this.retries) || this.retries < 0) throw new ConfigError("retries must be an integer >= 0");
     this.backoff = opts.retryBackoffMs ?? 50;

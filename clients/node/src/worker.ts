@@ -52,7 +52,7 @@ export type Handler = (m: Message, ctx: JobContext) => unknown;
 export interface WorkerOptions {
   /** How long a fetched message stays invisible to others (default 30000 ms); it is TOUCHed every lockMs / 2 while its handler runs. */
   lockMs?: number;
-  /** The longest a handler may run; past it the job is abandoned and the message NACKed RETRY with reason `timeout` (default: no limit). */
+  /** The longest a handler may run; past it the job is abandoned and the message NACKed RETRY with reason `timeout after N ms` (default: no limit). */
   timeoutMs?: number;
   /** Handlers running at once (default 8). */
   concurrency?: number;
@@ -269,7 +269,7 @@ export class Worker {
       if (now >= deadline) {
         ac.abort(new Error("timeout"));
         console.warn(`rmq worker: message ${m.id} ran past its timeout; NACK RETRY`);
-        await this.finish(m, "retry", "timeout", undefined, "timedOut", true);
+        await this.finish(m, "retry", `timeout after ${this.timeoutMs} ms`, undefined, "timedOut", true);
         return;
       }
       if (now >= nextTouch) {

@@ -3,7 +3,7 @@
 const { test } = require("node:test");
 const assert = require("node:assert/strict");
 
-const { Client, Refused, Unavailable, InvalidMessage } = require("../dist");
+const { Client, Refused, Unavailable, InvalidMessage, NotInstalled } = require("../dist");
 const { editions, editionOpts, Server, deadUrl } = require("./helpers");
 
 for (const ed of editions()) {
@@ -99,7 +99,7 @@ test("the Lua library is loaded only by commands that write", async () => {
   const c = new Client(srv.url);
   try {
     assert.equal(await c.edition(), "lua");
-    await assert.rejects(c.stats("jobs"), (e) => e instanceof Refused && /not loaded/.test(e.message));
+    await assert.rejects(c.stats("jobs"), (e) => e instanceof NotInstalled && e instanceof Refused && /rmq is not installed on redis:\/\/127/.test(e.message));
     assert.deepEqual(await c.raw(["FUNCTION", "LIST"]), []);
     await c.push("jobs", "x");
     assert.equal((await c.stats("jobs")).ready, 1);

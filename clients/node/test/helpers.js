@@ -54,7 +54,12 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** The editions to test: RMQ_CLIENT_EDITIONS=lua,module (default both; module skipped when not built). */
 function editions() {
   const spec = process.env.RMQ_CLIENT_EDITIONS || "lua,module";
-  return spec.split(",").map((s) => s.trim()).filter(Boolean);
+  const eds = spec.split(",").map((s) => s.trim()).filter(Boolean);
+  // A misspelled list must fail, not pass having tested nothing.
+  if (!eds.length || eds.some((e) => e !== "lua" && e !== "module")) {
+    throw new Error(`RMQ_CLIENT_EDITIONS=${spec}: editions are lua and module`);
+  }
+  return eds;
 }
 
 /** test() options for an edition: skipped (and reported) when the module is not built. */

@@ -113,9 +113,14 @@ class Server:
 
 def editions() -> List[str]:
     spec = os.environ.get("RMQ_CLIENT_EDITIONS")
-    if spec:
-        return [e.strip() for e in spec.split(",") if e.strip()]
-    return ["lua", "module"]
+    if not spec:
+        return ["lua", "module"]
+    eds = [e.strip() for e in spec.split(",") if e.strip()]
+    bad = [e for e in eds if e not in ("lua", "module")]
+    if bad or not eds:
+        # A misspelled list must fail, not pass having tested nothing.
+        raise pytest.UsageError(f"RMQ_CLIENT_EDITIONS={spec!r}: editions are lua and module")
+    return eds
 
 
 @pytest.fixture(params=editions())

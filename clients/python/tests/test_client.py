@@ -80,7 +80,7 @@ def test_lua_library_is_loaded_only_by_commands_that_write() -> None:
     try:
         with rmq.Client(srv.url) as c:
             assert c.edition() == "lua"
-            with pytest.raises(rmq.Refused, match="not loaded"):
+            with pytest.raises(rmq.NotInstalled, match="rmq is not installed on redis://127.0.0.1"):
                 c.stats("jobs")
             assert c.raw("FUNCTION", "LIST") == []
             c.push("jobs", "x")  # writes: loads the library

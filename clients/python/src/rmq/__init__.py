@@ -13,6 +13,7 @@ These are the blocking classes; ``rmq.aio`` has the same three for asyncio.
 from .errors import (
     ConfigError,
     InvalidMessage,
+    NotInstalled,
     NotStored,
     ProtocolError,
     Refused,
@@ -51,5 +52,6 @@ __all__ = [
     "ProtocolError",
     "SpoolError",
     "NotStored",
+    "NotInstalled",
     "new_id",
 ]

@@ -18,6 +18,11 @@ class Refused(RmqError):
     help; the producer reports it and never spools it."""
 
 
+class NotInstalled(Refused):
+    """The server has neither the rmq module nor the rmq Lua library, and the command only reads
+    (a command that writes, such as a push or a fetch, loads the library)."""
+
+
 class InvalidMessage(RmqError, ValueError):
     """The message breaks a rule of the server (queue name, id, headers, DELAY with AT) and was
     refused before anything was sent, even while Redis is down."""

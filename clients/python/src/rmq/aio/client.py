@@ -3,6 +3,7 @@ library), error sorting, and typed wrappers of every command."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import time
@@ -14,7 +15,7 @@ import redis.exceptions as rex
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ..errors import ConfigError, ProtocolError, Refused, RmqError, Unavailable
+from ..errors import ConfigError, NotInstalled, ProtocolError, Refused, RmqError, Unavailable
 from ..types import (
     Duration,
     LogEntry,
@@ -42,6 +43,13 @@ _UNAVAILABLE_CODES = frozenset(
 _CODE = re.compile(r"^[A-Z]{3,}\b")
 
 EDITIONS = ("auto", "module", "lua")
+
+log = logging.getLogger("rmq.client")
+
+
+def _display(url: str) -> str:
+    """The URL without its password."""
+    return re.sub(r"//[^@/]*@", "//***@", url)
 
 
 def make_client(client: "Union[Client, str]", settings: Dict[str, Any]) -> "Client":
@@ -253,11 +261,12 @@ class Client:
                 if await self.edition() == "module":
                     return True
             if name in READERS:
-                raise Refused(
-                    "the rmq Lua library is not loaded on this server and this command only "
-                    "reads (a command that writes, such as push or fetch, loads it)"
+                raise NotInstalled(
+                    f"rmq is not installed on {_display(self.url)}: neither the RMQ module nor the "
+                    "rmq Lua library is loaded (a command that writes, such as a push, loads the library)"
                 )
             await self.load_lua()
+            log.warning("rmq: loaded the rmq Lua library on %s (FUNCTION LOAD)", _display(self.url))
             return True
         if ed == "module" and "unknown command" in lower and self.edition_choice == "auto":
             self._edition = None

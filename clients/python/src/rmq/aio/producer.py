@@ -14,7 +14,21 @@ from .client import Client, make_client
 
 log = logging.getLogger("rmq.producer")
 
-DEFAULT_SPOOL = os.path.join(".", "datas", "rmq")
+def default_spool_dir() -> str:
+    """The default spool, as in every rmq client: ``$RMQ_SPOOL``, else ``rmq/spool`` in the
+    user's state directory (``$XDG_STATE_HOME``, or ``~/.local/state``); never the working
+    directory."""
+    env = os.environ.get("RMQ_SPOOL")
+    if env:
+        return env
+    state = os.environ.get("XDG_STATE_HOME")
+    if not state or not os.path.isabs(state):
+        home = os.environ.get("HOME")
+        state = os.path.join(home, ".local", "state") if home else None
+    return os.path.join(state, "rmq", "spool") if state else "rmq-spool"
+
+
+DEFAULT_SPOOL = object()  # "the default spool", resolved when the producer is made
 
 
 def _record(p: Push) -> SpoolRecord:
@@ -40,7 +54,7 @@ class Producer:
         self,
         client: Union[Client, str],
         *,
-        spool_dir: Union[str, "os.PathLike[str]", None] = DEFAULT_SPOOL,
+        spool_dir: Union[str, "os.PathLike[str]", None, object] = DEFAULT_SPOOL,
         retries: int = 3,
         retry_backoff: Duration = 0.05,
         retry_backoff_max: Duration = 1.0,
@@ -48,13 +62,16 @@ class Producer:
         background_drain: bool = True,
         **client_settings: Any,
     ) -> None:
-        """``spool_dir=None`` turns spooling off: a push Redis cannot take then raises
+        """``spool_dir``: the spool directory (default: see :func:`default_spool_dir`); give each
+        Redis server its own. ``spool_dir=None`` turns spooling off: a push Redis cannot take then raises
         Unavailable. ``retries``: tries of a push Redis could not take before it is spooled,
         with pauses from ``retry_backoff`` doubling up to ``retry_backoff_max`` (seconds).
         ``client`` is a Client, or a URL with client settings (``connect_timeout=`` ...)."""
         self._own_client = isinstance(client, str)
         self.client = make_client(client, client_settings)
-        self.spool_dir = None if spool_dir is None else os.fspath(spool_dir)
+        if spool_dir is DEFAULT_SPOOL:
+            spool_dir = default_spool_dir()
+        self.spool_dir = None if spool_dir is None else os.fspath(spool_dir)  # type: ignore[arg-type]
         if retries < 0:
             raise ConfigError("retries must be >= 0")
         self.retries = retries

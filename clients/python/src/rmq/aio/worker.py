@@ -119,8 +119,8 @@ class Worker:
     ) -> None:
         """``lock``: how long a fetched message stays invisible to others; it is TOUCHed every
         ``lock / 2`` while its handler runs. ``timeout``: the longest a handler may run; past it
-        the job is abandoned and the message NACKed RETRY with reason ``timeout`` (None: no
-        limit). ``grace``: after a stop, how long running handlers may take to finish; those
+        the job is abandoned and the message NACKed RETRY with reason ``timeout after N ms``
+        (None: no limit). ``grace``: after a stop, how long running handlers may take to finish; those
         still running are abandoned and their messages come back when their lock runs out.
         ``retry_is_error``: a retry outcome goes to errors instead. ``no_handler_is_error``: a
         tag with no handler goes to errors (else it is ACKed and dropped). ``handle_signals``:
@@ -282,7 +282,8 @@ class Worker:
                 job.cancel()  # abandoned (timeout, or the grace period ended)
         if outcome is None:
             log.warning("rmq worker: message %s ran past its timeout; NACK RETRY", m.id)
-            await self._finish(m, "retry", "timeout", None, "timed_out", force_retry=True)
+            reason = f"timeout after {int(round((self.timeout or 0) * 1000))} ms"
+            await self._finish(m, "retry", reason, None, "timed_out", force_retry=True)
             return
         await self._finish(m, outcome.kind, outcome.reason, outcome.delay, None)
 
