@@ -242,13 +242,13 @@ class Client {
                 return await this.raw(Client.build(ed, name, q, args), timeoutMs, conn);
             }
             catch (e) {
-                if (e instanceof errors_1.Refused && tries < 3 && (await this.recoverable(ed, name, e.message)))
+                if (e instanceof errors_1.Refused && tries < 3 && (await this.recoverable(ed, readsOnly(name, args), e.message)))
                     continue;
                 throw e;
             }
         }
     }
-    async recoverable(ed, name, text) {
+    async recoverable(ed, reads, text) {
         const lower = text.toLowerCase();
         if (ed === "lua" && lower.includes("function not found")) {
             if (this.editionChoice === "auto") {
@@ -256,7 +256,7 @@ class Client {
                 if ((await this.edition()) === "module")
                     return true;
             }
-            if (exports.READERS.has(name)) {
+            if (reads) {
                 throw new errors_1.NotInstalled(`rmq is not installed on ${this.displayUrl()}: neither the RMQ module nor the rmq Lua library ` +
                     "is loaded (a command that writes, such as a push, loads the library)");
             }
@@ -301,7 +301,8 @@ class Client {
                 throw new errors_1.Unavailable("pipeline not sent");
             const out = res.map(([err, v]) => (err ? classify(err) : v));
             const first = out.find((r) => r instanceof errors_1.Refused);
-            if (first && tries < 3 && (await this.recoverable(ed, cmds[0][0], first.message)))
+            const reads = cmds.every(([n, , a]) => readsOnly(n, a));
+            if (first && tries < 3 && (await this.recoverable(ed, reads, first.message)))
                 continue;
             if (out.some((r) => r instanceof errors_1.Unavailable))
                 throw out.find((r) => r instanceof errors_1.Unavailable);
@@ -464,6 +465,12 @@ class Client {
     }
 }
 exports.Client = Client;
+/** Commands that only read never load the Lua library (CONFIG GET too, though the library's rmq_config also writes). */
+function readsOnly(name, args) {
+    if (exports.READERS.has(name))
+        return true;
+    return name === "config" && args.length > 0 && String(args[0]).toUpperCase() === "GET";
+}
 function text(v) {
     return Buffer.isBuffer(v) ? v.toString("utf8") : String(v);
 }

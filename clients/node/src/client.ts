@@ -233,20 +233,20 @@ export class Client {
       try {
         return await this.raw(Client.build(ed, name, q, args), timeoutMs, conn);
       } catch (e) {
-        if (e instanceof Refused && tries < 3 && (await this.recoverable(ed, name, e.message))) continue;
+        if (e instanceof Refused && tries < 3 && (await this.recoverable(ed, readsOnly(name, args), e.message))) continue;
         throw e;
       }
     }
   }
 
-  private async recoverable(ed: Edition, name: string, text: string): Promise<boolean> {
+  private async recoverable(ed: Edition, reads: boolean, text: string): Promise<boolean> {
     const lower = text.toLowerCase();
     if (ed === "lua" && lower.includes("function not found")) {
       if (this.editionChoice === "auto") {
         this.ed = null; // maybe the module is there now
         if ((await this.edition()) === "module") return true;
       }
-      if (READERS.has(name)) {
+      if (reads) {
         throw new NotInstalled(
           `rmq is not installed on ${this.displayUrl()}: neither the RMQ module nor the rmq Lua library ` +
             "is loaded (a command that writes, such as a push, loads the library)",
@@ -291,7 +291,8 @@ export class Client {
       if (!res) throw new Unavailable("pipeline not sent");
       const out = res.map(([err, v]) => (err ? classify(err) : v));
       const first = out.find((r) => r instanceof Refused) as Refused | undefined;
-      if (first && tries < 3 && (await this.recoverable(ed, cmds[0][0], first.message))) continue;
+      const reads = cmds.every(([n, , a]) => readsOnly(n, a));
+      if (first && tries < 3 && (await this.recoverable(ed, reads, first.message))) continue;
       if (out.some((r) => r instanceof Unavailable)) throw out.find((r) => r instanceof Unavailable);
       return out;
     }
@@ -458,6 +459,12 @@ export class Client {
   async replay(queue: string, from: number, to?: number): Promise<number> {
     return Number(await this.call("replay", queue, ["FROM", from, ...(to === undefined ? [] : ["TO", to])]));
   }
+}
+
+/** Commands that only read never load the Lua library (CONFIG GET too, though the library's rmq_config also writes). */
+function readsOnly(name: string, args: Arg[]): boolean {
+  if (READERS.has(name)) return true;
+  return name === "config" && args.length > 0 && String(args[0]).toUpperCase() === "GET";
 }
 
 function text(v: unknown): string {

@@ -100,6 +100,7 @@ test("the Lua library is loaded only by commands that write", async () => {
   try {
     assert.equal(await c.edition(), "lua");
     await assert.rejects(c.stats("jobs"), (e) => e instanceof NotInstalled && e instanceof Refused && /rmq is not installed on redis:\/\/127/.test(e.message));
+    await assert.rejects(c.configGet("jobs"), NotInstalled);
     assert.deepEqual(await c.raw(["FUNCTION", "LIST"]), []);
     await c.push("jobs", "x");
     assert.equal((await c.stats("jobs")).ready, 1);

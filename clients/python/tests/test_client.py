@@ -82,6 +82,8 @@ def test_lua_library_is_loaded_only_by_commands_that_write() -> None:
             assert c.edition() == "lua"
             with pytest.raises(rmq.NotInstalled, match="rmq is not installed on redis://127.0.0.1"):
                 c.stats("jobs")
+            with pytest.raises(rmq.NotInstalled):
+                c.config_get("jobs")
             assert c.raw("FUNCTION", "LIST") == []
             c.push("jobs", "x")  # writes: loads the library
             assert c.stats("jobs").ready == 1

@@ -47,6 +47,14 @@ EDITIONS = ("auto", "module", "lua")
 log = logging.getLogger("rmq.client")
 
 
+def _reads_only(name: str, args: Sequence[Any]) -> bool:
+    """Commands that only read never load the Lua library (CONFIG GET too, though the library's
+    rmq_config also writes)."""
+    if name in READERS:
+        return True
+    return name == "config" and bool(args) and str(args[0]).upper() == "GET"
+
+
 def _display(url: str) -> str:
     """The URL without its password."""
     return re.sub(r"//[^@/]*@", "//***@", url)
@@ -246,12 +254,12 @@ class Client:
             try:
                 return await self.raw(*self._build(ed, name, q, args), timeout=timeout)
             except Refused as e:
-                if tries < 3 and await self._recoverable(ed, name, str(e)):
+                if tries < 3 and await self._recoverable(ed, _reads_only(name, args), str(e)):
                     continue
                 raise
         raise AssertionError("unreachable")
 
-    async def _recoverable(self, ed: str, name: str, text: str) -> bool:
+    async def _recoverable(self, ed: str, reads_only: bool, text: str) -> bool:
         """After an error that says the edition is not what we thought, fixes that and says
         whether to try again."""
         lower = text.lower()
@@ -260,7 +268,7 @@ class Client:
                 self._edition = None  # maybe the module is there now
                 if await self.edition() == "module":
                     return True
-            if name in READERS:
+            if reads_only:
                 raise NotInstalled(
                     f"rmq is not installed on {_display(self.url)}: neither the RMQ module nor the "
                     "rmq Lua library is loaded (a command that writes, such as a push, loads the library)"
@@ -292,7 +300,8 @@ class Client:
                 raise classify(e) from None
             out = [classify(r) if isinstance(r, Exception) else r for r in res]
             first = next((r for r in out if isinstance(r, Refused)), None)
-            if first is not None and tries < 3 and await self._recoverable(ed, cmds[0][0], str(first)):
+            reads = all(_reads_only(n, a) for n, _, a in cmds)
+            if first is not None and tries < 3 and await self._recoverable(ed, reads, str(first)):
                 continue
             return out
         raise AssertionError("unreachable")
