@@ -1692,6 +1692,22 @@ local MIN_ARGS = { push = 1, ack = 1, nack = 1, touch = 1, get = 1, del = 1, req
 local ALLOW_OOM = { fetch = true, ack = true, nack = true, touch = true, recover = true, purge = true,
     del = true, requeue = true, config = true }
 
+-- The queue's keys in the order a cluster client declares them after the queue name
+-- (FCALL rmq_x 11 q msg:{q} … log:{q}): with every key declared, Redis itself refuses
+-- (TRYAGAIN, ASK) a call while the queue's slot moves between nodes, instead of letting it
+-- run on a node that holds only part of the queue.
+local KEY_ORDER = { 'msg', 'dly', 'bak', 'inf', 'fai', 'err', 'cfg', 'st', 'dup', 'log' }
+
+local function declares_every_key(q, keys)
+    local k = keys_of(q)
+    for i, name in ipairs(KEY_ORDER) do
+        if keys[i + 1] ~= k[name] then
+            return false
+        end
+    end
+    return true
+end
+
 local function register(name, readonly)
     local handler = commands[name]
     local fname = 'rmq_' .. name
@@ -1699,13 +1715,17 @@ local function register(name, readonly)
     local def = {
         function_name = fname,
         callback = function(keys, args)
-            if #keys ~= nkeys then
+            if #keys ~= nkeys and not (nkeys == 1 and #keys == 1 + #KEY_ORDER) then
                 if nkeys == 0 then
                     return redis.error_reply('ERR ' .. fname .. ' takes no keys')
                 end
                 return redis.error_reply('ERR ' .. fname .. ' takes exactly one key, the queue name')
             end
             local q = keys[1]
+            if #keys > 1 and not (valid_queue(q) and declares_every_key(q, keys)) then
+                return redis.error_reply('ERR ' .. fname .. ' with 11 keys takes the queue name and then ' ..
+                    'msg:{q} dly:{q} bak:{q} inf:{q} fai:{q} err:{q} cfg:{q} st:{q} dup:{q} log:{q}')
+            end
             if #args < (MIN_ARGS[name] or 0) then
                 return redis.error_reply("ERR wrong number of arguments for 'rmq." .. name .. "' command")
             end
