@@ -1107,12 +1107,16 @@ function commands.recover(q, args)
 end
 
 -- RMQ.STATS q
--- Keys: msg dly bak fai err st. Reply: map of integers (ready delayed inflight failed
--- errors pushed acked retried dead errored dups offset oldest_ready_ms).
+-- Keys: msg dly bak fai err st cfg. Reply: map of integers (ready delayed inflight failed
+-- errors pushed acked retried dead errored dups offset oldest_ready_ms removed paused).
 function commands.stats(q, args)
     no_more(args, 1)
     local k = keys_of(q)
     local now = clock()
+    local paused = tonumber(call('HGET', k.cfg, 'paused') or '')
+    if paused == nil or paused > 1 then
+        paused = node_defaults()['paused'] or 0
+    end
     local names = { 'retried', 'dead', 'errored', 'dups', 'offset', 'removed' }
     local vals = call('HMGET', k.st, unpack(names))
     local m = {
@@ -1128,7 +1132,7 @@ function commands.stats(q, args)
     m.pushed = m.offset
     local held = m.ready + m.delayed + m.inflight + m.failed + m.errors
     m.acked = math.max(0, m.offset - held - m.removed)
-    m.removed = nil
+    m.paused = paused
     local first = call('LINDEX', k.msg, 0)
     if first then
         local ok, rec = pcall(decode, first)
