@@ -11,7 +11,6 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
-use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use redis_module::{raw, Context, RedisValue};
@@ -73,25 +72,4 @@ pub fn check_stable(ctx: Ctx, q: &[u8]) -> Result<()> {
 /// loading or a role change).
 pub fn stale() {
     STALE.store(true, Ordering::Relaxed);
-}
-
-/// Sees every command before it runs: a CLUSTER SETSLOT may change the moving slots.
-extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
-    // SAFETY: the filter context Redis hands in; arguments are read, never kept.
-    let (name, sub) = unsafe {
-        let get = raw::RedisModule_CommandFilterArgGet.unwrap();
-        let n = raw::RedisModule_CommandFilterArgsCount.unwrap()(fctx);
-        if n < 2 {
-            return;
-        }
-        (ffi::bytes_of(get(fctx, 0)), ffi::bytes_of(get(fctx, 1)))
-    };
-    if name.eq_ignore_ascii_case(b"cluster") && sub.eq_ignore_ascii_case(b"setslot") {
-        stale();
-    }
-}
-
-pub fn start(ctx: Ctx) {
-    // SAFETY: the OnLoad context; the filter lives as long as the module.
-    unsafe { raw::RedisModule_RegisterCommandFilter.unwrap()(ctx, Some(filter), 0 as c_int) };
 }

@@ -181,7 +181,8 @@ impl<'q> RedisStore<'q> {
                 unsafe { raw::RedisModule_SignalModifiedKey.unwrap()(self.ctx, name) };
             }
         }
-        for e in &effects {
+        let propagate = crate::propagation::needed(self.ctx);
+        for e in effects.iter().filter(|_| propagate) {
             let mut argv = vec![self.name(e.key)];
             let count;
             if e.command == c"LPOP" {
