@@ -20,24 +20,50 @@ valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" \
   --loadmodule "$MODULE" > "$WORK/valgrind.log" 2>&1 &
 for _ in $(seq 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.2; done
 
-# One pipelined stream of commands; receipts are predictable (<offset>-1 on a first delivery).
-python3 - "$N" "$BODY_BYTES" > "$WORK/commands" <<'PY'
-import sys
-n, size = int(sys.argv[1]), int(sys.argv[2])
+# Pipelined streams of commands over one connection. Receipts carry a random part, so the ACKs
+# use the receipts the FETCHes gave.
+python3 - "$PORT" "$N" "$BODY_BYTES" <<'PY'
+import socket, sys
+port, n, size = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 body = "x" * size
+sock = socket.create_connection(("127.0.0.1", port))
+buf = sock.makefile("rb")
+
 def cmd(*a):
-    return "*%d\r\n" % len(a) + "".join("$%d\r\n%s\r\n" % (len(x), x) for x in a)
-out = sys.stdout.write
-for i in range(n): out(cmd("RMQ.PUSH", "q", body))
-for i in range(n): out(cmd("RMQ.FETCH", "q"))
-for i in range(1, n + 1): out(cmd("RMQ.ACK", "q", "%d-1" % i))
-for i in range(1, n + 1): out(cmd("XADD", "s", "%d-1" % i, "b", body))
-out(cmd("XGROUP", "CREATE", "s", "g", "0"))
-for i in range(n): out(cmd("XREADGROUP", "GROUP", "g", "c", "COUNT", "1", "STREAMS", "s", ">"))
-for i in range(1, n + 1): out(cmd("XACK", "s", "g", "%d-1" % i))
-for i in range(1, n + 1): out(cmd("XDEL", "s", "%d-1" % i))
+    return ("*%d\r\n" % len(a) + "".join("$%d\r\n%s\r\n" % (len(x), x) for x in a)).encode()
+
+def read():
+    line = buf.readline()
+    kind, rest = line[:1], line[1:-2]
+    if kind in (b"+", b"-", b":"):
+        return rest
+    if kind == b"$":
+        ln = int(rest)
+        if ln < 0:
+            return None
+        data = buf.read(ln + 2)[:-2]
+        return data
+    if kind == b"*":
+        ln = int(rest)
+        return None if ln < 0 else [read() for _ in range(ln)]
+    raise ValueError(line)
+
+def run(commands):
+    sock.sendall(b"".join(commands))
+    return [read() for _ in commands]
+
+run([cmd("RMQ.PUSH", "q", body) for _ in range(n)])
+receipts = []
+for reply in run([cmd("RMQ.FETCH", "q") for _ in range(n)]):
+    fields = reply[0]
+    receipts.append(fields[fields.index(b"receipt") + 1].decode())
+run([cmd("RMQ.ACK", "q", r) for r in receipts])
+run([cmd("XADD", "s", "%d-1" % i, "b", body) for i in range(1, n + 1)])
+run([cmd("XGROUP", "CREATE", "s", "g", "0")])
+run([cmd("XREADGROUP", "GROUP", "g", "c", "COUNT", "1", "STREAMS", "s", ">") for _ in range(n)])
+run([cmd("XACK", "s", "g", "%d-1" % i) for i in range(1, n + 1)])
+run([cmd("XDEL", "s", "%d-1" % i) for i in range(1, n + 1)])
 PY
-redis-cli -p "$PORT" --pipe < "$WORK/commands" > /dev/null
 redis-cli -p "$PORT" shutdown nosave > /dev/null 2>&1 || true
 wait
 

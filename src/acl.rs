@@ -43,6 +43,12 @@ impl CurrentUser {
         self.may(ctx, q, raw::REDISMODULE_CMD_KEY_ACCESS)
     }
 
+    /// Whether the user may read any key (`~*` or `%R~*`): then no name needs checking. Asked
+    /// of a name no queue and no narrower pattern has.
+    pub fn may_read_every_key(&self, ctx: Ctx) -> bool {
+        self.may_read(ctx, b"\xff rmq: any key \xff")
+    }
+
     /// Whether the user's key patterns let it change the queue `q`.
     pub fn may_write(&self, ctx: Ctx, q: &[u8]) -> bool {
         self.may(ctx, q, raw::REDISMODULE_CMD_KEY_UPDATE)

@@ -144,6 +144,7 @@ fn raw_args(args: &[Arg], strings: &mut Strings, arenas: &mut Vec<Vec<raw::Redis
 
 /// Sets the command's info (COMMAND INFO / DOCS, key specs). Redis copies it all.
 pub fn set(command: *mut raw::RedisModuleCommand, doc: &Doc) -> bool {
+    // SAFETY: reading a function pointer Redis filled in at load (None on a Redis without it).
     let Some(set_info) = (unsafe { raw::RedisModule_SetCommandInfo }) else { return false };
     let mut strings = Strings::default();
     let mut arenas = Vec::new();
@@ -167,6 +168,7 @@ pub fn set(command: *mut raw::RedisModuleCommand, doc: &Doc) -> bool {
         spec.fk.range.limit = 0;
         key_specs.push(spec);
     }
+    // SAFETY: the zeroed key spec that closes the array.
     key_specs.push(unsafe { std::mem::zeroed() });
     let args = raw_args(&doc.args, &mut strings, &mut arenas);
     let info = raw::RedisModuleCommandInfo {

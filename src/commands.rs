@@ -9,7 +9,7 @@ use rmq_core::{Error, Result};
 
 use crate::ffi::{self, reply_array, reply_bulk, reply_int, reply_map, reply_null, Ctx, RStr};
 use crate::store::RedisStore;
-use crate::{acl, config, registry, settings_cache};
+use crate::{acl, cluster, config, registry, settings_cache};
 
 /// The queue logic on `q`'s keys, with its settings, at the command's `now`.
 fn queue_of<'s, 'q>(ctx: Ctx, q: &[u8], store: &'s mut RedisStore<'q>) -> Queue<'s, RedisStore<'q>> {
@@ -18,12 +18,14 @@ fn queue_of<'s, 'q>(ctx: Ctx, q: &[u8], store: &'s mut RedisStore<'q>) -> Queue<
     Queue::with_settings(store, set, ffi::now_ms())
 }
 
-/// Checks the arity and the queue name, in that order.
-fn queue<'a>(_ctx: Ctx, argv: &[&'a [u8]], min_args: usize, name: &'static str) -> Result<&'a [u8]> {
+/// Checks the arity and the queue name, in that order, and that the queue's slot is not
+/// moving between cluster nodes.
+fn queue<'a>(ctx: Ctx, argv: &[&'a [u8]], min_args: usize, name: &'static str) -> Result<&'a [u8]> {
     if argv.len() < min_args {
         return Err(Error::WrongArity(name));
     }
     check_queue(argv[1])?;
+    cluster::check_stable(ctx, argv[1])?;
     Ok(argv[1])
 }
 
@@ -147,7 +149,7 @@ pub fn recover(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
 pub fn stats(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     let q = queue(ctx, argv, 2, "rmq.stats")?;
     args::nothing(&argv[2..])?;
-    let mut store = RedisStore::new(ctx, q);
+    let mut store = RedisStore::reading(ctx, q);
     let fields = queue_of(ctx, q, &mut store).stats()?;
     reply_map(ctx, fields.len());
     for (name, v) in fields {
@@ -163,7 +165,7 @@ pub fn stats(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
 pub fn get(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     let q = queue(ctx, argv, 3, "rmq.get")?;
     let id = args::get(&argv[2..])?;
-    let mut store = RedisStore::new(ctx, q);
+    let mut store = RedisStore::reading(ctx, q);
     match queue_of(ctx, q, &mut store).get(id)? {
         Some(found) => reply_found(ctx, &found),
         None => reply_null(ctx),
@@ -254,11 +256,16 @@ pub fn queues(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     args::nothing(&argv[1..])?;
     let db = ffi::selected_db(ctx);
     let user = acl::CurrentUser::of(ctx);
-    let names: Vec<Vec<u8>> = registry::names(db).into_iter().filter(|q| check_queue(q).is_ok() && user.may_read(ctx, q)).collect();
-    reply_array(ctx, names.len());
-    for q in &names {
-        reply_bulk(ctx, q);
-    }
+    let every_key = user.may_read_every_key(ctx);
+    ffi::reply_array_postponed(ctx);
+    let mut n = 0;
+    registry::each_name(db, |q| {
+        if check_queue(q).is_ok() && (every_key || user.may_read(ctx, q)) {
+            reply_bulk(ctx, q);
+            n += 1;
+        }
+    });
+    ffi::reply_set_array_length(ctx, n);
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use crate::config;
 use crate::ffi::{self, Ctx};
 use crate::safety::quietly;
 use crate::store::RedisStore;
-use crate::{registry, schedule, settings_cache};
+use crate::{cluster, registry, schedule, settings_cache};
 
 /// Work per tick stops once this much time is spent (checked between batches).
 const TICK_BUDGET: Duration = Duration::from_millis(1);
@@ -46,6 +46,7 @@ pub fn module_ctx() -> Ctx {
 }
 
 pub fn start(ctx: Ctx) {
+    // SAFETY: the OnLoad context; the detached context lives as long as the module.
     let detached = unsafe { raw::RedisModule_GetDetachedThreadSafeContext.unwrap()(ctx) };
     MODULE_CTX.store(detached, Ordering::Relaxed);
     check_eviction_policy(ctx);
@@ -57,6 +58,7 @@ fn arm(ms: i64) {
     if ctx.is_null() {
         return;
     }
+    // SAFETY: a context that outlives the timer; `tick` runs on the main thread.
     let id = unsafe { raw::RedisModule_CreateTimer.unwrap()(ctx, ms, Some(tick), std::ptr::null_mut()) };
     *TIMER.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
 }
@@ -68,6 +70,7 @@ pub fn rearm() {
         return; // still loading: start() arms with the loaded value
     }
     if let Some(id) = TIMER.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        // SAFETY: a timer this module created; a fired one is refused, not undefined.
         unsafe { raw::RedisModule_StopTimer.unwrap()(ctx, id, std::ptr::null_mut()) };
     }
     arm(config::guard_interval_ms() as i64);
@@ -84,6 +87,7 @@ extern "C" fn tick(ctx: Ctx, _data: *mut c_void) {
         }
         if !CARRYING_ON.load(Ordering::Relaxed) {
             check_eviction_policy(ctx);
+            cluster::stale();
         }
         let left = run(ctx);
         CARRYING_ON.store(left, Ordering::Relaxed);
@@ -102,6 +106,11 @@ fn run(ctx: Ctx) -> bool {
     while !over() {
         let Some((db, q)) = schedule::take_due(now) else { break };
         ffi::select_db(ctx, db);
+        if cluster::moving(ctx, &q) {
+            // Part of the queue may already be on the other node: later.
+            schedule::at_most(db, &q, now + config::guard_interval_ms());
+            continue;
+        }
         let mut store = RedisStore::new(ctx, &q);
         let set = settings_cache::get(ctx, &q, &mut store);
         store.set_dedup_window(set.dedup_window_ms);

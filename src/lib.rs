@@ -13,10 +13,13 @@
 //! - `registry`: which queues this node holds; `events`: keyspace and server events;
 //!   `info`: INFO rmq; `config`: module settings; `settings_cache`: per-queue settings
 //! - `acl`: ACL checks beyond key specs; `command_info`: COMMAND INFO / DOCS
+//! - `cluster`: refuses commands (TRYAGAIN) while a queue's slot moves between nodes
+//! - `propagation`: whether effects must be built for replicas and the AOF at all
 //! - `safety`: no panic crosses into Redis
 
 mod acl;
 mod block;
+mod cluster;
 mod command_info;
 mod commands;
 mod config;
@@ -26,6 +29,7 @@ mod guard;
 mod info;
 mod lua;
 mod msgpack_lua;
+mod propagation;
 mod registry;
 mod safety;
 mod schedule;
@@ -320,6 +324,10 @@ fn commands() -> Vec<(&'static CStr, Handler, &'static CStr, Doc)> {
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     let raw_ctx = ctx.ctx;
+    // The store signals the keys it changed itself (store.rs), so that keys opened for
+    // writing but left as they were do not count as modified for WATCH.
+    // SAFETY: the OnLoad context.
+    unsafe { raw::RedisModule_SetModuleOptions.unwrap()(raw_ctx, raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as i32) };
     for (name, handler, flags, doc) in commands() {
         // SAFETY: the OnLoad context; names and flags are static C strings. Key positions
         // come from the key specs set right after (0, 0, 0 here, as Redis asks then).
@@ -332,6 +340,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         }
     }
     events::subscribe(raw_ctx);
+    propagation::start(raw_ctx);
     // SAFETY: the OnLoad context; the callback lives as long as the module.
     unsafe { raw::RedisModule_RegisterInfoFunc.unwrap()(raw_ctx, Some(info::info)) };
     guard::start(raw_ctx);
@@ -369,15 +378,15 @@ redis_module! {
     commands: [],
     configurations: [
         i64: [
-            ["lock-ms", &LOCK_MS, 30_000, 1, MAX, ConfigurationFlags::DEFAULT, on_setting_changed()],
-            ["guard-interval-ms", &GUARD_INTERVAL_MS, 3_000, 1, 86_400_000, ConfigurationFlags::DEFAULT, on_guard_interval_changed()],
-            ["max-attempts", &MAX_ATTEMPTS, 5, 1, MAX, ConfigurationFlags::DEFAULT, on_setting_changed()],
-            ["backoff-ms", &BACKOFF_MS, 1_000, 0, MAX, ConfigurationFlags::DEFAULT, on_setting_changed()],
-            ["backoff-max-ms", &BACKOFF_MAX_MS, 3_600_000, 0, MAX, ConfigurationFlags::DEFAULT, on_setting_changed()],
-            ["dedup-window-ms", &DEDUP_WINDOW_MS, 3_600_000, 0, MAX, ConfigurationFlags::DEFAULT, on_setting_changed()],
-            ["max-fetch-count", &MAX_FETCH_COUNT, 1_000, 1, 1_000_000, ConfigurationFlags::DEFAULT, None],
-            ["lua-instruction-budget", &LUA_INSTRUCTION_BUDGET, 500_000_000, 10_000, MAX, ConfigurationFlags::DEFAULT, None],
-            ["lua-time-budget-ms", &LUA_TIME_BUDGET_MS, 1_000, 1, 3_600_000, ConfigurationFlags::DEFAULT, None],
+            ["lock-ms", &LOCK_MS, DEFAULT_LOCK_MS, 1, MAX, ConfigurationFlags::DEFAULT, on_setting_changed()],
+            ["guard-interval-ms", &GUARD_INTERVAL_MS, DEFAULT_GUARD_INTERVAL_MS, 1, 86_400_000, ConfigurationFlags::DEFAULT, on_guard_interval_changed()],
+            ["max-attempts", &MAX_ATTEMPTS, DEFAULT_MAX_ATTEMPTS, 1, MAX, ConfigurationFlags::DEFAULT, on_setting_changed()],
+            ["backoff-ms", &BACKOFF_MS, DEFAULT_BACKOFF_MS, 0, MAX, ConfigurationFlags::DEFAULT, on_setting_changed()],
+            ["backoff-max-ms", &BACKOFF_MAX_MS, DEFAULT_BACKOFF_MAX_MS, 0, MAX, ConfigurationFlags::DEFAULT, on_setting_changed()],
+            ["dedup-window-ms", &DEDUP_WINDOW_MS, DEFAULT_DEDUP_WINDOW_MS, 0, MAX, ConfigurationFlags::DEFAULT, on_setting_changed()],
+            ["max-fetch-count", &MAX_FETCH_COUNT, DEFAULT_MAX_FETCH_COUNT, 1, 1_000_000, ConfigurationFlags::DEFAULT, None],
+            ["lua-instruction-budget", &LUA_INSTRUCTION_BUDGET, DEFAULT_LUA_INSTRUCTION_BUDGET, 10_000, MAX, ConfigurationFlags::DEFAULT, None],
+            ["lua-time-budget-ms", &LUA_TIME_BUDGET_MS, DEFAULT_LUA_TIME_BUDGET_MS, 1, 3_600_000, ConfigurationFlags::DEFAULT, None],
         ],
         string: [],
         bool: [],

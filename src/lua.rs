@@ -233,6 +233,7 @@ fn redis_call(lua: &Lua, args: MultiValue) -> mlua::Result<Value> {
     let rest: Vec<RStr> = it.map(|v| arg_bytes(v).map(|b| RStr::new(ctx, &b))).collect::<mlua::Result<_>>()?;
     let mut ptrs: Vec<*mut raw::RedisModuleString> = rest.iter().map(|s| s.ptr).collect();
     let cname = std::ffi::CString::new(name).map_err(|_| mlua::Error::runtime("bad command name"))?;
+    // SAFETY: "!v" with an array of live strings owned by `rest`; the reply is freed below.
     let reply = unsafe { raw::RedisModule_Call.unwrap()(ctx, cname.as_ptr(), c"!v".as_ptr(), ptrs.as_mut_ptr(), ptrs.len()) };
     if reply.is_null() {
         let t = lua.create_table()?;
@@ -240,11 +241,13 @@ fn redis_call(lua: &Lua, args: MultiValue) -> mlua::Result<Value> {
         return Ok(Value::Table(t));
     }
     let v = convert_reply(lua, reply);
+    // SAFETY: the reply RM_Call gave, converted and freed once.
     unsafe { raw::RedisModule_FreeCallReply.unwrap()(reply) };
     v
 }
 
 fn convert_reply(lua: &Lua, r: *mut raw::RedisModuleCallReply) -> mlua::Result<Value> {
+    // SAFETY (this function): `r` is a live call reply or one of its elements.
     let t = unsafe { raw::RedisModule_CallReplyType.unwrap()(r) };
     let bytes = || {
         let mut len = 0usize;
@@ -288,29 +291,28 @@ fn reply_value(ctx: Ctx, v: &Value) -> mlua::Result<()> {
             if let Some(err) = t.raw_get::<Option<mlua::LuaString>>("err")? {
                 ffi::reply_error(ctx, &err.to_string_lossy());
             } else if let Some(ok) = t.raw_get::<Option<mlua::LuaString>>("ok")? {
-                unsafe {
-                    let c = std::ffi::CString::new(ok.as_bytes().to_vec()).unwrap_or_default();
-                    raw::RedisModule_ReplyWithSimpleString.unwrap()(ctx, c.as_ptr());
-                }
+                let c = std::ffi::CString::new(ok.as_bytes().to_vec()).unwrap_or_default();
+                // SAFETY: a live command context; the status text is copied into the reply.
+                unsafe { raw::RedisModule_ReplyWithSimpleString.unwrap()(ctx, c.as_ptr()) };
             } else if let Some(map) = t.raw_get::<Option<Table>>("map")? {
-                let pairs: Vec<(Value, Value)> = map.pairs::<Value, Value>().collect::<mlua::Result<_>>()?;
-                reply_map(ctx, pairs.len());
-                for (k, v) in &pairs {
-                    reply_value(ctx, k)?;
-                    reply_value(ctx, v)?;
+                // Counted first, then replied one pair at a time: holding every value at once
+                // would exhaust mlua's reference stack on large replies.
+                let n = map.pairs::<Value, Value>().count();
+                reply_map(ctx, n);
+                for pair in map.pairs::<Value, Value>() {
+                    let (k, v) = pair?;
+                    reply_value(ctx, &k)?;
+                    reply_value(ctx, &v)?;
                 }
             } else {
                 // An array stops at the first nil, as in Redis.
-                let mut items = Vec::new();
-                for i in 1.. {
-                    match t.raw_get::<Value>(i)? {
-                        Value::Nil => break,
-                        v => items.push(v),
-                    }
+                let mut n = 0;
+                while !matches!(t.raw_get::<Value>(n + 1)?, Value::Nil) {
+                    n += 1;
                 }
-                reply_array(ctx, items.len());
-                for v in &items {
-                    reply_value(ctx, v)?;
+                reply_array(ctx, n);
+                for i in 1..=n {
+                    reply_value(ctx, &t.raw_get::<Value>(i)?)?;
                 }
             }
         }

@@ -11,7 +11,7 @@
 //! so INFO costs the same whatever the number of queues.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use rmq_core::store::{Key, Store};
 
@@ -28,7 +28,8 @@ struct Entry {
 
 #[derive(Default)]
 struct Registry {
-    dbs: HashMap<i32, HashMap<Vec<u8>, Entry>>,
+    /// Per database, by name (kept sorted for RMQ.QUEUES).
+    dbs: HashMap<i32, BTreeMap<Vec<u8>, Entry>>,
     /// Queues whose counts must be read again, oldest change first.
     stale: VecDeque<QueueRef>,
     totals: [u64; 5],
@@ -71,7 +72,7 @@ pub fn note(db: i32, q: &[u8]) {
 /// One of `q`'s keys was deleted (or expired, or evicted): forgets the queue when it has none
 /// left. `ctx` has the queue's database selected.
 pub fn deleted(ctx: Ctx, db: i32, q: &[u8]) {
-    let mut store = RedisStore::new(ctx, q);
+    let mut store = RedisStore::reading(ctx, q);
     // Counters are the key most likely to exist: looked at first.
     let left = [Key::St, Key::Msg, Key::Bak, Key::Inf, Key::Dly, Key::Fai, Key::Err, Key::Cfg, Key::Dup, Key::Log]
         .into_iter()
@@ -91,11 +92,16 @@ pub fn deleted(ctx: Ctx, db: i32, q: &[u8]) {
     });
 }
 
-/// The queues of database `db`, sorted by name.
-pub fn names(db: i32) -> Vec<Vec<u8>> {
-    let mut names: Vec<Vec<u8>> = with(|r| r.dbs.get(&db).map(|m| m.keys().cloned().collect()).unwrap_or_default());
-    names.sort_unstable();
-    names
+/// Calls `f` with the name of every queue of database `db`, sorted by name; `f` must not
+/// write (it runs while the registry is borrowed).
+pub fn each_name(db: i32, mut f: impl FnMut(&[u8])) {
+    REGISTRY.with(|r| {
+        if let Some(m) = r.borrow().dbs.get(&db) {
+            for name in m.keys() {
+                f(name);
+            }
+        }
+    });
 }
 
 /// Every queue of every database.
@@ -115,7 +121,7 @@ pub fn refresh(ctx: Ctx, limit: usize) {
     for _ in 0..limit {
         let Some((db, q)) = with(|r| r.stale.pop_front()) else { break };
         ffi::select_db(ctx, db);
-        let mut s = RedisStore::new(ctx, &q);
+        let mut s = RedisStore::reading(ctx, &q);
         let counts = [s.llen(Key::Msg), s.zcard(Key::Dly), s.zcard(Key::Bak), s.llen(Key::Fai), s.llen(Key::Err)];
         drop(s);
         with(|r| {

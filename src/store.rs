@@ -6,10 +6,13 @@
 //! as one command (`LPOP key 3`, `ZADD key s1 m1 s2 m2`): replicating costs a command lookup
 //! per command, and different keys' changes commute, so only each key's own order must hold.
 //! Each replicated command is also announced as the keyspace notification Redis's own command
-//! would send (`rpush`, `zadd`, `hdel`, … and `del` for a key the change emptied).
+//! would send (`rpush`, `zadd`, `hdel`, … and `del` for a key the change emptied), for the
+//! classes `notify-keyspace-events` turns on.
 //!
-//! Keys are opened for reading, and for writing only once they are written: a key closed
-//! after being opened for writing counts as modified for WATCH and client-side caching.
+//! The module signals modified keys itself (REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED):
+//! exactly the keys a command changed count as modified for WATCH and client-side caching, so
+//! a write command may open its keys for writing up front, and a read-only one opens them
+//! for reading only.
 //! Whatever makes a message ready signals the ready key, which wakes blocked FETCHes.
 
 use std::cell::Cell;
@@ -48,6 +51,10 @@ pub struct RedisStore<'q> {
     /// wrote, or the end of the dedup window of an id it recorded.
     earliest: Option<u64>,
     dedup_window: u64,
+    /// Every key of the queue is known to hold its own type (see `settings_cache`).
+    types_checked: bool,
+    /// Keys open for writing from the start (a command that writes).
+    writable: bool,
 }
 
 /// A plain command to replicate, built up while a command runs.
@@ -91,6 +98,14 @@ fn redis_type(kind: Kind) -> c_int {
 }
 
 impl<'q> RedisStore<'q> {
+    /// The keys of `queue`, for a command that only reads.
+    pub fn reading(ctx: Ctx, queue: &'q [u8]) -> Self {
+        let mut store = RedisStore::new(ctx, queue);
+        store.writable = false;
+        store
+    }
+
+    /// The keys of `queue`, for a command that writes.
     pub fn new(ctx: Ctx, queue: &'q [u8]) -> Self {
         RedisStore {
             ctx,
@@ -102,7 +117,14 @@ impl<'q> RedisStore<'q> {
             last_effect: Default::default(),
             earliest: None,
             dedup_window: 0,
+            types_checked: false,
+            writable: true,
         }
+    }
+
+    /// The queue's keys are known to hold their own types: checks can be skipped.
+    pub fn types_are_checked(&mut self) {
+        self.types_checked = true;
     }
 
     /// The queue's dedup window, for the guard's schedule of dedup entries this store adds.
@@ -138,7 +160,8 @@ impl<'q> RedisStore<'q> {
         if effects.is_empty() {
             return;
         }
-        // Which keys the changes emptied (Redis deleted them): checked before the keys close.
+        // Which keys the changes emptied (Redis deleted them), and whether a key of the queue is
+        // known to be left: checked before the keys close.
         let mut emptied = [false; KEYS];
         for e in &effects {
             if event_of(e.command).2 {
@@ -146,10 +169,23 @@ impl<'q> RedisStore<'q> {
                     self.keys[slot(e.key)].as_ref().is_some_and(|k| k.key_type() == raw::REDISMODULE_KEYTYPE_EMPTY as c_int);
             }
         }
+        let some_key_left = self.keys.iter().flatten().any(|k| k.key_type() != raw::REDISMODULE_KEYTYPE_EMPTY as c_int);
         for k in self.keys.iter_mut() {
             k.take();
         }
+        let mut modified = [false; KEYS];
         for e in &effects {
+            modified[slot(e.key)] = true;
+        }
+        for k in Key::ALL {
+            if modified[slot(k)] {
+                let name = self.name(k);
+                // SAFETY: a live context and key name.
+                unsafe { raw::RedisModule_SignalModifiedKey.unwrap()(self.ctx, name) };
+            }
+        }
+        let propagate = crate::propagation::needed(self.ctx);
+        for e in effects.iter().filter(|_| propagate) {
             let mut argv = vec![self.name(e.key)];
             let count;
             if e.command == c"LPOP" {
@@ -162,19 +198,32 @@ impl<'q> RedisStore<'q> {
                 raw::RedisModule_Replicate.unwrap()(self.ctx, e.command.as_ptr(), c"v".as_ptr(), argv.as_mut_ptr(), argv.len());
             }
         }
+        // Keyspace notifications, for the classes `notify-keyspace-events` turns on (a
+        // notification costs a module context per subscriber: none is sent when nobody could
+        // see it).
+        let listening = ffi::notify_keyspace_events();
         ANNOUNCING.with(|a| a.set(true));
         for e in &effects {
             let (event, class, _, _) = event_of(e.command);
-            self.name(e.key);
-            ffi::notify(self.ctx, class, event, self.names[slot(e.key)].as_ref().unwrap());
+            if listening & class != 0 {
+                self.name(e.key);
+                ffi::notify(self.ctx, class, event, self.names[slot(e.key)].as_ref().unwrap());
+            }
         }
         for k in Key::ALL {
-            if emptied[slot(k)] {
+            if emptied[slot(k)] && listening & raw::REDISMODULE_NOTIFY_GENERIC != 0 {
                 self.name(k);
                 ffi::notify(self.ctx, raw::REDISMODULE_NOTIFY_GENERIC, c"del", self.names[slot(k)].as_ref().unwrap());
             }
         }
         ANNOUNCING.with(|a| a.set(false));
+        // The module's own view of its queues, told directly.
+        let db = ffi::selected_db(self.ctx);
+        if emptied.iter().any(|e| *e) && !some_key_left {
+            crate::registry::deleted(self.ctx, db, self.queue);
+        } else {
+            crate::registry::note(db, self.queue);
+        }
     }
 
     pub fn name(&mut self, k: Key) -> *mut raw::RedisModuleString {
@@ -194,9 +243,9 @@ impl<'q> RedisStore<'q> {
         self.keys[slot(k)].as_ref().unwrap().ptr
     }
 
-    /// The key, open for reading.
+    /// The key, open for reading (and for writing, in a command that writes).
     fn read(&mut self, k: Key) -> *mut raw::RedisModuleKey {
-        self.open(k, false)
+        self.open(k, self.writable)
     }
 
     /// The key, open for writing (reads go through the same handle).
@@ -298,14 +347,21 @@ impl Drop for RedisStore<'_> {
 }
 
 impl Store for RedisStore<'_> {
-    fn check(&mut self, keys: &[Key]) -> Result<()> {
-        for &k in keys {
+    fn check(&mut self, _keys: &[Key]) -> Result<()> {
+        // Every key at once, remembered until something else writes the queue: the hot path
+        // then opens only the keys it uses.
+        if self.types_checked {
+            return Ok(());
+        }
+        for k in Key::ALL {
             self.read(k);
             let t = self.keys[slot(k)].as_ref().unwrap().key_type();
             if t != raw::REDISMODULE_KEYTYPE_EMPTY as c_int && t != redis_type(k.kind()) {
                 return Err(Error::WrongType);
             }
         }
+        self.types_checked = true;
+        crate::settings_cache::types_checked(ffi::selected_db(self.ctx), self.queue);
         Ok(())
     }
 

@@ -587,7 +587,11 @@ impl Side {
             let a = t.arr();
             a[0].text().parse::<i64>().unwrap() * 1000 + a[1].text().parse::<i64>().unwrap() / 1000
         };
-        (out[1].clone(), (ms(&out[0]), ms(&out[2])))
+        // Valkey 8 answers TIME inside MULTI with the transaction's start time (Redis 7.0
+        // with the clock), while a command reads the clock: a TIME after EXEC bounds it on
+        // both.
+        let after = self.c.call(&[b"TIME"]);
+        (out[1].clone(), (ms(&out[0]), ms(&out[2]).max(ms(&after))))
     }
 
     fn plain(&mut self, args: &[&[u8]]) -> C {

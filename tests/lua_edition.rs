@@ -955,6 +955,8 @@ fn stats_of_an_unused_queue_are_zeros(ed: Edition) {
         "dups",
         "offset",
         "oldest_ready_ms",
+        "removed",
+        "paused",
     ];
     assert_eq!(st.keys().map(|s| s.as_str()).collect::<Vec<_>>(), sorted(names.to_vec()));
     assert!(st.values().all(|v| *v == 0));
@@ -992,6 +994,8 @@ fn stats_count_every_state_and_event(ed: Edition) {
         ("errored", 1),
         ("dups", 1),
         ("offset", 8),
+        ("removed", 0),
+        ("paused", 0),
     ];
     for (k, v) in want {
         assert_eq!(st[k], v, "{k}");
@@ -1398,6 +1402,7 @@ fn a_paused_queue_hands_out_nothing_and_everything_else_goes_on(ed: Edition) {
     t.push("q", "b", &[]);
     t.config("q", &["paused", "1"]);
     assert_eq!(strings(&t.run("config", "q", &["GET", "paused"])), vec!["paused", "1"]);
+    assert_eq!(t.stat("q", "paused"), 1, "STATS says so too");
     assert!(t.fetch("q", &["COUNT", "10"]).is_empty(), "paused: nothing handed out");
     assert!(t.fetch("q", &["BLOCK", "10"]).is_empty(), "BLOCK waits, then null");
     // PUSH, ACK, STATS and the rest go on.
@@ -1671,6 +1676,110 @@ fn undecodable_records_are_quarantined_to_errors(ed: Edition) {
     assert_eq!(t.fetch1("q", &[]).b("body"), b"\x01garbage");
 }
 
+fn keys_of_the_wrong_type_are_refused_and_nothing_changes(ed: Edition) {
+    let mut t = Ctx::new(ed);
+    // A string where the ready list belongs: PUSH stores nothing.
+    let _: () = t.redis(&["SET", "msg:{a}", "x"]);
+    let snap = t.snapshot();
+    assert_eq!(t.err("push", "a", &["job"]), "WRONGTYPE Operation against a key holding the wrong kind of value");
+    assert_eq!(t.snapshot(), snap, "no offset taken, nothing stored");
+    // A string where the in-flight set belongs: FETCH hands out nothing and loses nothing.
+    t.push("b", "job", &[]);
+    let _: () = t.redis(&["SET", "bak:{b}", "x"]);
+    let snap = t.snapshot();
+    assert!(t.err("fetch", "b", &[]).starts_with("WRONGTYPE"));
+    assert_eq!(t.snapshot(), snap, "the message is still ready");
+    // A list where the counters belong: no offset is given twice.
+    let _: i64 = t.redis(&["RPUSH", "st:{c}", "x"]);
+    let snap = t.snapshot();
+    assert!(t.err("push", "c", &["job"]).starts_with("WRONGTYPE"));
+    assert!(t.err("stats", "c", &[]).starts_with("WRONGTYPE"));
+    assert_eq!(t.snapshot(), snap);
+    // A counter overwritten by hand with a word: PUSH refuses rather than reuse an offset.
+    t.push("d", "one", &[]);
+    let _: i64 = t.redis(&["HSET", "st:{d}", "offset", "many"]);
+    assert_eq!(t.err("push", "d", &["two"]), "ERR hash value is not an integer");
+    assert_eq!(t.stat("d", "ready"), 1);
+}
+
+fn a_receipt_of_another_queue_is_stale(ed: Edition) {
+    let mut t = Ctx::new(ed);
+    t.push("a", "for a", &[]);
+    t.push("b", "for b", &[]);
+    let ra = t.fetch1("a", &[]).s("receipt");
+    let rb = t.fetch1("b", &[]).s("receipt");
+    assert_eq!(ra.split('-').take(2).collect::<Vec<_>>(), rb.split('-').take(2).collect::<Vec<_>>(), "same offset and delivery");
+    assert_ne!(ra, rb);
+    let snap = t.snapshot();
+    assert_eq!(t.int("ack", "b", &[&ra]), 0);
+    assert_eq!(t.int("nack", "b", &[&ra, "FAIL"]), 0);
+    assert_eq!(t.int("touch", "b", &[&ra]), 0);
+    assert_eq!(t.snapshot(), snap, "queue A's receipt changes nothing in queue B");
+    assert_eq!((t.int("ack", "a", &[&ra]), t.int("ack", "b", &[&rb])), (1, 1));
+}
+
+fn corrupt_records_are_passed_over_and_count_only_good_ones(ed: Edition) {
+    let mut t = Ctx::new(ed);
+    t.config("q", &["dedup-window-ms", "0"]);
+    t.push("q", "good-1", &["ID", "g1"]);
+    let _: i64 = t.redis(&["RPUSH", "msg:{q}", "\u{1}bad", "\u{2}bad"]);
+    t.push("q", "good-2", &["ID", "g2"]);
+    t.push("q", "good-3", &["ID", "g3"]);
+    // PEEK, GET and DEL see past them.
+    assert_eq!(bodies(&t.peek("q", &[])), ["good-1", "good-2", "good-3"]);
+    assert_eq!(Msg::of(&t.run("get", "q", &["g3"])).s("body"), "good-3");
+    assert_eq!(t.int("del", "q", &["g3"]), 1);
+    // FETCH COUNT 2 hands out two good messages; the bad ones go to errors on the way.
+    assert_eq!(bodies(&t.fetch("q", &["COUNT", "2"])), ["good-1", "good-2"]);
+    assert_eq!(t.stat("q", "errors"), 2);
+    // Failed and errored states with a bad record in them still answer by id.
+    let _: i64 = t.redis(&["RPUSH", "fai:{q}", "\u{3}bad"]);
+    t.push("q", "good-4", &["ID", "g4"]);
+    let m = t.fetch1("q", &[]);
+    t.int("nack", "q", &[&m.s("receipt"), "FAIL"]);
+    assert_eq!(bodies(&t.peek("q", &["FAILED"])), ["good-4"]);
+    assert_eq!(t.int("requeue", "q", &["g4"]), 1);
+    assert_eq!(bodies(&t.peek("q", &[])), ["good-4"]);
+}
+
+fn by_id_commands_find_messages_among_near_identical_bodies(ed: Edition) {
+    let mut t = Ctx::new(ed);
+    let pad = "x".repeat(1000);
+    let body = |i: usize| format!("{{\"pad\":\"{pad}\",\"order\":{i:06},\"pad2\":\"{pad}\"}}");
+    let mut pipe = redis::pipe();
+    for i in 0..3000 {
+        pipe.cmd(if ed == Edition::Module { "RMQ.PUSH" } else { "FCALL" });
+        if ed == Edition::Lua {
+            pipe.arg("rmq_push").arg(1);
+        }
+        pipe.arg("q").arg(body(i)).arg("ID").arg(format!("o-{i}")).ignore();
+    }
+    let _: () = pipe.query(&mut t.c).unwrap();
+    t.fetch("q", &["COUNT", "1000", "LOCK", "600000"]);
+    let g = Msg::of(&t.run("get", "q", &["o-2999"]));
+    assert_eq!((g.s("state"), g.s("body")), ("ready".to_string(), body(2999)));
+    assert_eq!(Msg::of(&t.run("get", "q", &["o-5"])).s("state"), "inflight");
+    assert_eq!(t.run("get", "q", &["o-9999"]), Value::Nil);
+    assert_eq!(t.int("del", "q", &["o-5", "o-1500", "o-2998", "o-9999"]), 3);
+    let st = t.stats("q");
+    assert_eq!((st["ready"], st["inflight"]), (1998, 999));
+}
+
+fn a_message_has_at_most_1000_headers(ed: Edition) {
+    let mut t = Ctx::new(ed);
+    let names: Vec<String> = (0..1001).map(|i| format!("h{i}")).collect();
+    let mut args: Vec<&str> = vec!["body"];
+    for n in &names[..1000] {
+        args.extend_from_slice(&["HEADER", n, "v"]);
+    }
+    t.push("q", "x", &args[1..]);
+    args.extend_from_slice(&["HEADER", &names[1000], "v"]);
+    let snap = t.snapshot();
+    assert_eq!(t.err("push", "q", &args), "ERR a message has at most 1000 HEADERs");
+    assert_eq!(t.snapshot(), snap);
+    assert_eq!(t.fetch1("q", &[]).headers().len(), 1000);
+}
+
 // ------------------------------------------------------------------------------------
 // Lua edition only
 // ------------------------------------------------------------------------------------
@@ -1707,6 +1816,56 @@ fn internal_faults_are_not_tracebacks(ed: Edition) {
     t.push("q", "boom", &[]);
     assert_eq!(t.err("peek", "q", &[]), "ERR internal error");
     assert!(t.server.log().contains("rmq: rmq_peek internal error"));
+}
+
+fn every_key_of_the_queue_may_be_declared_for_a_cluster(ed: Edition) {
+    let mut t = Ctx::new(ed);
+    let keys: Vec<String> =
+        ["msg", "dly", "bak", "inf", "fai", "err", "cfg", "st", "dup", "log"].iter().map(|k| format!("{k}:{{q}}")).collect();
+    let call = |t: &mut Ctx, f: &str, keys: &[String], args: &[&str]| -> RedisResult<Value> {
+        let mut c = redis::cmd("FCALL");
+        c.arg(f).arg(keys.len() + 1).arg("q").arg(keys);
+        for a in args {
+            c.arg(*a);
+        }
+        c.query(&mut t.c)
+    };
+    let id = text(&call(&mut t, "rmq_push", &keys, &["hello"]).unwrap());
+    assert!(id.ends_with("-1"));
+    let got = msgs(&call(&mut t, "rmq_fetch", &keys, &[]).unwrap());
+    assert_eq!(int(&call(&mut t, "rmq_ack", &keys, &[&got[0].s("receipt")]).unwrap()), 1);
+    let mut wrong = keys.clone();
+    wrong.swap(0, 1);
+    let e = err_text(&call(&mut t, "rmq_push", &wrong, &["x"]).unwrap_err());
+    assert!(e.starts_with("ERR rmq_push with 11 keys takes the queue name and then msg:{q}"), "{e}");
+    let e = err_text(&call(&mut t, "rmq_push", &keys[..3], &["x"]).unwrap_err());
+    assert_eq!(e, "ERR rmq_push takes exactly one key, the queue name");
+}
+
+fn a_full_server_can_still_be_drained(ed: Edition) {
+    // maxmemory with noeviction (what docs/operations.md recommends): once Redis is full, the
+    // functions that free memory or write a fixed amount still run, so consumers can drain.
+    let mut t = Ctx::new(ed);
+    t.config("q", &["backoff-ms", "0"]);
+    for i in 0..20 {
+        t.push("q", &format!("m{i}"), &[]);
+    }
+    let used: String = t.redis(&["INFO", "memory"]);
+    let used: u64 = used.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse().unwrap();
+    let _: () = t.redis(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    let _: () = t.redis(&["CONFIG", "SET", "maxmemory", &(used / 2).to_string()]);
+    assert!(t.err("push", "q", &["more"]).starts_with("OOM"), "PUSH grows the data: refused");
+    let m = t.fetch("q", &["COUNT", "5"]);
+    assert_eq!(m.len(), 5);
+    assert_eq!(t.int("ack", "q", &[&m[0].s("receipt")]), 1);
+    assert_eq!(t.int("nack", "q", &[&m[1].s("receipt")]), 1);
+    assert_eq!(t.int("nack", "q", &[&m[2].s("receipt"), "FAIL"]), 1);
+    assert!(t.int("touch", "q", &[&m[3].s("receipt")]) > 0);
+    t.config("q", &["lock-ms", "1000"]);
+    assert_eq!(ints(&t.run("recover", "q", &["FAILED"])), vec![0, 1, 0]);
+    assert_eq!(t.int("del", "q", &[&m[4].s("id")]), 1);
+    assert!(t.int("purge", "q", &["READY"]) > 0);
+    let _: () = t.redis(&["CONFIG", "SET", "maxmemory", "0"]);
 }
 
 fn read_only_functions_run_with_fcall_ro(ed: Edition) {
@@ -1805,6 +1964,11 @@ on_both_editions!(
     stored_record_bytes_match_storage_md,
     records_written_by_hand_are_read,
     undecodable_records_are_quarantined_to_errors,
+    keys_of_the_wrong_type_are_refused_and_nothing_changes,
+    a_receipt_of_another_queue_is_stale,
+    corrupt_records_are_passed_over_and_count_only_good_ones,
+    by_id_commands_find_messages_among_near_identical_bodies,
+    a_message_has_at_most_1000_headers,
 );
 
 // The Lua edition's own rules (FCALL key counts, FCALL_RO, faults, BLOCK that never waits).
@@ -1813,4 +1977,6 @@ run_on!(lua_only, super::Edition::Lua;
     internal_faults_are_not_tracebacks,
     read_only_functions_run_with_fcall_ro,
     fetch_block_is_checked_and_answers_null_when_empty,
+    a_full_server_can_still_be_drained,
+    every_key_of_the_queue_may_be_declared_for_a_cluster,
 );

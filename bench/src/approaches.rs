@@ -32,7 +32,7 @@ const PROCESSING: &str = "processing:{bench}";
 const BODY_PREFIX: &str = "body:{bench}:";
 const LOCK: &str = "lock:{bench}";
 
-/// The seeds' double queue as three scripts, each taking a lock key around its work.
+/// The classic double queue of Redis lists as three scripts, each taking a lock key around its work.
 pub const SCRIPT_PUSH: &str = r#"
 -- KEYS: lock, ready list, body key   ARGV: token, id, body
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', 5000) then return redis.error_reply('LOCKED') end

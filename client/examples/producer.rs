@@ -1,4 +1,4 @@
-//! A producer: pushes a few orders; when Redis is down they go to the spool (./datas/rmq) and
+//! A producer: pushes a few orders; when Redis is down they go to the spool (~/.local/state/rmq/spool) and
 //! are re-sent by the background task once it is back.
 //!
 //!     cargo run -p rmq-client --example producer -- redis://127.0.0.1:6379 10

@@ -11,10 +11,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::args().nth(1).unwrap_or_else(|| "redis://127.0.0.1:6379".into());
     let client = Client::new(Config::new(url))?;
     let cfg = WorkerConfig {
-        lock: Duration::from_secs(30), // MessageLockTime; TOUCHed every 15 s while a handler runs
+        lock: Duration::from_secs(30), // invisible to others; TOUCHed every 15 s while a handler runs
         concurrency: 4,
-        failed_is_error: false,    // FailedIsError: failures are retried (backoff, max-attempts)
-        no_handler_is_error: true, // NoSupperIsError: unknown tags go to errors
+        failed_is_error: false,    // HandlerError::Retry is retried (backoff, max-attempts)
+        no_handler_is_error: true, // a tag without a handler goes to errors
         ..Default::default()
     };
     let report = Worker::new(client, "orders", cfg)
@@ -26,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let order: serde_json::Value = serde_json::from_slice(&m.body)?; // a bad body → errors
             if order["order"].as_u64().unwrap_or(0).is_multiple_of(2) {
                 // Retried later (NACK RETRY), with the queue's backoff.
-                return Err(HandlerError::failed("payment provider busy"));
+                return Err(HandlerError::retry("payment provider busy"));
             }
             println!("refunded {}", order);
             Ok(())

@@ -205,13 +205,59 @@ impl Client {
         &self.inner.cfg
     }
 
+    /// The URL without its password, for messages.
+    pub fn display_url(&self) -> String {
+        redact_url(&self.inner.cfg.url)
+    }
+
     async fn connect(&self) -> Result<MultiplexedConnection> {
         let cfg = AsyncConnectionConfig::new().set_connection_timeout(Some(self.inner.cfg.connect_timeout)).set_response_timeout(None);
         let fut = self.inner.redis.get_multiplexed_async_connection_with_config(&cfg);
-        match tokio::time::timeout(self.inner.cfg.connect_timeout + Duration::from_millis(100), fut).await {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(classify(e)),
-            Err(_) => Err(Error::Unavailable("connect timed out".into())),
+        let t = self.inner.cfg.connect_timeout;
+        let err = match tokio::time::timeout(t + Duration::from_millis(100), fut).await {
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) => classify(e),
+            Err(_) => Error::Unavailable(format!("no answer within {} ms", t.as_millis())),
+        };
+        // Name the server: a wrong address or a TLS mismatch must not look like an outage
+        // of some other server.
+        Err(match err {
+            Error::Unavailable(why) => {
+                Error::Unavailable(format!("cannot connect to {}: {why}{}", self.display_url(), self.tls_hint(&why)))
+            }
+            other => other,
+        })
+    }
+
+    /// An unavailable error that names the server, once.
+    fn name_server(&self, e: Error) -> Error {
+        match e {
+            Error::Unavailable(why) if !why.contains(&self.display_url()) => Error::Unavailable(format!("{}: {why}", self.display_url())),
+            other => other,
+        }
+    }
+
+    /// A hint when a connection failure looks like TLS spoken to a plain port, or plain
+    /// text spoken to a TLS port (which often just hangs until the timeout).
+    fn tls_hint(&self, why: &str) -> &'static str {
+        let tls = self.inner.cfg.url.starts_with("rediss://");
+        let lower = why.to_lowercase();
+        if tls
+            && (lower.contains("tls")
+                || lower.contains("ssl")
+                || lower.contains("corrupt")
+                || lower.contains("handshake")
+                || lower.contains("certificate")
+                || lower.contains("timed out")
+                || lower.contains("no answer"))
+        {
+            " (the URL asks for TLS: does the server speak TLS on that port?)"
+        } else if !tls
+            && (lower.contains("no answer") || lower.contains("reset") || lower.contains("closed") || lower.contains("broken pipe"))
+        {
+            " (is the address right? a server that only speaks TLS needs rediss://)"
+        } else {
+            ""
         }
     }
 
@@ -241,7 +287,7 @@ impl Client {
         match tokio::time::timeout(t, cmd.query_async::<Value>(&mut c)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                let err = classify(e);
+                let err = self.name_server(classify(e));
                 if matches!(err, Error::Unavailable(_)) {
                     self.drop_slot(i).await;
                 }
@@ -250,7 +296,7 @@ impl Client {
             Err(_) => {
                 // The connection may be dead without knowing it: start a new one next time.
                 self.drop_slot(i).await;
-                Err(Error::Unavailable(format!("no answer within {:?}", t)))
+                Err(Error::Unavailable(format!("no answer from {} within {} ms", self.display_url(), t.as_millis())))
             }
         }
     }
@@ -366,6 +412,10 @@ impl Client {
     /// Runs an rmq command in whichever edition the server has. A Lua library missing from
     /// the server (a restart without persistence, a FUNCTION FLUSH) is loaded again, and a
     /// server whose edition changed is asked again.
+    ///
+    /// Only a command that writes installs the Lua library on a server that has neither the
+    /// module nor the library (and logs a warning that it did); a read-only one answers
+    /// [`Error::NotInstalled`], so looking at a server never changes it.
     pub async fn call(&self, name: &str, q: Option<&str>, args: &[Vec<u8>]) -> Result<Value> {
         self.call_timeout(name, q, args, self.inner.cfg.command_timeout).await
     }
@@ -377,7 +427,7 @@ impl Client {
             let ed = self.edition().await?;
             let res = self.raw_timeout(&Self::build(ed, name, q, args), t).await;
             match res {
-                Err(Error::Refused(text)) if tries < 3 && self.recoverable(ed, &text).await? => continue,
+                Err(Error::Refused(text)) if tries < 3 && self.recoverable(ed, &text, writes(name, args)).await? => continue,
                 other => return other,
             }
         }
@@ -385,7 +435,7 @@ impl Client {
 
     /// After an error that means "the edition is not what we thought", fixes that and says
     /// whether to try again.
-    async fn recoverable(&self, ed: Edition, text: &str) -> Result<bool> {
+    async fn recoverable(&self, ed: Edition, text: &str, writes: bool) -> Result<bool> {
         let lower = text.to_lowercase();
         if ed == Edition::Lua && lower.contains("function not found") {
             if self.inner.cfg.edition == EditionChoice::Auto {
@@ -395,7 +445,16 @@ impl Client {
                     return Ok(true);
                 }
             }
+            if !writes {
+                return Err(Error::NotInstalled(format!(
+                    "rmq is not installed on {}: neither the RMQ module nor the rmq Lua \
+                     library is loaded (a command that writes, such as a push, loads the library)",
+                    self.display_url()
+                )));
+            }
             self.load_lua(false).await?;
+            tracing::warn!(server = %self.display_url(),
+                "rmq: installed the rmq Lua library (FUNCTION LOAD): the server has no rmq module");
             return Ok(true);
         }
         if ed == Edition::Module && lower.contains("unknown command") && self.inner.cfg.edition == EditionChoice::Auto {
@@ -424,7 +483,7 @@ impl Client {
             let res: Vec<Value> = match tokio::time::timeout(t, pipe.query_async::<Vec<Value>>(&mut c)).await {
                 Ok(Ok(v)) => v,
                 Ok(Err(e)) => {
-                    let err = classify(e);
+                    let err = self.name_server(classify(e));
                     if matches!(err, Error::Unavailable(_)) {
                         self.drop_slot(i).await;
                     }
@@ -432,7 +491,7 @@ impl Client {
                 }
                 Err(_) => {
                     self.drop_slot(i).await;
-                    return Err(Error::Unavailable(format!("no answer within {t:?}")));
+                    return Err(Error::Unavailable(format!("no answer from {} within {} ms", self.display_url(), t.as_millis())));
                 }
             };
             let out: Vec<Result<Value>> = res
@@ -445,7 +504,8 @@ impl Client {
             if tries < 3 {
                 if let Some(Err(Error::Refused(t))) = out.iter().find(|r| matches!(r, Err(Error::Refused(_)))) {
                     let t = t.clone();
-                    if self.recoverable(ed, &t).await? {
+                    let w = cmds.iter().any(|(name, _, args)| writes(name, args));
+                    if self.recoverable(ed, &t, w).await? {
                         continue;
                     }
                 }
@@ -534,18 +594,18 @@ impl Client {
                 Ok(v)
             }
             Ok(Err(e)) => {
-                let err = classify(e);
+                let err = self.name_server(classify(e));
                 if !matches!(err, Error::Unavailable(_)) {
                     self.inner.blocking.lock().await.push(conn);
                     if let Error::Refused(t) = &err {
-                        if self.recoverable(Edition::Module, t).await? {
+                        if self.recoverable(Edition::Module, t, true).await? {
                             return Err(Error::Unavailable(format!("edition changed: {t}")));
                         }
                     }
                 }
                 Err(err)
             }
-            Err(_) => Err(Error::Unavailable(format!("no answer within {t:?}"))),
+            Err(_) => Err(Error::Unavailable(format!("no answer from {} within {} ms", self.display_url(), t.as_millis()))),
         }
     }
 
@@ -646,6 +706,61 @@ impl Client {
         }
     }
 
+    /// RMQ.DEL q id …: how many messages were deleted.
+    pub async fn del(&self, q: &str, ids: &[&str]) -> Result<u64> {
+        let args: Vec<Vec<u8>> = ids.iter().map(|i| i.as_bytes().to_vec()).collect();
+        as_u64(self.call("del", Some(q), &args).await?)
+    }
+
+    /// RMQ.REQUEUE q id …: how many messages went back to ready.
+    pub async fn requeue(&self, q: &str, ids: &[&str]) -> Result<u64> {
+        let args: Vec<Vec<u8>> = ids.iter().map(|i| i.as_bytes().to_vec()).collect();
+        as_u64(self.call("requeue", Some(q), &args).await?)
+    }
+
+    /// RMQ.PURGE q STATE (READY, DELAYED, INFLIGHT, FAILED, ERRORS or ALL): how many
+    /// messages were deleted.
+    pub async fn purge(&self, q: &str, state: &str) -> Result<u64> {
+        as_u64(self.call("purge", Some(q), &[state.to_uppercase().into_bytes()]).await?)
+    }
+
+    /// RMQ.CONFIG q GET [name]: the effective settings, name and value, in the server's order.
+    pub async fn config_get(&self, q: &str, name: Option<&str>) -> Result<Vec<(String, String)>> {
+        let mut args = vec![b"GET".to_vec()];
+        if let Some(n) = name {
+            args.push(n.as_bytes().to_vec());
+        }
+        pairs(self.call("config", Some(q), &args).await?)?.into_iter().map(|(k, v)| Ok((k, as_string(v)?))).collect()
+    }
+
+    /// RMQ.LOG q [FROM offset] [COUNT n]: log entries, each as field–value pairs.
+    pub async fn log(&self, q: &str, from: Option<u64>, count: Option<u64>) -> Result<Vec<Vec<(String, Value)>>> {
+        let mut args: Vec<Vec<u8>> = Vec::new();
+        if let Some(f) = from {
+            args.push(b"FROM".to_vec());
+            args.push(f.to_string().into_bytes());
+        }
+        if let Some(c) = count {
+            args.push(b"COUNT".to_vec());
+            args.push(c.to_string().into_bytes());
+        }
+        match self.call("log", Some(q), &args).await? {
+            Value::Array(items) => items.into_iter().map(pairs).collect(),
+            Value::Nil => Ok(Vec::new()),
+            other => Err(Error::Protocol(format!("LOG replied {other:?}"))),
+        }
+    }
+
+    /// RMQ.REPLAY q FROM offset [TO offset]: how many copies were pushed.
+    pub async fn replay(&self, q: &str, from: u64, to: Option<u64>) -> Result<u64> {
+        let mut args = vec![b"FROM".to_vec(), from.to_string().into_bytes()];
+        if let Some(t) = to {
+            args.push(b"TO".to_vec());
+            args.push(t.to_string().into_bytes());
+        }
+        as_u64(self.call("replay", Some(q), &args).await?)
+    }
+
     /// RMQ.CONFIG q SET name value ….
     pub async fn config_set(&self, q: &str, settings: &[(&str, &str)]) -> Result<()> {
         let mut args: Vec<Vec<u8>> = vec![b"SET".to_vec()];
@@ -654,6 +769,31 @@ impl Client {
             args.push(v.as_bytes().to_vec());
         }
         self.call("config", Some(q), &args).await.map(|_| ())
+    }
+}
+
+/// True for the commands that change a queue (and so may install the Lua library).
+fn writes(name: &str, args: &[Vec<u8>]) -> bool {
+    match name {
+        "stats" | "peek" | "get" | "queues" | "log" => false,
+        "config" => !args.first().is_some_and(|a| a.eq_ignore_ascii_case(b"GET")),
+        _ => true,
+    }
+}
+
+/// `url` with its password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (auth, host) = match rest.split_once('@') {
+        Some(x) => x,
+        None => return url.to_string(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        // A user name alone is no secret.
+        None => url.to_string(),
     }
 }
 

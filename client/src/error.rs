@@ -25,6 +25,14 @@ pub enum Error {
     /// The spool could not be read or written.
     #[error("spool: {0}")]
     Spool(#[from] std::io::Error),
+    /// The server has neither the rmq module nor the rmq Lua library, and the command only
+    /// reads (only a command that writes installs the library).
+    #[error("{0}")]
+    NotInstalled(String),
+    /// A handler said the worker itself cannot do the work (its command cannot be started,
+    /// say): the worker gave the message back and stopped.
+    #[error("worker stopped: {0}")]
+    WorkerFault(String),
     /// The catastrophic case: Redis did not take the message, and neither did the spool. The
     /// message is NOT stored anywhere; the caller still has it.
     #[error("message not stored: redis unavailable ({redis}) and spool failed ({spool})")]
@@ -35,6 +43,21 @@ impl Error {
     /// True when Redis could not take the request (as opposed to refusing it).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Error::Unavailable(_))
+    }
+
+    /// A short name of the kind of error, for machine-readable output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Unavailable(_) => "unavailable",
+            Error::Refused(_) => "refused",
+            Error::Invalid(_) => "invalid",
+            Error::Config(_) => "config",
+            Error::Protocol(_) => "protocol",
+            Error::Spool(_) => "spool",
+            Error::NotInstalled(_) => "not_installed",
+            Error::WorkerFault(_) => "worker_fault",
+            Error::NotStored { .. } => "not_stored",
+        }
     }
 }
 

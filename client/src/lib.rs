@@ -18,8 +18,11 @@
 //!     .await?;
 //! # Ok(()) }
 //! ```
+#[cfg(feature = "archive")]
 mod archive_backend;
 pub mod client;
+#[cfg(feature = "console")]
+mod console_backend;
 pub mod error;
 pub mod message;
 pub mod producer;

@@ -163,41 +163,72 @@ pub fn new_id() -> String {
 }
 
 /// A message as FETCH, PEEK or GET hand it out. Fields a reply does not carry are empty.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+///
+/// Serialized (JSON, …) with the body as text when it is UTF-8, else as base64 with
+/// `"body_encoding": "base64"`, so no byte of a binary body is lost; the empty optional
+/// fields (receipt, deadline, state, due, consumer, error) are left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Message {
     pub queue: String,
     pub id: String,
-    #[serde(serialize_with = "ser_body")]
     pub body: Vec<u8>,
     /// For ACK, NACK, TOUCH (FETCH only).
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub receipt: String,
     pub attempt: u64,
+    /// The producer's label of what kind of message this is; the worker picks the handler
+    /// by it.
     pub tag: String,
+    /// The producer's own key (a customer or order id …): stored and handed back, never
+    /// interpreted by rmq.
     pub key: String,
     pub headers: Vec<(String, String)>,
     pub created: u64,
     pub offset: u64,
     /// Lock deadline, unix ms (FETCH; PEEK of in-flight messages).
-    #[serde(skip_serializing_if = "is_zero")]
     pub deadline: u64,
     /// PEEK/GET: ready, delayed, inflight, failed, errors.
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub state: String,
-    #[serde(skip_serializing_if = "is_zero")]
     pub due: u64,
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub consumer: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub error: String,
 }
 
-fn is_zero(v: &u64) -> bool {
-    *v == 0
-}
-
-fn ser_body<S: serde::Serializer>(b: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&String::from_utf8_lossy(b))
+impl Serialize for Message {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use base64::Engine;
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("queue", &self.queue)?;
+        m.serialize_entry("id", &self.id)?;
+        match std::str::from_utf8(&self.body) {
+            Ok(text) => m.serialize_entry("body", text)?,
+            Err(_) => {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(&self.body);
+                m.serialize_entry("body", &b64)?;
+                m.serialize_entry("body_encoding", "base64")?;
+            }
+        }
+        if !self.receipt.is_empty() {
+            m.serialize_entry("receipt", &self.receipt)?;
+        }
+        m.serialize_entry("attempt", &self.attempt)?;
+        m.serialize_entry("tag", &self.tag)?;
+        m.serialize_entry("key", &self.key)?;
+        m.serialize_entry("headers", &self.headers)?;
+        m.serialize_entry("created", &self.created)?;
+        m.serialize_entry("offset", &self.offset)?;
+        for (name, v) in [("deadline", self.deadline), ("due", self.due)] {
+            if v != 0 {
+                m.serialize_entry(name, &v)?;
+            }
+        }
+        for (name, v) in [("state", &self.state), ("consumer", &self.consumer), ("error", &self.error)] {
+            if !v.is_empty() {
+                m.serialize_entry(name, v)?;
+            }
+        }
+        m.end()
+    }
 }
 
 impl Message {

@@ -17,8 +17,10 @@ use crate::spool::{DrainReport, SendOutcome, Spool, SpoolRecord, SpoolStatus};
 /// Producer settings.
 #[derive(Clone, Debug)]
 pub struct ProducerConfig {
-    /// The spool directory (default `./datas/rmq`); `None` turns spooling off (then a push
-    /// that Redis cannot take returns [`Error::Unavailable`]).
+    /// The spool directory (default [`crate::spool::default_dir`]: `$RMQ_SPOOL`, else
+    /// `~/.local/state/rmq/spool`); `None` turns spooling off (then a push that Redis cannot
+    /// take returns [`Error::Unavailable`]). Give each Redis server its own spool: a drain
+    /// sends what it holds to the producer's server.
     pub spool_dir: Option<PathBuf>,
     /// Retries of a PUSH that Redis could not take, before the message is spooled.
     pub retries: u32,
@@ -34,7 +36,7 @@ pub struct ProducerConfig {
 impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
-            spool_dir: Some(PathBuf::from("./datas/rmq")),
+            spool_dir: Some(crate::spool::default_dir()),
             retries: 3,
             retry_backoff: Duration::from_millis(50),
             retry_backoff_max: Duration::from_secs(1),
@@ -51,6 +53,8 @@ pub struct Pushed {
     /// True when Redis could not take it and it is in the local spool (on disk, fsynced),
     /// to be re-sent.
     pub spooled: bool,
+    /// Why Redis could not take it (the last error), when it was spooled.
+    pub unavailable: Option<String>,
 }
 
 type SpoolReq = (SpoolRecord, oneshot::Sender<std::result::Result<(), String>>);
@@ -177,7 +181,7 @@ impl Producer {
             match self.inner.client.push(&p).await {
                 Ok(id) => {
                     self.inner.down.store(false, Ordering::Relaxed);
-                    return Ok(Pushed { id, spooled: false });
+                    return Ok(Pushed { id, spooled: false, unavailable: None });
                 }
                 Err(Error::Unavailable(why)) => {
                     last = why;
@@ -198,7 +202,7 @@ impl Producer {
             Ok(()) => {
                 tracing::debug!(id = %id, "rmq producer: redis unavailable ({last}); message spooled");
                 self.inner.wake.notify_one();
-                Ok(Pushed { id, spooled: true })
+                Ok(Pushed { id, spooled: true, unavailable: Some(last) })
             }
             Err(spool) => {
                 tracing::error!(id = %id, redis = %last, spool = %spool, "rmq producer: message NOT stored");

@@ -98,13 +98,13 @@ pub struct QuarantineEntry {
 }
 
 impl QuarantineEntry {
-    fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![QUARANTINE_FORMAT];
         out.extend(postcard::to_stdvec(self).expect("postcard encoding of a QuarantineEntry"));
         out
     }
 
-    fn decode(payload: &[u8]) -> Result<QuarantineEntry, String> {
+    pub fn decode(payload: &[u8]) -> Result<QuarantineEntry, String> {
         match payload.first() {
             Some(&QUARANTINE_FORMAT) => postcard::from_bytes(&payload[1..]).map_err(|e| e.to_string()),
             Some(v) => Err(format!("unknown quarantine format {v}")),
@@ -290,6 +290,35 @@ pub enum SendOutcome {
     Refused(String),
 }
 
+/// The default spool directory: `$RMQ_SPOOL` when set, else `rmq/spool` in the user's state
+/// directory (`$XDG_STATE_HOME`, or `~/.local/state`), never the working directory (a
+/// command run from another directory would not find what an earlier one spooled). Only
+/// without any home directory: `./rmq-spool`.
+pub fn default_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("RMQ_SPOOL").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").filter(|p| !p.is_empty()).map(|h| PathBuf::from(h).join(".local/state")));
+    match state {
+        Some(s) => s.join("rmq").join("spool"),
+        None => PathBuf::from("rmq-spool"),
+    }
+}
+
+/// True when the spool at `dir` holds records not yet re-sent. Opens nothing and creates
+/// nothing: a directory that does not exist holds nothing.
+pub fn has_pending(dir: &Path) -> io::Result<bool> {
+    if !dir.is_dir() {
+        return Ok(false);
+    }
+    let spool = Spool { dir: dir.to_path_buf(), mu: Mutex::new(()) };
+    spool.has_data()
+}
+
 /// The spool directory.
 pub struct Spool {
     dir: PathBuf,
@@ -396,10 +425,28 @@ impl Spool {
         let _g = self.mu.lock().unwrap_or_else(|e| e.into_inner());
         let _fl = FileLock::lock(&self.lock_path())?;
         let mut report = OpenReport::default();
-        if let Some(&n) = self.segments()?.last() {
+        let segs = self.segments()?;
+        if let Some(&n) = segs.last() {
             report.torn_bytes = self.cut_torn_tail(n)?;
         }
+        self.remove_orphan_positions(&segs)?;
         Ok(report)
+    }
+
+    /// Removes the `.pos` files whose segment is gone (a drain that crashed between deleting
+    /// a segment and its `.pos`). Left in place, one would make a later segment of the same
+    /// number start half way, skipping records.
+    fn remove_orphan_positions(&self, segs: &[u64]) -> io::Result<()> {
+        for e in fs::read_dir(&self.dir)? {
+            let name = e?.file_name();
+            let Some(n) = name.to_str().and_then(|s| s.strip_suffix(".pos")).and_then(|s| s.parse::<u64>().ok()) else {
+                continue;
+            };
+            if !segs.contains(&n) {
+                fs::remove_file(self.pos_path(n))?;
+            }
+        }
+        Ok(())
     }
 
     /// Cuts a torn tail off segment `n` (the caller holds the append lock). Returns the bytes cut.
@@ -610,10 +657,17 @@ impl Spool {
             let mut idx = 0;
             loop {
                 let item = items.get(idx);
-                let flush = match item {
-                    None => true,
-                    Some(Item::Frame { .. }) => batch.len() >= DRAIN_BATCH,
-                    Some(_) => true,
+                // Decoded before the flush decision: a frame that does not decode is moved
+                // aside like a corrupt one, so the records before it must be sent first (else
+                // `.pos` would pass records that were never sent).
+                let decoded = match item {
+                    Some(Item::Frame { start, end }) => Some(SpoolRecord::decode(&buf[start + HEADER..*end])),
+                    _ => None,
+                };
+                let flush = match (item, &decoded) {
+                    (None, _) => true,
+                    (Some(Item::Frame { .. }), Some(Ok(_))) => batch.len() >= DRAIN_BATCH,
+                    _ => true,
                 };
                 if flush && !batch.is_empty() {
                     let recs: Vec<SpoolRecord> = batch.iter().map(|(r, _, _)| r.clone()).collect();
@@ -658,7 +712,7 @@ impl Spool {
                 let Some(item) = item else { break };
                 match item {
                     Item::Frame { start, end } => {
-                        match SpoolRecord::decode(&buf[start + HEADER..*end]) {
+                        match decoded.expect("a frame is decoded above") {
                             Ok(rec) => batch.push((rec, *start, *end)),
                             Err(why) => {
                                 // A frame whose CRC matches but whose payload does not decode (a
@@ -699,8 +753,9 @@ impl Spool {
                 idx += 1;
             }
             if report.stopped.is_none() && pos >= buf.len() {
-                // All of it handled: the segment goes (its .pos first, so a crash in between
-                // leaves a segment that is re-sent whole, which the ids make harmless).
+                // All of it handled: the segment goes, then its .pos. A crash in between
+                // leaves a .pos without its segment, which the next open removes, so it can
+                // never apply to a later segment of the same number.
                 fs::remove_file(&path)?;
                 let _ = fs::remove_file(self.pos_path(n));
                 fsync_dir(&self.dir)?;
@@ -937,6 +992,27 @@ mod tests {
         assert_eq!(s.quarantine().unwrap()[0].reason, "bad frame length");
     }
 
+    /// A frame whose CRC is right but whose record does not decode (a newer format) after
+    /// records that were not sent yet: when Redis is down, those records stay in the spool.
+    #[test]
+    fn an_undecodable_frame_never_moves_the_position_past_unsent_records() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, _) = Spool::open(d.path()).unwrap();
+        s.append(&[rec(1), rec(2)]).unwrap();
+        let seg = only_segment(d.path());
+        let mut buf = fs::read(&seg).unwrap();
+        frame(&[9, 1, 2, 3], &mut buf);
+        frame(&rec(3).encode(), &mut buf);
+        fs::write(&seg, &buf).unwrap();
+        let r = s.drain(|_| Err("redis down".into()), |_| {}, |_| {}).unwrap();
+        assert_eq!(r.stopped.as_deref(), Some("redis down"));
+        let (r, got) = drain_all(&s);
+        let ids: Vec<_> = got.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["id-1", "id-2", "id-3"]);
+        assert_eq!(r.corrupt, 1);
+        assert!(s.quarantine().unwrap()[0].reason.contains("unknown record format"));
+    }
+
     #[test]
     fn refused_records_are_quarantined_with_the_reason() {
         let d = tempfile::tempdir().unwrap();
@@ -958,6 +1034,21 @@ mod tests {
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].record().unwrap().id, "id-2");
         assert!(q[0].reason.contains("ERR nope"));
+    }
+
+    #[test]
+    fn a_position_left_by_a_crashed_drain_never_skips_a_later_segment() {
+        let d = tempfile::tempdir().unwrap();
+        // A drain deleted segment 1 and crashed before deleting its .pos.
+        fs::write(d.path().join("0000000000000001.pos"), b"100").unwrap();
+        let (s, _) = Spool::open(d.path()).unwrap();
+        // The next segment 1 must be sent whole.
+        let recs: Vec<_> = (0..5).map(rec).collect();
+        s.append(&recs).unwrap();
+        assert_eq!(s.status().unwrap().records, 5);
+        let (r, got) = drain_all(&s);
+        assert_eq!(r.sent, 5);
+        assert_eq!(got, recs);
     }
 
     #[test]

@@ -9,40 +9,55 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::client::{Client, Fetch, NackKind};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::message::Message;
 
-/// Why a handler did not succeed.
+/// Why a handler did not succeed; each variant is named after what happens to the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HandlerError {
     /// The work failed and may succeed later: NACK RETRY (the queue's backoff and
     /// max-attempts apply), or NACK ERROR when `failed_is_error` is set.
-    Failed(String),
-    /// An error: NACK ERROR with this text, the message goes to errors.
+    Retry(String),
+    /// The message cannot be handled: NACK ERROR with this text, the message goes to the
+    /// errors state for a person to look at. Any `std::error::Error` returned with `?`
+    /// becomes this.
     Error(String),
-    /// Give up for good: NACK FAIL, the message goes to failed.
-    Fail(String),
+    /// Give up on the message for good, no retry: NACK FAIL, it goes to the failed (dead
+    /// letter) state.
+    DeadLetter(String),
+    /// Not the message's fault: this worker cannot do any work (its command cannot be
+    /// started, a dependency is missing). The message goes back to ready at once, its
+    /// attempt not held against it, and the worker stops: [`Worker::run`] returns
+    /// [`Error::WorkerFault`].
+    WorkerFault(String),
 }
 
 impl HandlerError {
-    pub fn failed(reason: impl Into<String>) -> HandlerError {
-        HandlerError::Failed(reason.into())
+    pub fn retry(reason: impl Into<String>) -> HandlerError {
+        HandlerError::Retry(reason.into())
     }
     pub fn error(reason: impl Into<String>) -> HandlerError {
         HandlerError::Error(reason.into())
+    }
+    pub fn dead_letter(reason: impl Into<String>) -> HandlerError {
+        HandlerError::DeadLetter(reason.into())
+    }
+    pub fn worker_fault(reason: impl Into<String>) -> HandlerError {
+        HandlerError::WorkerFault(reason.into())
     }
 }
 
 impl std::fmt::Display for HandlerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            HandlerError::Failed(r) => write!(f, "failed: {r}"),
+            HandlerError::Retry(r) => write!(f, "retry: {r}"),
             HandlerError::Error(r) => write!(f, "error: {r}"),
-            HandlerError::Fail(r) => write!(f, "fail: {r}"),
+            HandlerError::DeadLetter(r) => write!(f, "dead letter: {r}"),
+            HandlerError::WorkerFault(r) => write!(f, "worker fault: {r}"),
         }
     }
 }
@@ -61,22 +76,32 @@ type Handler = Arc<dyn Fn(Message) -> BoxFuture + Send + Sync>;
 /// Worker settings.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
-    /// How long a fetched message stays invisible to others (the seeds' MessageLockTime). The
-    /// worker TOUCHes it every `lock / 2` while its handler runs.
+    /// How long a fetched message stays invisible to other consumers. The worker TOUCHes it
+    /// every `lock / 2` while its handler runs, so a long handler keeps it.
     pub lock: Duration,
     /// Handlers running at once.
     pub concurrency: usize,
-    /// A handler's [`HandlerError::Failed`] goes to errors instead of being retried
-    /// (the seeds' FailedIsError).
+    /// Longest run of one handler (`None`: no limit). Past it the handler is stopped (its
+    /// future dropped; `rmq work` kills its command) and the message is retried with reason
+    /// "timeout after N ms". Without it, a hung handler would be TOUCHed for ever.
+    pub timeout: Option<Duration>,
+    /// A handler's [`HandlerError::Retry`] sends the message to errors instead of retrying it.
     pub failed_is_error: bool,
-    /// A message whose tag has no handler goes to errors; when false it is ACKed and dropped
-    /// (the seeds' NoSupperIsError).
+    /// A message whose tag has no handler goes to errors; when false it is ACKed and dropped.
     pub no_handler_is_error: bool,
     /// After a stop signal, how long running handlers may take to finish; handlers still
     /// running then are abandoned, and their messages come back when their lock runs out.
     pub grace: Duration,
-    /// Longest wait of one blocking FETCH (the worker notices a stop signal at once anyway).
+    /// Longest wait of one blocking FETCH (module edition). A FETCH in progress is never
+    /// abandoned (its messages would sit in flight until their lock ran out), so a stop
+    /// signal waits for it: this is also the longest a stop can wait before the grace period
+    /// starts.
     pub block: Duration,
+    /// How long [`Worker::run`] waits for a first answer from Redis before it returns
+    /// [`Error::Unavailable`], so a worker pointed at a wrong address or a dead server fails
+    /// instead of idling. Once it has had an answer, the worker rides out outages (logging
+    /// each failed FETCH).
+    pub startup_timeout: Duration,
     /// CONSUMER name shown by PEEK INFLIGHT; default `host:pid`.
     pub consumer: Option<String>,
 }
@@ -86,10 +111,12 @@ impl Default for WorkerConfig {
         WorkerConfig {
             lock: Duration::from_secs(30),
             concurrency: 8,
+            timeout: Some(Duration::from_secs(3600)),
             failed_is_error: false,
             no_handler_is_error: true,
             grace: Duration::from_secs(30),
-            block: Duration::from_secs(5),
+            block: Duration::from_secs(1),
+            startup_timeout: Duration::from_secs(30),
             consumer: None,
         }
     }
@@ -147,6 +174,9 @@ struct Ctx {
     handlers: HashMap<String, Handler>,
     fallback: Option<Handler>,
     counters: Counters,
+    /// Set by the first [`HandlerError::WorkerFault`]: the worker stops fetching.
+    fault: std::sync::Mutex<Option<String>>,
+    faulted: Notify,
 }
 
 /// The text of a panic payload.
@@ -158,6 +188,12 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     } else {
         "panic with a non-text payload".into()
     }
+}
+
+/// What became of a message, for the log line and the counters.
+enum Outcome {
+    Ack,
+    Nack(NackKind, String),
 }
 
 impl Worker {
@@ -192,6 +228,11 @@ impl Worker {
 
     /// Runs until `stop` completes, then stops fetching, gives running handlers up to
     /// `grace` to finish, and abandons the rest (their messages come back by lock expiry).
+    ///
+    /// Errors: [`Error::Unavailable`] when Redis gave no answer within `startup_timeout`
+    /// (or refused the worker, e.g. a wrong password: then at once);
+    /// [`Error::WorkerFault`] when a handler said the worker cannot work (after the graceful
+    /// stop).
     pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<WorkerReport> {
         let Worker { client, queue, mut cfg, handlers, fallback } = self;
         crate::message::validate_queue(&queue)?;
@@ -200,18 +241,39 @@ impl Worker {
             let host = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
             cfg.consumer = Some(format!("{}:{}", if host.is_empty() { "rmq" } else { &host }, std::process::id()));
         }
-        let ctx = Arc::new(Ctx { client, queue, cfg, handlers, fallback, counters: Counters::default() });
+        tokio::pin!(stop);
+        let Some(edition) = first_answer(&client, cfg.startup_timeout, &mut stop).await? else {
+            return Ok(WorkerReport::default());
+        };
+        tracing::info!(queue = %queue, server = %client.display_url(), edition = ?edition,
+            concurrency = cfg.concurrency, consumer = cfg.consumer.as_deref().unwrap_or(""),
+            "rmq worker: started");
+        let ctx = Arc::new(Ctx {
+            client,
+            queue,
+            cfg,
+            handlers,
+            fallback,
+            counters: Counters::default(),
+            fault: std::sync::Mutex::new(None),
+            faulted: Notify::new(),
+        });
         let sem = Arc::new(Semaphore::new(ctx.cfg.concurrency));
         let mut tasks: JoinSet<()> = JoinSet::new();
-        tokio::pin!(stop);
         let mut stopped = false;
         let mut pause = Duration::from_millis(50);
         let mut poll = ctx.client.config().poll_min;
+        let faulted = ctx.faulted.notified();
+        tokio::pin!(faulted);
         'fetching: while !stopped {
             while tasks.try_join_next().is_some() {}
+            if ctx.fault.lock().unwrap().is_some() {
+                break 'fetching;
+            }
             let first = tokio::select! {
                 p = sem.clone().acquire_owned() => p.expect("semaphore closed"),
                 _ = &mut stop => break 'fetching,
+                _ = &mut faulted => break 'fetching,
             };
             let mut permits = vec![first];
             while permits.len() < 1000 {
@@ -221,13 +283,14 @@ impl Worker {
                 }
             }
             // A FETCH is never cancelled half way (its messages would sit in flight until
-            // their lock ran out): the module blocks on the server in short slices, and the
-            // Lua edition, which cannot block, is polled here with pauses that a stop cuts short.
+            // their lock ran out): the module blocks on the server for at most `block`, and
+            // the Lua edition, which cannot block, is polled here with pauses that a stop
+            // cuts short.
             let module = matches!(ctx.client.edition().await, Ok(crate::client::Edition::Module));
             let f = Fetch {
                 count: Some(permits.len() as u32),
                 lock: Some(ctx.cfg.lock),
-                block: module.then(|| ctx.cfg.block.clamp(Duration::from_millis(1), Duration::from_secs(1))),
+                block: module.then(|| ctx.cfg.block.max(Duration::from_millis(1))),
                 consumer: ctx.cfg.consumer.clone(),
             };
             let fetch = ctx.client.fetch(&ctx.queue, &f);
@@ -255,6 +318,7 @@ impl Worker {
                         tokio::select! {
                             _ = tokio::time::sleep(poll) => {}
                             _ = &mut stop => break 'fetching,
+                            _ = &mut faulted => break 'fetching,
                         }
                         poll = (poll * 2).min(ctx.client.config().poll_max);
                     } else if !empty {
@@ -269,6 +333,7 @@ impl Worker {
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
                         _ = &mut stop => break 'fetching,
+                        _ = &mut faulted => break 'fetching,
                     }
                     pause = (pause * 2).min(Duration::from_secs(2));
                 }
@@ -285,8 +350,11 @@ impl Worker {
         } else {
             0
         };
+        if let Some(why) = ctx.fault.lock().unwrap().take() {
+            return Err(Error::WorkerFault(why));
+        }
         let c = &ctx.counters;
-        Ok(WorkerReport {
+        let report = WorkerReport {
             acked: c.acked.load(Ordering::Relaxed),
             retried: c.retried.load(Ordering::Relaxed),
             errored: c.errored.load(Ordering::Relaxed),
@@ -294,32 +362,69 @@ impl Worker {
             dropped: c.dropped.load(Ordering::Relaxed),
             abandoned,
             stale: c.stale.load(Ordering::Relaxed),
-        })
+        };
+        tracing::info!(queue = %ctx.queue, ?report, "rmq worker: stopped");
+        Ok(report)
+    }
+}
+
+/// Waits for Redis to answer (which also finds out the edition), up to `limit`. `None` when
+/// the stop signal came first.
+async fn first_answer(
+    client: &Client,
+    limit: Duration,
+    stop: &mut Pin<&mut impl Future<Output = ()>>,
+) -> Result<Option<crate::client::Edition>> {
+    let until = Instant::now() + limit;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match client.edition().await {
+            Ok(ed) => return Ok(Some(ed)),
+            Err(e) if e.is_unavailable() && Instant::now() + pause < until => {
+                tracing::warn!(server = %client.display_url(), error = %e,
+                    "rmq worker: Redis does not answer yet");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.as_mut() => return Ok(None),
+                }
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(Error::Unavailable(why)) => {
+                return Err(Error::Unavailable(format!("{why} (no answer within {} s: the worker gives up)", limit.as_secs_f64())))
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
 impl Ctx {
     async fn process(&self, m: Message) {
         let receipt = m.receipt.clone();
+        let (id, attempt) = (m.id.clone(), m.attempt);
+        tracing::info!(queue = %self.queue, id = %id, attempt, tag = %m.tag, "rmq worker: start");
         let handler = self.handlers.get(&m.tag).or(self.fallback.as_ref()).cloned();
         let Some(handler) = handler else {
             if self.cfg.no_handler_is_error {
                 let reason = format!("no handler for tag '{}'", m.tag);
-                self.finish(&receipt, Some((NackKind::Error, reason)), &self.counters.errored).await;
+                let out = Outcome::Nack(NackKind::Error, reason);
+                self.finish(&id, &receipt, out, &self.counters.errored).await;
             } else {
-                self.finish(&receipt, None, &self.counters.dropped).await;
+                self.finish(&id, &receipt, Outcome::Ack, &self.counters.dropped).await;
             }
             return;
         };
-        let id = m.id.clone();
         let mut job = AbortOnDrop(tokio::spawn(handler(m)));
         // Heartbeat: TOUCH every half lock while the handler runs.
         let half = (self.cfg.lock / 2).max(Duration::from_millis(1));
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + half, half);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let timeout = self.cfg.timeout.filter(|t| !t.is_zero());
+        let deadline = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(86400 * 365)));
+        tokio::pin!(deadline);
         let res = loop {
             tokio::select! {
-                r = &mut job.0 => break r,
+                r = &mut job.0 => break Some(r),
+                _ = &mut deadline, if timeout.is_some() => break None,
                 _ = tick.tick() => {
                     match self.client.touch(&self.queue, &receipt, Some(self.cfg.lock)).await {
                         Ok(0) => tracing::warn!(queue = %self.queue, id = %id,
@@ -331,33 +436,68 @@ impl Ctx {
             }
         };
         let c = &self.counters;
-        match res {
-            Ok(Ok(())) => self.finish(&receipt, None, &c.acked).await,
-            Ok(Err(HandlerError::Failed(r))) => {
-                if self.cfg.failed_is_error {
-                    self.finish(&receipt, Some((NackKind::Error, r)), &c.errored).await
-                } else {
-                    self.finish(&receipt, Some((NackKind::Retry { delay: None }, r)), &c.retried).await
-                }
-            }
-            Ok(Err(HandlerError::Error(r))) => self.finish(&receipt, Some((NackKind::Error, r)), &c.errored).await,
-            Ok(Err(HandlerError::Fail(r))) => self.finish(&receipt, Some((NackKind::Fail, r)), &c.failed).await,
+        let retry = NackKind::Retry { delay: None };
+        let Some(res) = res else {
+            // Stop the handler (and, in `rmq work`, kill its command) before giving the
+            // message back, so two runs of it never overlap here.
+            job.0.abort();
+            let _ = (&mut job.0).await;
+            let ms = timeout.unwrap_or_default().as_millis();
+            let out = Outcome::Nack(retry, format!("timeout after {ms} ms"));
+            self.finish(&id, &receipt, out, &c.retried).await;
+            return;
+        };
+        let (out, counter) = match res {
+            Ok(Ok(())) => (Outcome::Ack, &c.acked),
+            Ok(Err(HandlerError::Retry(r))) if self.cfg.failed_is_error => (Outcome::Nack(NackKind::Error, r), &c.errored),
+            Ok(Err(HandlerError::Retry(r))) => (Outcome::Nack(retry, r), &c.retried),
+            Ok(Err(HandlerError::Error(r))) => (Outcome::Nack(NackKind::Error, r), &c.errored),
+            Ok(Err(HandlerError::DeadLetter(r))) => (Outcome::Nack(NackKind::Fail, r), &c.failed),
+            Ok(Err(HandlerError::WorkerFault(r))) => return self.give_back(&id, &receipt, r).await,
             Err(e) if e.is_panic() => {
                 let text = format!("panic: {}", panic_text(&*e.into_panic()));
-                self.finish(&receipt, Some((NackKind::Error, text)), &c.errored).await
+                (Outcome::Nack(NackKind::Error, text), &c.errored)
             }
-            Err(_) => {}
-        }
+            Err(_) => return,
+        };
+        self.finish(&id, &receipt, out, counter).await;
     }
 
-    /// ACK (None) or NACK, retried while Redis is unavailable, for at most one lock period.
-    async fn finish(&self, receipt: &str, nack: Option<(NackKind, String)>, counter: &AtomicU64) {
+    /// A worker fault: the message goes back to ready at once (NACK RETRY DELAY 0), and if
+    /// that retry sent it to failed because its attempts were used up, it is requeued, so a
+    /// broken worker never dead-letters a message. Then the worker stops.
+    async fn give_back(&self, id: &str, receipt: &str, why: String) {
+        tracing::error!(queue = %self.queue, id = %id, reason = %why,
+            "rmq worker: the worker cannot work; giving the message back and stopping");
+        let reason = format!("worker fault: {why}");
+        let out = Outcome::Nack(NackKind::Retry { delay: Some(Duration::ZERO) }, reason);
+        if self.finish(id, receipt, out, &self.counters.retried).await {
+            let dead = matches!(self.client.get(&self.queue, id).await,
+                Ok(Some(m)) if m.state == "failed");
+            if dead {
+                if let Err(e) = self.client.requeue(&self.queue, &[id]).await {
+                    tracing::error!(queue = %self.queue, id = %id, error = %e,
+                        "rmq worker: could not requeue the message from failed; RMQ.RECOVER brings it back");
+                }
+            }
+        }
+        let mut f = self.fault.lock().unwrap();
+        if f.is_none() {
+            *f = Some(why);
+        }
+        drop(f);
+        self.faulted.notify_one();
+    }
+
+    /// ACK or NACK, retried while Redis is unavailable, for at most one lock period. True
+    /// when it took effect.
+    async fn finish(&self, id: &str, receipt: &str, out: Outcome, counter: &AtomicU64) -> bool {
         let until = Instant::now() + self.cfg.lock;
         let mut pause = Duration::from_millis(50);
         loop {
-            let res = match &nack {
-                None => self.client.ack(&self.queue, &[receipt]).await.map(|n| n == 1),
-                Some((kind, reason)) => {
+            let res = match &out {
+                Outcome::Ack => self.client.ack(&self.queue, &[receipt]).await.map(|n| n == 1),
+                Outcome::Nack(kind, reason) => {
                     let reason: String = reason.chars().take(4000).collect();
                     self.client.nack(&self.queue, receipt, *kind, Some(&reason)).await
                 }
@@ -365,25 +505,40 @@ impl Ctx {
             match res {
                 Ok(true) => {
                     counter.fetch_add(1, Ordering::Relaxed);
-                    return;
+                    match &out {
+                        Outcome::Ack => tracing::info!(queue = %self.queue, id = %id,
+                            outcome = "ack", "rmq worker: done"),
+                        Outcome::Nack(kind, reason) => tracing::info!(queue = %self.queue,
+                            id = %id, outcome = nack_name(*kind), reason = %reason,
+                            "rmq worker: done"),
+                    }
+                    return true;
                 }
                 Ok(false) => {
-                    tracing::warn!(queue = %self.queue, receipt, "rmq worker: stale receipt (the lock ran out and the message went back)");
+                    tracing::warn!(queue = %self.queue, id = %id, receipt, "rmq worker: stale receipt (the lock ran out and the message went back)");
                     self.counters.stale.fetch_add(1, Ordering::Relaxed);
-                    return;
+                    return false;
                 }
                 Err(e) if e.is_unavailable() && Instant::now() + pause < until => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
                 Err(e) => {
-                    tracing::error!(queue = %self.queue, receipt, error = %e,
+                    tracing::error!(queue = %self.queue, id = %id, receipt, error = %e,
                         "rmq worker: could not ACK/NACK; the message comes back by lock expiry");
                     self.counters.stale.fetch_add(1, Ordering::Relaxed);
-                    return;
+                    return false;
                 }
             }
         }
+    }
+}
+
+fn nack_name(k: NackKind) -> &'static str {
+    match k {
+        NackKind::Retry { .. } => "retry",
+        NackKind::Fail => "dead-letter",
+        NackKind::Error => "error",
     }
 }
 

@@ -67,7 +67,7 @@ async fn outcomes_by_tag_ack_retry_error_drop() {
                     d.fetch_add(1, Ordering::SeqCst);
                     if n == 0 {
                         assert_eq!(m.attempt, 1);
-                        Err(HandlerError::failed("try later"))
+                        Err(HandlerError::retry("try later"))
                     } else {
                         assert_eq!(m.attempt, 2);
                         Ok(())
@@ -116,7 +116,7 @@ async fn outcomes_by_tag_ack_retry_error_drop() {
         c.push(&Push::new("jobs2", "b").tag("nobody").id("n")).await.unwrap();
         let (stop_tx, stop) = stopper();
         let cfg = WorkerConfig { failed_is_error: true, no_handler_is_error: false, ..wcfg(5000) };
-        let w = Worker::new(c.clone(), "jobs2", cfg).handle("flaky", |_m| async { Err(HandlerError::failed("nope")) });
+        let w = Worker::new(c.clone(), "jobs2", cfg).handle("flaky", |_m| async { Err(HandlerError::retry("nope")) });
         let h = tokio::spawn(w.run_until(stop));
         bounded(Duration::from_secs(10), "jobs2 handled", async {
             loop {
@@ -328,5 +328,192 @@ async fn grace_period_over_abandons_handlers_and_their_messages_come_back() {
         let got = c.fetch("a", &Fetch { block: Some(Duration::from_secs(3)), ..Default::default() }).await.unwrap();
         assert_eq!(got.len(), 1, "{ed:?}");
         assert_eq!((got[0].id.as_str(), got[0].attempt), ("a1", 2));
+    }
+}
+
+#[test]
+fn a_misspelled_edition_list_fails_instead_of_testing_nothing() {
+    assert_eq!(parse_editions("lua, module"), Ok(vec![Ed::Lua, Ed::Module]));
+    assert!(parse_editions("modul").is_err());
+    assert!(parse_editions("lua,modules").is_err());
+    assert!(parse_editions("").is_err());
+    assert!(parse_editions(" , ").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_pointed_at_a_dead_server_returns_an_error_in_bounded_time() {
+    let url = format!("redis://127.0.0.1:{}/", free_port());
+    let c = client_for(&url, Ed::Lua);
+    let cfg = WorkerConfig { startup_timeout: Duration::from_millis(500), ..wcfg(1000) };
+    let w = Worker::new(c, "q", cfg).handle("", |_m| async { Ok(()) });
+    let res = bounded(Duration::from_secs(20), "run against a dead server", w.run_until(std::future::pending())).await;
+    match res {
+        Err(rmq_client::Error::Unavailable(why)) => assert!(why.contains(&url), "{why}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+/// Sets a flag when dropped: tells that a handler's future was stopped.
+struct DropFlag(Arc<AtomicUsize>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_handler_past_its_timeout_is_stopped_and_its_message_retried() {
+    for ed in editions() {
+        let srv = Server::start(ed, &[]);
+        let c = srv.client();
+        c.config_set("to", &[("backoff-ms", "0")]).await.unwrap();
+        c.push(&Push::new("to", "hang").id("h1")).await.unwrap();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let attempts = Arc::new(Mutex::new(Vec::new()));
+        let (d, a) = (dropped.clone(), attempts.clone());
+        let cfg = WorkerConfig { timeout: Some(Duration::from_millis(300)), ..wcfg(5000) };
+        let (stop_tx, stop) = stopper();
+        let w = Worker::new(c.clone(), "to", cfg).handle("", move |m| {
+            let flag = DropFlag(d.clone());
+            a.lock().unwrap().push(m.attempt);
+            async move {
+                let _flag = flag;
+                if m.attempt == 1 {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                Ok(())
+            }
+        });
+        let h = tokio::spawn(w.run_until(stop));
+        bounded(Duration::from_secs(20), "retried after the timeout, then acked", async {
+            while c.stats("to").await.unwrap()["acked"] != 1 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        stop_tx.send(()).unwrap();
+        let report = bounded(Duration::from_secs(10), "stop", h).await.unwrap().unwrap();
+        assert_eq!((report.retried, report.acked), (1, 1), "{ed:?}: {report:?}");
+        assert_eq!(*attempts.lock().unwrap(), vec![1, 2], "{ed:?}");
+        assert_eq!(dropped.load(Ordering::SeqCst), 2, "{ed:?}: the hung handler was stopped");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_fault_gives_the_message_back_and_stops_the_worker() {
+    for ed in editions() {
+        let srv = Server::start(ed, &[]);
+        let c = srv.client();
+        // Its last attempt: a plain retry would dead-letter it.
+        c.config_set("wf", &[("max-attempts", "1")]).await.unwrap();
+        c.push(&Push::new("wf", "x").id("w1")).await.unwrap();
+        c.push(&Push::new("wf", "y").id("w2")).await.unwrap();
+        let cfg = WorkerConfig { concurrency: 1, ..wcfg(5000) };
+        let w = Worker::new(c.clone(), "wf", cfg).handle("", |_m| async { Err(HandlerError::worker_fault("no disk")) });
+        let res = bounded(Duration::from_secs(20), "worker stops by itself", w.run_until(std::future::pending())).await;
+        match res {
+            Err(rmq_client::Error::WorkerFault(why)) => assert_eq!(why, "no disk"),
+            other => panic!("{ed:?}: expected WorkerFault, got {other:?}"),
+        }
+        let st = c.stats("wf").await.unwrap();
+        assert_eq!((st["ready"], st["inflight"], st["failed"], st["errors"]), (2, 0, 0, 0), "{ed:?}: {st:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_letter_sends_the_message_to_failed_at_once() {
+    for ed in editions() {
+        let srv = Server::start(ed, &[]);
+        let c = srv.client();
+        c.push(&Push::new("dl", "x").id("d1")).await.unwrap();
+        let (stop_tx, stop) = stopper();
+        let w = Worker::new(c.clone(), "dl", wcfg(5000)).handle("", |_m| async { Err(HandlerError::dead_letter("bad order")) });
+        let h = tokio::spawn(w.run_until(stop));
+        bounded(Duration::from_secs(10), "in failed", async {
+            while c.stats("dl").await.unwrap()["failed"] != 1 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        stop_tx.send(()).unwrap();
+        let report = bounded(Duration::from_secs(10), "stop", h).await.unwrap().unwrap();
+        assert_eq!(report.failed, 1);
+        let failed = c.peek("dl", Some("FAILED"), None, None).await.unwrap();
+        assert_eq!((failed[0].attempt, failed[0].error.as_str()), (1, "bad order"), "{ed:?}");
+    }
+}
+
+/// `block` is the length of one blocking FETCH, as documented (it used to be cut to 1 s
+/// without a word).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_block_setting_is_the_length_of_one_blocking_fetch() {
+    // Only the module blocks on the server; this test needs it (and fails without it).
+    let srv = Server::start(Ed::Module, &[]);
+    let c = srv.client();
+    let mut con = srv.sync_conn();
+    let (stop_tx, stop) = stopper();
+    let cfg = WorkerConfig { block: Duration::from_secs(4), grace: Duration::from_secs(10), ..wcfg(5000) };
+    let h = tokio::spawn(Worker::new(c, "idle", cfg).handle("", |_m| async { Ok(()) }).run_until(stop));
+    let info = |con: &mut redis::Connection, section: &str| -> String { redis::cmd("INFO").arg(section).query(con).unwrap() };
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !info(&mut con, "clients").contains("blocked_clients:1") {
+        assert!(std::time::Instant::now() < until, "the worker never blocked");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let stats = info(&mut con, "commandstats");
+    let calls: u64 = stats
+        .lines()
+        .find(|l| l.starts_with("cmdstat_rmq.fetch:"))
+        .and_then(|l| l.split("calls=").nth(1))
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(0);
+    assert!(calls <= 1, "the worker's FETCH came back early ({calls} calls in 2.5 s with block 4 s)");
+    stop_tx.send(()).unwrap();
+    bounded(Duration::from_secs(20), "stop", h).await.unwrap().unwrap();
+}
+
+/// The shared scenario "a poison message" (docs/client.md): a message whose handler always
+/// asks for a retry reaches failed after max-attempts, while the others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poison_message_reaches_failed_after_max_attempts() {
+    for ed in editions() {
+        let srv = Server::start(ed, &[]);
+        let c = srv.client();
+        c.config_set("pq", &[("backoff-ms", "0"), ("max-attempts", "3")]).await.unwrap();
+        c.push(&Push::new("pq", "poison").id("poison")).await.unwrap();
+        c.push(&Push::new("pq", "fine").id("fine")).await.unwrap();
+        let attempts = Arc::new(Mutex::new(Vec::new()));
+        let seen = attempts.clone();
+        let (stop_tx, stop) = stopper();
+        let w = Worker::new(c.clone(), "pq", wcfg(5000)).handle("", move |m| {
+            let seen = seen.clone();
+            async move {
+                if m.id == "poison" {
+                    seen.lock().unwrap().push(m.attempt);
+                    return Err(HandlerError::retry("cannot parse"));
+                }
+                Ok(())
+            }
+        });
+        let h = tokio::spawn(w.run_until(stop));
+        bounded(Duration::from_secs(20), "poison in failed", async {
+            loop {
+                let s = c.stats("pq").await.unwrap();
+                if s["dead"] == 1 && s["acked"] == 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        stop_tx.send(()).unwrap();
+        bounded(Duration::from_secs(10), "stop", h).await.unwrap().unwrap();
+        assert_eq!(*attempts.lock().unwrap(), vec![1, 2, 3], "{ed:?}");
+        let m = c.get("pq", "poison").await.unwrap().unwrap();
+        assert_eq!(m.state, "failed", "{ed:?}");
+        assert!(m.error.contains("max attempts"), "{ed:?}: {}", m.error);
     }
 }

@@ -118,8 +118,22 @@ fn once<T>(slot: &Option<T>, raw: &[u8]) -> Result<()> {
     }
 }
 
+/// The error texts of numeric arguments (after `ERR `), by keyword.
+pub const NUMBER_ERRORS: [(&str, &str); 8] = [
+    ("LOCK", LOCK_MSG),
+    ("DELAY", DELAY_MSG),
+    ("AT", AT_MSG),
+    ("BLOCK", BLOCK_MSG),
+    ("COUNT", COUNT_MSG),
+    ("START", "START must be a non-negative integer"),
+    ("FROM", "FROM must be a non-negative integer"),
+    ("TO", "TO must be a non-negative integer"),
+];
 const LOCK_MSG: &str = "LOCK must be a positive integer of milliseconds";
 const DELAY_MSG: &str = "DELAY must be a non-negative integer of milliseconds";
+const AT_MSG: &str = "AT must be a non-negative integer of unix milliseconds";
+const BLOCK_MSG: &str = "BLOCK must be a non-negative integer of milliseconds";
+const COUNT_MSG: &str = "COUNT must be a positive integer";
 
 /// `RMQ.PUSH q body [ID id] [TAG tag] [KEY key] [HEADER name value]… [DELAY ms | AT unix-ms]`;
 /// `args` starts at the body.
@@ -169,7 +183,7 @@ pub fn push<'a>(args: &[&'a [u8]]) -> Result<Push<'a>> {
             }
             b"AT" => {
                 once(&at, raw)?;
-                let n = o.number("AT", 0, "AT must be a non-negative integer of unix milliseconds")?;
+                let n = o.number("AT", 0, AT_MSG)?;
                 if delay.is_some() {
                     return Err(Error::DelayWithAt);
                 }
@@ -202,7 +216,7 @@ pub fn fetch<'a>(args: &[&'a [u8]], max_fetch_count: u64) -> Result<Fetch<'a>> {
             }
             b"BLOCK" => {
                 once(&block, raw)?;
-                block = Some(o.number("BLOCK", 0, "BLOCK must be a non-negative integer of milliseconds")?);
+                block = Some(o.number("BLOCK", 0, BLOCK_MSG)?);
             }
             b"CONSUMER" => {
                 once(&consumer, raw)?;
@@ -219,7 +233,7 @@ pub fn fetch<'a>(args: &[&'a [u8]], max_fetch_count: u64) -> Result<Fetch<'a>> {
 }
 
 fn parse_count(o: &mut Options, max: u64) -> Result<u64> {
-    let n = o.number("COUNT", 1, "COUNT must be a positive integer")?;
+    let n = o.number("COUNT", 1, COUNT_MSG)?;
     if n > max {
         return Err(Error::CountAboveMax(max));
     }

@@ -21,21 +21,27 @@ pub struct Settings {
     pub paused: bool,
 }
 
+/// SPEC.md's defaults: the module's own settings start from them, the Lua edition uses them,
+/// and lua/rmq.lua's constants are checked against them (core/tests/lua_constants.rs).
+pub const DEFAULTS: Settings = Settings {
+    lock_ms: 30_000,
+    max_attempts: 5,
+    backoff_ms: 1_000,
+    backoff_max_ms: 3_600_000,
+    maxlen: 0,
+    ordered: false,
+    dedup_window_ms: 3_600_000,
+    log: false,
+    log_maxlen: 1_000_000,
+    paused: false,
+};
+
+/// The most messages one FETCH (and PEEK, LOG) may ask for, unless the node says otherwise.
+pub const MAX_FETCH_COUNT: u64 = 1000;
+
 impl Default for Settings {
-    /// SPEC.md's defaults.
     fn default() -> Self {
-        Settings {
-            lock_ms: 30_000,
-            max_attempts: 5,
-            backoff_ms: 1_000,
-            backoff_max_ms: 3_600_000,
-            maxlen: 0,
-            ordered: false,
-            dedup_window_ms: 3_600_000,
-            log: false,
-            log_maxlen: 1_000_000,
-            paused: false,
-        }
+        DEFAULTS
     }
 }
 
@@ -43,14 +49,19 @@ impl Default for Settings {
 pub const NAMES: [&str; 10] =
     ["lock-ms", "max-attempts", "backoff-ms", "backoff-max-ms", "maxlen", "ordered", "dedup-window-ms", "log", "log-maxlen", "paused"];
 
-#[derive(Clone, Copy)]
-enum Rule {
+/// What values a setting takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// At least 1.
     Positive,
+    /// At least 0.
     NonNegative,
+    /// 0 or 1.
     Boolean,
 }
 
-fn rule(name: &str) -> Rule {
+/// The rule of a setting name (lower case).
+pub fn rule(name: &str) -> Rule {
     match name {
         "lock-ms" | "max-attempts" | "log-maxlen" => Rule::Positive,
         "ordered" | "log" | "paused" => Rule::Boolean,

@@ -2,7 +2,7 @@
 
 use rmq_core::args::{self, NackAction, Recover};
 use rmq_core::mem::MemStore;
-use rmq_core::queue::{PushOutcome, Queue};
+use rmq_core::queue::{PushOutcome, Queue, State};
 use rmq_core::record::Record;
 use rmq_core::settings::Settings;
 use rmq_core::store::{Key, Store};
@@ -135,4 +135,75 @@ fn a_corrupt_ready_record_goes_to_errors_not_away() {
     assert_eq!(got[0].record().body, b"good");
     let kept = Record::decode(&s.lindex(Key::Err, 0).unwrap()).unwrap();
     assert_eq!((kept.body.as_slice(), kept.error.as_slice()), (&b"\x01not a record"[..], &b"corrupt record"[..]));
+}
+
+#[test]
+fn a_key_of_the_wrong_type_is_refused_before_anything_changes() {
+    let mut s = MemStore::default();
+    push(&mut s, 0, &[b"job"]);
+    s.hset(Key::Bak, b"not", b"a zset");
+    assert_eq!(q(&mut s, 1).fetch(1, None, b"").unwrap_err(), rmq_core::Error::WrongType);
+    assert_eq!(s.llen(Key::Msg), 1, "the message is still ready");
+}
+
+#[test]
+fn fetch_count_counts_good_messages_and_quarantines_the_rest() {
+    let mut s = MemStore::default();
+    push(&mut s, 0, &[b"a"]);
+    s.rpush(Key::Msg, b"garbage");
+    s.rpush(Key::Msg, b"more garbage");
+    push(&mut s, 0, &[b"b"]);
+    let got = q(&mut s, 1).fetch(2, None, b"").unwrap();
+    assert_eq!(got.iter().map(|d| d.record().body).collect::<Vec<_>>(), [b"a".to_vec(), b"b".to_vec()]);
+    assert_eq!(s.llen(Key::Err), 2);
+}
+
+#[test]
+fn by_id_commands_find_delete_and_requeue_in_every_state() {
+    let mut s = MemStore::default();
+    s.hset(Key::Cfg, b"dedup-window-ms", b"0");
+    s.hset(Key::Cfg, b"backoff-ms", b"100000");
+    for id in [&b"r"[..], b"i", b"d", b"f", b"x", b"r"] {
+        push(&mut s, 0, &[b"body", b"ID", id]);
+    }
+    let mut fetched = q(&mut s, 1).fetch(4, None, b"w").unwrap().into_iter();
+    let (r, i, d, f) = (fetched.next().unwrap(), fetched.next().unwrap(), fetched.next().unwrap(), fetched.next().unwrap());
+    assert!(q(&mut s, 2).nack(&r.receipt, NackAction::Retry { delay: Some(0) }, None).unwrap());
+    assert!(q(&mut s, 2).nack(&d.receipt, NackAction::Retry { delay: None }, None).unwrap());
+    assert!(q(&mut s, 2).nack(&f.receipt, NackAction::Fail, None).unwrap());
+    let state = |s: &mut MemStore, id: &[u8]| q(s, 3).get(id).unwrap().map(|f| f.state);
+    assert_eq!(state(&mut s, b"i"), Some(State::Inflight));
+    assert_eq!(state(&mut s, b"d"), Some(State::Delayed));
+    assert_eq!(state(&mut s, b"f"), Some(State::Failed));
+    assert_eq!(state(&mut s, b"r"), Some(State::Ready));
+    assert_eq!(state(&mut s, b"nope"), None);
+    assert_eq!(q(&mut s, 3).requeue(&[b"d", b"f", b"i"]).unwrap(), 2, "delayed and failed, not in flight");
+    assert_eq!(q(&mut s, 3).delete(&[b"r", b"i"]).unwrap(), 3, "both messages with id r, and the one in flight");
+    assert_eq!(q(&mut s, 3).stats().unwrap()[0], ("ready", 3));
+    assert_eq!(q(&mut s, 3).ack(&[&i.receipt]).unwrap(), 0, "a deleted delivery's receipt is stale");
+}
+
+#[test]
+fn receipts_differ_between_deliveries_and_queues() {
+    let mut a = MemStore::default();
+    let mut b = MemStore { random_counter: 100, ..MemStore::default() };
+    push(&mut a, 0, &[b"x"]);
+    push(&mut b, 0, &[b"x"]);
+    let ra = q(&mut a, 1).fetch(1, None, b"").unwrap().remove(0).receipt;
+    let rb = q(&mut b, 1).fetch(1, None, b"").unwrap().remove(0).receipt;
+    assert!(ra.starts_with(b"1-1-") && rb.starts_with(b"1-1-"));
+    assert_ne!(ra, rb);
+    assert_eq!(q(&mut b, 2).ack(&[&ra]).unwrap(), 0);
+}
+
+#[test]
+fn an_ordered_queue_asks_to_wake_waiters_when_its_line_frees() {
+    let mut s = MemStore::default();
+    s.hset(Key::Cfg, b"ordered", b"1");
+    push(&mut s, 0, &[b"a"]);
+    push(&mut s, 0, &[b"b"]);
+    let d = q(&mut s, 1).fetch(1, None, b"").unwrap().remove(0);
+    let before = s.wakes;
+    assert_eq!(q(&mut s, 2).ack(&[&d.receipt]).unwrap(), 1);
+    assert_eq!(s.wakes, before + 1);
 }

@@ -4,6 +4,8 @@
 //! the wait is bounded); the server is killed when the handle drops.
 #![allow(dead_code)]
 
+pub mod module_calls;
+pub mod stall;
 pub mod values;
 
 use std::net::TcpListener;
@@ -25,6 +27,12 @@ pub fn module_path() -> PathBuf {
 pub fn lua_library() -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(root.join("lua/rmq.lua")).expect("lua/rmq.lua")
+}
+
+/// The server binary: `RMQ_SERVER_BIN` (a redis-server or a valkey-server, e.g. the one
+/// `make test` installs), else `redis-server` from PATH.
+pub fn server_bin() -> String {
+    std::env::var("RMQ_SERVER_BIN").unwrap_or_else(|_| "redis-server".into())
 }
 
 pub fn free_port() -> u16 {
@@ -69,6 +77,11 @@ impl ServerOptions {
 
 impl Server {
     pub fn start(opts: ServerOptions) -> Server {
+        Server::start_on(opts, free_port())
+    }
+
+    /// Starts on `port` (a cluster node needs its bus port, port + 10000, free too).
+    pub fn start_on(opts: ServerOptions, port: u16) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let mut server = Server { port: 0, dir, child: None, args: Vec::new() };
         let mut args: Vec<String> = vec![
@@ -92,17 +105,18 @@ impl Server {
         }
         args.extend(opts.extra.iter().cloned());
         server.args = args;
-        server.launch(free_port());
+        server.launch(port);
         server
     }
 
     /// Starts (again) on `port` with the same arguments and directory.
     fn launch(&mut self, port: u16) {
         self.port = port;
-        let mut cmd = Command::new("redis-server");
+        let bin = server_bin();
+        let mut cmd = Command::new(&bin);
         cmd.arg("--port").arg(port.to_string()).args(&self.args);
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        let mut child = cmd.spawn().expect("redis-server could not be started: is it installed?");
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{bin} could not be started ({e}): is it installed?"));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = child.try_wait().unwrap() {

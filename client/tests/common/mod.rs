@@ -37,7 +37,8 @@ pub enum Ed {
 }
 
 /// The editions to test: `RMQ_CLIENT_EDITIONS=lua,module` (default: lua, and module when
-/// RMQ_MODULE is set).
+/// RMQ_MODULE is set). A name that is not an edition, or an empty list, fails the test:
+/// a misspelled setting must never turn a test into one that checks nothing.
 pub fn editions() -> Vec<Ed> {
     let spec = std::env::var("RMQ_CLIENT_EDITIONS").unwrap_or_else(|_| {
         if std::env::var("RMQ_MODULE").is_ok() {
@@ -46,13 +47,34 @@ pub fn editions() -> Vec<Ed> {
             "lua".into()
         }
     });
-    spec.split(',')
-        .filter_map(|s| match s.trim() {
-            "lua" => Some(Ed::Lua),
-            "module" => Some(Ed::Module),
-            _ => None,
-        })
-        .collect()
+    let eds = parse_editions(&spec).unwrap_or_else(|e| panic!("RMQ_CLIENT_EDITIONS: {e}"));
+    if eds.contains(&Ed::Module) {
+        // Fail here, with the reason, rather than at the first server start.
+        module_path().expect("RMQ_CLIENT_EDITIONS names the module, which is not built");
+    }
+    eds
+}
+
+/// `lua,module` → the editions; an unknown name or an empty list is an error.
+pub fn parse_editions(spec: &str) -> Result<Vec<Ed>, String> {
+    let mut out = Vec::new();
+    for s in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match s {
+            "lua" => out.push(Ed::Lua),
+            "module" => out.push(Ed::Module),
+            other => return Err(format!("unknown edition '{other}' (want lua, module)")),
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("no edition in '{spec}' (want lua, module)"));
+    }
+    Ok(out)
+}
+
+/// The server binary: `RMQ_SERVER_BIN` (a redis-server or a valkey-server), else
+/// `redis-server` from PATH.
+pub fn server_bin() -> String {
+    std::env::var("RMQ_SERVER_BIN").unwrap_or_else(|_| "redis-server".into())
 }
 
 pub struct Server {
@@ -97,14 +119,15 @@ impl Server {
 
     fn launch(&mut self, port: u16) {
         self.port = port;
-        let mut child = Command::new("redis-server")
+        let bin = server_bin();
+        let mut child = Command::new(&bin)
             .arg("--port")
             .arg(port.to_string())
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server could not be started: is it installed?");
+            .unwrap_or_else(|e| panic!("{bin} could not be started ({e}): is it installed?"));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
