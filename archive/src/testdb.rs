@@ -118,9 +118,12 @@ impl DbServer {
     }
 
     fn init_mariadb(&mut self) -> Result<(), String> {
+        // A temp dir of its own: servers started side by side must not share /tmp's files.
+        std::fs::create_dir_all(self.path("tmp")).map_err(|e| format!("tmp dir: {e}"))?;
         let mut c = Command::new("mariadb-install-db");
         c.arg("--no-defaults")
             .arg(format!("--datadir={}", self.path("data").display()))
+            .arg(format!("--tmpdir={}", self.path("tmp").display()))
             .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
         if is_root() {
             c.arg("--user=root");
@@ -157,6 +160,7 @@ impl DbServer {
                     .arg("--bind-address=127.0.0.1")
                     .arg(format!("--socket={}", self.path("mysql.sock").display()))
                     .arg(format!("--pid-file={}", self.path("mariadb.pid").display()))
+                    .arg(format!("--tmpdir={}", self.path("tmp").display()))
                     .arg(format!("--log-error={}", log.display()))
                     .arg(format!("--init-file={}", self.path("init.sql").display()))
                     .args(["--skip-log-bin", "--skip-name-resolve", "--innodb-buffer-pool-size=64M", "--max-connections=100"]);
