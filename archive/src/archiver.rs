@@ -139,6 +139,7 @@ pub async fn run(source: Source, db: Db, cfg: RunConfig, stop: impl Future<Outpu
         next_discover: Instant::now(),
         next_claim: Instant::now(),
         backoff: Duration::from_millis(100),
+        seen_markers: HashSet::new(),
     };
     tokio::pin!(stop);
     let result = tokio::select! {
@@ -256,6 +257,11 @@ async fn writer(
         counters.batches.fetch_add(1, Ordering::Relaxed);
         counters.warnings.fetch_add(outcome.warnings.len() as u64, Ordering::Relaxed);
         ack_batch(&source, &batch, max_backoff).await;
+        for (q, m) in &outcome.markers {
+            if let Err(e) = source.drop_marker(q, m).await {
+                warn!("queue {q}: the gap marker {m} stays in Redis ({e}); it is saved already and is not counted twice");
+            }
+        }
     }
 }
 
@@ -301,6 +307,8 @@ struct Reader {
     next_discover: Instant,
     next_claim: Instant,
     backoff: Duration,
+    /// Gap markers already put in a batch.
+    seen_markers: HashSet<(String, String)>,
 }
 
 impl Reader {
@@ -414,12 +422,7 @@ impl Reader {
                         }
                         self.add(&q, entries);
                         if deleted > 0 {
-                            self.batch.gaps.push(Gap {
-                                queue: q.clone(),
-                                entries: deleted,
-                                what: format!("{deleted} log entries read by an archiver that stopped were trimmed (log-maxlen) before they were saved: lost to the archive"),
-                            });
-                            self.started();
+                            self.collect_markers(&q).await;
                         }
                         if next == "0-0" || next == start {
                             break;
@@ -447,6 +450,10 @@ impl Reader {
             }
             let count = room.min(self.cfg.read_count);
             let pending_after = self.followed[&q].pending_after;
+            if pending_after == Some(StreamId::default()) {
+                // Gaps found and not saved before this archiver started (by it, or another).
+                self.collect_markers(&q).await;
+            }
             let res = match pending_after {
                 Some(after) => self.source.read_pending(&q, after, count).await,
                 None => {
@@ -468,12 +475,7 @@ impl Reader {
                 warn!("queue {q}: its log was deleted and made again (the log was turned off, or Redis lost it); entries written before that and not yet archived, if any, are lost");
             }
             if read.gap > 0 {
-                self.batch.gaps.push(Gap {
-                    queue: q.clone(),
-                    entries: read.gap,
-                    what: format!("{} log entries were trimmed (log-maxlen) before this archiver read them: lost to the archive", read.gap),
-                });
-                self.started();
+                self.collect_markers(&q).await;
             }
             let n = read.entries.len();
             if pending_after == Some(StreamId::default()) && n > 0 {
@@ -497,6 +499,23 @@ impl Reader {
             }
         }
         total
+    }
+
+    /// Puts the gap markers waiting on a queue's log into the batch (each once per run; the
+    /// writer drops them from Redis after the batch is saved).
+    async fn collect_markers(&mut self, q: &str) {
+        match self.source.markers(q).await {
+            Ok(markers) => {
+                for m in markers {
+                    if self.seen_markers.insert((q.to_string(), m.name.clone())) {
+                        let what = m.what();
+                        self.batch.gaps.push(Gap { queue: q.to_string(), entries: m.entries, what, marker: Some(m.name) });
+                        self.started();
+                    }
+                }
+            }
+            Err(e) => warn!("queue {q}: reading its gap markers: {e}; trying again later"),
+        }
     }
 
     fn started(&mut self) {

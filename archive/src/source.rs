@@ -19,10 +19,14 @@ use crate::names::{log_key, queue_of_log_key, Patterns};
 /// between), whether the log trimmed entries that the group had not read yet: Redis's `lag`
 /// (entries added minus entries read by the group) above the stream's length means the
 /// difference is gone. The group's read counter is then moved past them, so each gap is
-/// found once, by one archiver. A group that does not exist is created at the start of the
-/// log; entries trimmed before it existed are not a gap unless this queue was archived
-/// before (ARGV[2] = 1: the log was deleted and made again). The read itself stays out of
-/// the script: entries returned through Lua cost Redis more.
+/// found once, by one archiver, and in the same atomic step the gap is written down in Redis
+/// as a marker: an empty consumer of the group named `rmq-gap:<entries>:unread:<n>` (see
+/// [`GAP_PREFIX`]), which persists and replicates with the stream and stays until an archiver
+/// has saved the gap in the database. A crash between finding a gap and saving it thus loses
+/// nothing. A group that does not exist is created at the start of the log; entries trimmed
+/// before it existed are not a gap unless this queue was archived before (ARGV[2] = 1: the
+/// log was deleted and made again). The read itself stays out of the script: entries returned
+/// through Lua cost Redis more.
 ///
 /// KEYS[1] log:{q}. ARGV: group, archived-before (0/1).
 /// Reply: {created (0/1, -1 when there is no log), gap (entries lost)}.
@@ -47,16 +51,74 @@ if not g then
   local trimmed = added - len
   if trimmed < 0 then trimmed = 0 end
   redis.call('XGROUP', 'CREATE', key, group, '0', 'ENTRIESREAD', trimmed)
-  if ARGV[2] == '1' then return {1, trimmed} end
+  if ARGV[2] == '1' and trimmed > 0 then
+    redis.call('XGROUP', 'CREATECONSUMER', key, group, 'rmq-gap:' .. trimmed .. ':unread:0')
+    return {1, trimmed}
+  end
   return {1, 0}
 end
 local lag, read = g['lag'], g['entries-read']
 if lag and read and lag > len then
-  redis.call('XGROUP', 'SETID', key, group, g['last-delivered-id'], 'ENTRIESREAD', read + lag - len)
-  return {0, lag - len}
+  local gap = lag - len
+  redis.call('XGROUP', 'SETID', key, group, g['last-delivered-id'], 'ENTRIESREAD', read + gap)
+  redis.call('XGROUP', 'CREATECONSUMER', key, group, 'rmq-gap:' .. gap .. ':unread:' .. read)
+  return {0, gap}
 end
 return {0, 0}
 "#;
+
+/// XAUTOCLAIM, and when the log had trimmed some of the pending entries it looked at (Redis
+/// drops those from the pending list and names them), a gap marker for them in the same
+/// atomic step (see [`CHECK_GAP`]).
+///
+/// KEYS[1] log:{q}. ARGV: group, consumer, min-idle ms, start, count. Reply: XAUTOCLAIM's.
+const CLAIM: &str = r#"
+local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
+local deleted = r[3]
+if deleted and #deleted > 0 then
+  redis.call('XGROUP', 'CREATECONSUMER', KEYS[1], ARGV[1], 'rmq-gap:' .. #deleted .. ':unsaved:' .. deleted[1])
+end
+return r
+"#;
+
+/// The name prefix of gap markers: consumers of the archive's group that stand for log
+/// entries lost before they were saved, `rmq-gap:<entries>:<unread|unsaved>:<unique>`.
+pub const GAP_PREFIX: &str = "rmq-gap:";
+
+/// A gap marker found in Redis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Marker {
+    pub name: String,
+    pub entries: u64,
+    /// Trimmed before any archiver read them (`unread`), or read and not saved (`unsaved`).
+    pub unsaved: bool,
+}
+
+impl Marker {
+    pub fn parse(name: &str) -> Option<Marker> {
+        let rest = name.strip_prefix(GAP_PREFIX)?;
+        let mut parts = rest.splitn(3, ':');
+        let entries = parts.next()?.parse().ok()?;
+        let unsaved = match parts.next()? {
+            "unread" => false,
+            "unsaved" => true,
+            _ => return None,
+        };
+        Some(Marker { name: name.to_string(), entries, unsaved })
+    }
+
+    /// The warning that goes with it.
+    pub fn what(&self) -> String {
+        if self.unsaved {
+            format!(
+                "{} log entries read by an archiver that stopped were trimmed (log-maxlen) before they were saved: lost to the archive",
+                self.entries
+            )
+        } else {
+            format!("{} log entries were trimmed (log-maxlen) before an archiver read them: lost to the archive", self.entries)
+        }
+    }
+}
 
 /// The fields of an entry, or `None` when the log no longer holds it (a pending entry that
 /// was trimmed).
@@ -220,8 +282,8 @@ impl Source {
     /// read and left unacknowledged for `min_idle_ms`. Returns the next cursor, the entries,
     /// and how many pending entries the log had trimmed meanwhile (lost).
     pub async fn claim(&self, queue: &str, start: &str, min_idle_ms: u64, count: usize) -> Result<(String, Vec<(StreamId, Fields)>, u64)> {
-        let mut cmd = redis::cmd("XAUTOCLAIM");
-        cmd.arg(log_key(queue)).arg(&self.group).arg(&self.consumer).arg(min_idle_ms).arg(start).arg("COUNT").arg(count.max(1));
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(CLAIM).arg(1).arg(log_key(queue)).arg(&self.group).arg(&self.consumer).arg(min_idle_ms).arg(start).arg(count.max(1));
         let v = match self.redis.raw(cmd).await {
             Ok(v) => v,
             Err(e) if no_group(&e) => return Ok(("0-0".into(), Vec::new(), 0)),
@@ -244,6 +306,41 @@ impl Source {
         // as nil here; keep only real entries.
         let entries = parse_entries(entries)?.into_iter().filter(|(_, f)| f.is_some()).collect();
         Ok((next, entries, deleted))
+    }
+
+    /// The gap markers waiting on a queue's log (see [`CHECK_GAP`]).
+    pub async fn markers(&self, queue: &str) -> Result<Vec<Marker>> {
+        let mut cmd = redis::cmd("XINFO");
+        cmd.arg("CONSUMERS").arg(log_key(queue)).arg(&self.group);
+        let v = match self.redis.raw(cmd).await {
+            Ok(v) => v,
+            Err(e) if no_group(&e) || (!e.unavailable && e.text.contains("no such key")) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let Value::Array(consumers) = v else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for c in consumers {
+            for (k, v) in pairs(c)? {
+                if k == "name" {
+                    if let Some(m) = Marker::parse(&as_string(v)?) {
+                        out.push(m);
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a gap marker once the gap is saved in the database.
+    pub async fn drop_marker(&self, queue: &str, name: &str) -> Result<()> {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("DELCONSUMER").arg(log_key(queue)).arg(&self.group).arg(name);
+        match self.redis.raw(cmd).await {
+            Ok(_) => Ok(()),
+            Err(e) if no_group(&e) || (!e.unavailable && e.text.contains("no such key")) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Acknowledges saved entries.
@@ -352,6 +449,16 @@ fn parse_entries(v: Value) -> Result<Vec<(StreamId, Fields)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gap_markers_name_their_size_and_kind() {
+        let m = Marker::parse("rmq-gap:40:unread:120").unwrap();
+        assert_eq!((m.entries, m.unsaved), (40, false));
+        assert!(m.what().starts_with("40 log entries were trimmed"));
+        assert!(Marker::parse("rmq-gap:5:unsaved:1700000000000-3").unwrap().unsaved);
+        assert_eq!(Marker::parse("rmq-gap:x:unread:1"), None);
+        assert_eq!(Marker::parse("bench"), None);
+    }
 
     #[test]
     fn only_valid_queue_names_are_followed() {

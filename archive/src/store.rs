@@ -17,6 +17,7 @@ pub const MESSAGES: &str = "redismq_message";
 pub const EVENTS: &str = "redismq_message_event";
 pub const REPLACED: &str = "redismq_message_replaced";
 pub const QUEUES: &str = "redismq_archive_queue";
+pub const GAPS: &str = "redismq_archive_gap";
 
 /// Every column of `redismq_message`, in the order [`row_values`] writes them.
 pub const ROW_COLS: [&str; 21] = [

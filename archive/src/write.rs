@@ -17,7 +17,7 @@ use crate::db::{Backend, Db, Sql};
 use crate::error::Result;
 use crate::event::{LogEvent, StreamId};
 use crate::fold::{self, Row};
-use crate::store::{self, col_list, EVENTS, EVENT_COLS, MESSAGES, QUEUES, REPLACED, ROW_COLS, STATE_COLS};
+use crate::store::{self, col_list, EVENTS, EVENT_COLS, GAPS, MESSAGES, QUEUES, REPLACED, ROW_COLS, STATE_COLS};
 use crate::when::now_ms;
 
 /// What a log entry turned out to be.
@@ -44,6 +44,8 @@ pub struct Gap {
     pub queue: String,
     pub entries: u64,
     pub what: String,
+    /// The marker that stands for it in Redis (counted once per marker, then dropped).
+    pub marker: Option<String>,
 }
 
 /// Entries read and not yet saved: the unit of one transaction.
@@ -76,6 +78,8 @@ pub struct Outcome {
     pub rows: u64,
     /// Problems found, one line each, `queue: what` (already recorded per queue).
     pub warnings: Vec<String>,
+    /// Gap markers now saved, to drop from Redis: (queue, marker).
+    pub markers: Vec<(String, String)>,
 }
 
 /// The archiver's record of one queue.
@@ -153,9 +157,12 @@ pub async fn apply(db: &Db, batch: &Batch) -> Result<Outcome> {
     }
     for g in &batch.gaps {
         let w = work.entry(g.queue.as_str()).or_default();
-        w.lost += g.entries;
-        w.incidents += 1;
-        w.notes.push(g.what.clone());
+        // A marked gap is counted inside the transaction, once per marker.
+        if g.marker.is_none() {
+            w.lost += g.entries;
+            w.incidents += 1;
+            w.notes.push(g.what.clone());
+        }
     }
     if work.is_empty() {
         return Ok(Outcome::default());
@@ -166,12 +173,23 @@ pub async fn apply(db: &Db, batch: &Batch) -> Result<Outcome> {
     let mut tx = db.begin().await?;
     let queues: Vec<&str> = work.keys().copied().collect();
     let mut states = lock_queues(&mut tx, b, &queues).await?;
+    let mut markers = Vec::new();
+    for g in &batch.gaps {
+        let Some(m) = &g.marker else { continue };
+        if save_gap(&mut tx, b, g, m).await? {
+            let w = work.get_mut(g.queue.as_str()).expect("every gap's queue is in the work");
+            w.lost += g.entries;
+            w.incidents += 1;
+            w.notes.push(g.what.clone());
+        }
+        markers.push((g.queue.clone(), m.clone()));
+    }
     let t_lock = t0.elapsed();
     let all_events: Vec<(&str, &LogEvent)> = work.iter().flat_map(|(q, w)| w.events.iter().map(move |e| (*q, *e))).collect();
     insert_events(&mut tx, b, &all_events).await?;
     let t_events = t0.elapsed();
 
-    let mut out = Outcome { events: all_events.len() as u64, ..Default::default() };
+    let mut out = Outcome { events: all_events.len() as u64, markers, ..Default::default() };
     let mut writes: Vec<Write> = Vec::new();
     for (queue, w) in &mut work {
         let st = states.entry(queue.to_string()).or_default();
@@ -215,6 +233,29 @@ pub async fn apply(db: &Db, batch: &Batch) -> Result<Outcome> {
         t0.elapsed() - t_rows
     );
     Ok(out)
+}
+
+/// Records a marked gap unless it is recorded already; true when it is new.
+async fn save_gap(tx: &mut Transaction<'static, Any>, b: Backend, g: &Gap, marker: &str) -> Result<bool> {
+    let mut s = Sql::new(b);
+    s.push(&format!("SELECT entries FROM {GAPS} WHERE queue = ")).arg(g.queue.clone()).push(" AND marker = ").arg(marker.to_string());
+    if !s.query().fetch_all(&mut **tx).await?.is_empty() {
+        return Ok(false);
+    }
+    let mut s = Sql::new(b);
+    s.push(&format!("INSERT INTO {GAPS} (queue, marker, entries, what, found_time) VALUES ("))
+        .arg(g.queue.clone())
+        .push(", ")
+        .arg(marker.to_string())
+        .push(", ")
+        .arg(g.entries as i64)
+        .push(", ")
+        .arg(g.what.clone())
+        .push(", ")
+        .ts(Some(now_ms()))
+        .push(")");
+    s.query().execute(&mut **tx).await?;
+    Ok(true)
 }
 
 /// Makes sure each queue has its state row, locks them in name order, and reads them.

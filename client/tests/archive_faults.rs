@@ -185,6 +185,17 @@ fn log_trimmed_past_the_archiver_is_reported_with_its_size(b: Backend) {
         let offsets: Vec<i64> = rows(&db, "trim").await.iter().map(|m| m.offset).collect();
         let want: Vec<i64> = (1..=20).chain(61..=70).chain(86..=95).collect();
         assert_eq!(offsets, want);
+        // Each gap is a row of its own, and no gap marker is left in Redis.
+        let gaps: Vec<(i64,)> = rmq_archive::sqlx::query_as(rmq_archive::sqlx::AssertSqlSafe(
+            "SELECT entries FROM redismq_archive_gap WHERE queue = 'trim'".to_string(),
+        ))
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(gaps.iter().map(|g| g.0).sum::<i64>(), 55, "{gaps:?}");
+        let client: Arc<dyn rmq_archive::backend::Backend> = Arc::new(common::client_for(&url, Ed::Module));
+        let src = rmq_archive::source::Source::new(client, "rmq-archive", "t");
+        assert_eq!(src.markers("trim").await.unwrap(), vec![]);
     });
 }
 

@@ -94,3 +94,14 @@ CREATE TABLE redismq_archive_queue (
     last_warning_time DATETIME(3) NULL,
     update_time       DATETIME(3) NULL
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+
+-- Log entries lost before they were saved, one row per gap the archiver found (the marker it
+-- left in Redis names it, so a gap is counted once even when found twice).
+CREATE TABLE redismq_archive_gap (
+    queue      VARCHAR(200) NOT NULL,
+    marker     VARCHAR(200) NOT NULL,
+    entries    BIGINT       NOT NULL,
+    what       LONGTEXT     NOT NULL,
+    found_time DATETIME(3)  NOT NULL,
+    PRIMARY KEY (queue, marker)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

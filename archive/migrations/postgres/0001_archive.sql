@@ -93,3 +93,14 @@ CREATE TABLE redismq_archive_queue (
     last_warning_time TIMESTAMP(3) WITH TIME ZONE,
     update_time       TIMESTAMP(3) WITH TIME ZONE
 );
+
+-- Log entries lost before they were saved, one row per gap the archiver found (the marker it
+-- left in Redis names it, so a gap is counted once even when found twice).
+CREATE TABLE redismq_archive_gap (
+    queue      VARCHAR(200) NOT NULL,
+    marker     VARCHAR(200) NOT NULL,
+    entries    BIGINT       NOT NULL,
+    what       TEXT         NOT NULL,
+    found_time TIMESTAMP(3) WITH TIME ZONE NOT NULL,
+    PRIMARY KEY (queue, marker)
+);

@@ -95,3 +95,14 @@ CREATE TABLE redismq_archive_queue (
     last_warning_time TEXT,
     update_time       TEXT
 ) WITHOUT ROWID;
+
+-- Log entries lost before they were saved, one row per gap the archiver found (the marker it
+-- left in Redis names it, so a gap is counted once even when found twice).
+CREATE TABLE redismq_archive_gap (
+    queue      TEXT    NOT NULL,
+    marker     TEXT    NOT NULL,
+    entries    INTEGER NOT NULL,
+    what       TEXT    NOT NULL,
+    found_time TEXT    NOT NULL,
+    PRIMARY KEY (queue, marker)
+) WITHOUT ROWID;
