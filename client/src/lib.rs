@@ -19,13 +19,15 @@
 //! # Ok(()) }
 //! ```
 pub mod client;
+pub mod cluster;
 pub mod error;
 pub mod message;
+mod node;
 pub mod producer;
 pub mod spool;
 pub mod worker;
 
-pub use client::{Client, Config, Edition, EditionChoice, Fetch, NackKind, Stats};
+pub use client::{Client, Config, Confirm, Edition, EditionChoice, Fetch, NackKind, Stats};
 pub use error::{Error, Result};
 pub use message::{new_id, Message, Push};
 pub use producer::{Producer, ProducerConfig, Pushed};
