@@ -1,0 +1,119 @@
+//! The client on a real Redis Cluster (3 masters, 3 replicas), both editions: every command
+//! reaches the master of its queue's slot, and the queue's keys live there alone.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{bounded, client_for, editions, queues_per_master, start_cluster, Ed};
+use rmq_client::cluster::queue_slot;
+use rmq_client::{Fetch, NackKind, Push};
+
+fn fetch1(lock_ms: u64) -> Fetch {
+    Fetch { count: Some(1), lock: Some(Duration::from_millis(lock_ms)), ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_reaches_the_master_of_its_queue_in_both_editions() {
+    for ed in editions() {
+        let mut c = start_cluster(ed);
+        let client = client_for(&c.url(), ed);
+        assert!(client.is_cluster().await.unwrap(), "{ed:?}: the client must see a cluster");
+        let per_master = queues_per_master(&mut c, "route", 2);
+        let all: Vec<String> = per_master.iter().flat_map(|(_, qs)| qs.clone()).collect();
+        bounded(Duration::from_secs(120), "every command on every queue", async {
+            for q in &all {
+                exercise_every_command(&client, q).await;
+            }
+        })
+        .await;
+        // Every queue's keys are on its slot's master, and on no other master.
+        let masters = c.master_ports();
+        for (master, qs) in &per_master {
+            for q in qs {
+                let slot = queue_slot(q);
+                assert!(c.keys_in_slot(*master, slot) > 0, "{ed:?}: {q} has no key on its master {master}");
+                for other in masters.iter().filter(|m| *m != master) {
+                    assert_eq!(c.keys_in_slot(*other, slot), 0, "{ed:?}: {q} has keys on {other} too");
+                }
+            }
+        }
+        // QUEUES covers every master.
+        let listed = client.queues().await.unwrap();
+        for q in &all {
+            assert!(listed.contains(q), "{ed:?}: {q} missing from {listed:?}");
+        }
+    }
+}
+
+/// Every command of the contract on queue `q`, with the answers a single server gives.
+async fn exercise_every_command(client: &rmq_client::Client, q: &str) {
+    let id = format!("{q}-m1");
+    assert_eq!(client.push(&Push::new(q, "one").id(&id).key("k")).await.unwrap(), id);
+    // A second push of the same id is a duplicate.
+    assert_eq!(client.push(&Push::new(q, "one again").id(&id)).await.unwrap(), id);
+    client.push(&Push::new(q, "two").id(format!("{q}-m2"))).await.unwrap();
+    client.push(&Push::new(q, "later").id(format!("{q}-m3")).delay(Duration::from_secs(3600))).await.unwrap();
+    let st = client.stats(q).await.unwrap();
+    assert_eq!((st["ready"], st["delayed"], st["pushed"], st["dups"]), (2, 1, 3, 1), "{q}: {st:?}");
+
+    let m = client.fetch(q, &fetch1(60_000)).await.unwrap().remove(0);
+    assert_eq!((m.id.as_str(), m.body.as_slice(), m.key.as_str()), (id.as_str(), b"one".as_slice(), "k"));
+    assert!(client.touch(q, &m.receipt, Some(Duration::from_secs(120))).await.unwrap() > 0);
+    assert!(client.nack(q, &m.receipt, NackKind::Retry { delay: Some(Duration::ZERO) }, Some("again")).await.unwrap());
+    let peeked = client.peek(q, Some("ready"), None, None).await.unwrap();
+    assert_eq!(peeked.len(), 2, "{q}: {peeked:?}");
+
+    let m = client.fetch(q, &fetch1(60_000)).await.unwrap().remove(0);
+    assert_eq!(client.ack(q, &[m.receipt.as_str()]).await.unwrap(), 1);
+    assert_eq!(client.ack(q, &[m.receipt.as_str()]).await.unwrap(), 0, "a second ACK changes nothing");
+
+    let m = client.fetch(q, &fetch1(60_000)).await.unwrap().remove(0);
+    assert!(client.nack(q, &m.receipt, NackKind::Error, Some("bad")).await.unwrap());
+    assert_eq!(client.get(q, &m.id).await.unwrap().unwrap().state, "errors");
+    assert_eq!(client.recover(q, &["ERRORS"]).await.unwrap(), [0, 0, 1]);
+    let m = client.fetch(q, &fetch1(60_000)).await.unwrap().remove(0);
+    assert!(client.nack(q, &m.receipt, NackKind::Fail, Some("dead")).await.unwrap());
+    assert_eq!(client.peek(q, Some("failed"), None, None).await.unwrap().len(), 1);
+    assert_eq!(client.requeue(q, &[m.id.as_str()]).await.unwrap(), 1);
+    assert_eq!(client.requeue(q, &[format!("{q}-m3").as_str()]).await.unwrap(), 1, "delayed → ready");
+    assert_eq!(client.del(q, &[m.id.as_str()]).await.unwrap(), 1);
+
+    client.config_set(q, &[("log", "1"), ("lock-ms", "45000")]).await.unwrap();
+    let cfg = client.config_get(q, Some("lock-ms")).await.unwrap();
+    assert_eq!(cfg, vec![("lock-ms".to_string(), "45000".to_string())]);
+    client.push(&Push::new(q, "logged").id(format!("{q}-m4"))).await.unwrap();
+    let log = client.log(q, None, None).await.unwrap();
+    assert!(!log.is_empty(), "{q}: the log has the push");
+    assert_eq!(client.replay(q, 0, None).await.unwrap(), 1);
+    let st = client.stats(q).await.unwrap();
+    assert_eq!(st["ready"], 3, "{q}: m3, m4 and the replayed copy: {st:?}");
+    assert_eq!(client.purge(q, "READY").await.unwrap(), 3);
+    // Something left on the queue so that it shows in QUEUES and its keys stay.
+    client.push(&Push::new(q, "stays").id(format!("{q}-m5"))).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lua_cluster_client_declares_every_key_of_the_queue() {
+    if !editions().contains(&Ed::Lua) {
+        return;
+    }
+    let mut c = start_cluster(Ed::Lua);
+    let url = c.url();
+    let client = client_for(&url, Ed::Lua);
+    let port = c.owner(queue_slot("declared"));
+    let mut con = c.node(port).conn();
+    // The slow log with a threshold of 0 keeps every command with its arguments.
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("slowlog-log-slower-than").arg(0).query(&mut con).unwrap();
+    client.push(&Push::new("declared", "x").id("d1")).await.unwrap();
+    let log: redis::Value = redis::cmd("SLOWLOG").arg("GET").arg(50).query(&mut con).unwrap();
+    let text = format!("{log:?}");
+    let expected: Vec<String> = std::iter::once("declared".to_string())
+        .chain(rmq_client::client::QUEUE_KEY_PREFIXES.iter().map(|p| format!("{p}:{{declared}}")))
+        .collect();
+    assert!(text.contains("rmq_push") && text.contains("\"11\""), "FCALL rmq_push 11 …: {text}");
+    for k in &expected {
+        assert!(text.contains(&format!("\"{k}\"")), "{k} not declared: {text}");
+    }
+    assert_eq!(client.stats("declared").await.unwrap()["ready"], 1);
+}
