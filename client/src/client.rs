@@ -328,6 +328,13 @@ impl Client {
         }
     }
 
+    /// A plain Redis command on `key` (not a queue's), sent to the server holding the key;
+    /// `resend`: safe to send again after a lost answer.
+    pub(crate) async fn key_command(&self, key: &str, cmd: &redis::Cmd, resend: bool) -> Result<Value> {
+        let t = self.inner.cfg.command_timeout;
+        first(self.exec(To::Key(key.as_bytes()), std::slice::from_ref(cmd), t, resend, false).await?)
+    }
+
     /// Runs one raw command on a shared connection, with the command timeout. In a cluster it
     /// goes to one of the masters (route commands with keys through the typed methods).
     pub async fn raw(&self, cmd: &redis::Cmd) -> Result<Value> {
