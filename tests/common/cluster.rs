@@ -61,6 +61,14 @@ impl ClusterNode {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT` …) to the node's process: a stopped node reads nothing,
+    /// as one cut off by the network.
+    pub fn signal(&mut self, signal: &str) {
+        let pid = self.child.as_ref().expect("the node is not running").id();
+        let ok = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().map(|s| s.success()).unwrap_or(false);
+        assert!(ok, "kill -{signal} {pid} failed");
+    }
+
     /// kill -9, as a crash would.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -241,9 +249,9 @@ impl TestCluster {
         );
     }
 
-    /// Waits (bounded) until every live node says `cluster_state:ok` and knows every node,
-    /// every replica's link to its master is up, and every live node agrees on the owner of
-    /// every slot.
+    /// Waits (bounded) until every live node says `cluster_state:ok`, knows every node and
+    /// every replica, every replica's link to its master is up, and every live node agrees on
+    /// the owner of every slot.
     pub fn wait_ok(&mut self, limit: Duration) {
         let n = self.nodes.len();
         let deadline = Instant::now() + limit;
@@ -269,7 +277,12 @@ impl TestCluster {
                         } else if repl.contains("role:slave") && !repl.contains("master_link_status:up") {
                             why = format!("replica {} is not in sync yet", node.port);
                         }
-                        let owners: BTreeSet<String> = parse_nodes(&nodes)
+                        let parsed = parse_nodes(&nodes);
+                        let replicas = parsed.iter().filter(|i| !i.master && !i.failed && i.master_id.is_some()).count();
+                        if why.is_empty() && replicas != self.opts.masters * self.opts.replicas_per_master {
+                            why = format!("node {} sees {replicas} replicas", node.port);
+                        }
+                        let owners: BTreeSet<String> = parsed
                             .into_iter()
                             .filter(|i| i.master && !i.failed && !i.slots.is_empty())
                             .map(|i| format!("{}={:?}", i.port, i.slots))
@@ -363,7 +376,10 @@ impl TestCluster {
         .collect();
         let o = redis_cli(&args, Duration::from_secs(120));
         let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        assert!(o.status.success() && !out.contains("[ERR]"), "redis-cli --cluster reshard failed:\n{}", tail(&out, 40));
+        if !o.status.success() || out.contains("[ERR]") {
+            let errors: Vec<&str> = out.lines().filter(|l| l.contains("ERR") || l.to_lowercase().contains("error")).collect();
+            panic!("redis-cli --cluster reshard failed:\n{}\n…\n{}", errors.join("\n"), tail(&out, 10));
+        }
         out
     }
 
