@@ -560,7 +560,9 @@ impl Client {
             if let Some(c) = confirm {
                 pipe.push(c.wait_cmd());
             }
-            let t = self.inner.cfg.command_timeout + Duration::from_millis(g.len() as u64 / 10) + confirm.map(|c| c.timeout).unwrap_or_default();
+            let t = self.inner.cfg.command_timeout
+                + Duration::from_millis(g.len() as u64 / 10)
+                + confirm.map(|c| c.timeout).unwrap_or_default();
             let resend = g.iter().all(|&i| safe_to_repeat(cmds[i].0, &cmds[i].2));
             let mut vals = self.exec(To::Queue(cmds[g[0]].1), &pipe, t, resend, confirm.is_some()).await?;
             let waited = if confirm.is_some() { vals.pop() } else { None };

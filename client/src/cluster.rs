@@ -146,7 +146,10 @@ enum Verdict {
     Moved(u16, String),
     Ask(String),
     /// Not run; wait and send again (refreshing the map first when `refresh`).
-    Wait { err: Error, refresh: bool },
+    Wait {
+        err: Error,
+        refresh: bool,
+    },
 }
 
 pub(crate) struct Cluster {

@@ -83,8 +83,11 @@ struct Inner {
     wake: Notify,
     background: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// Partitioned queues looked up (see [`Producer::route`]).
-    partitions: std::sync::Mutex<HashMap<String, (Option<Arc<Partitioned>>, Instant)>>,
+    partitions: std::sync::Mutex<HashMap<String, Lookup>>,
 }
+
+/// A registry lookup: the partitioned queue's record (None: an ordinary queue), and when.
+type Lookup = (Option<Arc<Partitioned>>, Instant);
 
 /// How long "this name is an ordinary queue" is believed before the registry is read again.
 const PLAIN_FOR: Duration = Duration::from_secs(10);
@@ -373,10 +376,11 @@ async fn drain_spool(
     mut progress: impl FnMut(u64) + Send + 'static,
 ) -> Result<DrainReport> {
     let handle = tokio::runtime::Handle::current();
-    let report =
-        tokio::task::spawn_blocking(move || spool.drain(|batch| handle.block_on(send_batch(&client, confirm, batch)), &mut on_total, &mut progress))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let report = tokio::task::spawn_blocking(move || {
+        spool.drain(|batch| handle.block_on(send_batch(&client, confirm, batch)), &mut on_total, &mut progress)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
     if report.refused + report.corrupt > 0 {
         tracing::error!(refused = report.refused, corrupt = report.corrupt, "rmq producer: spooled records were moved to the quarantine");
     }

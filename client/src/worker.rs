@@ -13,9 +13,9 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::client::{Client, Fetch, NackKind};
-use crate::partition::Rotation;
 use crate::error::{Error, Result};
 use crate::message::Message;
+use crate::partition::Rotation;
 
 /// Why a handler did not succeed; each variant is named after what happens to the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -443,7 +443,7 @@ impl Ctx {
                 r = &mut job.0 => break Some(r),
                 _ = &mut deadline, if timeout.is_some() => break None,
                 _ = tick.tick() => {
-                    match self.client.touch(&q, &receipt, Some(self.cfg.lock)).await {
+                    match self.client.touch(q, &receipt, Some(self.cfg.lock)).await {
                         Ok(0) => tracing::warn!(queue = %q, id = %id,
                             "rmq worker: lock lost (the message went back to the queue); the handler runs on"),
                         Ok(_) => {}
@@ -489,10 +489,10 @@ impl Ctx {
         let reason = format!("worker fault: {why}");
         let out = Outcome::Nack(NackKind::Retry { delay: Some(Duration::ZERO) }, reason);
         if self.finish(q, id, receipt, out, &self.counters.retried).await {
-            let dead = matches!(self.client.get(&q, id).await,
+            let dead = matches!(self.client.get(q, id).await,
                 Ok(Some(m)) if m.state == "failed");
             if dead {
-                if let Err(e) = self.client.requeue(&q, &[id]).await {
+                if let Err(e) = self.client.requeue(q, &[id]).await {
                     tracing::error!(queue = %q, id = %id, error = %e,
                         "rmq worker: could not requeue the message from failed; RMQ.RECOVER brings it back");
                 }
@@ -513,10 +513,10 @@ impl Ctx {
         let mut pause = Duration::from_millis(50);
         loop {
             let res = match &out {
-                Outcome::Ack => self.client.ack(&q, &[receipt]).await.map(|n| n == 1),
+                Outcome::Ack => self.client.ack(q, &[receipt]).await.map(|n| n == 1),
                 Outcome::Nack(kind, reason) => {
                     let reason: String = reason.chars().take(4000).collect();
-                    self.client.nack(&q, receipt, *kind, Some(&reason)).await
+                    self.client.nack(q, receipt, *kind, Some(&reason)).await
                 }
             };
             match res {

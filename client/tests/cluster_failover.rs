@@ -56,7 +56,7 @@ const BODY: usize = 32 * 1024;
 const HANDLER_MS: u64 = 5;
 
 async fn run(ed: Ed, confirm: bool) -> Tally {
-    let mut c = start_cluster_with(ed, ClusterOptions { node_timeout_ms: 2000, ..Default::default() });
+    let mut c = start_cluster_with(ed, ClusterOptions::default());
     let url = c.url();
     let victim = c.master_ports()[0];
     let q = (0..).map(|i| format!("failover-{i}")).find(|q| c.owner(queue_slot(q)) == victim).unwrap();

@@ -119,6 +119,9 @@ async fn an_ordered_partitioned_queue_keeps_each_keys_order_over_three_masters()
             acked += report.acked;
         }
 
+        let stats = client.partition_stats(&p).await.unwrap();
+        let total = rmq_client::partition::total(&stats);
+        assert_eq!((total["pushed"], total["acked"], total["ready"], total["inflight"]), (MESSAGES as i64, MESSAGES as i64, 0, 0));
         let s = seen.lock().unwrap();
         assert_eq!(s.ids.len(), MESSAGES, "{ed:?}: every message handled");
         let twice: Vec<_> = s.ids.iter().filter(|(_, &n)| n != 1).collect();
@@ -133,9 +136,6 @@ async fn an_ordered_partitioned_queue_keeps_each_keys_order_over_three_masters()
             assert_eq!(parts.iter().next().unwrap(), p.partition_for_key(key.as_bytes()));
         }
         assert_eq!(s.per_partition.len(), PARTITIONS, "{ed:?}: every partition used: {:?}", s.per_partition);
-        let stats = client.partition_stats(&p).await.unwrap();
-        let total = rmq_client::partition::total(&stats);
-        assert_eq!((total["pushed"], total["acked"], total["ready"], total["inflight"]), (MESSAGES as i64, MESSAGES as i64, 0, 0));
         println!(
             "{ed:?}: {MESSAGES} messages over {KEYS} keys, {PARTITIONS} ordered partitions on 3 masters, {WORKERS} workers: \
              each handled once, in order per key; per partition {:?}; {:.1} s",

@@ -109,8 +109,8 @@ async fn resharding_under_load_loses_nothing_duplicates_nothing_and_splits_no_qu
             let r = bounded(Duration::from_secs(60), "workers stop", w).await.unwrap().unwrap();
             assert_eq!((r.retried, r.errored, r.failed, r.stale), (0, 0, 0, 0), "{ed:?}: {r:?}");
         }
-        let handled = handled.lock().unwrap();
-        let pushed = pushed.lock().unwrap();
+        let handled = handled.lock().unwrap().clone();
+        let pushed = pushed.lock().unwrap().clone();
         let lost: Vec<_> = pushed.keys().filter(|id| !handled.contains_key(*id)).collect();
         let twice: Vec<_> = handled.iter().filter(|(_, &n)| n > 1).collect();
         assert!(lost.is_empty(), "{ed:?}: lost {} of {total}: {lost:?}", lost.len());

@@ -233,9 +233,8 @@ pub fn start_cluster_with(ed: Ed, mut o: cluster::ClusterOptions) -> cluster::Te
 pub fn queues_per_master(c: &mut cluster::TestCluster, prefix: &str, n: usize) -> Vec<(u16, Vec<String>)> {
     let masters = c.master_ports();
     let info = c.info();
-    let owner = |slot: u16| {
-        info.iter().find(|i| i.master && i.slots.iter().any(|&(a, b)| (a..=b).contains(&slot))).map(|i| i.port).unwrap()
-    };
+    let owner =
+        |slot: u16| info.iter().find(|i| i.master && i.slots.iter().any(|&(a, b)| (a..=b).contains(&slot))).map(|i| i.port).unwrap();
     let mut out: Vec<(u16, Vec<String>)> = masters.iter().map(|&m| (m, Vec::new())).collect();
     let mut i = 0;
     while out.iter().any(|(_, v)| v.len() < n) {

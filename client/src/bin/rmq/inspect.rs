@@ -496,10 +496,8 @@ pub async fn recover(ctx: &Ctx, a: &RecoverArgs) -> Result<ExitCode, Error> {
     if ctx.out.json {
         let mut v = serde_json::json!({ "expired": e, "failed": f, "errors": r });
         if partitioned {
-            let per: serde_json::Map<String, serde_json::Value> = each
-                .iter()
-                .map(|(q, [e, f, r])| (q.clone(), serde_json::json!({ "expired": e, "failed": f, "errors": r })))
-                .collect();
+            let per: serde_json::Map<String, serde_json::Value> =
+                each.iter().map(|(q, [e, f, r])| (q.clone(), serde_json::json!({ "expired": e, "failed": f, "errors": r }))).collect();
             v["partitions"] = serde_json::Value::Object(per);
         }
         ctx.out.json(&v);

@@ -86,7 +86,11 @@ pub async fn partition(ctx: &Ctx, cmd: &PartitionCmd) -> Result<ExitCode, Error>
         PartitionCmd::Show { name } => match c.partitioned(name).await? {
             Some(p) => show(ctx, &c, &p, true).await?,
             None => {
-                return Ok(ctx.out.fail(&format!("'{name}' is not a partitioned queue (see `rmq partition list`)"), "not_found", crate::output::exit::NOTHING))
+                return Ok(ctx.out.fail(
+                    &format!("'{name}' is not a partitioned queue (see `rmq partition list`)"),
+                    "not_found",
+                    crate::output::exit::NOTHING,
+                ))
             }
         },
         PartitionCmd::List => {
