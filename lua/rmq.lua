@@ -1107,12 +1107,16 @@ function commands.recover(q, args)
 end
 
 -- RMQ.STATS q
--- Keys: msg dly bak fai err st. Reply: map of integers (ready delayed inflight failed
--- errors pushed acked retried dead errored dups offset oldest_ready_ms).
+-- Keys: msg dly bak fai err st cfg. Reply: map of integers (ready delayed inflight failed
+-- errors pushed acked retried dead errored dups offset oldest_ready_ms removed paused).
 function commands.stats(q, args)
     no_more(args, 1)
     local k = keys_of(q)
     local now = clock()
+    local paused = tonumber(call('HGET', k.cfg, 'paused') or '')
+    if paused == nil or paused > 1 then
+        paused = node_defaults()['paused'] or 0
+    end
     local names = { 'retried', 'dead', 'errored', 'dups', 'offset', 'removed' }
     local vals = call('HMGET', k.st, unpack(names))
     local m = {
@@ -1128,7 +1132,7 @@ function commands.stats(q, args)
     m.pushed = m.offset
     local held = m.ready + m.delayed + m.inflight + m.failed + m.errors
     m.acked = math.max(0, m.offset - held - m.removed)
-    m.removed = nil
+    m.paused = paused
     local first = call('LINDEX', k.msg, 0)
     if first then
         local ok, rec = pcall(decode, first)
@@ -1692,6 +1696,22 @@ local MIN_ARGS = { push = 1, ack = 1, nack = 1, touch = 1, get = 1, del = 1, req
 local ALLOW_OOM = { fetch = true, ack = true, nack = true, touch = true, recover = true, purge = true,
     del = true, requeue = true, config = true }
 
+-- The queue's keys in the order a cluster client declares them after the queue name
+-- (FCALL rmq_x 11 q msg:{q} … log:{q}): with every key declared, Redis itself refuses
+-- (TRYAGAIN, ASK) a call while the queue's slot moves between nodes, instead of letting it
+-- run on a node that holds only part of the queue.
+local KEY_ORDER = { 'msg', 'dly', 'bak', 'inf', 'fai', 'err', 'cfg', 'st', 'dup', 'log' }
+
+local function declares_every_key(q, keys)
+    local k = keys_of(q)
+    for i, name in ipairs(KEY_ORDER) do
+        if keys[i + 1] ~= k[name] then
+            return false
+        end
+    end
+    return true
+end
+
 local function register(name, readonly)
     local handler = commands[name]
     local fname = 'rmq_' .. name
@@ -1699,13 +1719,17 @@ local function register(name, readonly)
     local def = {
         function_name = fname,
         callback = function(keys, args)
-            if #keys ~= nkeys then
+            if #keys ~= nkeys and not (nkeys == 1 and #keys == 1 + #KEY_ORDER) then
                 if nkeys == 0 then
                     return redis.error_reply('ERR ' .. fname .. ' takes no keys')
                 end
                 return redis.error_reply('ERR ' .. fname .. ' takes exactly one key, the queue name')
             end
             local q = keys[1]
+            if #keys > 1 and not (valid_queue(q) and declares_every_key(q, keys)) then
+                return redis.error_reply('ERR ' .. fname .. ' with 11 keys takes the queue name and then ' ..
+                    'msg:{q} dly:{q} bak:{q} inf:{q} fai:{q} err:{q} cfg:{q} st:{q} dup:{q} log:{q}')
+            end
             if #args < (MIN_ARGS[name] or 0) then
                 return redis.error_reply("ERR wrong number of arguments for 'rmq." .. name .. "' command")
             end

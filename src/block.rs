@@ -37,6 +37,9 @@ extern "C" fn on_ready(ctx: Ctx, argv: *mut *mut raw::RedisModuleString, argc: c
         // SAFETY: the blocked command's own argv, live for this callback.
         let args = unsafe { ffi::args(argv, argc) };
         let Some(q) = args.get(1) else { return Ok(false) };
+        if crate::cluster::moving(ctx, q) {
+            return Ok(false); // keep waiting: Redis redirects the client once the slot has moved
+        }
         let Some(got) = with_blocked(ctx, |b| fetch_now(ctx, q, b.count, b.lock, &b.consumer)) else { return Ok(false) };
         let got = got?;
         if got.is_empty() {

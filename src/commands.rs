@@ -9,7 +9,7 @@ use rmq_core::{Error, Result};
 
 use crate::ffi::{self, reply_array, reply_bulk, reply_int, reply_map, reply_null, Ctx, RStr};
 use crate::store::RedisStore;
-use crate::{acl, config, registry, settings_cache};
+use crate::{acl, cluster, config, registry, settings_cache};
 
 /// The queue logic on `q`'s keys, with its settings, at the command's `now`.
 fn queue_of<'s, 'q>(ctx: Ctx, q: &[u8], store: &'s mut RedisStore<'q>) -> Queue<'s, RedisStore<'q>> {
@@ -18,12 +18,14 @@ fn queue_of<'s, 'q>(ctx: Ctx, q: &[u8], store: &'s mut RedisStore<'q>) -> Queue<
     Queue::with_settings(store, set, ffi::now_ms())
 }
 
-/// Checks the arity and the queue name, in that order.
-fn queue<'a>(_ctx: Ctx, argv: &[&'a [u8]], min_args: usize, name: &'static str) -> Result<&'a [u8]> {
+/// Checks the arity and the queue name, in that order, and that the queue's slot is not
+/// moving between cluster nodes.
+fn queue<'a>(ctx: Ctx, argv: &[&'a [u8]], min_args: usize, name: &'static str) -> Result<&'a [u8]> {
     if argv.len() < min_args {
         return Err(Error::WrongArity(name));
     }
     check_queue(argv[1])?;
+    cluster::check_stable(ctx, argv[1])?;
     Ok(argv[1])
 }
 

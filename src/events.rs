@@ -1,6 +1,8 @@
 //! What the module learns from Redis without being called: keyspace notifications on the
-//! queues' keys, and server events (flush, SWAPDB, loading, role change). They keep three
-//! in-memory views right: the registry of queues, the guard's schedule, and the settings cache.
+//! queues' keys, server events (flush, SWAPDB, loading, role change), and a glance at every
+//! command (a CLUSTER SETSLOT, a replica's PSYNC). They keep the in-memory views right: the
+//! registry of queues, the guard's schedule, the settings cache, the cluster's moving slots,
+//! and whether effects must be propagated.
 
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
@@ -45,6 +47,7 @@ extern "C" fn on_key_event(ctx: Ctx, _class: c_int, event: *const c_char, key: *
 extern "C" fn on_server_event(ctx: Ctx, event: raw::RedisModuleEvent, sub: u64, data: *mut c_void) {
     quietly(ctx, "server event", || {
         settings_cache::clear();
+        crate::cluster::stale();
         match event.id {
             raw::REDISMODULE_EVENT_FLUSHDB => {
                 // SAFETY: FLUSHDB events carry a RedisModuleFlushInfo.
@@ -77,7 +80,27 @@ extern "C" fn on_server_event(ctx: Ctx, event: raw::RedisModuleEvent, sub: u64, 
     });
 }
 
+/// Sees every command before it runs (a filter): a CLUSTER SETSLOT may change the moving
+/// slots; SYNC, PSYNC and REPLCONF mean a replica is there.
+extern "C" fn on_command(fctx: *mut raw::RedisModuleCommandFilterCtx) {
+    // SAFETY: the filter context Redis hands in; arguments are read, never kept.
+    let (name, sub) = unsafe {
+        let get = raw::RedisModule_CommandFilterArgGet.unwrap();
+        let n = raw::RedisModule_CommandFilterArgsCount.unwrap()(fctx);
+        if n < 1 {
+            return;
+        }
+        (ffi::bytes_of(get(fctx, 0)), if n > 1 { ffi::bytes_of(get(fctx, 1)) } else { &[][..] })
+    };
+    crate::propagation::on_command(name);
+    if name.eq_ignore_ascii_case(b"cluster") && sub.eq_ignore_ascii_case(b"setslot") {
+        crate::cluster::stale();
+    }
+}
+
 pub fn subscribe(ctx: Ctx) {
+    // SAFETY: the OnLoad context; the filter lives as long as the module.
+    unsafe { raw::RedisModule_RegisterCommandFilter.unwrap()(ctx, Some(on_command), 0) };
     let classes = raw::REDISMODULE_NOTIFY_GENERIC
         | raw::REDISMODULE_NOTIFY_STRING
         | raw::REDISMODULE_NOTIFY_LIST

@@ -17,7 +17,7 @@ use crate::config;
 use crate::ffi::{self, Ctx};
 use crate::safety::quietly;
 use crate::store::RedisStore;
-use crate::{registry, schedule, settings_cache};
+use crate::{cluster, registry, schedule, settings_cache};
 
 /// Work per tick stops once this much time is spent (checked between batches).
 const TICK_BUDGET: Duration = Duration::from_millis(1);
@@ -87,6 +87,7 @@ extern "C" fn tick(ctx: Ctx, _data: *mut c_void) {
         }
         if !CARRYING_ON.load(Ordering::Relaxed) {
             check_eviction_policy(ctx);
+            cluster::stale();
         }
         let left = run(ctx);
         CARRYING_ON.store(left, Ordering::Relaxed);
@@ -105,6 +106,11 @@ fn run(ctx: Ctx) -> bool {
     while !over() {
         let Some((db, q)) = schedule::take_due(now) else { break };
         ffi::select_db(ctx, db);
+        if cluster::moving(ctx, &q) {
+            // Part of the queue may already be on the other node: later.
+            schedule::at_most(db, &q, now + config::guard_interval_ms());
+            continue;
+        }
         let mut store = RedisStore::new(ctx, &q);
         let set = settings_cache::get(ctx, &q, &mut store);
         store.set_dedup_window(set.dedup_window_ms);

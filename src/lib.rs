@@ -13,10 +13,13 @@
 //! - `registry`: which queues this node holds; `events`: keyspace and server events;
 //!   `info`: INFO rmq; `config`: module settings; `settings_cache`: per-queue settings
 //! - `acl`: ACL checks beyond key specs; `command_info`: COMMAND INFO / DOCS
+//! - `cluster`: refuses commands (TRYAGAIN) while a queue's slot moves between nodes
+//! - `propagation`: whether effects must be built for replicas and the AOF at all
 //! - `safety`: no panic crosses into Redis
 
 mod acl;
 mod block;
+mod cluster;
 mod command_info;
 mod commands;
 mod config;
@@ -26,6 +29,7 @@ mod guard;
 mod info;
 mod lua;
 mod msgpack_lua;
+mod propagation;
 mod registry;
 mod safety;
 mod schedule;
@@ -336,6 +340,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         }
     }
     events::subscribe(raw_ctx);
+    propagation::start(raw_ctx);
     // SAFETY: the OnLoad context; the callback lives as long as the module.
     unsafe { raw::RedisModule_RegisterInfoFunc.unwrap()(raw_ctx, Some(info::info)) };
     guard::start(raw_ctx);

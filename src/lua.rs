@@ -295,24 +295,24 @@ fn reply_value(ctx: Ctx, v: &Value) -> mlua::Result<()> {
                 // SAFETY: a live command context; the status text is copied into the reply.
                 unsafe { raw::RedisModule_ReplyWithSimpleString.unwrap()(ctx, c.as_ptr()) };
             } else if let Some(map) = t.raw_get::<Option<Table>>("map")? {
-                let pairs: Vec<(Value, Value)> = map.pairs::<Value, Value>().collect::<mlua::Result<_>>()?;
-                reply_map(ctx, pairs.len());
-                for (k, v) in &pairs {
-                    reply_value(ctx, k)?;
-                    reply_value(ctx, v)?;
+                // Counted first, then replied one pair at a time: holding every value at once
+                // would exhaust mlua's reference stack on large replies.
+                let n = map.pairs::<Value, Value>().count();
+                reply_map(ctx, n);
+                for pair in map.pairs::<Value, Value>() {
+                    let (k, v) = pair?;
+                    reply_value(ctx, &k)?;
+                    reply_value(ctx, &v)?;
                 }
             } else {
                 // An array stops at the first nil, as in Redis.
-                let mut items = Vec::new();
-                for i in 1.. {
-                    match t.raw_get::<Value>(i)? {
-                        Value::Nil => break,
-                        v => items.push(v),
-                    }
+                let mut n = 0;
+                while !matches!(t.raw_get::<Value>(n + 1)?, Value::Nil) {
+                    n += 1;
                 }
-                reply_array(ctx, items.len());
-                for v in &items {
-                    reply_value(ctx, v)?;
+                reply_array(ctx, n);
+                for i in 1..=n {
+                    reply_value(ctx, &t.raw_get::<Value>(i)?)?;
                 }
             }
         }

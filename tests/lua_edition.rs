@@ -955,6 +955,8 @@ fn stats_of_an_unused_queue_are_zeros(ed: Edition) {
         "dups",
         "offset",
         "oldest_ready_ms",
+        "removed",
+        "paused",
     ];
     assert_eq!(st.keys().map(|s| s.as_str()).collect::<Vec<_>>(), sorted(names.to_vec()));
     assert!(st.values().all(|v| *v == 0));
@@ -992,6 +994,8 @@ fn stats_count_every_state_and_event(ed: Edition) {
         ("errored", 1),
         ("dups", 1),
         ("offset", 8),
+        ("removed", 0),
+        ("paused", 0),
     ];
     for (k, v) in want {
         assert_eq!(st[k], v, "{k}");
@@ -1398,6 +1402,7 @@ fn a_paused_queue_hands_out_nothing_and_everything_else_goes_on(ed: Edition) {
     t.push("q", "b", &[]);
     t.config("q", &["paused", "1"]);
     assert_eq!(strings(&t.run("config", "q", &["GET", "paused"])), vec!["paused", "1"]);
+    assert_eq!(t.stat("q", "paused"), 1, "STATS says so too");
     assert!(t.fetch("q", &["COUNT", "10"]).is_empty(), "paused: nothing handed out");
     assert!(t.fetch("q", &["BLOCK", "10"]).is_empty(), "BLOCK waits, then null");
     // PUSH, ACK, STATS and the rest go on.
@@ -1813,6 +1818,30 @@ fn internal_faults_are_not_tracebacks(ed: Edition) {
     assert!(t.server.log().contains("rmq: rmq_peek internal error"));
 }
 
+fn every_key_of_the_queue_may_be_declared_for_a_cluster(ed: Edition) {
+    let mut t = Ctx::new(ed);
+    let keys: Vec<String> =
+        ["msg", "dly", "bak", "inf", "fai", "err", "cfg", "st", "dup", "log"].iter().map(|k| format!("{k}:{{q}}")).collect();
+    let call = |t: &mut Ctx, f: &str, keys: &[String], args: &[&str]| -> RedisResult<Value> {
+        let mut c = redis::cmd("FCALL");
+        c.arg(f).arg(keys.len() + 1).arg("q").arg(keys);
+        for a in args {
+            c.arg(*a);
+        }
+        c.query(&mut t.c)
+    };
+    let id = text(&call(&mut t, "rmq_push", &keys, &["hello"]).unwrap());
+    assert!(id.ends_with("-1"));
+    let got = msgs(&call(&mut t, "rmq_fetch", &keys, &[]).unwrap());
+    assert_eq!(int(&call(&mut t, "rmq_ack", &keys, &[&got[0].s("receipt")]).unwrap()), 1);
+    let mut wrong = keys.clone();
+    wrong.swap(0, 1);
+    let e = err_text(&call(&mut t, "rmq_push", &wrong, &["x"]).unwrap_err());
+    assert!(e.starts_with("ERR rmq_push with 11 keys takes the queue name and then msg:{q}"), "{e}");
+    let e = err_text(&call(&mut t, "rmq_push", &keys[..3], &["x"]).unwrap_err());
+    assert_eq!(e, "ERR rmq_push takes exactly one key, the queue name");
+}
+
 fn a_full_server_can_still_be_drained(ed: Edition) {
     // maxmemory with noeviction (what docs/operations.md recommends): once Redis is full, the
     // functions that free memory or write a fixed amount still run, so consumers can drain.
@@ -1949,4 +1978,5 @@ run_on!(lua_only, super::Edition::Lua;
     read_only_functions_run_with_fcall_ro,
     fetch_block_is_checked_and_answers_null_when_empty,
     a_full_server_can_still_be_drained,
+    every_key_of_the_queue_may_be_declared_for_a_cluster,
 );

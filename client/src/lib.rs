@@ -20,6 +20,8 @@
 //! ```
 pub mod client;
 pub mod cluster;
+#[cfg(feature = "console")]
+mod console_backend;
 pub mod error;
 pub mod message;
 mod node;

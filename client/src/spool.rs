@@ -98,13 +98,13 @@ pub struct QuarantineEntry {
 }
 
 impl QuarantineEntry {
-    fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![QUARANTINE_FORMAT];
         out.extend(postcard::to_stdvec(self).expect("postcard encoding of a QuarantineEntry"));
         out
     }
 
-    fn decode(payload: &[u8]) -> Result<QuarantineEntry, String> {
+    pub fn decode(payload: &[u8]) -> Result<QuarantineEntry, String> {
         match payload.first() {
             Some(&QUARANTINE_FORMAT) => postcard::from_bytes(&payload[1..]).map_err(|e| e.to_string()),
             Some(v) => Err(format!("unknown quarantine format {v}")),
@@ -657,10 +657,17 @@ impl Spool {
             let mut idx = 0;
             loop {
                 let item = items.get(idx);
-                let flush = match item {
-                    None => true,
-                    Some(Item::Frame { .. }) => batch.len() >= DRAIN_BATCH,
-                    Some(_) => true,
+                // Decoded before the flush decision: a frame that does not decode is moved
+                // aside like a corrupt one, so the records before it must be sent first (else
+                // `.pos` would pass records that were never sent).
+                let decoded = match item {
+                    Some(Item::Frame { start, end }) => Some(SpoolRecord::decode(&buf[start + HEADER..*end])),
+                    _ => None,
+                };
+                let flush = match (item, &decoded) {
+                    (None, _) => true,
+                    (Some(Item::Frame { .. }), Some(Ok(_))) => batch.len() >= DRAIN_BATCH,
+                    _ => true,
                 };
                 if flush && !batch.is_empty() {
                     let recs: Vec<SpoolRecord> = batch.iter().map(|(r, _, _)| r.clone()).collect();
@@ -705,7 +712,7 @@ impl Spool {
                 let Some(item) = item else { break };
                 match item {
                     Item::Frame { start, end } => {
-                        match SpoolRecord::decode(&buf[start + HEADER..*end]) {
+                        match decoded.expect("a frame is decoded above") {
                             Ok(rec) => batch.push((rec, *start, *end)),
                             Err(why) => {
                                 // A frame whose CRC matches but whose payload does not decode (a
@@ -983,6 +990,27 @@ mod tests {
         assert_eq!(ids, ["id-0", "id-2", "id-3", "id-4", "id-5"]);
         assert_eq!(r.corrupt, 1);
         assert_eq!(s.quarantine().unwrap()[0].reason, "bad frame length");
+    }
+
+    /// A frame whose CRC is right but whose record does not decode (a newer format) after
+    /// records that were not sent yet: when Redis is down, those records stay in the spool.
+    #[test]
+    fn an_undecodable_frame_never_moves_the_position_past_unsent_records() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, _) = Spool::open(d.path()).unwrap();
+        s.append(&[rec(1), rec(2)]).unwrap();
+        let seg = only_segment(d.path());
+        let mut buf = fs::read(&seg).unwrap();
+        frame(&[9, 1, 2, 3], &mut buf);
+        frame(&rec(3).encode(), &mut buf);
+        fs::write(&seg, &buf).unwrap();
+        let r = s.drain(|_| Err("redis down".into()), |_| {}, |_| {}).unwrap();
+        assert_eq!(r.stopped.as_deref(), Some("redis down"));
+        let (r, got) = drain_all(&s);
+        let ids: Vec<_> = got.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["id-1", "id-2", "id-3"]);
+        assert_eq!(r.corrupt, 1);
+        assert!(s.quarantine().unwrap()[0].reason.contains("unknown record format"));
     }
 
     #[test]

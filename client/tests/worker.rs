@@ -474,3 +474,46 @@ async fn the_block_setting_is_the_length_of_one_blocking_fetch() {
     stop_tx.send(()).unwrap();
     bounded(Duration::from_secs(20), "stop", h).await.unwrap().unwrap();
 }
+
+/// The shared scenario "a poison message" (docs/client.md): a message whose handler always
+/// asks for a retry reaches failed after max-attempts, while the others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poison_message_reaches_failed_after_max_attempts() {
+    for ed in editions() {
+        let srv = Server::start(ed, &[]);
+        let c = srv.client();
+        c.config_set("pq", &[("backoff-ms", "0"), ("max-attempts", "3")]).await.unwrap();
+        c.push(&Push::new("pq", "poison").id("poison")).await.unwrap();
+        c.push(&Push::new("pq", "fine").id("fine")).await.unwrap();
+        let attempts = Arc::new(Mutex::new(Vec::new()));
+        let seen = attempts.clone();
+        let (stop_tx, stop) = stopper();
+        let w = Worker::new(c.clone(), "pq", wcfg(5000)).handle("", move |m| {
+            let seen = seen.clone();
+            async move {
+                if m.id == "poison" {
+                    seen.lock().unwrap().push(m.attempt);
+                    return Err(HandlerError::retry("cannot parse"));
+                }
+                Ok(())
+            }
+        });
+        let h = tokio::spawn(w.run_until(stop));
+        bounded(Duration::from_secs(20), "poison in failed", async {
+            loop {
+                let s = c.stats("pq").await.unwrap();
+                if s["dead"] == 1 && s["acked"] == 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        stop_tx.send(()).unwrap();
+        bounded(Duration::from_secs(10), "stop", h).await.unwrap().unwrap();
+        assert_eq!(*attempts.lock().unwrap(), vec![1, 2, 3], "{ed:?}");
+        let m = c.get("pq", "poison").await.unwrap().unwrap();
+        assert_eq!(m.state, "failed", "{ed:?}");
+        assert!(m.error.contains("max attempts"), "{ed:?}: {}", m.error);
+    }
+}

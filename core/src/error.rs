@@ -36,6 +36,8 @@ pub enum Error {
     ReadOnlyReplica,
     /// The caller's ACL user may not write the queue (RMQ.CONFIG SET).
     NoPermission,
+    /// The queue's slot is moving between cluster nodes: retry.
+    SlotMoving,
     /// A Lua-core command stopped at its instruction or time budget, between two moves.
     OverBudget,
     Internal,
@@ -66,6 +68,7 @@ impl fmt::Display for Error {
             Error::NotAnInteger => write!(f, "ERR hash value is not an integer"),
             Error::ReadOnlyReplica => write!(f, "READONLY You can't write against a read only replica."),
             Error::NoPermission => write!(f, "NOPERM this user has no permissions to access one of the keys used as arguments"),
+            Error::SlotMoving => write!(f, "TRYAGAIN the queue's slot is moving between cluster nodes; retry"),
             Error::OverBudget => write!(
                 f,
                 "ERR stopped at the module's Lua budget (rmq.lua-instruction-budget, rmq.lua-time-budget-ms); what it moved before stopping stays moved"

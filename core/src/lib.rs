@@ -6,6 +6,7 @@
 //! - [`settings`]: per-queue settings and their rules.
 
 pub mod args;
+pub mod cluster;
 pub mod error;
 pub mod mem;
 pub mod queue;

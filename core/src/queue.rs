@@ -517,10 +517,16 @@ impl<'a, S: Store> Queue<'a, S> {
     /// first); the first one only with `first_only`. Undecodable records are passed over.
     /// O(n) of the states' messages, natively: no record is decoded unless its id matches.
     pub fn find(&mut self, ids: &HashSet<&[u8]>, states: &[State], first_only: bool) -> Vec<Found> {
+        // Server-made ids are compared as numbers, so that no record's id is formatted.
+        let made: HashSet<(u64, u64)> = ids.iter().filter_map(|id| record::parse_made_id(id)).collect();
         let mut found = Vec::new();
         for &state in states {
             let mut hits: Vec<(Place, Vec<u8>, u64)> = Vec::new();
-            let wanted = |bytes: &[u8]| record::message_id_of(bytes).is_ok_and(|id| ids.contains(id.as_slice()));
+            let wanted = |bytes: &[u8]| match record::id_of(bytes) {
+                Ok(record::IdView::Given(id)) => ids.contains(id),
+                Ok(record::IdView::Made(created, offset)) => made.contains(&(created, offset)),
+                Err(_) => false,
+            };
             match state {
                 State::Ready | State::Failed | State::Errors => {
                     self.store.list_walk(state.key(), &mut |index, bytes| {
@@ -654,7 +660,7 @@ impl<'a, S: Store> Queue<'a, S> {
     /// `pushed` is the offset (every push takes one), and a message leaves the queue only by
     /// ACK or by DEL/PURGE (counted in `removed`), so `acked` is derived: the hot path writes
     /// no counter for either.
-    pub fn stats(&mut self) -> Result<[(&'static str, u64); 13]> {
+    pub fn stats(&mut self) -> Result<[(&'static str, u64); 15]> {
         self.store.check(&[Key::Msg, Key::Dly, Key::Bak, Key::Fai, Key::Err, Key::St])?;
         let counter = |s: &mut S, f: &[u8]| s.hget(Key::St, f).and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()).unwrap_or(0u64);
         let oldest = match self.store.lindex(Key::Msg, 0).map(|b| Record::decode(&b)) {
@@ -685,6 +691,8 @@ impl<'a, S: Store> Queue<'a, S> {
             ("dups", counter(self.store, b"dups")),
             ("offset", offset),
             ("oldest_ready_ms", oldest),
+            ("removed", removed),
+            ("paused", self.set.paused as u64),
         ])
     }
 

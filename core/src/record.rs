@@ -203,16 +203,34 @@ pub fn receipt(offset: u64, deliveries: u64, nonce: &[u8; NONCE_LEN]) -> Vec<u8>
     out
 }
 
-/// The message id of an encoded record, reading no more than it needs: the producer's id, or
-/// `<created>-<offset>`. The rest of the record is not checked (decode it to use it).
-pub fn message_id_of(bytes: &[u8]) -> Result<Vec<u8>, CorruptRecord> {
+/// The id of an encoded record, as stored: the producer's, or the parts of a server-made one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdView<'a> {
+    Given(&'a [u8]),
+    /// `<created>-<offset>`.
+    Made(u64, u64),
+}
+
+impl IdView<'_> {
+    /// The id users see.
+    pub fn to_bytes(self) -> Vec<u8> {
+        match self {
+            IdView::Given(id) => id.to_vec(),
+            IdView::Made(created, offset) => pair(created, offset),
+        }
+    }
+}
+
+/// The id of an encoded record, reading no more than it needs and copying nothing. The rest
+/// of the record is not checked (decode it to use it).
+pub fn id_of(bytes: &[u8]) -> Result<IdView<'_>, CorruptRecord> {
     let mut r = Reader { buf: bytes, pos: 0 };
     if r.array_len()? < FIELDS {
         return Err(CorruptRecord);
     }
     let id = r.span()?;
     if !id.is_empty() {
-        return Ok(bytes[id].to_vec());
+        return Ok(IdView::Given(&bytes[id]));
     }
     for _ in 0..3 {
         r.span()?; // body, tag, key
@@ -223,7 +241,24 @@ pub fn message_id_of(bytes: &[u8]) -> Result<Vec<u8>, CorruptRecord> {
     }
     let created = r.uint()?;
     r.uint()?; // attempt
-    Ok(pair(created, r.uint()?))
+    Ok(IdView::Made(created, r.uint()?))
+}
+
+/// The message id of an encoded record: the producer's, or `<created>-<offset>`.
+pub fn message_id_of(bytes: &[u8]) -> Result<Vec<u8>, CorruptRecord> {
+    id_of(bytes).map(IdView::to_bytes)
+}
+
+/// Parses a server-made id, `<created>-<offset>` in plain decimal as the server writes it.
+pub fn parse_made_id(id: &[u8]) -> Option<(u64, u64)> {
+    let dash = id.iter().position(|b| *b == b'-')?;
+    let num = |s: &[u8]| -> Option<u64> {
+        if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) || (s.len() > 1 && s[0] == b'0') {
+            return None;
+        }
+        std::str::from_utf8(s).ok()?.parse().ok()
+    };
+    Some((num(&id[..dash])?, num(&id[dash + 1..])?))
 }
 
 /// The record of the next delivery of `bytes`: attempt and deliveries one more, consumer

@@ -77,6 +77,11 @@ impl ServerOptions {
 
 impl Server {
     pub fn start(opts: ServerOptions) -> Server {
+        Server::start_on(opts, free_port())
+    }
+
+    /// Starts on `port` (a cluster node needs its bus port, port + 10000, free too).
+    pub fn start_on(opts: ServerOptions, port: u16) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let mut server = Server { port: 0, dir, child: None, args: Vec::new() };
         let mut args: Vec<String> = vec![
@@ -100,7 +105,7 @@ impl Server {
         }
         args.extend(opts.extra.iter().cloned());
         server.args = args;
-        server.launch(free_port());
+        server.launch(port);
         server
     }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 pub struct PingMeter {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<(Duration, u64)>>,
+    thread: Option<JoinHandle<Duration>>,
 }
 
 impl PingMeter {
@@ -19,27 +19,30 @@ impl PingMeter {
         c.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let (started, first) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
-            let (mut worst, mut pings) = (Duration::ZERO, 0u64);
+            let mut worst = Duration::ZERO;
+            let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+            assert_eq!(pong, "PONG");
+            started.send(()).unwrap();
             while !flag.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 let pong: String = redis::cmd("PING").query(&mut c).unwrap();
                 assert_eq!(pong, "PONG");
                 worst = worst.max(t.elapsed());
-                pings += 1;
                 std::thread::sleep(Duration::from_micros(200));
             }
-            (worst, pings)
+            worst
         });
+        // Measuring starts once the meter's connection answers.
+        first.recv_timeout(Duration::from_secs(10)).expect("the meter's first PING");
         PingMeter { stop, thread: Some(thread) }
     }
 
-    /// Stops; gives the longest a PING waited, checking that the meter really pinged.
+    /// Stops; gives the longest a PING waited while it ran.
     pub fn worst(mut self) -> Duration {
         self.stop.store(true, Ordering::Relaxed);
-        let (worst, pings) = self.thread.take().unwrap().join().unwrap();
-        assert!(pings > 0, "the meter never pinged");
-        worst
+        self.thread.take().unwrap().join().unwrap()
     }
 }
 

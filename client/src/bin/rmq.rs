@@ -118,6 +118,8 @@ enum Cmd {
     Work(work::WorkArgs),
     #[command(subcommand)]
     Partition(partition::PartitionCmd),
+    Console(rmq_console::ConsoleArgs),
+    Metrics(rmq_console::MetricsArgs),
 }
 
 /// What every subcommand gets: the global options, made ready to use.
@@ -204,6 +206,9 @@ async fn run(ctx: &Ctx, cmd: &Cmd) -> Result<ExitCode, Error> {
         Cmd::Partition(p) => partition::partition(ctx, p).await?,
         // Long-running: drains the spool itself.
         Cmd::Work(a) => return work::work(ctx, a).await,
+        // Long-running: serve until ctrl-c or SIGTERM (docs/console.md).
+        Cmd::Console(a) => return Ok(rmq_console::console(std::sync::Arc::new(ctx.client()?), a).await?),
+        Cmd::Metrics(a) => return Ok(rmq_console::metrics(std::sync::Arc::new(ctx.client()?), a).await?),
     };
     push::warn_if_spool_pending(ctx);
     Ok(code)

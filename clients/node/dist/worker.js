@@ -1,0 +1,344 @@
+"use strict";
+var __createBinding = (this && this.__createBinding) || (Object.create ? (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    var desc = Object.getOwnPropertyDescriptor(m, k);
+    if (!desc || ("get" in desc ? !m.__esModule : desc.writable || desc.configurable)) {
+      desc = { enumerable: true, get: function() { return m[k]; } };
+    }
+    Object.defineProperty(o, k2, desc);
+}) : (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    o[k2] = m[k];
+}));
+var __setModuleDefault = (this && this.__setModuleDefault) || (Object.create ? (function(o, v) {
+    Object.defineProperty(o, "default", { enumerable: true, value: v });
+}) : function(o, v) {
+    o["default"] = v;
+});
+var __importStar = (this && this.__importStar) || (function () {
+    var ownKeys = function(o) {
+        ownKeys = Object.getOwnPropertyNames || function (o) {
+            var ar = [];
+            for (var k in o) if (Object.prototype.hasOwnProperty.call(o, k)) ar[ar.length] = k;
+            return ar;
+        };
+        return ownKeys(o);
+    };
+    return function (mod) {
+        if (mod && mod.__esModule) return mod;
+        var result = {};
+        if (mod != null) for (var k = ownKeys(mod), i = 0; i < k.length; i++) if (k[i] !== "default") __createBinding(result, mod, k[i]);
+        __setModuleDefault(result, mod);
+        return result;
+    };
+})();
+Object.defineProperty(exports, "__esModule", { value: true });
+exports.Worker = exports.Outcome = void 0;
+/**
+ * The worker: fetches, runs the handler of each message's tag, ACKs or NACKs by its outcome,
+ * TOUCHes the lock while the handler runs, enforces a per-job timeout, and stops gracefully.
+ */
+const os = __importStar(require("node:os"));
+const client_1 = require("./client");
+const errors_1 = require("./errors");
+const types_1 = require("./types");
+/**
+ * What to do with a message, returned or thrown by a handler:
+ * - `Outcome.ack()` (or returning anything else, undefined included): ACK;
+ * - `Outcome.retry(reason, { delayMs })`: NACK RETRY (the queue's backoff and max-attempts
+ *   apply; `delayMs` overrides the backoff);
+ * - `Outcome.fail(reason)`: NACK FAIL, to failed (dead) now;
+ * - `Outcome.error(reason)`: NACK ERROR, to errors now.
+ * Anything else a handler throws is `Outcome.error` with its name and message.
+ */
+class Outcome extends Error {
+    kind;
+    reason;
+    delayMs;
+    constructor(kind, reason, delayMs) {
+        super(reason ? `${kind}: ${reason}` : kind);
+        this.kind = kind;
+        this.reason = reason;
+        this.delayMs = delayMs;
+        this.name = "Outcome";
+    }
+    static ack() {
+        return new Outcome("ack", "");
+    }
+    static retry(reason = "", o = {}) {
+        return new Outcome("retry", reason, o.delayMs);
+    }
+    static fail(reason = "") {
+        return new Outcome("fail", reason);
+    }
+    static error(reason = "") {
+        return new Outcome("error", reason);
+    }
+}
+exports.Outcome = Outcome;
+/** A timer that can be cleared, as a promise. */
+function delay(ms) {
+    let timer;
+    const promise = new Promise((resolve) => {
+        timer = setTimeout(resolve, Math.max(ms, 0));
+    });
+    return { promise, cancel: () => clearTimeout(timer) };
+}
+/** A worker for one queue. */
+class Worker {
+    client;
+    queue;
+    report = (0, types_1.emptyReport)();
+    ownClient;
+    lockMs;
+    timeoutMs;
+    concurrency;
+    graceMs;
+    blockMs;
+    consumer;
+    retryIsError;
+    noHandlerIsError;
+    handleSignals;
+    handlers = new Map();
+    fallback;
+    stopping = false;
+    stopWaiters = [];
+    kickWaiters = [];
+    /** `handler` (optional) handles every tag; {@link handle} registers one per tag. `client` is a Client or a URL. */
+    constructor(client, queue, handler, opts = {}, clientOptions) {
+        (0, types_1.validateQueue)(queue);
+        this.ownClient = typeof client === "string";
+        this.client = typeof client === "string" ? new client_1.Client(client, clientOptions) : client;
+        this.queue = queue;
+        this.fallback = handler;
+        this.lockMs = Math.max(opts.lockMs ?? 30_000, 1);
+        this.timeoutMs = opts.timeoutMs;
+        this.concurrency = opts.concurrency ?? 8;
+        if (!Number.isInteger(this.concurrency) || this.concurrency < 1)
+            throw new errors_1.ConfigError("concurrency must be at least 1");
+        this.graceMs = opts.graceMs ?? 30_000;
+        this.blockMs = Math.min(Math.max(opts.blockMs ?? 1000, 1), 1000);
+        this.consumer = opts.consumer ?? `${os.hostname() || "rmq"}:${process.pid}`;
+        this.retryIsError = opts.retryIsError ?? false;
+        this.noHandlerIsError = opts.noHandlerIsError ?? true;
+        this.handleSignals = opts.handleSignals ?? true;
+    }
+    /** Registers the handler of messages tagged `tag` (`""`: messages without a tag); `null`: of every tag without one. */
+    handle(tag, fn) {
+        if (tag === null)
+            this.fallback = fn;
+        else
+            this.handlers.set(tag, fn);
+        return this;
+    }
+    /** Asks the worker to stop gracefully. */
+    stop() {
+        this.stopping = true;
+        for (const w of this.stopWaiters.splice(0))
+            w();
+        this.kick();
+    }
+    kick() {
+        for (const w of this.kickWaiters.splice(0))
+            w();
+    }
+    stopped() {
+        return this.stopping ? Promise.resolve() : new Promise((r) => this.stopWaiters.push(r));
+    }
+    /** Sleeps up to ms; true when a stop came meanwhile. */
+    async pause(ms) {
+        const d = delay(ms);
+        await Promise.race([d.promise, this.stopped()]);
+        d.cancel();
+        return this.stopping;
+    }
+    /**
+     * Runs until {@link stop} (or SIGTERM/SIGINT), then stops fetching, gives running handlers up
+     * to graceMs to finish, abandons the rest, and resolves to the report.
+     */
+    async run() {
+        const onSignal = () => this.stop();
+        if (this.handleSignals) {
+            process.on("SIGTERM", onSignal);
+            process.on("SIGINT", onSignal);
+        }
+        const running = new Map();
+        try {
+            await this.fetchLoop(running);
+            // Stopping: no more fetches; running handlers get the grace period.
+            if (running.size) {
+                const g = delay(this.graceMs);
+                const all = Promise.all(running.keys());
+                await Promise.race([all, g.promise]);
+                g.cancel();
+                if (running.size) {
+                    console.warn(`rmq worker: grace period over; abandoning ${running.size} running handlers (their messages come back by lock expiry)`);
+                    this.report.abandoned += running.size;
+                    for (const abandon of running.values())
+                        abandon();
+                    await Promise.all(running.keys());
+                }
+            }
+        }
+        finally {
+            if (this.handleSignals) {
+                process.off("SIGTERM", onSignal);
+                process.off("SIGINT", onSignal);
+            }
+            if (this.ownClient)
+                await this.client.close();
+        }
+        return this.report;
+    }
+    async fetchLoop(running) {
+        let pause = 50;
+        let poll = this.client.pollMinMs;
+        while (!this.stopping) {
+            const free = this.concurrency - running.size;
+            if (free <= 0) {
+                await new Promise((r) => this.kickWaiters.push(r));
+                continue;
+            }
+            // A FETCH is never abandoned half way (its messages would sit in flight until their lock
+            // ran out): the module blocks on the server in slices of at most a second, and the Lua
+            // edition, which cannot block, is polled here with pauses a stop cuts short.
+            let msgs;
+            let module;
+            try {
+                module = (await this.client.edition()) === "module";
+                msgs = await this.client.fetch(this.queue, {
+                    count: free,
+                    lockMs: this.lockMs,
+                    blockMs: module ? this.blockMs : undefined,
+                    consumer: this.consumer,
+                });
+            }
+            catch (e) {
+                if (!(e instanceof errors_1.RmqError))
+                    throw e;
+                console.warn(`rmq worker: fetch from ${this.queue} failed: ${e.message}`);
+                if (await this.pause(pause))
+                    return;
+                pause = Math.min(pause * 2, 2000);
+                continue;
+            }
+            pause = 50;
+            for (const m of msgs) {
+                let abandon = () => undefined;
+                const abandoned = new Promise((r) => (abandon = r));
+                const task = this.process(m, abandoned)
+                    .catch((e) => console.error(`rmq worker: ${m.id}: ${e.message}`))
+                    .finally(() => {
+                    running.delete(task);
+                    this.kick();
+                });
+                running.set(task, abandon);
+            }
+            if (msgs.length)
+                poll = this.client.pollMinMs;
+            else if (!module) {
+                if (await this.pause(poll))
+                    return;
+                poll = Math.min(poll * 2, this.client.pollMaxMs);
+            }
+        }
+    }
+    async process(m, abandoned) {
+        const fn = this.handlers.get(m.tag) ?? this.fallback;
+        if (!fn) {
+            if (this.noHandlerIsError)
+                await this.finish(m, "error", `no handler for tag '${m.tag}'`, undefined, "errored");
+            else
+                await this.finish(m, "ack", "", undefined, "dropped");
+            return;
+        }
+        const ac = new AbortController();
+        const job = (async () => fn(m, { signal: ac.signal }))().then((value) => ({ ok: true, value }), (error) => ({ ok: false, error }));
+        const deadline = this.timeoutMs === undefined ? Infinity : Date.now() + this.timeoutMs;
+        const half = Math.max(this.lockMs / 2, 1);
+        let nextTouch = Date.now() + half;
+        let gone = false;
+        void abandoned.then(() => (gone = true));
+        for (;;) {
+            const d = delay(Math.min(nextTouch, deadline) - Date.now());
+            const r = await Promise.race([job, d.promise.then(() => null), abandoned.then(() => null)]);
+            d.cancel();
+            if (gone) {
+                ac.abort(new Error("abandoned: the grace period ended"));
+                return; // the message comes back when its lock runs out
+            }
+            if (r !== null) {
+                await this.settle(m, r);
+                return;
+            }
+            const now = Date.now();
+            if (now >= deadline) {
+                ac.abort(new Error("timeout"));
+                console.warn(`rmq worker: message ${m.id} ran past its timeout; NACK RETRY`);
+                await this.finish(m, "retry", `timeout after ${this.timeoutMs} ms`, undefined, "timedOut", true);
+                return;
+            }
+            if (now >= nextTouch) {
+                nextTouch = now + half;
+                try {
+                    if ((await this.client.touch(this.queue, m.receipt, this.lockMs)) === 0) {
+                        console.warn(`rmq worker: lock of ${m.id} lost (the message went back to the queue); the handler runs on`);
+                    }
+                }
+                catch (e) {
+                    console.warn(`rmq worker: TOUCH of ${m.id} failed: ${e.message}`);
+                }
+            }
+        }
+    }
+    async settle(m, r) {
+        let o;
+        if (r.ok)
+            o = r.value instanceof Outcome ? r.value : Outcome.ack();
+        else if (r.error instanceof Outcome)
+            o = r.error;
+        else {
+            const e = r.error;
+            o = Outcome.error(e instanceof Error ? (e.message ? `${e.name}: ${e.message}` : e.name) : String(r.error));
+        }
+        await this.finish(m, o.kind, o.reason, o.delayMs, null);
+    }
+    /** ACK or NACK, tried again while Redis is unavailable, for at most one lock period. */
+    async finish(m, kind, reason, delayMs, counter, forceRetry = false) {
+        if (kind === "retry" && this.retryIsError && !forceRetry) {
+            kind = "error";
+            delayMs = undefined;
+        }
+        const c = counter ?? { ack: "acked", retry: "retried", fail: "failed", error: "errored" }[kind];
+        const text = reason.slice(0, 4000);
+        const until = Date.now() + this.lockMs;
+        let pause = 50;
+        for (;;) {
+            let ok;
+            try {
+                ok =
+                    kind === "ack"
+                        ? (await this.client.ack(this.queue, m.receipt)) === 1
+                        : await this.client.nack(this.queue, m.receipt, kind, { delayMs, reason: text || undefined });
+            }
+            catch (e) {
+                if (e instanceof errors_1.Unavailable && Date.now() + pause < until) {
+                    await delay(pause).promise;
+                    pause = Math.min(pause * 2, 1000);
+                    continue;
+                }
+                console.error(`rmq worker: could not ACK/NACK ${m.id} (${e.message}); it comes back by lock expiry`);
+                ok = null;
+            }
+            if (ok)
+                this.report[c] += 1;
+            else {
+                if (ok === false)
+                    console.warn(`rmq worker: stale receipt for ${m.id} (the lock ran out and the message went back)`);
+                this.report.stale += 1;
+            }
+            return;
+        }
+    }
+}
+exports.Worker = Worker;

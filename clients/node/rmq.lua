@@ -1,0 +1,1779 @@
+#!lua name=rmq
+--[[
+rmq, the Lua edition: a reliable message queue as a Redis Functions library.
+
+    FUNCTION LOAD REPLACE "$(cat lua/rmq.lua)"
+    FCALL rmq_push 1 jobs hello
+    FCALL rmq_fetch 1 jobs COUNT 10
+
+Same contract, same keys and the same record bytes as the RMQ.* module (docs/commands.md,
+docs/storage.md); only BLOCK differs: it is checked but never waits.
+
+Keys of a queue q (every one carries the hash tag {q}, so a queue lives in one slot):
+
+    msg:{q}  list   ready records; LPOP takes the next, RPUSH appends
+    dly:{q}  zset   delayed records, score = due (unix ms)
+    bak:{q}  zset   in flight: receipt -> lock deadline (unix ms)
+    inf:{q}  hash   in flight: receipt -> record
+    fai:{q}  list   failed (dead) records, oldest first
+    err:{q}  list   errored records, oldest first
+    cfg:{q}  hash   settings that differ from the defaults (name -> decimal)
+    st:{q}   hash   offset retried dead errored dups removed, and hold (ordered queues)
+    dup:{q}  zset   dedup window: producer id -> push time (unix ms)
+    log:{q}  stream message log, only while the queue's `log` setting is 1
+
+A record is cmsgpack.pack{id, body, tag, key, headers, created, attempt, offset,
+deliveries, error, consumer} (headers a flat array; no field is ever nil).
+A receipt is "<offset>-<deliveries>"; a server-made id is "<created>-<offset>".
+]]
+
+---------------------------------------------------------------------------------------
+-- Constants
+---------------------------------------------------------------------------------------
+
+-- Record fields (1-based positions in the MessagePack array).
+local ID, BODY, TAG, KEY, HEADERS, CREATED, ATTEMPT, OFFSET, DELIVERIES, ERROR, CONSUMER =
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
+
+-- The Lua type of each record field.
+local RECORD_TYPES = { 'string', 'string', 'string', 'string', 'table', 'number', 'number',
+    'number', 'number', 'string', 'string' }
+
+-- SPEC.md's defaults; cfg:{q} overrides them.
+local SETTING_NAMES = { 'lock-ms', 'max-attempts', 'backoff-ms', 'backoff-max-ms', 'maxlen',
+    'ordered', 'dedup-window-ms', 'log', 'log-maxlen', 'paused' }
+local DEFAULTS = {
+    ['lock-ms'] = 30000, ['max-attempts'] = 5, ['backoff-ms'] = 1000,
+    ['backoff-max-ms'] = 3600000, ['maxlen'] = 0, ['ordered'] = 0,
+    ['dedup-window-ms'] = 3600000, ['log'] = 0, ['log-maxlen'] = 1000000, ['paused'] = 0,
+}
+-- 'pos': at least 1; 'nonneg': at least 0; 'bool': 0 or 1.
+local SETTING_RULE = {
+    ['lock-ms'] = 'pos', ['max-attempts'] = 'pos', ['log-maxlen'] = 'pos',
+    ['backoff-ms'] = 'nonneg', ['backoff-max-ms'] = 'nonneg', ['maxlen'] = 'nonneg',
+    ['dedup-window-ms'] = 'nonneg', ['ordered'] = 'bool', ['log'] = 'bool', ['paused'] = 'bool',
+}
+
+local MAX_FETCH_COUNT = 1000  -- the Lua edition's max-fetch-count
+
+-- The node's defaults. Inside the module, the module's settings (`CONFIG SET rmq.*`), handed
+-- over through redis.rmq_node_defaults; in Redis, which has no such function, SPEC's.
+local function node_defaults()
+    local f = redis.rmq_node_defaults
+    if f then
+        return f()
+    end
+    return DEFAULTS
+end
+
+local function max_fetch_count()
+    return node_defaults()['max-fetch-count'] or MAX_FETCH_COUNT
+end
+local MAX_NUMBER = 1e15       -- the largest number any argument may hold
+local MAX_HEADERS = 1000      -- HEADERs one message may carry
+local QUARANTINE_LIMIT = 1000 -- undecodable records one FETCH moves to errors beyond COUNT
+local BATCH = 1000            -- FETCH promotes / reclaims at most this many
+local DEDUP_TRIM = 16         -- expired dedup entries removed by each PUSH with ID
+
+local MSG_NUM = {
+    LOCK = 'LOCK must be a positive integer of milliseconds',
+    DELAY = 'DELAY must be a non-negative integer of milliseconds',
+    AT = 'AT must be a non-negative integer of unix milliseconds',
+    BLOCK = 'BLOCK must be a non-negative integer of milliseconds',
+    COUNT = 'COUNT must be a positive integer',
+    START = 'START must be a non-negative integer',
+    FROM = 'FROM must be a non-negative integer',
+    TO = 'TO must be a non-negative integer',
+}
+
+-- The state keywords of PEEK and PURGE -> state names.
+local STATE_KEYWORDS = { READY = 'ready', DELAYED = 'delayed', INFLIGHT = 'inflight',
+    FAILED = 'failed', ERRORS = 'errors' }
+
+---------------------------------------------------------------------------------------
+-- Errors: validation throws {rmq = text}; the wrapper turns it into an error reply.
+-- Anything else thrown is an internal fault: logged, answered with ERR internal error.
+---------------------------------------------------------------------------------------
+
+local function fail(text)
+    error({ rmq = 'ERR ' .. text }, 0)
+end
+
+local function fail_arity(cmd)
+    fail("wrong number of arguments for 'rmq." .. cmd .. "' command")
+end
+
+local function fail_syntax(arg)
+    fail("syntax error near '" .. arg .. "'")
+end
+
+local WRONGTYPE = 'WRONGTYPE Operation against a key holding the wrong kind of value'
+
+---------------------------------------------------------------------------------------
+-- Small helpers
+---------------------------------------------------------------------------------------
+
+local function call(...)
+    return redis.call(...)
+end
+
+-- A number as a decimal string, never in exponent form.
+local function dec(n)
+    return string.format('%d', n)
+end
+
+-- The clock, read once per command: unix ms (and the microseconds within the second).
+local function clock()
+    local t = call('TIME')
+    local us = tonumber(t[2])
+    return tonumber(t[1]) * 1000 + math.floor(us / 1000), us
+end
+
+-- Between two whole message moves. Inside the module, a command past its Lua budget stops
+-- here, never in the middle of a move; Redis's own Lua has no such budget (and no function).
+local function checkpoint()
+    local f = redis.rmq_checkpoint
+    if f then
+        f()
+    end
+end
+
+-- The Redis type each key of a queue holds.
+local KEY_TYPES = { msg = 'list', dly = 'zset', bak = 'zset', inf = 'hash', fai = 'list', err = 'list',
+    cfg = 'hash', st = 'hash', dup = 'zset', log = 'stream' }
+
+-- Refuses with WRONGTYPE, before anything is written, when one of the named keys of the queue
+-- exists with another type (someone wrote it by hand). Redis's Lua cannot undo a write, so a
+-- command checks the keys it is about to write after its first write.
+local function need(k, ...)
+    for _, name in ipairs({ ... }) do
+        local t = call('TYPE', k[name])
+        t = type(t) == 'table' and t.ok or t
+        if t ~= 'none' and t ~= KEY_TYPES[name] then
+            error({ rmq = WRONGTYPE }, 0)
+        end
+    end
+end
+
+local function keys_of(q)
+    local tag = '{' .. q .. '}'
+    return {
+        msg = 'msg:' .. tag, dly = 'dly:' .. tag, bak = 'bak:' .. tag, inf = 'inf:' .. tag,
+        fai = 'fai:' .. tag, err = 'err:' .. tag, cfg = 'cfg:' .. tag, st = 'st:' .. tag,
+        dup = 'dup:' .. tag, log = 'log:' .. tag,
+    }
+end
+
+local function valid_queue(q)
+    return type(q) == 'string' and #q >= 1 and #q <= 200 and not q:find('[^A-Za-z0-9_%.:%-#/]')
+end
+
+-- Plain decimal digits, at most MAX_NUMBER; nil otherwise.
+local function parse_number(s)
+    if #s == 0 or #s > 16 or s:find('%D') then
+        return nil
+    end
+    local n = tonumber(s)
+    if n == nil or n > MAX_NUMBER then
+        return nil
+    end
+    return n
+end
+
+-- Byte order, whatever the server's locale (Lua's < on strings uses strcoll).
+local function bytes_less(a, b)
+    local n = math.min(#a, #b)
+    for i = 1, n do
+        local x, y = a:byte(i), b:byte(i)
+        if x ~= y then
+            return x < y
+        end
+    end
+    return #a < #b
+end
+
+---------------------------------------------------------------------------------------
+-- Argument walking: keywords left to right, the first fault is reported.
+---------------------------------------------------------------------------------------
+
+local Args = {}
+Args.__index = Args
+
+local function walk(args, first)
+    return setmetatable({ a = args, i = first or 1 }, Args)
+end
+
+-- The next argument as typed and upper-cased, or nil at the end.
+function Args:keyword()
+    local raw = self.a[self.i]
+    if raw == nil then
+        return nil
+    end
+    self.i = self.i + 1
+    return raw, string.upper(raw)
+end
+
+function Args:value(kw)
+    local v = self.a[self.i]
+    if v == nil then
+        fail(kw .. ' needs a value')
+    end
+    self.i = self.i + 1
+    return v
+end
+
+-- A number >= min; kw names the error text.
+function Args:number(kw, min)
+    local n = parse_number(self:value(kw))
+    if n == nil or n < min then
+        fail(MSG_NUM[kw])
+    end
+    return n
+end
+
+function Args:count()
+    local n = self:number('COUNT', 1)
+    local max = max_fetch_count()
+    if n > max then
+        fail('COUNT must not exceed max-fetch-count (' .. dec(max) .. ')')
+    end
+    return n
+end
+
+-- Refuses an option given twice.
+local function once(seen, raw)
+    if seen ~= nil then
+        fail_syntax(raw)
+    end
+end
+
+-- No argument may follow.
+local function no_more(args, from)
+    if args[from] ~= nil then
+        fail_syntax(args[from])
+    end
+end
+
+---------------------------------------------------------------------------------------
+-- Settings
+---------------------------------------------------------------------------------------
+
+-- Checks one pair; gives the canonical name and the value, or throws.
+local function check_setting(name, value)
+    local canonical = string.lower(name)
+    local rule = SETTING_RULE[canonical]
+    if rule == nil then
+        fail("unknown setting '" .. name .. "'")
+    end
+    local n = parse_number(value)
+    if rule == 'pos' and (n == nil or n < 1) then
+        fail(canonical .. ' must be a positive integer')
+    elseif rule == 'nonneg' and n == nil then
+        fail(canonical .. ' must be a non-negative integer')
+    elseif rule == 'bool' and (n == nil or n > 1) then
+        fail(canonical .. ' must be 0 or 1')
+    end
+    return canonical, n
+end
+
+-- The effective settings of a queue; a stored value that does not parse is ignored.
+local function settings(k)
+    local s = {}
+    for name, v in pairs(node_defaults()) do
+        s[name] = v
+    end
+    local flat = call('HGETALL', k.cfg)
+    for i = 1, #flat, 2 do
+        local ok, name, v = pcall(check_setting, flat[i], flat[i + 1])
+        if ok then
+            s[name] = v
+        end
+    end
+    return s
+end
+
+-- The retry delay after attempt n (n >= 1).
+local function backoff(s, n)
+    local base = s['backoff-ms']
+    if base == 0 then
+        return 0
+    end
+    local cap = s['backoff-max-ms']
+    if n - 1 >= 60 then
+        return cap
+    end
+    return math.min(base * 2 ^ (n - 1), cap)
+end
+
+---------------------------------------------------------------------------------------
+-- Records
+---------------------------------------------------------------------------------------
+
+local function encode(rec)
+    return cmsgpack.pack(rec)
+end
+
+-- Redis's cmsgpack refuses MessagePack bin strings, which storage.md allows writers to use;
+-- what cmsgpack cannot read is read again by this decoder of the shapes a record may hold
+-- (unsigned integers, str and bin strings, arrays). It throws on anything else.
+local function slow_unpack(bytes)
+    local pos = 1
+    local value
+    local function uint(n)
+        if pos + n - 1 > #bytes then error('short record', 0) end
+        local v = 0
+        for i = pos, pos + n - 1 do
+            v = v * 256 + bytes:byte(i)
+        end
+        pos = pos + n
+        return v
+    end
+    local function str(n)
+        if pos + n - 1 > #bytes then error('short record', 0) end
+        local v = bytes:sub(pos, pos + n - 1)
+        pos = pos + n
+        return v
+    end
+    local function array(n)
+        local t = {}
+        for i = 1, n do
+            t[i] = value()
+        end
+        return t
+    end
+    value = function()
+        local c = uint(1)
+        if c < 0x80 then return c end
+        if c >= 0x90 and c <= 0x9f then return array(c - 0x90) end
+        if c >= 0xa0 and c <= 0xbf then return str(c - 0xa0) end
+        if c == 0xcc then return uint(1) end
+        if c == 0xcd then return uint(2) end
+        if c == 0xce then return uint(4) end
+        if c == 0xcf then return uint(8) end
+        if c == 0xd9 or c == 0xc4 then return str(uint(1)) end
+        if c == 0xda or c == 0xc5 then return str(uint(2)) end
+        if c == 0xdb or c == 0xc6 then return str(uint(4)) end
+        if c == 0xdc then return array(uint(2)) end
+        if c == 0xdd then return array(uint(4)) end
+        error('unsupported MessagePack type', 0)
+    end
+    return value()
+end
+
+local function unpack_value(bytes)
+    local ok, v = pcall(cmsgpack.unpack, bytes)
+    if ok then
+        return v
+    end
+    return slow_unpack(bytes)
+end
+
+-- The record as its array (fields past the 11th, from a later version, are kept).
+local function decode(bytes)
+    local rec = unpack_value(bytes)
+    if type(rec) ~= 'table' or #rec < 11 or type(rec[HEADERS]) ~= 'table' or #rec[HEADERS] % 2 ~= 0 then
+        error('corrupt record', 0)
+    end
+    for i = 1, 11 do
+        if type(rec[i]) ~= RECORD_TYPES[i] then
+            error('corrupt record', 0)
+        end
+    end
+    for _, h in ipairs(rec[HEADERS]) do
+        if type(h) ~= 'string' then
+            error('corrupt record', 0)
+        end
+    end
+    return rec
+end
+
+-- For the write paths: a stored value that is not a record is never dropped; it goes to
+-- errors as the body of a record with error "corrupt record", and nil is returned.
+local function decode_or_quarantine(k, now, bytes)
+    local ok, rec = pcall(decode, bytes)
+    if ok then
+        return rec
+    end
+    call('RPUSH', k.err, encode({ '', bytes, '', '', {}, now, 0, 0, 0, 'corrupt record', '' }))
+    return nil
+end
+
+local function message_id(rec)
+    if rec[ID] ~= '' then
+        return rec[ID]
+    end
+    return dec(rec[CREATED]) .. '-' .. dec(rec[OFFSET])
+end
+
+-- The receipt of a delivery: <offset>-<deliveries>-<nonce>, the nonce 6 random bytes in hex,
+-- so that a receipt is unique across queues and across histories (docs/storage.md). Redis
+-- seeds Lua's generator the same way at every start: the clock's microseconds are mixed in,
+-- so a restarted or promoted server does not repeat the nonces of another history.
+local function receipt_of(rec, us)
+    local a = (math.random(0, 0xffffff) + us) % 0x1000000
+    return dec(rec[OFFSET]) .. '-' .. dec(rec[DELIVERIES]) .. '-' .. string.format('%06x%06x', a, math.random(0, 0xffffff))
+end
+
+-- The producer's id of an encoded record, read without decoding it: '' when the server made
+-- the id, nil when the bytes are not what a record starts with (or the id is too long to
+-- read this way): decode then.
+local function raw_id(raw)
+    local b = raw:byte(1)
+    local pos
+    if b and b >= 0x9b and b <= 0x9f then
+        pos = 2
+    elseif b == 0xdc then
+        pos = 4
+    else
+        return nil
+    end
+    local h = raw:byte(pos)
+    if h and h >= 0xa0 and h <= 0xbf then
+        return raw:sub(pos + 1, pos + h - 0xa0)
+    elseif h == 0xd9 or h == 0xc4 then
+        local n = raw:byte(pos + 1)
+        return n and raw:sub(pos + 2, pos + 1 + n)
+    end
+    return nil
+end
+
+local function headers_map(flat)
+    local m = {}
+    for i = 1, #flat, 2 do
+        m[flat[i]] = flat[i + 1]
+    end
+    return { map = m }
+end
+
+-- The fields every message reply has.
+local function message_fields(rec)
+    return {
+        id = message_id(rec), body = rec[BODY], attempt = rec[ATTEMPT], tag = rec[TAG],
+        key = rec[KEY], headers = headers_map(rec[HEADERS]), created = rec[CREATED],
+        offset = rec[OFFSET],
+    }
+end
+
+---------------------------------------------------------------------------------------
+-- Counters, log, and the moves between states
+---------------------------------------------------------------------------------------
+
+-- Adds to a counter. A counter someone overwrote with something not a number starts again
+-- from `by`: counters are statistics, and the move they count is already made.
+local function bump(k, name, by)
+    local r = redis.pcall('HINCRBY', k.st, name, by or 1)
+    if type(r) == 'table' and r.err then
+        call('HSET', k.st, name, dec(by or 1))
+    end
+end
+
+-- The next offset of the queue.
+local function next_offset(k)
+    local r = redis.pcall('HINCRBY', k.st, 'offset', 1)
+    if type(r) == 'table' and r.err then
+        error({ rmq = r.err }, 0)
+    end
+    return r
+end
+
+-- Appends an event to the message log when the queue's log is on: offset event id time, then
+-- `extra`, the event's own fields as a flat list of names and values (docs/commands.md, LOG).
+local function log_event(k, s, now, event, rec, extra)
+    if s['log'] ~= 1 then
+        return
+    end
+    local fields = { 'XADD', k.log, 'MAXLEN', dec(s['log-maxlen']), '*',
+        'offset', dec(rec[OFFSET]), 'event', event, 'id', message_id(rec), 'time', dec(now) }
+    for _, v in ipairs(extra or {}) do
+        fields[#fields + 1] = v
+    end
+    call(unpack(fields))
+end
+
+-- A push event: the message itself, and `due` when it is delayed.
+local function log_push(k, s, now, rec, due)
+    if s['log'] ~= 1 then
+        return
+    end
+    local extra = { 'body', rec[BODY], 'tag', rec[TAG], 'key', rec[KEY],
+        'headers', cmsgpack.pack(rec[HEADERS]) }
+    if due ~= nil then
+        extra[#extra + 1] = 'due'
+        extra[#extra + 1] = dec(due)
+    end
+    log_event(k, s, now, 'push', rec, extra)
+end
+
+-- An event after a delivery (retry, fail, error, reclaim): attempt, and error when there is a
+-- reason.
+local function log_outcome(k, s, now, event, rec, reason)
+    if s['log'] ~= 1 then
+        return
+    end
+    local extra = { 'attempt', dec(rec[ATTEMPT]) }
+    if reason ~= nil then
+        extra[#extra + 1] = 'error'
+        extra[#extra + 1] = reason
+    end
+    log_event(k, s, now, event, rec, extra)
+end
+
+-- The keys a move between states may write (and the log when it is on).
+local function need_moving(k, s)
+    need(k, 'msg', 'dly', 'bak', 'inf', 'fai', 'err', 'st')
+    if s['log'] == 1 then
+        need(k, 'log')
+    end
+end
+
+-- In an ordered queue the held message (a retry waiting out its backoff) holds the line.
+local function hold_of(k)
+    return tonumber(call('HGET', k.st, 'hold') or '')
+end
+
+-- Call after taking rec out of dly:{q}: clears hold if rec was the held message.
+local function release_hold(k, rec)
+    local hold = hold_of(k)
+    if hold ~= nil and hold == rec[OFFSET] then
+        call('HDEL', k.st, 'hold')
+    end
+end
+
+-- Appends (or, front = true, prepends) a record to ready.
+local function to_ready(k, rec, front)
+    call(front and 'LPUSH' or 'RPUSH', k.msg, encode(rec))
+end
+
+-- A delivered message going back to ready: the back of the line, or the front in an
+-- ordered queue, so that order holds.
+local function ready_again(k, s, rec)
+    to_ready(k, rec, s['ordered'] == 1)
+end
+
+local function to_failed(k, rec, reason)
+    rec[ERROR] = reason
+    rec[CONSUMER] = ''
+    call('RPUSH', k.fai, encode(rec))
+end
+
+-- Takes an in-flight delivery out of bak/inf; gives its record, or nil when stale.
+local function take_inflight(k, now, receipt)
+    if call('ZREM', k.bak, receipt) == 0 then
+        return nil
+    end
+    local bytes = call('HGET', k.inf, receipt)
+    call('HDEL', k.inf, receipt)
+    if not bytes then
+        return nil
+    end
+    local rec = decode_or_quarantine(k, now, bytes)
+    if rec then
+        rec[CONSUMER] = ''
+    end
+    return rec
+end
+
+-- Due delayed messages to ready (at most `limit`), in due order. A retry (attempt > 0) is
+-- a delivered message coming back (the front in an ordered queue); a DELAY push is new.
+local function promote(k, s, now, limit)
+    local due = call('ZRANGEBYSCORE', k.dly, '-inf', dec(now), 'LIMIT', 0, limit)
+    if #due == 0 then
+        return 0
+    end
+    need_moving(k, s)
+    local hold = hold_of(k)
+    for _, bytes in ipairs(due) do
+        checkpoint()
+        call('ZREM', k.dly, bytes)
+        local rec = decode_or_quarantine(k, now, bytes)
+        if rec then
+            if hold ~= nil and rec[OFFSET] == hold then
+                call('HDEL', k.st, 'hold')
+            end
+            if rec[ATTEMPT] > 0 then
+                ready_again(k, s, rec)
+            else
+                call('RPUSH', k.msg, bytes)
+            end
+        end
+    end
+    return #due
+end
+
+-- Expired in-flight messages back to ready (the front in an ordered queue), or to failed
+-- when their attempts are used up: at most `limit`, or all of them (nil), a page at a time.
+-- Returns how many were taken.
+local function reclaim(k, s, now, limit)
+    local taken = 0
+    while true do
+        local page = math.min(limit or BATCH, BATCH)
+        local expired = call('ZRANGEBYSCORE', k.bak, '-inf', dec(now), 'LIMIT', 0, page)
+        if #expired > 0 and taken == 0 then
+            need_moving(k, s)
+        end
+        for _, receipt in ipairs(expired) do
+            checkpoint()
+            local rec = take_inflight(k, now, receipt)
+            if rec then
+                if rec[ATTEMPT] >= s['max-attempts'] then
+                    to_failed(k, rec, 'max attempts (lock expired)')
+                    bump(k, 'dead')
+                    log_outcome(k, s, now, 'fail', rec, rec[ERROR])
+                else
+                    ready_again(k, s, rec)
+                    log_outcome(k, s, now, 'reclaim', rec)
+                end
+            end
+        end
+        taken = taken + #expired
+        if #expired < page or (limit ~= nil and taken >= limit) then
+            return taken
+        end
+    end
+end
+
+---------------------------------------------------------------------------------------
+-- Message replies for PEEK and GET: a map with state-specific fields.
+---------------------------------------------------------------------------------------
+
+local function state_reply(rec, state, extra)
+    local m = message_fields(rec)
+    m.state = state
+    if state == 'delayed' then
+        m.due = extra
+        m.error = rec[ERROR]
+    elseif state == 'inflight' then
+        m.deadline = extra
+        m.consumer = rec[CONSUMER]
+    elseif state == 'failed' or state == 'errors' then
+        m.error = rec[ERROR]
+    end
+    return { map = m }
+end
+
+-- Records are read in pages of this many, so no state is ever copied whole into Lua.
+local PAGE = 256
+
+-- Calls fn(rec, state, extra, raw, receipt) for every message of a state, in its order, for
+-- which wanted(raw, rec) is true (wanted may skip decoding: rec is nil on its first call, and
+-- it is called again with the record when it answers nil). extra: due (delayed) or deadline
+-- (inflight). fn returning true stops the walk. Records that do not decode are passed over.
+local function each_in_state(k, state, wanted, fn)
+    local function visit(raw, extra, receipt)
+        local want = wanted(raw, nil)
+        if want == false then
+            return false
+        end
+        local ok, rec = pcall(decode, raw)
+        if not ok or (want == nil and not wanted(raw, rec)) then
+            return false
+        end
+        return fn(rec, state, extra, raw, receipt)
+    end
+    if state == 'ready' or state == 'failed' or state == 'errors' then
+        local key = (state == 'ready' and k.msg) or (state == 'failed' and k.fai) or k.err
+        local start = 0
+        while true do
+            local page = call('LRANGE', key, start, start + PAGE - 1)
+            for _, raw in ipairs(page) do
+                if visit(raw) then return true end
+            end
+            if #page < PAGE then return false end
+            start = start + PAGE
+        end
+    end
+    local zset = state == 'delayed' and k.dly or k.bak
+    local start = 0
+    while true do
+        local flat = call('ZRANGE', zset, start, start + PAGE - 1, 'WITHSCORES')
+        for i = 1, #flat, 2 do
+            local score = tonumber(flat[i + 1])
+            if state == 'delayed' then
+                if visit(flat[i], score) then return true end
+            else
+                local raw = call('HGET', k.inf, flat[i])
+                if raw and visit(raw, score, flat[i]) then return true end
+            end
+        end
+        if #flat < 2 * PAGE then return false end
+        start = start + PAGE
+    end
+end
+
+-- A `wanted` for each_in_state: the messages whose id is in the set `ids`.
+local function with_ids(ids)
+    return function(raw, rec)
+        if rec then
+            return ids[message_id(rec)] == true
+        end
+        local id = raw_id(raw)
+        if id == nil or id == '' then
+            return nil -- decode to know
+        end
+        return ids[id] == true
+    end
+end
+
+local function everything()
+    return true
+end
+
+local ALL_STATES = { 'ready', 'delayed', 'inflight', 'failed', 'errors' }
+
+---------------------------------------------------------------------------------------
+-- Commands. Each takes (q, args); validation first, writes after.
+---------------------------------------------------------------------------------------
+
+local commands = {}
+
+-- RMQ.PUSH q body [ID id] [TAG tag] [KEY key] [HEADER name value]… [DELAY ms | AT unix-ms]
+-- Keys: msg dly st dup cfg log. Reply: the id (bulk string).
+function commands.push(q, args)
+    local body = args[1]
+    if body == nil then
+        fail_arity('push')
+    end
+    local o = walk(args, 2)
+    local id, tag, key, delay, at
+    local headers, seen = {}, {}
+    while true do
+        local raw, kw = o:keyword()
+        if raw == nil then break end
+        if kw == 'ID' then
+            once(id, raw)
+            id = o:value('ID')
+            if #id < 1 or #id > 128 or id:find('[^\33-\126]') then
+                fail('ID must be 1 to 128 printable ASCII characters without spaces')
+            end
+        elseif kw == 'TAG' then
+            once(tag, raw)
+            tag = o:value('TAG')
+        elseif kw == 'KEY' then
+            once(key, raw)
+            key = o:value('KEY')
+        elseif kw == 'HEADER' then
+            local name = o:value('HEADER')
+            local value = o:value('HEADER')
+            if name == '' then
+                fail('HEADER name must not be empty')
+            end
+            if seen[name] then
+                fail("HEADER '" .. name .. "' given twice")
+            end
+            if #headers >= 2 * MAX_HEADERS then
+                fail('a message has at most ' .. dec(MAX_HEADERS) .. ' HEADERs')
+            end
+            seen[name] = true
+            headers[#headers + 1] = name
+            headers[#headers + 1] = value
+        elseif kw == 'DELAY' then
+            once(delay, raw)
+            delay = o:number('DELAY', 0)
+            if at ~= nil then fail('DELAY and AT cannot be used together') end
+        elseif kw == 'AT' then
+            once(at, raw)
+            at = o:number('AT', 0)
+            if delay ~= nil then fail('DELAY and AT cannot be used together') end
+        else
+            fail_syntax(raw)
+        end
+    end
+
+    local k = keys_of(q)
+    local s = settings(k)
+    local now = clock()
+    local window = s['dedup-window-ms']
+    local later = (delay ~= nil and delay > 0) or (at ~= nil and at > now)
+    need(k, later and 'dly' or 'msg')
+    if id ~= nil and window > 0 then
+        need(k, 'st') -- written after the dedup window's trim
+    end
+    if s['log'] == 1 then
+        need(k, 'log')
+    end
+
+    if id ~= nil and window > 0 then
+        local old = call('ZRANGEBYSCORE', k.dup, '-inf', dec(now - window), 'LIMIT', 0, DEDUP_TRIM)
+        for _, member in ipairs(old) do
+            call('ZREM', k.dup, member)
+        end
+        local seen_at = tonumber(call('ZSCORE', k.dup, id) or '')
+        if seen_at ~= nil and seen_at > now - window then
+            bump(k, 'dups')
+            return id
+        end
+    end
+    if s['maxlen'] > 0 then
+        local held = call('LLEN', k.msg) + call('ZCARD', k.dly) + call('ZCARD', k.bak)
+        if held >= s['maxlen'] then
+            fail('queue full')
+        end
+    end
+
+    local offset = next_offset(k)
+    local rec = { id or '', body, tag or '', key or '', headers, now, 0, offset, 0, '', '' }
+    local due = (delay ~= nil and now + delay) or at
+    if due ~= nil and due > now then
+        call('ZADD', k.dly, dec(due), encode(rec))
+    else
+        due = nil
+        to_ready(k, rec, false)
+    end
+    if id ~= nil and window > 0 then
+        call('ZADD', k.dup, dec(now), id)
+    end
+    log_push(k, s, now, rec, due)
+    return message_id(rec)
+end
+
+-- RMQ.FETCH q [COUNT n] [LOCK ms] [BLOCK ms] [CONSUMER name]
+-- Keys: dly msg bak inf fai st cfg log. Reply: array of message maps
+-- (id body receipt attempt tag key headers created offset deadline), or null.
+function commands.fetch(q, args)
+    local o = walk(args)
+    local count, lock, block, consumer
+    while true do
+        local raw, kw = o:keyword()
+        if raw == nil then break end
+        if kw == 'COUNT' then
+            once(count, raw)
+            count = o:count()
+        elseif kw == 'LOCK' then
+            once(lock, raw)
+            lock = o:number('LOCK', 1)
+        elseif kw == 'BLOCK' then
+            once(block, raw)
+            block = o:number('BLOCK', 0) -- checked; a function never waits
+        elseif kw == 'CONSUMER' then
+            once(consumer, raw)
+            consumer = o:value('CONSUMER')
+            if #consumer < 1 or #consumer > 200 then
+                fail('CONSUMER must be 1 to 200 bytes')
+            end
+        else
+            fail_syntax(raw)
+        end
+    end
+
+    local k = keys_of(q)
+    local s = settings(k)
+    if s['paused'] == 1 then
+        return false
+    end
+    local now, us = clock()
+    promote(k, s, now, BATCH)
+    reclaim(k, s, now, BATCH)
+
+    count = count or 1
+    if s['ordered'] == 1 then
+        if call('ZCARD', k.bak) > 0 or hold_of(k) ~= nil then
+            return false
+        end
+        count = 1
+    end
+    need(k, 'inf', 'err') -- written after the first LPOP
+    if s['log'] == 1 then
+        need(k, 'log')
+    end
+    local deadline = now + (lock or s['lock-ms'])
+    local out = {}
+    local quarantined = 0
+    -- Undecodable records go to errors and do not count against COUNT.
+    while #out < count and quarantined <= QUARANTINE_LIMIT do
+        local popped = call('LPOP', k.msg, count - #out)
+        if not popped then
+            break
+        end
+        for _, raw in ipairs(popped) do
+            local rec = decode_or_quarantine(k, now, raw)
+            if rec then
+                rec[ATTEMPT] = rec[ATTEMPT] + 1
+                rec[DELIVERIES] = rec[DELIVERIES] + 1
+                rec[CONSUMER] = consumer or ''
+                local receipt = receipt_of(rec, us)
+                call('ZADD', k.bak, dec(deadline), receipt)
+                call('HSET', k.inf, receipt, encode(rec))
+                log_event(k, s, now, 'fetch', rec, { 'consumer', rec[CONSUMER], 'attempt', dec(rec[ATTEMPT]),
+                    'deadline', dec(deadline) })
+                local m = message_fields(rec)
+                m.receipt = receipt
+                m.deadline = deadline
+                out[#out + 1] = { map = m }
+            else
+                quarantined = quarantined + 1
+            end
+        end
+    end
+    if #out == 0 then
+        return false
+    end
+    return out
+end
+
+-- RMQ.ACK q receipt [receipt …]
+-- Keys: bak inf st cfg log. Reply: how many were acked (stale receipts count 0).
+function commands.ack(q, args)
+    if args[1] == nil then
+        fail_arity('ack')
+    end
+    local k = keys_of(q)
+    local s = settings(k)
+    local now = clock()
+    local n = 0
+    need(k, 'inf')
+    if s['log'] == 1 then
+        need(k, 'err', 'log')
+    end
+    for _, receipt in ipairs(args) do
+        if s['log'] ~= 1 then
+            if call('ZREM', k.bak, receipt) == 1 then
+                call('HDEL', k.inf, receipt)
+                n = n + 1
+            end
+        else
+            local rec = take_inflight(k, now, receipt)
+            if rec then
+                n = n + 1
+                log_event(k, s, now, 'ack', rec)
+            end
+        end
+    end
+    return n
+end
+
+-- RMQ.NACK q receipt [RETRY [DELAY ms] | FAIL | ERROR] [REASON text]
+-- Keys: bak inf msg dly fai err st cfg log. Reply: 1, or 0 for a stale receipt.
+function commands.nack(q, args)
+    local receipt = args[1]
+    if receipt == nil then
+        fail_arity('nack')
+    end
+    local o = walk(args, 2)
+    local action, delay, reason
+    while true do
+        local raw, kw = o:keyword()
+        if raw == nil then break end
+        if kw == 'RETRY' or kw == 'FAIL' or kw == 'ERROR' then
+            if action ~= nil then
+                fail('RETRY, FAIL and ERROR cannot be used together')
+            end
+            if delay ~= nil and kw ~= 'RETRY' then
+                fail('DELAY goes only with RETRY')
+            end
+            action = kw
+        elseif kw == 'DELAY' then
+            once(delay, raw)
+            delay = o:number('DELAY', 0)
+            if action == 'FAIL' or action == 'ERROR' then
+                fail('DELAY goes only with RETRY')
+            end
+        elseif kw == 'REASON' then
+            once(reason, raw)
+            reason = o:value('REASON')
+        else
+            fail_syntax(raw)
+        end
+    end
+    action = action or 'RETRY'
+
+    local k = keys_of(q)
+    local s = settings(k)
+    local now = clock()
+    need_moving(k, s)
+    local rec = take_inflight(k, now, receipt)
+    if rec == nil then
+        return 0
+    end
+    if action == 'FAIL' then
+        to_failed(k, rec, reason or 'failed')
+        bump(k, 'dead')
+        log_outcome(k, s, now, 'fail', rec, rec[ERROR])
+    elseif action == 'ERROR' then
+        rec[ERROR] = reason or 'error'
+        call('RPUSH', k.err, encode(rec))
+        bump(k, 'errored')
+        log_outcome(k, s, now, 'error', rec, rec[ERROR])
+    elseif rec[ATTEMPT] >= s['max-attempts'] then
+        to_failed(k, rec, 'max attempts')
+        bump(k, 'dead')
+        log_outcome(k, s, now, 'fail', rec, rec[ERROR])
+    else
+        if reason ~= nil then
+            rec[ERROR] = reason
+        end
+        local wait = delay or backoff(s, rec[ATTEMPT])
+        if wait > 0 then
+            call('ZADD', k.dly, dec(now + wait), encode(rec))
+            if s['ordered'] == 1 then
+                call('HSET', k.st, 'hold', dec(rec[OFFSET]))
+            end
+            bump(k, 'retried')
+            local extra = { 'attempt', dec(rec[ATTEMPT]), 'due', dec(now + wait) }
+            if reason ~= nil then
+                extra[#extra + 1] = 'error'
+                extra[#extra + 1] = reason
+            end
+            log_event(k, s, now, 'delay', rec, extra)
+        else
+            ready_again(k, s, rec)
+            bump(k, 'retried')
+            log_outcome(k, s, now, 'retry', rec, reason)
+        end
+    end
+    return 1
+end
+
+-- RMQ.TOUCH q receipt [LOCK ms]
+-- Keys: bak cfg. Reply: the new deadline (unix ms), or 0 for a stale receipt.
+function commands.touch(q, args)
+    local receipt = args[1]
+    if receipt == nil then
+        fail_arity('touch')
+    end
+    local o = walk(args, 2)
+    local lock
+    while true do
+        local raw, kw = o:keyword()
+        if raw == nil then break end
+        if kw == 'LOCK' then
+            once(lock, raw)
+            lock = o:number('LOCK', 1)
+        else
+            fail_syntax(raw)
+        end
+    end
+    local k = keys_of(q)
+    local s = settings(k)
+    local now = clock()
+    if not call('ZSCORE', k.bak, receipt) then
+        return 0
+    end
+    local deadline = now + (lock or s['lock-ms'])
+    call('ZADD', k.bak, 'XX', dec(deadline), receipt)
+    return deadline
+end
+
+-- Moves every record of a failed/errors list back to ready, attempt 0, error cleared.
+-- A value that is not a record goes to (the back of) errors as it is; in errors itself
+-- that ends the pass, so it is not met again.
+local function recover_list(k, s, now, key)
+    local n = 0
+    while true do
+        checkpoint()
+        local raw = call('LPOP', key)
+        if not raw then
+            return n
+        end
+        n = n + 1
+        local ok, rec = pcall(decode, raw)
+        if not ok then
+            call('RPUSH', k.err, raw)
+            if key == k.err then
+                return n
+            end
+        else
+            rec[ATTEMPT] = 0
+            rec[ERROR] = ''
+            to_ready(k, rec, false)
+            log_event(k, s, now, 'recover', rec)
+        end
+    end
+end
+
+-- RMQ.RECOVER q [EXPIRED] [FAILED] [ERRORS]
+-- Keys: bak inf msg fai err st cfg log. Reply: [expired, failed, errors] counts.
+function commands.recover(q, args)
+    local want = {}
+    for _, raw in ipairs(args) do
+        local kw = string.upper(raw)
+        if kw ~= 'EXPIRED' and kw ~= 'FAILED' and kw ~= 'ERRORS' then
+            fail_syntax(raw)
+        end
+        once(want[kw], raw)
+        want[kw] = true
+    end
+    if args[1] == nil then
+        want = { EXPIRED = true, FAILED = true, ERRORS = true }
+    end
+    local k = keys_of(q)
+    local s = settings(k)
+    local now = clock()
+    need_moving(k, s)
+    local counts = { 0, 0, 0 }
+    if want.EXPIRED then counts[1] = reclaim(k, s, now, nil) end
+    if want.FAILED then counts[2] = recover_list(k, s, now, k.fai) end
+    if want.ERRORS then counts[3] = recover_list(k, s, now, k.err) end
+    return counts
+end
+
+-- RMQ.STATS q
+-- Keys: msg dly bak fai err st cfg. Reply: map of integers (ready delayed inflight failed
+-- errors pushed acked retried dead errored dups offset oldest_ready_ms removed paused).
+function commands.stats(q, args)
+    no_more(args, 1)
+    local k = keys_of(q)
+    local now = clock()
+    local paused = tonumber(call('HGET', k.cfg, 'paused') or '')
+    if paused == nil or paused > 1 then
+        paused = node_defaults()['paused'] or 0
+    end
+    local names = { 'retried', 'dead', 'errored', 'dups', 'offset', 'removed' }
+    local vals = call('HMGET', k.st, unpack(names))
+    local m = {
+        ready = call('LLEN', k.msg), delayed = call('ZCARD', k.dly),
+        inflight = call('ZCARD', k.bak), failed = call('LLEN', k.fai),
+        errors = call('LLEN', k.err), oldest_ready_ms = 0,
+    }
+    for i, name in ipairs(names) do
+        m[name] = tonumber(vals[i] or '0') or 0
+    end
+    -- Every push takes an offset; a message leaves only by ACK or by DEL/PURGE (counted in
+    -- removed): so pushed and acked need no write on the hot path.
+    m.pushed = m.offset
+    local held = m.ready + m.delayed + m.inflight + m.failed + m.errors
+    m.acked = math.max(0, m.offset - held - m.removed)
+    m.paused = paused
+    local first = call('LINDEX', k.msg, 0)
+    if first then
+        local ok, rec = pcall(decode, first)
+        if ok then
+            m.oldest_ready_ms = math.max(0, now - rec[CREATED])
+        end
+    end
+    return { map = m }
+end
+
+-- RMQ.PEEK q [READY|DELAYED|INFLIGHT|FAILED|ERRORS] [START n] [COUNT n]
+-- Keys: one state's keys. Reply: array of message maps with state fields.
+function commands.peek(q, args)
+    local o = walk(args)
+    local state, start, count
+    while true do
+        local raw, kw = o:keyword()
+        if raw == nil then break end
+        if STATE_KEYWORDS[kw] then
+            once(state, raw)
+            state = STATE_KEYWORDS[kw]
+        elseif kw == 'START' then
+            once(start, raw)
+            start = o:number('START', 0)
+        elseif kw == 'COUNT' then
+            once(count, raw)
+            count = o:count()
+        else
+            fail_syntax(raw)
+        end
+    end
+    state = state or 'ready'
+    start = start or 0
+    count = count or 10
+    local k = keys_of(q)
+    local first, last = dec(start), dec(start + count - 1)
+    local out = {}
+    -- A record that does not decode is passed over (FETCH, the guard and RECOVER move such
+    -- records to errors; PEEK changes nothing).
+    local function add(raw, extra)
+        local ok, rec = pcall(decode, raw)
+        if ok then
+            out[#out + 1] = state_reply(rec, state, extra)
+        end
+    end
+    if state == 'ready' or state == 'failed' or state == 'errors' then
+        local key = (state == 'ready' and k.msg) or (state == 'failed' and k.fai) or k.err
+        for _, raw in ipairs(call('LRANGE', key, first, last)) do
+            add(raw)
+        end
+    elseif state == 'delayed' then
+        local flat = call('ZRANGE', k.dly, first, last, 'WITHSCORES')
+        for i = 1, #flat, 2 do
+            add(flat[i], tonumber(flat[i + 1]))
+        end
+    else
+        local flat = call('ZRANGE', k.bak, first, last, 'WITHSCORES')
+        for i = 1, #flat, 2 do
+            local raw = call('HGET', k.inf, flat[i])
+            if raw then
+                add(raw, tonumber(flat[i + 1]))
+            end
+        end
+    end
+    return out
+end
+
+-- RMQ.GET q id
+-- Keys: msg dly bak inf fai err. Reply: the first message with that id (ready, delayed,
+-- inflight, failed, errors) as a map with its state, or null. O(n), a page at a time.
+function commands.get(q, args)
+    local id = args[1]
+    if id == nil then
+        fail_arity('get')
+    end
+    no_more(args, 2)
+    local k = keys_of(q)
+    local found = false
+    for _, state in ipairs(ALL_STATES) do
+        local hit = each_in_state(k, state, with_ids({ [id] = true }), function(rec, st, extra)
+            found = state_reply(rec, st, extra)
+            return true
+        end)
+        if hit then break end
+    end
+    return found
+end
+
+-- Collects the ids of args as a set.
+local function id_set(args, cmd)
+    if args[1] == nil then
+        fail_arity(cmd)
+    end
+    local set = {}
+    for _, id in ipairs(args) do
+        set[id] = true
+    end
+    return set
+end
+
+-- The messages of a state with one of the ids: { {rec, raw, receipt}, … } in the state's order.
+local function hits_of(k, state, ids)
+    local hits = {}
+    each_in_state(k, state, with_ids(ids), function(rec, _, _, raw, receipt)
+        hits[#hits + 1] = { rec, raw, receipt }
+    end)
+    return hits
+end
+
+-- RMQ.DEL q id [id …]
+-- Keys: msg dly bak inf fai err st cfg log. Reply: how many messages were deleted.
+function commands.del(q, args)
+    local ids = id_set(args, 'del')
+    local k = keys_of(q)
+    local s = settings(k)
+    local now = clock()
+    need_moving(k, s)
+    local n = 0
+    for _, state in ipairs(ALL_STATES) do
+        for _, h in ipairs(hits_of(k, state, ids)) do
+            checkpoint()
+            local rec, raw, receipt = h[1], h[2], h[3]
+            if state == 'ready' then
+                call('LREM', k.msg, 1, raw)
+            elseif state == 'failed' then
+                call('LREM', k.fai, 1, raw)
+            elseif state == 'errors' then
+                call('LREM', k.err, 1, raw)
+            elseif state == 'delayed' then
+                call('ZREM', k.dly, raw)
+                release_hold(k, rec)
+            else
+                call('ZREM', k.bak, receipt)
+                call('HDEL', k.inf, receipt)
+            end
+            bump(k, 'removed')
+            n = n + 1
+            log_event(k, s, now, 'delete', rec)
+        end
+    end
+    return n
+end
+
+-- RMQ.REQUEUE q id [id …]
+-- Keys: dly fai err msg st cfg log. Reply: how many messages went back to ready.
+-- Delayed, then failed, then errored ones, each in its order, to the back of ready (a
+-- delayed retry of an ordered queue to the front, as promotion does); failed/errored ones
+-- start again at attempt 0 with no error.
+function commands.requeue(q, args)
+    local ids = id_set(args, 'requeue')
+    local k = keys_of(q)
+    local s = settings(k)
+    local now = clock()
+    need_moving(k, s)
+    local n = 0
+    for _, state in ipairs({ 'delayed', 'failed', 'errors' }) do
+        for _, h in ipairs(hits_of(k, state, ids)) do
+            checkpoint()
+            local rec, raw = h[1], h[2]
+            if state == 'delayed' then
+                call('ZREM', k.dly, raw)
+                release_hold(k, rec)
+                -- As promotion does: a retry waiting out its backoff is a delivered message.
+                to_ready(k, rec, rec[ATTEMPT] > 0 and s['ordered'] == 1)
+            else
+                call('LREM', state == 'failed' and k.fai or k.err, 1, raw)
+                rec[ATTEMPT] = 0
+                rec[ERROR] = ''
+                to_ready(k, rec, false)
+            end
+            n = n + 1
+            log_event(k, s, now, 'requeue', rec)
+        end
+    end
+    return n
+end
+
+-- Deletes every message of one state; returns how many. Without the log the state's keys
+-- are unlinked (Redis frees big ones in the background); with it, the messages go a page at
+-- a time, each page logged as it goes, so the log never says purged of a message still there.
+local function purge_state(k, s, now, state)
+    local list = (state == 'ready' and k.msg) or (state == 'failed' and k.fai) or (state == 'errors' and k.err)
+    local n = 0
+    if s['log'] ~= 1 then
+        if list then
+            n = call('LLEN', list)
+            call('UNLINK', list)
+        elseif state == 'delayed' then
+            n = call('ZCARD', k.dly)
+            call('UNLINK', k.dly)
+            call('HDEL', k.st, 'hold')
+        else
+            n = call('ZCARD', k.bak)
+            call('UNLINK', k.bak, k.inf)
+        end
+        if n > 0 then
+            bump(k, 'removed', n)
+        end
+    else
+        local hold = hold_of(k)
+        while true do
+            checkpoint()
+            local page
+            if list then
+                page = call('LPOP', list, PAGE) or {}
+            else
+                local flat = call('ZPOPMIN', state == 'delayed' and k.dly or k.bak, PAGE)
+                page = {}
+                for i = 1, #flat, 2 do
+                    local raw = flat[i]
+                    if state == 'inflight' then
+                        raw = call('HGET', k.inf, flat[i])
+                        call('HDEL', k.inf, flat[i])
+                    end
+                    if raw then
+                        page[#page + 1] = raw
+                    end
+                end
+                if #flat == 0 then
+                    page = {}
+                end
+            end
+            for _, raw in ipairs(page) do
+                local ok, rec = pcall(decode, raw)
+                if ok then
+                    log_event(k, s, now, 'purge', rec)
+                    if state == 'delayed' and rec[OFFSET] == hold then
+                        call('HDEL', k.st, 'hold')
+                    end
+                end
+            end
+            if #page == 0 then
+                break
+            end
+            bump(k, 'removed', #page)
+            n = n + #page
+        end
+    end
+    return n
+end
+
+-- RMQ.PURGE q READY|DELAYED|INFLIGHT|FAILED|ERRORS|ALL
+-- Keys: the state's keys, st cfg log. Reply: how many messages were deleted.
+function commands.purge(q, args)
+    local raw = args[1]
+    if raw == nil then
+        fail_arity('purge')
+    end
+    local kw = string.upper(raw)
+    if not STATE_KEYWORDS[kw] and kw ~= 'ALL' then
+        fail_syntax(raw)
+    end
+    no_more(args, 2)
+    local k = keys_of(q)
+    local s = settings(k)
+    local now = clock()
+    local n = 0
+    if kw ~= 'ALL' then
+        n = purge_state(k, s, now, STATE_KEYWORDS[kw])
+    else
+        for _, state in ipairs(ALL_STATES) do
+            n = n + purge_state(k, s, now, state)
+        end
+    end
+    return n
+end
+
+-- RMQ.CONFIG q GET [name] · RMQ.CONFIG q SET name value [name value …]
+-- Keys: cfg (log when log is turned off). Reply: GET a flat array of name, value bulk
+-- strings (effective values); SET OK.
+function commands.config(q, args)
+    local sub = args[1]
+    if sub == nil then
+        fail_arity('config')
+    end
+    local k = keys_of(q)
+    local SUB = string.upper(sub)
+    if SUB == 'GET' then
+        local name = args[2]
+        if name ~= nil then
+            local canonical = string.lower(name)
+            if SETTING_RULE[canonical] == nil then
+                fail("unknown setting '" .. name .. "'")
+            end
+            no_more(args, 3)
+            return { canonical, dec(settings(k)[canonical]) }
+        end
+        local s = settings(k)
+        local out = {}
+        for _, n in ipairs(SETTING_NAMES) do
+            out[#out + 1] = n
+            out[#out + 1] = dec(s[n])
+        end
+        return out
+    elseif SUB == 'SET' then
+        if #args < 3 or #args % 2 == 0 then
+            fail_arity('config')
+        end
+        local pairs_ = {}
+        for i = 2, #args, 2 do
+            local name, v = check_setting(args[i], args[i + 1])
+            pairs_[#pairs_ + 1] = { name, v }
+        end
+        -- An explicit value stays an override, even when it equals today's default.
+        for _, p in ipairs(pairs_) do
+            call('HSET', k.cfg, p[1], dec(p[2]))
+        end
+        local s = settings(k)
+        if s['log'] == 0 then
+            call('DEL', k.log)
+        elseif call('EXISTS', k.log) == 1 then
+            call('XTRIM', k.log, 'MAXLEN', dec(s['log-maxlen']))
+        end
+        return redis.status_reply('OK')
+    end
+    fail_syntax(sub)
+end
+
+-- RMQ.QUEUES (0 keys)
+-- Reply: sorted array of the queues that have any key (messages, counters, settings, log)
+-- on this node. A SCAN of the keyspace: functions keep no memory between calls.
+function commands.queues(_, args)
+    no_more(args, 1)
+    local seen, out = {}, {}
+    local cursor = '0'
+    repeat
+        local r = call('SCAN', cursor, 'MATCH', '*:{*}', 'COUNT', 1000)
+        cursor = r[1]
+        for _, key in ipairs(r[2]) do
+            local prefix, name = key:match('^(%l+):{(.*)}$')
+            if prefix and KEY_TYPES[prefix] and valid_queue(name) and not seen[name] then
+                seen[name] = true
+                out[#out + 1] = name
+            end
+        end
+    until cursor == '0'
+    table.sort(out, bytes_less)
+    return out
+end
+
+-- Reads log entries whose message offset is within [from, to] (to = nil: no bound), oldest
+-- first, at most `limit` (nil: all). Each entry is a table of its fields.
+local function read_log_page(k, start, last)
+    return call('XRANGE', k.log, start, last, 'COUNT', PAGE)
+end
+
+-- Calls fn(fields) for every log entry (up to stream id `last`, '+' for all) whose message
+-- offset is within [from, to] (to = nil: no bound), oldest first, a page at a time, until fn
+-- returns true.
+local function each_log_entry(k, from, to, last, fn)
+    local start = '-'
+    while true do
+        local chunk = read_log_page(k, start, last)
+        for _, entry in ipairs(chunk) do
+            local f = {}
+            local flat = entry[2]
+            for i = 1, #flat, 2 do
+                f[flat[i]] = flat[i + 1]
+            end
+            local off = tonumber(f.offset or '')
+            if off ~= nil and off >= from and (to == nil or off <= to) then
+                if fn(f) then
+                    return
+                end
+            end
+        end
+        if #chunk < PAGE then
+            return
+        end
+        start = '(' .. chunk[#chunk][1]
+    end
+end
+
+-- Fields of log events besides offset event id time and a push's message (docs/commands.md).
+local LOG_NUMBER_FIELDS = { 'attempt', 'deadline', 'due' }
+local LOG_TEXT_FIELDS = { 'consumer', 'error' }
+
+-- RMQ.LOG q [FROM offset] [COUNT n]
+-- Keys: log. Reply: array of maps (offset event id time, + body tag key headers for push).
+function commands.log(q, args)
+    local o = walk(args)
+    local from, count
+    while true do
+        local raw, kw = o:keyword()
+        if raw == nil then break end
+        if kw == 'FROM' then
+            once(from, raw)
+            from = o:number('FROM', 0)
+        elseif kw == 'COUNT' then
+            once(count, raw)
+            count = o:count()
+        else
+            fail_syntax(raw)
+        end
+    end
+    local k = keys_of(q)
+    local out = {}
+    count = count or 100
+    each_log_entry(k, from or 0, nil, '+', function(f)
+        local m = { offset = tonumber(f.offset), event = f.event or '', id = f.id or '',
+            time = tonumber(f.time or '0') or 0 }
+        if f.event == 'push' then
+            m.body, m.tag, m.key = f.body or '', f.tag or '', f.key or ''
+            local ok, h = pcall(unpack_value, f.headers or '\144')
+            m.headers = headers_map(ok and type(h) == 'table' and h or {})
+        end
+        -- The event's own fields: numbers as integers, text as it was logged.
+        for _, name in ipairs(LOG_NUMBER_FIELDS) do
+            if f[name] ~= nil then
+                m[name] = tonumber(f[name]) or 0
+            end
+        end
+        for _, name in ipairs(LOG_TEXT_FIELDS) do
+            if f[name] ~= nil then
+                m[name] = f[name]
+            end
+        end
+        out[#out + 1] = { map = m }
+        return #out >= count
+    end)
+    return out
+end
+
+-- RMQ.REPLAY q FROM offset [TO offset]
+-- Keys: log msg st dly bak cfg. Reply: how many copies were pushed (new ids and offsets,
+-- header replay-of = the original id).
+function commands.replay(q, args)
+    local o = walk(args)
+    local from, to
+    while true do
+        local raw, kw = o:keyword()
+        if raw == nil then break end
+        if kw == 'FROM' then
+            once(from, raw)
+            from = o:number('FROM', 0)
+        elseif kw == 'TO' then
+            once(to, raw)
+            to = o:number('TO', 0)
+        else
+            fail_syntax(raw)
+        end
+    end
+    if from == nil then
+        fail_arity('replay')
+    end
+    local k = keys_of(q)
+    local s = settings(k)
+    local now = clock()
+    need(k, 'msg', 'st')
+    if s['log'] == 1 then
+        need(k, 'log')
+    end
+    -- The copies are logged too: only what the log held when REPLAY began is replayed.
+    local newest = call('XREVRANGE', k.log, '+', '-', 'COUNT', 1)
+    if #newest == 0 then
+        return 0
+    end
+    local last = newest[1][1]
+    if s['maxlen'] > 0 then
+        -- All copies fit or none is pushed: count them first.
+        local n = 0
+        each_log_entry(k, from, to, last, function(f)
+            if f.event == 'push' then
+                n = n + 1
+            end
+        end)
+        local held = call('LLEN', k.msg) + call('ZCARD', k.dly) + call('ZCARD', k.bak)
+        if n > 0 and held + n > s['maxlen'] then
+            fail('queue full')
+        end
+    end
+    local pushed = 0
+    each_log_entry(k, from, to, last, function(f)
+        if f.event ~= 'push' then
+            return false
+        end
+        checkpoint()
+        local ok, headers = pcall(unpack_value, f.headers or '\144')
+        if not ok or type(headers) ~= 'table' then
+            headers = {}
+        end
+        local replaced = false
+        for i = 1, #headers, 2 do
+            if headers[i] == 'replay-of' then
+                headers[i + 1] = f.id or ''
+                replaced = true
+            end
+        end
+        if not replaced then
+            headers[#headers + 1] = 'replay-of'
+            headers[#headers + 1] = f.id or ''
+        end
+        local offset = next_offset(k)
+        local rec = { '', f.body or '', f.tag or '', f.key or '', headers, now, 0, offset, 0, '', '' }
+        to_ready(k, rec, false)
+        log_push(k, s, now, rec, nil)
+        pushed = pushed + 1
+        return false
+    end)
+    return pushed
+end
+
+---------------------------------------------------------------------------------------
+-- Registration: one function per command, key count checked, faults caught.
+---------------------------------------------------------------------------------------
+
+-- An error text as the module sends it (its replies go through Rust strings and C): invalid
+-- UTF-8 (an argument echoed as typed) becomes U+FFFD as String::from_utf8_lossy does, one per
+-- maximal invalid subpart, and NUL, CR and LF become spaces. Clients can then always read it.
+local function reply_text(s)
+    if not s:find('[%z\r\n\128-\255]') then
+        return s
+    end
+    local out, i, n = {}, 1, #s
+    while i <= n do
+        local c = s:byte(i)
+        local len, lo, hi = 0, 0x80, 0xBF
+        if c < 0x80 then
+            len = 1
+        elseif c >= 0xC2 and c <= 0xDF then
+            len = 2
+        elseif c >= 0xE0 and c <= 0xEF then
+            len = 3
+            if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
+        elseif c >= 0xF0 and c <= 0xF4 then
+            len = 4
+            if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
+        end
+        if len == 1 then
+            out[#out + 1] = (c == 0 or c == 10 or c == 13) and ' ' or string.char(c)
+            i = i + 1
+        elseif len == 0 then
+            out[#out + 1] = '\239\191\189'
+            i = i + 1
+        else
+            -- The lead byte and as many continuation bytes as fit this sequence.
+            local j = i + 1
+            while j < i + len do
+                local b = s:byte(j)
+                local l, h = 0x80, 0xBF
+                if j == i + 1 then l, h = lo, hi end
+                if b == nil or b < l or b > h then break end
+                j = j + 1
+            end
+            out[#out + 1] = (j == i + len) and s:sub(i, j - 1) or '\239\191\189'
+            i = j
+        end
+    end
+    return table.concat(out)
+end
+
+-- The module checks the arity of these commands before the queue name.
+-- Arguments each command needs after the queue name: fewer is an arity error, reported
+-- before the queue name is checked (as Redis checks arity first), the same in the module.
+local MIN_ARGS = { push = 1, ack = 1, nack = 1, touch = 1, get = 1, del = 1, requeue = 1, purge = 1,
+    config = 1, replay = 1 }
+
+-- Functions that free memory or write a fixed amount run when Redis is at maxmemory
+-- (noeviction), so consumers can drain a full queue; PUSH and REPLAY add messages and are
+-- refused there, as Redis refuses its own commands that grow the dataset.
+local ALLOW_OOM = { fetch = true, ack = true, nack = true, touch = true, recover = true, purge = true,
+    del = true, requeue = true, config = true }
+
+-- The queue's keys in the order a cluster client declares them after the queue name
+-- (FCALL rmq_x 11 q msg:{q} … log:{q}): with every key declared, Redis itself refuses
+-- (TRYAGAIN, ASK) a call while the queue's slot moves between nodes, instead of letting it
+-- run on a node that holds only part of the queue.
+local KEY_ORDER = { 'msg', 'dly', 'bak', 'inf', 'fai', 'err', 'cfg', 'st', 'dup', 'log' }
+
+local function declares_every_key(q, keys)
+    local k = keys_of(q)
+    for i, name in ipairs(KEY_ORDER) do
+        if keys[i + 1] ~= k[name] then
+            return false
+        end
+    end
+    return true
+end
+
+local function register(name, readonly)
+    local handler = commands[name]
+    local fname = 'rmq_' .. name
+    local nkeys = (name == 'queues') and 0 or 1
+    local def = {
+        function_name = fname,
+        callback = function(keys, args)
+            if #keys ~= nkeys and not (nkeys == 1 and #keys == 1 + #KEY_ORDER) then
+                if nkeys == 0 then
+                    return redis.error_reply('ERR ' .. fname .. ' takes no keys')
+                end
+                return redis.error_reply('ERR ' .. fname .. ' takes exactly one key, the queue name')
+            end
+            local q = keys[1]
+            if #keys > 1 and not (valid_queue(q) and declares_every_key(q, keys)) then
+                return redis.error_reply('ERR ' .. fname .. ' with 11 keys takes the queue name and then ' ..
+                    'msg:{q} dly:{q} bak:{q} inf:{q} fai:{q} err:{q} cfg:{q} st:{q} dup:{q} log:{q}')
+            end
+            if #args < (MIN_ARGS[name] or 0) then
+                return redis.error_reply("ERR wrong number of arguments for 'rmq." .. name .. "' command")
+            end
+            if nkeys == 1 and not valid_queue(q) then
+                return redis.error_reply('ERR invalid queue name')
+            end
+            local ok, res = pcall(handler, q, args)
+            if ok then
+                return res
+            end
+            if type(res) == 'table' and res.rmq then
+                return redis.error_reply(reply_text(res.rmq))
+            end
+            -- Inside the module: the command stopped at its Lua budget (see the module's
+            -- lua.rs), which the module reports itself.
+            if type(res) ~= 'table' and tostring(res):find('rmq: command stopped', 1, true) then
+                error(res, 0)
+            end
+            -- An error Redis gave a command of ours (a key of another type met by a read,
+            -- OOM, …): Redis's own words, which tell the user what is wrong.
+            local said = type(res) == 'table' and res.err or res
+            if type(said) == 'string' and said:find('^%u+ ') then
+                return redis.error_reply(reply_text(said))
+            end
+            local detail = type(res) == 'table' and (res.err or '?') or tostring(res)
+            redis.log(redis.LOG_WARNING, 'rmq: ' .. fname .. ' internal error: ' .. tostring(detail))
+            return redis.error_reply('ERR internal error')
+        end,
+    }
+    if readonly then
+        def.flags = { 'no-writes' }
+    elseif ALLOW_OOM[name] then
+        def.flags = { 'allow-oom' }
+    end
+    redis.register_function(def)
+end
+
+-- (Only redis.* is available while the library loads: plain loops here, no ipairs.)
+local WRITERS = { 'push', 'fetch', 'ack', 'nack', 'touch', 'recover', 'purge', 'del', 'requeue',
+    'config', 'replay' }
+local READERS = { 'stats', 'peek', 'get', 'queues', 'log' }
+for i = 1, #WRITERS do
+    register(WRITERS[i], false)
+end
+for i = 1, #READERS do
+    register(READERS[i], true)
+end
