@@ -17,7 +17,8 @@ use rmq_client::{Producer, ProducerConfig, Push, Worker, WorkerConfig};
 
 /// `redis-cli --cluster reshard` moves a source's lowest slots first: the queues live there.
 const MOVED_SLOTS: u32 = 40;
-const QUEUES: usize = 4;
+const QUEUES: usize = 6;
+const PRODUCERS: usize = 3;
 const ROUNDS: usize = 3;
 
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -62,20 +63,21 @@ async fn resharding_under_load_loses_nothing_duplicates_nothing_and_splits_no_qu
         let producer = Producer::new(client_for(&url, ed), cfg).await.unwrap();
         let producing = Arc::new(AtomicBool::new(true));
         let pushed: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
-        let feeder = {
+        // Several producers at full speed, so that commands keep arriving while slots move.
+        let mut feeders = Vec::new();
+        for f in 0..PRODUCERS {
             let (producer, producing, pushed, queues) = (producer.clone(), producing.clone(), pushed.clone(), queues.clone());
-            tokio::spawn(async move {
-                let mut i = 0usize;
+            feeders.push(tokio::spawn(async move {
+                let mut i = f;
                 while producing.load(Ordering::Relaxed) {
                     let q = &queues[i % queues.len()];
                     let id = format!("m-{i}");
                     producer.push(Push::new(q.as_str(), "x").id(&id)).await.expect("pushed or spooled");
                     pushed.lock().unwrap().insert(id, q.clone());
-                    i += 1;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    i += PRODUCERS;
                 }
-            })
-        };
+            }));
+        }
 
         tokio::time::sleep(Duration::from_millis(500)).await;
         for round in 0..ROUNDS {
@@ -94,7 +96,9 @@ async fn resharding_under_load_loses_nothing_duplicates_nothing_and_splits_no_qu
             }
         }
         producing.store(false, Ordering::Relaxed);
-        bounded(Duration::from_secs(60), "producer stops", feeder).await.unwrap();
+        for f in feeders {
+            bounded(Duration::from_secs(60), "producers stop", f).await.unwrap();
+        }
         let report = bounded(Duration::from_secs(60), "the spool drains", producer.drain()).await.unwrap();
         assert_eq!(report.remaining, 0, "{ed:?}: {report:?}");
         let total = pushed.lock().unwrap().len();
@@ -123,11 +127,29 @@ async fn resharding_under_load_loses_nothing_duplicates_nothing_and_splits_no_qu
             let expected = pushed.values().filter(|p| *p == q).count() as i64;
             assert_eq!((st["pushed"], st["acked"]), (expected, expected), "{ed:?} {q}: {st:?}");
         }
+        // The load did meet the moves: commands were redirected (ASK) or refused (TRYAGAIN).
+        let (ask, tryagain) = blocking(|| (errors(&mut c, "ASK"), errors(&mut c, "TRYAGAIN")));
+        assert!(ask + tryagain > 0, "{ed:?}: no command met a moving slot");
         println!(
             "{ed:?}: {} reshards of {MOVED_SLOTS} slots holding {QUEUES} queues under load: {total} messages, 0 lost, 0 twice, \
-             no queue on two nodes; {:.1} s",
+             no queue on two nodes ({ask} ASK redirects and {tryagain} TRYAGAIN refusals on the way); {:.1} s",
             2 * ROUNDS,
             started.elapsed().as_secs_f64()
         );
     }
+}
+
+/// How many `code` error replies the masters gave (INFO errorstats).
+fn errors(c: &mut common::cluster::TestCluster, code: &str) -> u64 {
+    let mut n = 0;
+    for port in c.master_ports() {
+        let mut con = c.node(port).conn();
+        let info: String = redis::cmd("INFO").arg("errorstats").query(&mut con).unwrap();
+        n += info
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("errorstat_{code}:count=")))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    n
 }
