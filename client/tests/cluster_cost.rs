@@ -3,6 +3,7 @@
 //! (RMQ_MODULE set, the module built in release). It prints:
 //! - the CPU time each server spends per message (PUSH + FETCH + ACK), on a server alone and
 //!   on the masters of a cluster, with one queue and with a queue per master;
+//! - what a confirm (WAIT for a replica) adds to a push;
 //! - what idle workers of a partitioned queue cost (FETCHes per second).
 //!
 //! No figure is asserted: the machine is shared; the docs quote the figures of one run.
@@ -97,7 +98,7 @@ async fn cost_per_node_alone_and_in_a_cluster() {
     let t = workload(&client, &one).await;
     let used: Vec<f64> = masters.iter().zip(&before).map(|(&m, b)| cpu(m) - b).collect();
     println!(
-        "cluster, one queue: {:.1} µs per message on its master (the others: {:.1} and {:.1} µs, cluster bus and replication), \
+        "cluster, one queue: {:.1} µs per message on its master (the other masters, cluster bus only: {:.1} and {:.1} µs), \
          {:.0} messages/s",
         per_message_us(used[0]),
         per_message_us(used[1]),
@@ -118,6 +119,24 @@ async fn cost_per_node_alone_and_in_a_cluster() {
         per_message_us(used.iter().sum()),
         MESSAGES as f64 / t.as_secs_f64()
     );
+
+    // What a confirm costs: one push at a time, without and with WAIT for a replica.
+    let q = per_master[0].1[0].clone();
+    for confirm in [None, Some(rmq_client::Confirm::default())] {
+        let started = Instant::now();
+        for i in 0..2000 {
+            let p = Push::new(q.as_str(), "0123456789abcdef").id(format!("c{}-{i}", confirm.is_some()));
+            match confirm {
+                None => drop(client.push(&p).await.unwrap()),
+                Some(c) => assert_eq!(client.push_confirmed(&p, c).await.unwrap().1, 1),
+            }
+        }
+        println!(
+            "one push at a time, confirms {}: {:.0} µs per push",
+            if confirm.is_some() { "on (WAIT 1)" } else { "off" },
+            started.elapsed().as_secs_f64() * 1e6 / 2000.0
+        );
+    }
 
     // Idle workers of a partitioned queue poll every partition.
     let (p, _) = client.partition_create("idle", 12, true).await.unwrap();
