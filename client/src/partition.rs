@@ -340,6 +340,7 @@ mod tests {
         assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
         assert_eq!(partition_index(b"123456789", 12), (0xCBF4_3926u64 % 12) as usize);
         assert_eq!(partition_index(b"customer-7", 1), 0);
+        assert_eq!(partition_index(b"customer-7", 12), 8);
         assert_eq!(partition_index(b"", 5), 0);
     }
 
@@ -355,8 +356,22 @@ mod tests {
                 validate_queue(q).unwrap();
             }
         }
-        // The same every time (every client derives the same names).
-        assert_eq!(partition_names("orders", 12).unwrap(), partition_names("orders", 12).unwrap());
+        // The vector docs/cluster.md gives to other clients.
+        let expected = [
+            "orders#0.40",
+            "orders#1",
+            "orders#2.42",
+            "orders#3.22",
+            "orders#4",
+            "orders#5.42",
+            "orders#6.48",
+            "orders#7",
+            "orders#8.20",
+            "orders#9.1",
+            "orders#10.23",
+            "orders#11",
+        ];
+        assert_eq!(partition_names("orders", 12).unwrap(), expected);
         assert!(partition_names("orders", 0).is_err());
         assert!(partition_names("orders", MAX_PARTITIONS + 1).is_err());
         assert!(partition_names("bad name", 2).is_err());
