@@ -274,7 +274,9 @@ impl Cluster {
         let mut ask: Option<String> = None;
         let mut last: Option<Error> = None;
         let mut hops = 0;
+        let mut attempt = 0;
         loop {
+            attempt += 1;
             let now = Instant::now();
             if now >= deadline {
                 return Err(last.unwrap_or_else(|| Error::Unavailable(format!("no answer from the cluster within {} ms", t.as_millis()))));
@@ -292,7 +294,15 @@ impl Cluster {
                     }
                 },
                 (None, Target::Node(a)) => a.clone(),
-                (None, Target::Any) => self.topology().masters().into_iter().next().unwrap_or_else(|| self.seed_addr()),
+                // The masters in turn, so that a dead one is passed over.
+                (None, Target::Any) => {
+                    let masters = self.topology().masters();
+                    if masters.is_empty() {
+                        self.seed_addr()
+                    } else {
+                        masters[attempt % masters.len()].clone()
+                    }
+                }
             };
             let node = self.node(&addr)?;
             let mut pipe = redis::pipe();

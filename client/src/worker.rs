@@ -249,7 +249,10 @@ impl Worker {
         let Some(edition) = first_answer(&client, cfg.startup_timeout, &mut stop).await? else {
             return Ok(WorkerReport::default());
         };
-        let rotation = client.partitioned_or_plain(&queue).await?.map(|p| Rotation::new(p.partitions));
+        let Some(partitioned) = partitions_of(&client, &queue, cfg.startup_timeout, &mut stop).await? else {
+            return Ok(WorkerReport::default());
+        };
+        let rotation = partitioned.map(|p| Rotation::new(p.partitions));
         tracing::info!(queue = %queue, server = %client.display_url(), edition = ?edition,
             concurrency = cfg.concurrency, consumer = cfg.consumer.as_deref().unwrap_or(""),
             partitions = rotation.as_ref().map(|r| r.queues().len()).unwrap_or(0),
@@ -405,6 +408,33 @@ async fn first_answer(
             }
             Err(Error::Unavailable(why)) => {
                 return Err(Error::Unavailable(format!("{why} (no answer within {} s: the worker gives up)", limit.as_secs_f64())))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether `queue` is a partitioned queue (its record), asked until Redis answers, up to
+/// `limit` (in a cluster the registry may live on another master than the first that
+/// answered). `None` when the stop signal came first.
+async fn partitions_of(
+    client: &Client,
+    queue: &str,
+    limit: Duration,
+    stop: &mut Pin<&mut impl Future<Output = ()>>,
+) -> Result<Option<Option<crate::partition::Partitioned>>> {
+    let until = Instant::now() + limit;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match client.partitioned_or_plain(queue).await {
+            Ok(p) => return Ok(Some(p)),
+            Err(e) if e.is_unavailable() && Instant::now() + pause < until => {
+                tracing::warn!(queue, error = %e, "rmq worker: cannot read the registry of partitioned queues yet");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.as_mut() => return Ok(None),
+                }
+                pause = (pause * 2).min(Duration::from_secs(2));
             }
             Err(e) => return Err(e),
         }

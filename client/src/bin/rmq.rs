@@ -116,7 +116,7 @@ enum Cmd {
     Stats(stats::StatsArgs),
     Queues(inspect::QueuesArgs),
     Work(work::WorkArgs),
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Examples:\n  rmq partition create orders 12 --ordered\n  rmq partition show orders")]
     Partition(partition::PartitionCmd),
     Console(rmq_console::ConsoleArgs),
     Metrics(rmq_console::MetricsArgs),
