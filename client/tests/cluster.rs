@@ -127,3 +127,68 @@ fn flatten(v: &redis::Value, out: &mut Vec<String>) {
         _ => {}
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_fetch_holds_up_no_other_command_and_a_lost_ack_is_not_sent_again() {
+    for ed in editions() {
+        let mut c = start_cluster(ed);
+        let client = client_for(&c.url(), ed);
+        let per_master = queues_per_master(&mut c, "hold", 2);
+        let (master, qs) = &per_master[0];
+        let (waiting, other) = (qs[0].clone(), qs[1].clone());
+
+        // A FETCH blocking on an empty queue; meanwhile the same client pushes to, and reads,
+        // another queue of the same master: those answer while the FETCH still waits.
+        let fetch = {
+            let (client, q) = (client.clone(), waiting.clone());
+            tokio::spawn(async move {
+                let f = Fetch { count: Some(1), block: Some(Duration::from_secs(30)), ..Default::default() };
+                client.fetch(&q, &f).await.unwrap()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for i in 0..20 {
+            client.push(&Push::new(other.as_str(), "x").id(format!("o{i}"))).await.unwrap();
+            assert_eq!(client.stats(&other).await.unwrap()["ready"], i + 1);
+        }
+        assert!(!fetch.is_finished(), "{ed:?}: the FETCH is still waiting");
+        client.push(&Push::new(waiting.as_str(), "wake").id("w1")).await.unwrap();
+        let got = bounded(Duration::from_secs(30), "the blocking fetch", fetch).await.unwrap();
+        assert_eq!(got[0].id, "w1", "{ed:?}");
+
+        // An ACK whose answer does not come in time (the master is paused) is reported as
+        // unavailable and never sent again by the client: the server sees it at most once (not
+        // at all when the client's dropped connection takes the queued command with it). ACK
+        // being idempotent, the caller may send it again: the message is acked once.
+        let m = client.fetch(&other, &fetch1(60_000)).await.unwrap().remove(0);
+        let acked_before = client.stats(&other).await.unwrap()["acked"];
+        let stat = if ed == Ed::Module { "rmq.ack" } else { "fcall" };
+        let mut con = c.node(*master).conn();
+        let mut cfg = rmq_client::Config::new(c.url());
+        cfg.command_timeout = Duration::from_millis(500);
+        cfg.edition = if ed == Ed::Module { rmq_client::EditionChoice::Module } else { rmq_client::EditionChoice::Lua };
+        let impatient = rmq_client::Client::new(cfg).unwrap();
+        impatient.stats(&other).await.unwrap();
+        let before = command_calls(&mut con, stat);
+        let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(1500).arg("ALL").query(&mut con).unwrap();
+        let err = impatient.ack(&other, &[m.receipt.as_str()]).await.unwrap_err();
+        assert!(err.is_unavailable(), "{ed:?}: {err}");
+        tokio::time::sleep(Duration::from_millis(1700)).await;
+        let sent = command_calls(&mut con, stat) - before;
+        assert!(sent <= 1, "{ed:?}: the lost ACK reached the server {sent} times");
+        let again = client.ack(&other, &[m.receipt.as_str()]).await.unwrap();
+        assert_eq!(again + sent, 1, "{ed:?}: applied once, by the first ACK or by the second");
+        assert!(client.get(&other, &m.id).await.unwrap().is_none());
+        assert_eq!(client.stats(&other).await.unwrap()["acked"], acked_before + 1, "{ed:?}");
+    }
+}
+
+/// How many times the server ran `command` (INFO commandstats).
+fn command_calls(con: &mut redis::Connection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
