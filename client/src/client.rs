@@ -336,7 +336,8 @@ impl Client {
     }
 
     /// Runs one raw command on a shared connection, with the command timeout. In a cluster it
-    /// goes to one of the masters (route commands with keys through the typed methods).
+    /// goes to the URL's node when that is a master, else to another master (route commands
+    /// with keys through the typed methods).
     pub async fn raw(&self, cmd: &redis::Cmd) -> Result<Value> {
         self.raw_timeout(cmd, self.inner.cfg.command_timeout).await
     }

@@ -136,7 +136,7 @@ pub(crate) enum Target {
     Slot(u16),
     /// This node, whatever it serves (a keyless command for every master).
     Node(String),
-    /// Any node that answers.
+    /// Any master that answers: the URL's node first when it is one.
     Any,
 }
 
@@ -294,13 +294,17 @@ impl Cluster {
                     }
                 },
                 (None, Target::Node(a)) => a.clone(),
-                // The masters in turn, so that a dead one is passed over.
+                // The URL's node first when it is a master (what a caller of `raw` expects),
+                // then the masters in turn, so that a dead one is passed over.
                 (None, Target::Any) => {
-                    let masters = self.topology().masters();
+                    let mut masters = self.topology().masters();
+                    if let Some(i) = masters.iter().position(|m| *m == self.seed_addr()) {
+                        masters.rotate_left(i);
+                    }
                     if masters.is_empty() {
                         self.seed_addr()
                     } else {
-                        masters[attempt % masters.len()].clone()
+                        masters[(attempt - 1) % masters.len()].clone()
                     }
                 }
             };
