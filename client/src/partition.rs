@@ -275,7 +275,12 @@ impl Client {
             }
         }
         for q in std::iter::once(name).chain(names.iter().map(String::as_str)) {
-            let st = self.stats(q).await?;
+            let st = match self.stats(q).await {
+                // No rmq on the server yet (the Lua library is loaded by the first write): no
+                // queue holds anything.
+                Err(Error::NotInstalled(_)) => Stats::new(),
+                other => other?,
+            };
             let held: i64 = ["ready", "delayed", "inflight", "failed", "errors"].iter().map(|k| st.get(*k).copied().unwrap_or(0)).sum();
             if held > 0 {
                 return Err(Error::Refused(format!("queue '{q}' holds {held} message(s): choose another name, or empty it first")));
