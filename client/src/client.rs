@@ -247,10 +247,18 @@ impl Client {
             .get_or_try_init(|| async {
                 let t = self.inner.cfg.command_timeout;
                 let mut pipe = redis::pipe();
-                pipe.ignore_errors().cmd("INFO").arg("cluster");
+                // INFO, or CLUSTER INFO for a user whose ACL forbids INFO (a server without
+                // cluster support refuses it); a server that answers neither is taken for a
+                // single server.
+                pipe.ignore_errors().cmd("INFO").arg("cluster").cmd("CLUSTER").arg("INFO");
                 let vals = self.inner.seed.send(&pipe, t, false).await.map_err(|e| e.err)?;
-                // A server that refuses INFO (an ACL) is taken for a single server.
-                let cluster = first(vals).and_then(as_string).is_ok_and(|info| info.contains("cluster_enabled:1"));
+                let mut answers = vals.into_iter().map(|v| reply(v).and_then(as_string));
+                let info = answers.next().unwrap_or(Err(Error::Protocol("no reply".into())));
+                let cluster_info = answers.next().unwrap_or(Err(Error::Protocol("no reply".into())));
+                let cluster = match info {
+                    Ok(info) => info.contains("cluster_enabled:1"),
+                    Err(_) => cluster_info.is_ok_and(|ci| ci.contains("cluster_state:")),
+                };
                 if !cluster {
                     return Ok(Mode::Single(self.inner.seed.clone()));
                 }
