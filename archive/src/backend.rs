@@ -43,11 +43,16 @@ pub trait Backend: Send + Sync + 'static {
     fn call<'a>(&'a self, name: &'a str, queue: Option<&'a str>, args: Vec<Vec<u8>>) -> BoxFuture<'a, Reply>;
     /// Runs several rmq commands in one pipeline; each gets its own reply.
     fn call_many(&self, calls: Vec<Call>) -> BoxFuture<'_, Result<Vec<Reply>, RedisError>>;
-    /// Runs a plain Redis command (the log's stream commands, SCAN, EVAL).
+    /// Runs a plain Redis command that has no key.
     fn raw(&self, cmd: redis::Cmd) -> BoxFuture<'_, Reply>;
-    /// Runs plain Redis commands in one MULTI/EXEC (nothing else runs in between); each gets
-    /// its own reply, an error as `Value::ServerError`.
-    fn transaction(&self, cmds: Vec<redis::Cmd>) -> BoxFuture<'_, Result<Vec<Value>, RedisError>>;
+    /// Runs a plain Redis command on `key` (the log's stream commands, EVAL), on the server
+    /// holding it.
+    fn key_command<'a>(&'a self, key: &'a str, cmd: redis::Cmd) -> BoxFuture<'a, Reply>;
+    /// Runs plain Redis commands on `key` in one MULTI/EXEC (nothing else runs in between);
+    /// each gets its own reply, an error as `Value::ServerError`.
+    fn transaction<'a>(&'a self, key: &'a str, cmds: Vec<redis::Cmd>) -> BoxFuture<'a, Result<Vec<Value>, RedisError>>;
+    /// The queues rmq lists (RMQ.QUEUES; in a cluster, of every master).
+    fn queues(&self) -> BoxFuture<'_, Result<Vec<String>, RedisError>>;
     /// The Redis URL (shown with its password hidden).
     fn url(&self) -> String;
 }

@@ -13,7 +13,7 @@ use redis::Value;
 use crate::backend::{as_bytes, as_i64, as_string, pairs, Backend, RedisError};
 use crate::error::{Error, Result};
 use crate::event::StreamId;
-use crate::names::{log_key, queue_of_log_key, Patterns};
+use crate::names::{log_key, Patterns};
 
 /// Checks, right before a read of new entries (in the same MULTI/EXEC, so nothing runs in
 /// between), whether the log trimmed entries that the group had not read yet: Redis's `lag`
@@ -169,61 +169,36 @@ impl Source {
         &self.redis
     }
 
-    /// The queues rmq lists on this server (RMQ.QUEUES).
-    async fn rmq_queues(&self) -> Result<Vec<String>> {
-        match self.redis.call("queues", None, Vec::new()).await? {
-            Value::Array(v) => Ok(v.into_iter().map(as_string).collect::<Result<_, _>>()?),
-            _ => Ok(Vec::new()),
-        }
-    }
-
-    /// The queues to follow: with patterns, every queue rmq lists (RMQ.QUEUES) or that has a
-    /// log, that matches, and every plain name given; without, every queue that has a log.
+    /// The queues to follow: with patterns, every queue rmq lists (RMQ.QUEUES: every queue
+    /// with any key; in a cluster, on every master) that matches, and every plain name given;
+    /// without, every listed queue whose log is on.
     pub async fn discover(&self, pats: &Patterns) -> Result<Vec<String>> {
-        let mut out: BTreeSet<String> = self.logged_queues().await?.into_iter().collect();
-        if !pats.is_all_logged() {
-            out.extend(self.rmq_queues().await?);
-            out.extend(pats.literals().map(|s| s.to_string()));
-        }
-        Ok(out.into_iter().filter(|q| valid_queue(q) && pats.matches(q)).collect())
-    }
-
-    /// Queues with a `log:{q}` stream on this server.
-    async fn logged_queues(&self) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut cursor = "0".to_string();
-        loop {
-            let mut cmd = redis::cmd("SCAN");
-            cmd.arg(&cursor).arg("MATCH").arg("log:{*}").arg("COUNT").arg(1000).arg("TYPE").arg("stream");
-            let Value::Array(mut parts) = self.redis.raw(cmd).await? else {
-                return Err(Error::Failed("SCAN gave an unexpected reply".into()));
-            };
-            if parts.len() != 2 {
-                return Err(Error::Failed("SCAN gave an unexpected reply".into()));
-            }
-            let keys = parts.pop().unwrap_or(Value::Nil);
-            cursor = as_string(parts.pop().unwrap_or(Value::Nil))?;
-            if let Value::Array(keys) = keys {
-                for k in keys {
-                    if let Some(q) = queue_of_log_key(&as_string(k)?) {
-                        out.push(q.to_string());
-                    }
+        let mut out: BTreeSet<String> = self.redis.queues().await?.into_iter().filter(|q| valid_queue(q) && pats.matches(q)).collect();
+        if pats.is_all_logged() {
+            let mut logged = BTreeSet::new();
+            for q in out {
+                if self.log_on(&q).await? {
+                    logged.insert(q);
                 }
             }
-            if cursor == "0" {
-                return Ok(out);
-            }
+            return Ok(logged.into_iter().collect());
         }
+        out.extend(pats.literals().filter(|q| valid_queue(q)).map(|s| s.to_string()));
+        Ok(out.into_iter().collect())
+    }
+
+    /// Whether the queue's `log` setting is on.
+    async fn log_on(&self, queue: &str) -> Result<bool> {
+        let v = self.redis.call("config", Some(queue), vec![b"GET".to_vec(), b"log".to_vec()]).await?;
+        Ok(match v {
+            Value::Array(mut a) if a.len() == 2 => as_string(a.pop().unwrap_or(Value::Nil))? == "1",
+            _ => false,
+        })
     }
 
     /// Turns the queue's log on unless it is on; true when it was turned on now.
     pub async fn ensure_log(&self, queue: &str) -> Result<bool> {
-        let v = self.redis.call("config", Some(queue), vec![b"GET".to_vec(), b"log".to_vec()]).await?;
-        let on = match v {
-            Value::Array(mut a) if a.len() == 2 => as_string(a.pop().unwrap_or(Value::Nil))? == "1",
-            _ => false,
-        };
-        if on {
+        if self.log_on(queue).await? {
             return Ok(false);
         }
         self.redis.call("config", Some(queue), vec![b"SET".to_vec(), b"log".to_vec(), b"1".to_vec()]).await?;
@@ -237,7 +212,7 @@ impl Source {
         check.arg(CHECK_GAP).arg(1).arg(&key).arg(&self.group).arg(if archived_before { "1" } else { "0" });
         let mut read = redis::cmd("XREADGROUP");
         read.arg("GROUP").arg(&self.group).arg(&self.consumer).arg("COUNT").arg(count.max(1)).arg("STREAMS").arg(&key).arg(">");
-        let mut replies = self.redis.transaction(vec![check, read]).await?.into_iter();
+        let mut replies = self.redis.transaction(&key, vec![check, read]).await?.into_iter();
         let (Some(check), Some(read)) = (replies.next(), replies.next()) else {
             return Err(Error::Failed("the log read gave an unexpected reply".into()));
         };
@@ -269,7 +244,7 @@ impl Source {
             .arg("STREAMS")
             .arg(log_key(queue))
             .arg(after.to_string());
-        let v = match self.redis.raw(cmd).await {
+        let v = match self.redis.key_command(&log_key(queue), cmd).await {
             Ok(v) => v,
             // No log or no group yet: nothing is pending.
             Err(e) if no_group(&e) => return Ok(Read::default()),
@@ -284,7 +259,7 @@ impl Source {
     pub async fn claim(&self, queue: &str, start: &str, min_idle_ms: u64, count: usize) -> Result<(String, Vec<(StreamId, Fields)>, u64)> {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(CLAIM).arg(1).arg(log_key(queue)).arg(&self.group).arg(&self.consumer).arg(min_idle_ms).arg(start).arg(count.max(1));
-        let v = match self.redis.raw(cmd).await {
+        let v = match self.redis.key_command(&log_key(queue), cmd).await {
             Ok(v) => v,
             Err(e) if no_group(&e) => return Ok(("0-0".into(), Vec::new(), 0)),
             Err(e) => return Err(e.into()),
@@ -312,7 +287,7 @@ impl Source {
     pub async fn markers(&self, queue: &str) -> Result<Vec<Marker>> {
         let mut cmd = redis::cmd("XINFO");
         cmd.arg("CONSUMERS").arg(log_key(queue)).arg(&self.group);
-        let v = match self.redis.raw(cmd).await {
+        let v = match self.redis.key_command(&log_key(queue), cmd).await {
             Ok(v) => v,
             Err(e) if no_group(&e) || (!e.unavailable && e.text.contains("no such key")) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
@@ -336,7 +311,7 @@ impl Source {
     pub async fn drop_marker(&self, queue: &str, name: &str) -> Result<()> {
         let mut cmd = redis::cmd("XGROUP");
         cmd.arg("DELCONSUMER").arg(log_key(queue)).arg(&self.group).arg(name);
-        match self.redis.raw(cmd).await {
+        match self.redis.key_command(&log_key(queue), cmd).await {
             Ok(_) => Ok(()),
             Err(e) if no_group(&e) || (!e.unavailable && e.text.contains("no such key")) => Ok(()),
             Err(e) => Err(e.into()),
@@ -351,7 +326,7 @@ impl Source {
             for id in chunk {
                 cmd.arg(id.to_string());
             }
-            match self.redis.raw(cmd).await {
+            match self.redis.key_command(&log_key(queue), cmd).await {
                 Ok(_) => {}
                 // The log (and the group with it) is gone: nothing left to acknowledge.
                 Err(e) if no_group(&e) => return Ok(()),
@@ -366,14 +341,14 @@ impl Source {
         let key = log_key(queue);
         let mut cmd = redis::cmd("XINFO");
         cmd.arg("GROUPS").arg(&key);
-        let groups = match self.redis.raw(cmd).await {
+        let groups = match self.redis.key_command(&log_key(queue), cmd).await {
             Ok(v) => v,
             Err(e) if !e.unavailable && e.text.contains("no such key") => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         let mut cmd = redis::cmd("XLEN");
         cmd.arg(&key);
-        let length = as_i64(self.redis.raw(cmd).await?)?.max(0) as u64;
+        let length = as_i64(self.redis.key_command(&log_key(queue), cmd).await?)?.max(0) as u64;
         let Value::Array(groups) = groups else {
             return Ok(None);
         };

@@ -31,8 +31,16 @@ impl Backend for Client {
         })
     }
 
-    fn transaction(&self, cmds: Vec<redis::Cmd>) -> BoxFuture<'_, Result<Vec<Value>, RedisError>> {
-        Box::pin(async move { Client::raw_transaction(self, &cmds).await.map_err(to_archive) })
+    fn key_command<'a>(&'a self, key: &'a str, cmd: redis::Cmd) -> BoxFuture<'a, Reply> {
+        Box::pin(async move { Client::key_command(self, key, &cmd, false).await.map_err(to_archive) })
+    }
+
+    fn transaction<'a>(&'a self, key: &'a str, cmds: Vec<redis::Cmd>) -> BoxFuture<'a, Result<Vec<Value>, RedisError>> {
+        Box::pin(async move { Client::raw_transaction(self, key, &cmds).await.map_err(to_archive) })
+    }
+
+    fn queues(&self) -> BoxFuture<'_, Result<Vec<String>, RedisError>> {
+        Box::pin(async move { Client::queues(self).await.map_err(to_archive) })
     }
 
     fn url(&self) -> String {
