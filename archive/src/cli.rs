@@ -23,12 +23,19 @@ use crate::when::{now_ms, parse_duration, parse_time};
 
 /// The SQL archive: every message of the followed queues, searchable and replayable.
 #[derive(Subcommand, Debug, Clone)]
+#[command(after_help = "Examples:\n  \
+rmq archive run --queues 'orders,pay*' --db postgres://archive:secret@db1/archive\n  \
+rmq archive status\n  \
+rmq archive search --queue orders --id order-42\n  \
+rmq archive replay --queue payments --status failed --since 1d --to payments-retry")]
 pub enum ArchiveCmd {
-    /// Archive the message logs of the followed queues into SQL until stopped (ctrl-c or
-    /// SIGTERM); several archivers can share the work.
+    /// Archive the followed queues' logs into SQL until stopped (ctrl-c, SIGTERM).
+    ///
+    /// Several archivers in one group share the work; a restarted one saves first what it had
+    /// read and not saved.
     Run(RunArgs),
     /// Create or upgrade the archive's tables, then exit.
-    Migrate(DbArgs),
+    Migrate(MigrateArgs),
     /// Per queue: rows, last archived offset, lag in log entries, gaps found.
     Status(StatusArgs),
     /// Find archived messages: one line each, or JSON objects with --json.
@@ -46,6 +53,15 @@ pub struct DbArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(after_help = "Examples:\n  \
+rmq archive migrate                                          # ./rmq-archive.db\n  \
+rmq archive migrate --db postgres://archive:secret@db1/archive")]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct GroupArgs {
     /// The consumer group on each queue's log; archivers in one group share the work.
     #[arg(long, default_value = "rmq-archive")]
@@ -53,6 +69,10 @@ pub struct GroupArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(after_help = "Examples:\n  \
+rmq archive run --queues 'orders,pay*'                      # into ./rmq-archive.db (SQLite)\n  \
+rmq archive run --queues orders --db mysql://archive:secret@db1/archive --retain 30d\n  \
+RMQ_LOG=info rmq archive run --consumer archiver-2           # every queue whose log is on")]
 pub struct RunArgs {
     #[command(flatten)]
     pub db: DbArgs,
@@ -90,6 +110,9 @@ pub struct RunArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(after_help = "Examples:\n  \
+rmq archive status\n  \
+rmq archive status --json --db postgres://archive:secret@db1/archive")]
 pub struct StatusArgs {
     #[command(flatten)]
     pub db: DbArgs,
@@ -131,6 +154,10 @@ pub struct FilterArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(after_help = "Examples:\n  \
+rmq archive search --queue orders --id order-42\n  \
+rmq archive search --queue orders --status failed,errored --since 2026-11-22 --until 2026-11-23\n  \
+rmq archive search --queue orders --key cust-7 --body-contains refund --json")]
 pub struct SearchArgs {
     #[command(flatten)]
     pub db: DbArgs,
@@ -142,6 +169,10 @@ pub struct SearchArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(after_help = "Examples:\n  \
+rmq archive replay --queue payments --status failed --since 1d --to payments-retry --dry-run\n  \
+rmq archive replay --queue payments --status failed --since 1d --to payments-retry\n  \
+rmq archive replay --queue orders --from-offset 1200 --to-offset 1300")]
 pub struct ReplayArgs {
     #[command(flatten)]
     pub db: DbArgs,
@@ -168,7 +199,7 @@ fn duration(s: &str) -> std::result::Result<Duration, String> {
 pub async fn run(redis: Arc<dyn Backend>, json: bool, cmd: &ArchiveCmd) -> Result<ExitCode> {
     match cmd {
         ArchiveCmd::Run(a) => run_archiver(redis, json, a).await,
-        ArchiveCmd::Migrate(a) => migrate(json, a).await,
+        ArchiveCmd::Migrate(a) => migrate(json, &a.db).await,
         ArchiveCmd::Status(a) => show_status(redis, json, a).await,
         ArchiveCmd::Search(a) => search_cmd(json, a).await,
         ArchiveCmd::Replay(a) => replay_cmd(redis, json, a).await,

@@ -120,8 +120,7 @@ enum Cmd {
     Partition(partition::PartitionCmd),
     Console(rmq_console::ConsoleArgs),
     Metrics(rmq_console::MetricsArgs),
-    /// The SQL archive of queues (SQLite, PostgreSQL, MySQL/MariaDB): run, migrate, status,
-    /// search, replay (docs/archive.md).
+    /// Keep every message in SQL (SQLite, PostgreSQL, MySQL); search and replay it
     #[command(subcommand)]
     Archive(rmq_archive::cli::ArchiveCmd),
 }
