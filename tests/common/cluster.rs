@@ -241,10 +241,14 @@ impl TestCluster {
         args.extend(self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
         args.extend(["--cluster-replicas".into(), self.opts.replicas_per_master.to_string(), "--cluster-yes".into()]);
         let o = redis_cli(&args, Duration::from_secs(60));
+        // On a busy machine redis-cli's own final check may run before every node has heard of
+        // every replica ("claims to be slave of unknown node"): what matters is that it set the
+        // cluster up; `wait_ok` then waits until every node agrees.
+        let out = String::from_utf8_lossy(&o.stdout);
         assert!(
-            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("All 16384 slots covered"),
+            out.contains("Nodes configuration updated") && out.contains("Sending CLUSTER MEET"),
             "redis-cli --cluster create failed:\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
+            out,
             String::from_utf8_lossy(&o.stderr)
         );
     }
