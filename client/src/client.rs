@@ -371,6 +371,38 @@ impl Client {
         }
     }
 
+    /// Runs plain read commands, each on the server holding its key (`(key, command)`), each
+    /// with its own result: in one pipeline on a single server; in a cluster, one pipeline per
+    /// key's slot, sent at the same time. Only for commands that are safe to send again.
+    pub async fn key_commands(&self, cmds: &[(String, redis::Cmd)]) -> Result<Vec<Result<Value>>> {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let groups: Vec<Vec<usize>> = if self.is_cluster().await? {
+            let mut by_slot: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+            for (i, (k, _)) in cmds.iter().enumerate() {
+                by_slot.entry(key_slot(k.as_bytes())).or_default().push(i);
+            }
+            by_slot.into_values().collect()
+        } else {
+            vec![(0..cmds.len()).collect()]
+        };
+        let runs = groups.iter().map(|g| {
+            let pipe: Vec<redis::Cmd> = g.iter().map(|&i| cmds[i].1.clone()).collect();
+            let t = self.inner.cfg.command_timeout + Duration::from_millis(g.len() as u64 / 10);
+            let key = cmds[g[0]].0.as_bytes();
+            async move { self.exec(To::Key(key), &pipe, t, true, false).await }
+        });
+        let results = futures_util::future::join_all(runs).await;
+        let mut out: Vec<Option<Result<Value>>> = (0..cmds.len()).map(|_| None).collect();
+        for (g, r) in groups.iter().zip(results) {
+            for (&i, v) in g.iter().zip(r?) {
+                out[i] = Some(reply(v));
+            }
+        }
+        Ok(out.into_iter().map(|v| v.unwrap_or_else(|| Err(Error::Protocol("no reply".into())))).collect())
+    }
+
     /// Which edition the server answers (found out once, then again after a restart showed a
     /// change).
     pub async fn edition(&self) -> Result<Edition> {

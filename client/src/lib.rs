@@ -18,12 +18,10 @@
 //!     .await?;
 //! # Ok(()) }
 //! ```
-#[cfg(feature = "archive")]
-mod archive_backend;
+#[cfg(any(feature = "console", feature = "archive"))]
+mod backend;
 pub mod client;
 pub mod cluster;
-#[cfg(feature = "console")]
-mod console_backend;
 pub mod error;
 pub mod message;
 mod node;

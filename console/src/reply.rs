@@ -1,64 +1,13 @@
-//! Reading rmq replies: maps (RESP3 maps or flat RESP2 arrays), numbers, strings, messages.
+//! Reading rmq replies: maps (RESP3 maps or flat RESP2 arrays), numbers, strings (shared with
+//! the archive, crate `rmq-backend`), and messages.
 
 use redis::Value;
 
 use crate::backend::RedisError;
+pub use rmq_backend::reply::{as_bytes, as_i64, as_string, as_u64, pairs};
 
 fn protocol(what: &str, v: &Value) -> RedisError {
     RedisError::refused(format!("unexpected reply: expected {what}, got {v:?}"))
-}
-
-pub fn as_bytes(v: Value) -> Result<Vec<u8>, RedisError> {
-    match v {
-        Value::BulkString(b) => Ok(b),
-        Value::SimpleString(s) => Ok(s.into_bytes()),
-        Value::VerbatimString { text, .. } => Ok(text.into_bytes()),
-        Value::Int(i) => Ok(i.to_string().into_bytes()),
-        Value::Double(d) => Ok(d.to_string().into_bytes()),
-        Value::Nil => Ok(Vec::new()),
-        Value::Okay => Ok(b"OK".to_vec()),
-        other => Err(protocol("a string", &other)),
-    }
-}
-
-pub fn as_string(v: Value) -> Result<String, RedisError> {
-    Ok(String::from_utf8_lossy(&as_bytes(v)?).into_owned())
-}
-
-pub fn as_i64(v: Value) -> Result<i64, RedisError> {
-    match v {
-        Value::Int(i) => Ok(i),
-        Value::Nil => Ok(0),
-        Value::Double(d) => Ok(d as i64),
-        other => {
-            let s = as_string(other)?;
-            s.trim().parse().map_err(|_| RedisError::refused(format!("expected an integer, got {s:?}")))
-        }
-    }
-}
-
-pub fn as_u64(v: Value) -> Result<u64, RedisError> {
-    Ok(as_i64(v)?.max(0) as u64)
-}
-
-/// The field–value pairs of a map reply.
-pub fn pairs(v: Value) -> Result<Vec<(String, Value)>, RedisError> {
-    match v {
-        Value::Map(m) => m.into_iter().map(|(k, v)| Ok((as_string(k)?, v))).collect(),
-        Value::Array(a) => {
-            if a.len() % 2 != 0 {
-                return Err(protocol("a field-value array", &Value::Array(a)));
-            }
-            let mut out = Vec::with_capacity(a.len() / 2);
-            let mut it = a.into_iter();
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                out.push((as_string(k)?, v));
-            }
-            Ok(out)
-        }
-        Value::Nil => Ok(Vec::new()),
-        other => Err(protocol("a map", &other)),
-    }
 }
 
 /// A message as PEEK and GET show it. Fields a reply does not carry stay empty.
