@@ -279,7 +279,8 @@ async fn show_status(redis: Arc<dyn Backend>, json: bool, a: &StatusArgs) -> Res
     Ok(ExitCode::SUCCESS)
 }
 
-fn filter_of(f: &FilterArgs) -> Result<Filter> {
+/// The filter the options describe (times relative to now), or why they are wrong.
+pub fn filter_of(f: &FilterArgs) -> Result<Filter> {
     if !valid_queue(&f.queue) {
         return Err(Error::Invalid(format!("--queue {:?} is not a valid queue name", f.queue)));
     }

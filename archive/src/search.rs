@@ -1,9 +1,11 @@
-//! Finding archived messages: the filters of `rmq archive search` and `replay`, as SQL.
+//! Finding archived messages: the filters of `rmq archive search` and `replay` (and of the
+//! console's archive page), as SQL; and a message's history.
 
 use crate::db::{Db, Sql};
 use crate::error::Result;
+use crate::event::LogEvent;
 use crate::fold::Status;
-use crate::store::{self, Message, MESSAGES};
+use crate::store::{self, Message, EVENTS, MESSAGES};
 
 /// Which messages of one queue (every filter given must hold).
 #[derive(Clone, Debug, Default)]
@@ -34,6 +36,17 @@ pub async fn count(db: &Db, f: &Filter) -> Result<u64> {
     Ok(row.try_get::<i64, _>(0)?.max(0) as u64)
 }
 
+/// How many messages match, and the highest matching offset (to pin a selection: the same
+/// filter with `to_offset` set to it leaves out messages archived later).
+pub async fn extent(db: &Db, f: &Filter) -> Result<(u64, Option<i64>)> {
+    let mut s = db.sql();
+    s.push(&format!("SELECT COUNT(*), MAX({}) FROM {MESSAGES} WHERE ", db.backend.col("offset")));
+    conditions(&mut s, f);
+    let row = s.one_off().fetch_one(&db.pool).await?;
+    use sqlx::Row as _;
+    Ok((row.try_get::<i64, _>(0)?.max(0) as u64, row.try_get(1)?))
+}
+
 /// Up to `limit` matching messages with an offset above `after`, in offset order.
 pub async fn find(db: &Db, f: &Filter, after: Option<i64>, limit: i64) -> Result<Vec<Message>> {
     let b = db.backend;
@@ -47,6 +60,20 @@ pub async fn find(db: &Db, f: &Filter, after: Option<i64>, limit: i64) -> Result
     s.push(&format!(" ORDER BY {off} LIMIT {}", limit.max(0)));
     let rows = s.one_off().fetch_all(&db.pool).await?;
     rows.iter().map(store::message_from).collect()
+}
+
+/// The history of the message at `offset` of `queue`: its log entries (from
+/// `redismq_message_event`) in the order they were logged, at most `limit` (the first ones).
+pub async fn history(db: &Db, queue: &str, offset: i64, limit: i64) -> Result<Vec<LogEvent>> {
+    let b = db.backend;
+    let off = b.col("offset");
+    let mut s = db.sql();
+    s.push(&format!("SELECT {} FROM {EVENTS} WHERE queue = ", store::event_select(b)));
+    s.arg(queue.to_string());
+    s.push(&format!(" AND {off} = ")).arg(offset);
+    s.push(&format!(" ORDER BY log_ms, log_seq LIMIT {}", limit.max(0)));
+    let rows = s.one_off().fetch_all(&db.pool).await?;
+    rows.iter().map(store::event_from).collect()
 }
 
 /// The WHERE conditions of a filter.

@@ -338,17 +338,41 @@ impl Source {
 
     /// The group's view of a queue's log; `None` when there is no log or no group.
     pub async fn group_info(&self, queue: &str) -> Result<Option<GroupInfo>> {
-        let key = log_key(queue);
-        let mut cmd = redis::cmd("XINFO");
-        cmd.arg("GROUPS").arg(&key);
-        let groups = match self.redis.key_command(&log_key(queue), cmd).await {
-            Ok(v) => v,
-            Err(e) if !e.unavailable && e.text.contains("no such key") => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let mut cmd = redis::cmd("XLEN");
-        cmd.arg(&key);
-        let length = as_i64(self.redis.key_command(&log_key(queue), cmd).await?)?.max(0) as u64;
+        Ok(self.group_infos(&[queue.to_string()]).await?.pop().flatten())
+    }
+
+    /// [`Source::group_info`] of many queues in one pipeline (in a cluster, one per slot, at
+    /// the same time): a fixed number of round trips, whatever the number of queues.
+    pub async fn group_infos(&self, queues: &[String]) -> Result<Vec<Option<GroupInfo>>> {
+        let mut cmds = Vec::with_capacity(queues.len() * 2);
+        for q in queues {
+            let key = log_key(q);
+            let mut groups = redis::cmd("XINFO");
+            groups.arg("GROUPS").arg(&key);
+            let mut len = redis::cmd("XLEN");
+            len.arg(&key);
+            cmds.push((key.clone(), groups));
+            cmds.push((key, len));
+        }
+        let mut replies = self.redis.key_commands(cmds).await?.into_iter();
+        let mut out = Vec::with_capacity(queues.len());
+        while let (Some(groups), Some(length)) = (replies.next(), replies.next()) {
+            let groups = match groups {
+                Ok(v) => v,
+                Err(e) if !e.unavailable && e.text.contains("no such key") => {
+                    out.push(None);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let length = as_i64(length?)?.max(0) as u64;
+            out.push(self.our_group(groups, length)?);
+        }
+        Ok(out)
+    }
+
+    /// This archive's group in an XINFO GROUPS reply.
+    fn our_group(&self, groups: Value, length: u64) -> Result<Option<GroupInfo>> {
         let Value::Array(groups) = groups else {
             return Ok(None);
         };

@@ -41,6 +41,29 @@ pub struct QueueStatus {
 /// Every queue the archive knows, with the log's side from Redis when `source` is given
 /// and answers.
 pub async fn status(db: &Db, source: Option<&Source>) -> Result<Vec<QueueStatus>> {
+    let mut out = archived_queues(db).await?;
+    let b = db.backend;
+    let mut s = db.sql();
+    s.push(&format!("SELECT queue, COUNT(*), MAX({}) FROM {MESSAGES} GROUP BY queue", b.col("offset")));
+    for r in s.one_off().fetch_all(&db.pool).await? {
+        let q: String = r.try_get(0)?;
+        let e = out.entry(q.clone()).or_insert_with(|| QueueStatus { queue: q, ..Default::default() });
+        e.rows = r.try_get::<i64, _>(1)?.max(0) as u64;
+        e.last_offset = r.try_get(2)?;
+    }
+    let mut rows: Vec<QueueStatus> = out.into_values().collect();
+    if let Some(src) = source {
+        if let Err(e) = add_lag(src, &mut rows).await {
+            tracing::warn!("asking Redis about the logs: {e}");
+        }
+    }
+    Ok(rows)
+}
+
+/// What the archiver recorded of each queue (one row each in `redismq_archive_queue`): events
+/// saved, gaps, rewinds, conflicts, the last warning, when it last saved. No message is
+/// counted, so this stays cheap on an archive of any size (what `/metrics` reads).
+pub async fn archived_queues(db: &Db) -> Result<BTreeMap<String, QueueStatus>> {
     let b = db.backend;
     let mut out: BTreeMap<String, QueueStatus> = BTreeMap::new();
     let mut s = db.sql();
@@ -69,34 +92,28 @@ pub async fn status(db: &Db, source: Option<&Source>) -> Result<Vec<QueueStatus>
             },
         );
     }
-    let mut s = db.sql();
-    s.push(&format!("SELECT queue, COUNT(*), MAX({}) FROM {MESSAGES} GROUP BY queue", b.col("offset")));
-    for r in s.one_off().fetch_all(&db.pool).await? {
-        let q: String = r.try_get(0)?;
-        let e = out.entry(q.clone()).or_insert_with(|| QueueStatus { queue: q, ..Default::default() });
-        e.rows = r.try_get::<i64, _>(1)?.max(0) as u64;
-        e.last_offset = r.try_get(2)?;
-    }
-    if let Some(src) = source {
-        for st in out.values_mut() {
-            match src.group_info(&st.queue).await {
-                Ok(Some(g)) => {
-                    st.lag = g.lag.map(|l| l + g.pending);
-                    st.pending = Some(g.pending);
-                    st.log_length = Some(g.length);
-                }
-                Ok(None) => {
-                    st.lag = None;
-                    st.log_length = Some(0);
-                }
-                Err(e) => {
-                    tracing::warn!("asking Redis about {}: {e}", st.queue);
-                    break;
-                }
+    Ok(out)
+}
+
+/// Fills in each queue's lag, pending entries and log length from Redis, in one pipeline for
+/// all of them. A queue without a log has no lag (`None`) and length 0.
+pub async fn add_lag(source: &Source, rows: &mut [QueueStatus]) -> Result<()> {
+    let queues: Vec<String> = rows.iter().map(|r| r.queue.clone()).collect();
+    let infos = source.group_infos(&queues).await?;
+    for (st, info) in rows.iter_mut().zip(infos) {
+        match info {
+            Some(g) => {
+                st.lag = g.lag.map(|l| l + g.pending);
+                st.pending = Some(g.pending);
+                st.log_length = Some(g.length);
+            }
+            None => {
+                st.lag = None;
+                st.log_length = Some(0);
             }
         }
     }
-    Ok(out.into_values().collect())
+    Ok(())
 }
 
 /// The table for a person to read.

@@ -25,13 +25,16 @@ pub struct Entry {
     pub who: String,
     /// The client's address.
     pub from: String,
-    /// `requeue`, `delete`, `recover`, `purge`, `push`, `settings`, `pause`, `resume`.
+    /// `requeue`, `delete`, `recover`, `purge`, `push`, `settings`, `pause`, `resume`, and
+    /// `replay` (from the archive).
     pub action: String,
     pub queue: String,
-    /// The message ids acted on (requeue, delete), or the pushed id.
+    /// The message ids acted on (requeue, delete; replay: the originals pushed again, at most
+    /// 1000), or the pushed id.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ids: Vec<String>,
-    /// The rest of the request: the state purged, the parts recovered, the settings set.
+    /// The rest of the request: the state purged, the parts recovered, the settings set, the
+    /// replay's target, run name and selection.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
     /// How many messages the operator confirmed (when the action asks for confirmation).

@@ -10,7 +10,8 @@ use clap::Args;
 #[command(after_help = "Examples:\n  \
     rmq console                                   # http://127.0.0.1:8080/\n  \
     rmq console --read-only --listen 127.0.0.1:9000\n  \
-    RMQ_CONSOLE_AUTH=ann:s3cret rmq console --listen 0.0.0.0:8080\n\n\
+    RMQ_CONSOLE_AUTH=ann:s3cret rmq console --listen 0.0.0.0:8080\n  \
+    rmq console --archive-db sqlite://rmq-archive.db   # with the Archive page\n\n\
     See docs/console.md.")]
 pub struct ConsoleArgs {
     /// Address to serve on. Any address other than loopback (127.0.0.0/8, ::1) needs --auth or
@@ -42,6 +43,27 @@ pub struct ConsoleArgs {
     /// as stalled.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub stall_after: u64,
+    #[command(flatten)]
+    pub archive: ArchiveOpts,
+}
+
+/// The SQL archive to show (`rmq archive`): the Archive page, and its lag and gaps in /metrics.
+#[derive(Args, Clone, Debug)]
+pub struct ArchiveOpts {
+    /// The archive database, as `rmq archive --db` takes it: sqlite://FILE,
+    /// postgres://user:pass@host/db or mysql://user:pass@host/db. Without it there is no
+    /// archive page and no archive metric.
+    #[arg(long, env = "RMQ_ARCHIVE_DB", value_name = "URL")]
+    pub archive_db: Option<String>,
+    /// The archivers' consumer group (`rmq archive run --group`), for the lag.
+    #[arg(long, default_value = "rmq-archive", value_name = "GROUP")]
+    pub archive_group: String,
+}
+
+impl ArchiveOpts {
+    pub fn none() -> ArchiveOpts {
+        ArchiveOpts { archive_db: None, archive_group: "rmq-archive".into() }
+    }
 }
 
 impl ConsoleArgs {
@@ -56,6 +78,7 @@ impl ConsoleArgs {
             refresh: 5000,
             history: 15,
             stall_after: 300,
+            archive: ArchiveOpts::none(),
         }
     }
 }
@@ -98,7 +121,8 @@ fn server_name(url: &str) -> String {
 #[derive(Args, Clone, Debug)]
 #[command(after_help = "Examples:\n  \
     rmq metrics                                   # http://127.0.0.1:9898/metrics\n  \
-    rmq --url redis://queue-host:6379 metrics --listen 0.0.0.0:9898\n\n\
+    rmq --url redis://queue-host:6379 metrics --listen 0.0.0.0:9898\n  \
+    rmq metrics --archive-db postgres://archive:secret@db1/archive   # with archive lag and gaps\n\n\
     See docs/console.md.")]
 pub struct MetricsArgs {
     /// Address to serve `GET /metrics` on (for example 0.0.0.0:9898 for a Prometheus on
@@ -112,11 +136,13 @@ pub struct MetricsArgs {
     /// A bearer token for scrapes (optional).
     #[arg(long, env = "RMQ_METRICS_TOKEN", value_name = "TOKEN")]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub archive: ArchiveOpts,
 }
 
 impl MetricsArgs {
     pub fn new(listen: &str) -> MetricsArgs {
-        MetricsArgs { listen: listen.to_string(), auth: None, token: None }
+        MetricsArgs { listen: listen.to_string(), auth: None, token: None, archive: ArchiveOpts::none() }
     }
 }
 

@@ -5,10 +5,13 @@
 //! - [`history`] keeps what the charts, rates and stall flags need between readings;
 //! - [`metrics`] renders a snapshot in the Prometheus text format;
 //! - `web` serves the pages and actions (axum, HTML rendered on the server with maud);
-//! - `audit` records every action.
+//! - `audit` records every action;
+//! - `archive` opens the SQL archive (`--archive-db`) for the Archive page and its metrics.
 //!
-//! Redis is reached through a [`backend::Backend`], which the rmq client implements.
+//! Redis is reached through a [`backend::Backend`] (the trait the console shares with the
+//! archive, crate `rmq-backend`), which the rmq client implements.
 
+pub mod archive;
 pub mod backend;
 pub mod cli;
 pub mod history;
@@ -24,7 +27,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 pub use backend::Backend;
-pub use cli::{ConsoleArgs, MetricsArgs};
+pub use cli::{ArchiveOpts, ConsoleArgs, MetricsArgs};
 
 /// Why the console or the exporter could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,9 @@ pub enum Error {
     Listen { addr: String, err: std::io::Error },
     #[error("audit log {path}: {err}")]
     Audit { path: String, err: std::io::Error },
+    /// The archive given with --archive-db cannot be opened or holds no rmq archive.
+    #[error("--archive-db: {0}")]
+    Archive(String),
     #[error("server: {0}")]
     Serve(std::io::Error),
 }
@@ -127,7 +133,8 @@ pub async fn start_metrics(redis: Arc<dyn Backend>, args: &MetricsArgs) -> Resul
 pub async fn console(redis: Arc<dyn Backend>, args: &ConsoleArgs) -> Result<ExitCode, Error> {
     let running = start_console(redis, args).await?;
     let audit = running.audit_log().map_or("read-only".to_string(), |p| format!("audit log {}", p.display()));
-    eprintln!("rmq console: http://{}/ ({audit})", running.addr());
+    let archive = args.archive.archive_db.as_deref().map_or(String::new(), |u| format!(", archive {}", rmq_archive::db::redact(u)));
+    eprintln!("rmq console: http://{}/ ({audit}{archive})", running.addr());
     running.until_signal().await
 }
 

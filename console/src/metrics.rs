@@ -8,6 +8,7 @@
 
 use std::fmt::Write;
 
+use crate::archive::Health;
 use crate::snapshot::{QueueStats, Snapshot};
 
 /// The content type of the text format.
@@ -132,6 +133,39 @@ pub fn render(snap: Option<&Snapshot>, scrape_seconds: f64) -> String {
     out
 }
 
+/// The archive's families, appended to [`render`]'s (with `--archive-db`). `health` is None
+/// when the archive database did not answer (then only `rmq_archive_up 0`).
+///
+/// The lag is what `rmq archive status` shows: log entries no archiver has saved yet (not read,
+/// plus read and not saved); a queue whose lag Redis cannot tell has no lag sample. Gaps are
+/// the times the log was trimmed past the archiver, and the entries lost with them.
+pub fn render_archive(out: &mut String, health: Option<&Health>) {
+    family(out, "rmq_archive_up", "gauge", "1 when the last read of the archive database succeeded, else 0.");
+    let _ = writeln!(out, "rmq_archive_up {}", health.is_some() as u8);
+    let Some(h) = health else {
+        return;
+    };
+    family(
+        out,
+        "rmq_archive_lag_entries",
+        "gauge",
+        "Log entries of the queue not yet saved in the archive (unread by the archivers, plus read and not saved).",
+    );
+    for q in &h.queues {
+        if let Some(lag) = q.lag {
+            let _ = writeln!(out, "rmq_archive_lag_entries{{queue=\"{}\"}} {lag}", label(&q.queue));
+        }
+    }
+    family(out, "rmq_archive_gaps_total", "counter", "Times the queue's log was trimmed before the archive saved its entries.");
+    for q in &h.queues {
+        let _ = writeln!(out, "rmq_archive_gaps_total{{queue=\"{}\"}} {}", label(&q.queue), q.gaps.max(0));
+    }
+    family(out, "rmq_archive_lost_entries_total", "counter", "Log entries lost to the archive in those gaps.");
+    for q in &h.queues {
+        let _ = writeln!(out, "rmq_archive_lost_entries_total{{queue=\"{}\"}} {}", label(&q.queue), q.gap_entries.max(0));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +181,9 @@ mod tests {
         let t = render(None, 0.5);
         assert!(t.contains("rmq_up 0\n"));
         assert!(!t.contains("rmq_queue_messages"));
+        let mut t = String::new();
+        render_archive(&mut t, None);
+        assert!(t.contains("rmq_archive_up 0\n"));
+        assert!(!t.contains("rmq_archive_lag_entries{"));
     }
 }

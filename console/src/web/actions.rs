@@ -2,6 +2,8 @@
 //! recorded in the audit log. Requeue, delete, purge and recover first show a confirmation page
 //! that says how many messages they touch; the confirmed form comes back with `confirmed=N`.
 //! After an action the browser is sent back (303) to the queue page, which shows the outcome.
+//! The archive's replay (`POST /archive/replay`) goes the same way: confirmed with the number
+//! of archived messages it pushes again, then back to the archive page.
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -9,7 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Form};
 use maud::html;
 
+use rmq_archive::replay::ReplayOptions;
+use rmq_archive::search;
+
 use super::access::{cross_site, Who};
+use super::archive::Selection;
 use super::layout::{self, Nav, STATES};
 use super::queue::read_info;
 use super::{fmt, App, Shared};
@@ -179,11 +185,8 @@ pub async fn act(
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
     let f = Fields(form);
-    if app.read_only {
-        return bad(&app, StatusCode::FORBIDDEN, "This console is read-only (--read-only): it changes nothing.");
-    }
-    if let Some(why) = cross_site(&app, &headers, f.get("csrf")) {
-        return bad(&app, StatusCode::FORBIDDEN, &format!("Refused as a cross-site request: {why}."));
+    if let Some(refused) = refuse(&app, &headers, &f) {
+        return refused;
     }
     let plan = match parse(&action, &f) {
         Ok(p) => p,
@@ -222,25 +225,36 @@ pub async fn act(
         affected,
         outcome,
     };
+    let ran = match &result {
+        Ok(_) => "it succeeded".to_string(),
+        Err(e) => format!("Redis refused it: {}", e.text),
+    };
+    record(&app, entry, &ran, |seq| redirect(&q, &back, Some(seq)))
+}
+
+/// The refusal of an action on a read-only console or from another site, or None.
+fn refuse(app: &Shared, headers: &HeaderMap, f: &Fields) -> Option<Response> {
+    if app.read_only {
+        return Some(bad(app, StatusCode::FORBIDDEN, "This console is read-only (--read-only): it changes nothing."));
+    }
+    if let Some(why) = cross_site(app, headers, f.get("csrf")) {
+        return Some(bad(app, StatusCode::FORBIDDEN, &format!("Refused as a cross-site request: {why}.")));
+    }
+    None
+}
+
+/// Writes an action that ran to the audit log, then answers with `then(its number)`, or with a
+/// page that says the log could not be written (`ran`: how the action went).
+fn record(app: &App, entry: Entry, ran: &str, then: impl FnOnce(u64) -> Response) -> Response {
     tracing::info!(action = %entry.action, queue = %entry.queue, who = %entry.who, outcome = %entry.outcome, "console action");
     let Some(audit) = &app.audit else {
-        return bad(&app, StatusCode::INTERNAL_SERVER_ERROR, "No audit log.");
+        return bad(app, StatusCode::INTERNAL_SERVER_ERROR, "No audit log.");
     };
     match audit.append(entry) {
-        Ok(e) => redirect(&q, &back, Some(e.seq)),
+        Ok(e) => then(e.seq),
         Err(err) => {
             tracing::error!("audit log {}: {err}", audit.path().display());
-            bad(
-                &app,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!(
-                    "The action ran ({}), but the audit log could not be written: {err}.",
-                    match &result {
-                        Ok(_) => "it succeeded".to_string(),
-                        Err(e) => format!("Redis refused it: {}", e.text),
-                    }
-                ),
-            )
+            bad(app, StatusCode::INTERNAL_SERVER_ERROR, &format!("The action ran ({ran}), but the audit log could not be written: {err}."))
         }
     }
 }
@@ -389,4 +403,145 @@ async fn confirm(app: &App, q: &str, plan: &Plan, f: &Fields) -> Response {
         }
     };
     layout::html_response(StatusCode::OK, layout::page(app, "Confirm", Nav::Queues, body))
+}
+
+/// Most archived messages one replay from the console pushes (a request must end in reasonable
+/// time; `rmq archive replay` has no such bound).
+pub const MAX_REPLAY: u64 = 10_000;
+
+/// `POST /archive/replay`: pushes the archived messages of a selection again (the archive
+/// crate's replay, as `rmq archive replay` does). The first request shows a confirmation with
+/// the number of messages; the confirmed one carries that number and runs only if the
+/// selection still holds exactly that many. The confirmation pins the selection (relative
+/// times become fixed ones, the offsets end at the last matching one), so messages archived
+/// meanwhile do not join it.
+pub async fn replay(
+    State(app): State<Shared>,
+    Extension(who): Extension<Who>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let f = Fields(form);
+    if let Some(refused) = refuse(&app, &headers, &f) {
+        return refused;
+    }
+    let Some(archive) = &app.archive else {
+        return bad(&app, StatusCode::NOT_FOUND, "This console has no archive (--archive-db).");
+    };
+    let sel = Selection::from_pairs(&f.0);
+    let filter = match sel.filter() {
+        Ok(f) => f,
+        Err(e) => return bad(&app, StatusCode::BAD_REQUEST, &e),
+    };
+    let to = f.get("to").map(str::trim).filter(|t| !t.is_empty()).unwrap_or(&sel.queue).to_string();
+    if !rmq_archive::source::valid_queue(&to) {
+        return bad(&app, StatusCode::BAD_REQUEST, &format!("To queue {to:?}: not a valid queue name."));
+    }
+    let run = f.get("run").map(str::trim).filter(|r| !r.is_empty()).unwrap_or("replay").to_string();
+    let (count, last) = match search::extent(&archive.db, &filter).await {
+        Ok(x) => x,
+        Err(e) => return super::archive::db_error(&app, e),
+    };
+    if count == 0 {
+        return bad(&app, StatusCode::BAD_REQUEST, "No archived message matches this selection: nothing to replay.");
+    }
+    if count > MAX_REPLAY {
+        return bad(
+            &app,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!(
+                "This selection holds {} messages; the console replays up to {} at once. Narrow it (offsets, times), or run `rmq archive replay`.",
+                fmt::count(count),
+                fmt::count(MAX_REPLAY)
+            ),
+        );
+    }
+    let confirmed = f.get("confirmed").and_then(|n| n.parse::<u64>().ok());
+    if confirmed != Some(count) {
+        let mut pinned = sel.clone();
+        if let Some(ms) = filter.since_ms {
+            pinned.since = ms.to_string();
+        }
+        if let Some(ms) = filter.until_ms {
+            pinned.until = ms.to_string();
+        }
+        if let Some(l) = last {
+            pinned.to_offset = filter.to_offset.map_or(l, |t| t.min(l)).to_string();
+        }
+        return confirm_replay(&app, &pinned, &to, &run, count, confirmed);
+    }
+    let opts = ReplayOptions { filter, to: Some(to.clone()), dry_run: false, run_name: run.clone() };
+    let mut ids = Vec::new();
+    let result = rmq_archive::replay::replay(
+        &archive.db,
+        app.redis.as_ref(),
+        &opts,
+        |_| {},
+        |m, sent| {
+            if sent && ids.len() < MAX_IDS {
+                ids.push(m.id.clone());
+            }
+        },
+        |_| {},
+    )
+    .await;
+    let criteria = sel.describe();
+    let mut detail = format!("to {to}, run {run}{}{criteria}", if criteria.is_empty() { "" } else { ", " });
+    let (affected, outcome) = match &result {
+        Ok(r) => {
+            detail += &format!("; {} already there, {} without body", r.already_there, r.skipped_without_body);
+            (Some(r.sent - r.already_there), "ok".to_string())
+        }
+        Err(e) => (None, e.to_string()),
+    };
+    let entry = Entry {
+        seq: 0,
+        time: unix_ms(),
+        who: who.user,
+        from: who.from,
+        action: "replay".to_string(),
+        queue: sel.queue.clone(),
+        ids,
+        detail,
+        confirmed,
+        affected,
+        outcome,
+    };
+    let ran = match &result {
+        Ok(_) => "it succeeded".to_string(),
+        Err(e) => format!("it failed: {e}"),
+    };
+    record(&app, entry, &ran, |seq| {
+        let to = format!("/archive{}", sel.query(&[("done", &seq.to_string())]));
+        (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response()
+    })
+}
+
+/// The replay's confirmation: what will be pushed where, and the pinned selection again with
+/// `confirmed` set. `before`: the count the operator had confirmed when the selection changed.
+fn confirm_replay(app: &App, sel: &Selection, to: &str, run: &str, count: u64, before: Option<u64>) -> Response {
+    let plural = if count == 1 { "message" } else { "messages" };
+    let criteria = sel.describe();
+    let body = html! {
+        h1 { "Confirm: replay from the archive of " (sel.queue) }
+        @if let Some(n) = before {
+            div.banner.bad { "The selection changed since it was shown (" (fmt::count(n)) " then, " (fmt::count(count)) " now). Confirm again." }
+        }
+        p.confirm {
+            "Replay " (fmt::count(count)) " archived " (plural) " of " (sel.queue) " to " (to)
+            ": each is pushed again as a new message (a message whose body the archive never saw is skipped)."
+        }
+        p.muted { "Selection: queue " (sel.queue) @if !criteria.is_empty() { ", " (criteria) } ". Run name " code { (run) } "." }
+        form method="post" action="/archive/replay" {
+            (layout::csrf(app))
+            @for (k, v) in sel.pairs() { input type="hidden" name=(k) value=(v); }
+            input type="hidden" name="to" value=(to);
+            input type="hidden" name="run" value=(run);
+            input type="hidden" name="confirmed" value=(count);
+            button.danger.big { "Confirm: replay " (fmt::count(count)) " " (plural) }
+            " "
+            a href={ "/archive" (sel.query(&[])) } { "Cancel" }
+        }
+    };
+    layout::html_response(StatusCode::OK, layout::page(app, "Confirm", Nav::Archive, body))
 }

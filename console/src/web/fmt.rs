@@ -11,6 +11,13 @@ pub fn queue_url(q: &str) -> String {
     format!("/queues/{}", utf8_percent_encode(q, SEGMENT))
 }
 
+/// `/archive/messages/<id>?queue=<q>&offset=<n>`: an archived message's history page (the
+/// offset tells apart messages that had the same id).
+pub fn archive_message_url(q: &str, id: &str, offset: Option<i64>) -> String {
+    let offset = offset.map(|o| o.to_string()).unwrap_or_default();
+    format!("/archive/messages/{}{}", utf8_percent_encode(id, SEGMENT), query(&[("queue", q), ("offset", &offset)]))
+}
+
 /// A query string (`?a=1&b=x`) from pairs, escaped; pairs with an empty value are left out.
 pub fn query(pairs: &[(&str, &str)]) -> String {
     let mut s = form_urlencoded::Serializer::new(String::new());
@@ -117,5 +124,6 @@ mod tests {
     fn queue_names_with_any_allowed_byte_make_one_path_segment() {
         assert_eq!(queue_url("a/b:c#d-e_f.g"), "/queues/a%2Fb%3Ac%23d-e_f.g");
         assert_eq!(query(&[("state", "failed"), ("x", ""), ("id", "a&b")]), "?state=failed&id=a%26b");
+        assert_eq!(archive_message_url("a/b", "x/y?z", Some(7)), "/archive/messages/x%2Fy%3Fz?queue=a%2Fb&offset=7");
     }
 }

@@ -11,6 +11,7 @@ use crate::audit::Entry;
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
     Queues,
+    Archive,
     Audit,
     None,
 }
@@ -38,6 +39,9 @@ pub fn page(app: &App, title: &str, nav: Nav, body: Markup) -> Markup {
                     a.brand href="/" { "rmq" span { " console" } }
                     nav {
                         a href="/" class=[(nav == Nav::Queues).then_some("on")] { "Queues" }
+                        @if app.archive.is_some() {
+                            a href="/archive" class=[(nav == Nav::Archive).then_some("on")] { "Archive" }
+                        }
                         @if app.audit.is_some() {
                             a href="/audit" class=[(nav == Nav::Audit).then_some("on")] { "Audit log" }
                         }

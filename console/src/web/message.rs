@@ -234,6 +234,9 @@ fn show(app: &App, q: &str, m: &Message, view: &str, at: Option<u64>) -> Respons
         }
         pre.body { (text) }
         @if cut { p.muted { "Cut: only the start of the body is shown." } }
+        @if app.archive.is_some() {
+            p { a href=(fmt::archive_message_url(q, &m.id, Some(m.offset as i64))) { "Its history in the archive" } }
+        }
         @if !app.read_only { (actions(app, q, m)) }
     };
     layout::html_response(StatusCode::OK, layout::page(app, &m.id, Nav::Queues, body))

@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
+use crate::archive::Archive;
 use crate::audit::AuditLog;
 use crate::backend::{redact_url, Backend};
 use crate::cli::{ConsoleArgs, MetricsArgs};
@@ -47,6 +48,8 @@ pub struct App {
     pub refresh: Duration,
     /// The Redis URL without its password.
     pub url: String,
+    /// The SQL archive (`--archive-db`): the Archive page and its metrics.
+    pub archive: Option<Archive>,
 }
 
 pub type Shared = Arc<App>;
@@ -127,6 +130,7 @@ pub async fn start_console(redis: Arc<dyn Backend>, args: &ConsoleArgs) -> Resul
         let path = args.audit_log.clone().unwrap_or_else(|| crate::cli::default_audit_log(&redis.url()));
         Some(AuditLog::open(&path).map_err(|err| Error::Audit { path: path.display().to_string(), err })?)
     };
+    let archive = open_archive(&redis, &args.archive).await?;
     let refresh = Duration::from_millis(args.refresh);
     let keep = ((args.history * 60_000) / args.refresh).clamp(2, 100_000) as usize;
     let app = Arc::new(App {
@@ -142,6 +146,7 @@ pub async fn start_console(redis: Arc<dyn Backend>, args: &ConsoleArgs) -> Resul
         read_only: args.read_only,
         csrf: random_token(),
         refresh,
+        archive,
     });
     let audit_path = app.audit.as_ref().map(|a| a.path().to_path_buf());
     // The first reading before the first page (a Redis that is down is shown on the pages).
@@ -168,7 +173,7 @@ pub async fn start_console(redis: Arc<dyn Backend>, args: &ConsoleArgs) -> Resul
         .route("/queues/{queue}/{action}", post(actions::act))
         .route("/audit", get(audit_page::page))
         .route("/metrics", get(metrics))
-        .merge(archive::routes())
+        .merge(archive::routes(app.archive.is_some()))
         .route("/assets/{file}", get(assets::serve))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(app.clone(), access::guard))
@@ -180,6 +185,7 @@ pub async fn start_metrics(redis: Arc<dyn Backend>, args: &MetricsArgs) -> Resul
     let access = Access::new(args.auth.as_deref(), args.token.as_deref())?;
     // The exporter shows counts, never a message: it may listen anywhere (docs/console.md).
     let listener = bind(&args.listen, &access, false).await?;
+    let archive = open_archive(&redis, &args.archive).await?;
     let app = Arc::new(App {
         url: redact_url(&redis.url()),
         redis,
@@ -193,6 +199,7 @@ pub async fn start_metrics(redis: Arc<dyn Backend>, args: &MetricsArgs) -> Resul
         read_only: true,
         csrf: random_token(),
         refresh: Duration::from_secs(5),
+        archive,
     });
     let router = Router::new()
         .route("/metrics", get(metrics))
@@ -203,18 +210,39 @@ pub async fn start_metrics(redis: Arc<dyn Backend>, args: &MetricsArgs) -> Resul
     serve(listener, router, None, None)
 }
 
-/// `GET /metrics`: a fresh reading of Redis at every scrape.
+/// The archive of `--archive-db`, opened and checked, or None without the option.
+async fn open_archive(redis: &Arc<dyn Backend>, opts: &crate::cli::ArchiveOpts) -> Result<Option<Archive>, Error> {
+    match &opts.archive_db {
+        Some(url) => Ok(Some(Archive::open(url, &opts.archive_group, redis.clone()).await?)),
+        None => Ok(None),
+    }
+}
+
+/// `GET /metrics`: a fresh reading of Redis (and of the archive, when there is one) at every
+/// scrape; the two readings run at the same time.
 async fn metrics(State(app): State<Shared>) -> Response {
     let start = Instant::now();
-    let snap = snapshot::read(app.redis.as_ref()).await;
+    let archive = async {
+        match &app.archive {
+            Some(a) => Some(a.health().await),
+            None => None,
+        }
+    };
+    let (snap, archive) = tokio::join!(snapshot::read(app.redis.as_ref()), archive);
     let secs = start.elapsed().as_secs_f64();
-    let body = match &snap {
+    let mut body = match &snap {
         Ok(s) => crate::metrics::render(Some(s), secs),
         Err(e) => {
             tracing::warn!("scrape: reading Redis: {e}");
             crate::metrics::render(None, secs)
         }
     };
+    if let Some(health) = archive {
+        if let Err(e) = &health {
+            tracing::warn!("scrape: reading the archive: {e}");
+        }
+        crate::metrics::render_archive(&mut body, health.as_ref().ok());
+    }
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 
