@@ -1,5 +1,6 @@
 //! `rmq console` and `rmq metrics` as a user starts them (the console itself is tested in
-//! console/tests): the safety check at start, and the exporter serving and stopping on SIGTERM.
+//! console/tests): the safety checks at start (a public address, an archive that is not there),
+//! and the exporter serving (with the archive's metrics) and stopping on SIGTERM.
 
 mod common;
 
@@ -76,4 +77,49 @@ fn the_metrics_exporter_serves_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn the_console_refuses_to_start_without_the_archive_it_was_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = format!("sqlite://{}", dir.path().join("missing.db").display());
+    let out = rmq()
+        .args(["--url", "redis://127.0.0.1:1/", "console", "--listen", "127.0.0.1:0", "--archive-db", &missing])
+        .arg("--audit-log")
+        .arg(dir.path().join("audit.jsonl"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--archive-db") && err.contains("missing.db"), "{err}");
+}
+
+#[test]
+fn the_metrics_exporter_serves_the_archive_metrics() {
+    let server = Server::start(Ed::Lua, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("archive.db").display());
+    let migrate = rmq().args(["--url", &server.url(), "archive", "migrate", "--db", &db]).stdin(Stdio::null()).output().unwrap();
+    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    let port = free_port();
+    let mut child = rmq()
+        .args(["--url", &server.url(), "metrics", "--listen", &format!("127.0.0.1:{port}"), "--archive-db", &db])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        if let Some(t) = get(port, "/metrics") {
+            break t;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "rmq metrics exited");
+        assert!(Instant::now() < end, "rmq metrics did not serve within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains("\nrmq_archive_up 1\n"), "{text}");
 }

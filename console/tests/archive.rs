@@ -9,72 +9,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::archive::{caught_up, Archiver};
 use common::{eventually, rows, texts, Console, Ed, Redis};
 use redis::Value;
-use rmq_archive::archiver::{self, RunConfig};
-use rmq_archive::names::Patterns;
 use rmq_archive::source::Source;
 use rmq_archive::Db;
-
-/// The archiver (as `rmq archive run --queues shop` runs it), stopped on drop.
-struct Archiver {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Archiver {
-    async fn start(r: &Redis, db_url: &str) -> Archiver {
-        let backend: Arc<dyn rmq_console::Backend> = Arc::new(r.client());
-        let source = Source::new(backend, "rmq-archive", "test-archiver");
-        let db = Db::open(db_url, true).await.unwrap();
-        let cfg = RunConfig {
-            patterns: Patterns::parse(Some("shop")),
-            batch_time: Duration::from_millis(50),
-            discover_every: Duration::from_millis(200),
-            poll_max: Duration::from_millis(50),
-            ..Default::default()
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            archiver::run(source, db, cfg, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("the archiver runs");
-        });
-        Archiver { stop: Some(stop), task: Some(task) }
-    }
-
-    /// Stops it as SIGTERM does: the batch in hand is saved first.
-    async fn stop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(60), t).await.expect("the archiver stops").unwrap();
-        }
-    }
-}
-
-impl Drop for Archiver {
-    fn drop(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-}
-
-/// Waits until every entry of the queue's log is saved in the archive.
-async fn caught_up(r: &Redis, q: &str) {
-    let backend: Arc<dyn rmq_console::Backend> = Arc::new(r.client());
-    let source = Source::new(backend, "rmq-archive", "test");
-    eventually(
-        Duration::from_secs(60),
-        "the archive catches up",
-        async || matches!(source.group_info(q).await.unwrap(), Some(g) if g.lag == Some(0) && g.pending == 0),
-    )
-    .await;
-}
 
 /// FETCH one message; its id and receipt.
 fn fetch_one(r: &Redis, q: &str) -> (String, String) {
@@ -93,7 +32,7 @@ fn now_ms() -> i64 {
 /// order-2 and order-3.
 async fn fill(r: &Redis, db_url: &str) -> (Archiver, i64) {
     r.run("config", "shop", &["SET", "log", "1"]);
-    let arch = Archiver::start(r, db_url).await;
+    let arch = Archiver::start(r, db_url, "shop").await;
     r.push(
         "shop",
         "{\"sku\":\"A1\",\"note\":\"refund please\"}",
@@ -140,7 +79,7 @@ async fn search_history_and_replay_from_the_archive_page() {
     let overview = c.get("/", 200).await;
     assert!(texts(&overview, "header nav a").contains(&"Archive".to_string()));
     let list = c.get("/archive", 200).await;
-    let shop = rows(&list, "table.queues").into_iter().find(|row| row[0] == "shop").expect("shop is listed");
+    let shop = rows(&list, "table.archived").into_iter().find(|row| row[0] == "shop").expect("shop is listed");
     assert_eq!((shop[2].as_str(), shop[3].as_str(), shop[4].as_str()), ("0", "0", "0"), "lag, gaps, entries lost: {shop:?}");
     assert!(shop[1].replace(',', "").parse::<u64>().unwrap() >= 29, "entries saved: {shop:?}");
 
@@ -355,7 +294,7 @@ async fn metrics_show_the_archive_lag_and_gaps() {
     for i in 0..50 {
         r.push("shop", &format!("lost {i}"), &[]);
     }
-    let _arch = Archiver::start(&r, &db_url).await;
+    let _arch = Archiver::start(&r, &db_url, "shop").await;
     caught_up(&r, "shop").await;
     eventually(Duration::from_secs(60), "the gap is counted", async || {
         let s = scrape(&c.get("/metrics", 200).await);
@@ -366,7 +305,7 @@ async fn metrics_show_the_archive_lag_and_gaps() {
     assert_eq!(metric(&s, "rmq_archive_lost_entries_total", Some("shop")), Some((45.0, true)));
     assert_eq!(metric(&s, "rmq_archive_lag_entries", Some("shop")), Some((0.0, false)));
     let list = c.get("/archive", 200).await;
-    let shop = rows(&list, "table.queues").into_iter().find(|row| row[0] == "shop").unwrap();
+    let shop = rows(&list, "table.archived").into_iter().find(|row| row[0] == "shop").unwrap();
     assert_eq!((shop[3].as_str(), shop[4].as_str()), ("1", "45"), "{shop:?}");
     assert!(shop[6].contains("45 log entries were trimmed"), "{shop:?}");
 

@@ -1,9 +1,10 @@
 //! The console in a real browser: headless Chromium driven over WebDriver (chromedriver), against
 //! a real redis-server with the module. An operator opens the overview, goes to a queue, opens
 //! a failed message, requeues it (with the confirmation), and pauses the queue; the test checks
-//! with RMQ.STATS and FETCH that Redis did what the page said. It also takes the screenshots of
-//! docs/console.md (written to target/console-screenshots/, and to $RMQ_CONSOLE_SCREENSHOTS when
-//! set).
+//! with RMQ.STATS and FETCH that Redis did what the page said; then, on the Archive page (the
+//! queue is archived into SQLite by the real archiver), searches the errored messages and opens
+//! one's history. It also takes the screenshots of docs/console.md (written to
+//! target/console-screenshots/, and to $RMQ_CONSOLE_SCREENSHOTS when set).
 
 mod common;
 
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::archive::{caught_up, Archiver};
 use common::{Console, Ed, Redis};
 use fantoccini::{Client, ClientBuilder, Locator};
 use redis::Value;
@@ -143,10 +145,17 @@ fn rounds() -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_requeues_a_failed_message_and_pauses_a_queue_in_chromium() {
     let r = Redis::start(Ed::Module);
+    // The orders queue is archived from its first message.
+    let archive_dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", archive_dir.path().join("archive.db").display());
+    r.run("config", "orders", &["SET", "log", "1"]);
+    rmq_archive::Db::open(&db_url, true).await.unwrap().migrate().await.unwrap();
+    let _archiver = Archiver::start(&r, &db_url, "orders").await;
     let (mut args, dir) = common::args();
     args.refresh = 500;
     args.history = 1;
     args.stall_after = 8;
+    args.archive.archive_db = Some(db_url.clone());
     let console = Console::start(&r, args, dir).await;
     // A queue nobody consumes (flagged stalled once no ack was seen for 8 s).
     for i in 0..12 {
@@ -227,5 +236,18 @@ async fn an_operator_requeues_a_failed_message_and_pauses_a_queue_in_chromium() 
     for a in ["requeue", "pause", "resume"] {
         assert!(audit.contains(a), "{audit}");
     }
+
+    // The Archive: search the queue's errored messages, open one's history.
+    caught_up(&r, "orders").await;
+    b.find(Locator::LinkText("Archive")).await.unwrap().click().await.unwrap();
+    find(&b, "form.search input[name=queue]").await.send_keys("orders").await.unwrap();
+    b.find(Locator::Css("form.search input[name=status][value=errored]")).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css("form.search button.primary")).await.unwrap().click().await.unwrap();
+    let row = find(&b, "table.archive tbody tr").await.text().await.unwrap();
+    assert!(row.contains("order-4712") && row.contains("address missing"), "{row}");
+    save_screenshot("console-archive.png", &b.screenshot().await.unwrap());
+    b.find(Locator::LinkText("order-4712")).await.unwrap().click().await.unwrap();
+    let history = find(&b, "table.history tbody").await.text().await.unwrap();
+    assert!(history.contains("push") && history.contains("error"), "{history}");
     b.close().await.unwrap();
 }

@@ -268,7 +268,7 @@ fn search_form(sel: &Selection, size: i64) -> Markup {
                 (field("Created before", "until", &sel.until, "same forms"))
                 (field("Body contains", "body", &sel.body, "text, case-sensitive"))
                 (field("Offsets from", "from_offset", &sel.from_offset, ""))
-                (field("to", "to_offset", &sel.to_offset, ""))
+                (field("Offsets up to", "to_offset", &sel.to_offset, ""))
             }
             fieldset.statuses {
                 legend { "Status (none ticked: any)" }
@@ -330,7 +330,7 @@ async fn queues(app: &App, archive: &Archive, done: Option<Entry>) -> Response {
         (search_form(&Selection::default(), DEFAULT_SIZE))
         h2 { "Archived queues" }
         @if let Some(e) = lag_error { p.error { "Redis did not tell the lag: " (e) } }
-        table.queues {
+        table.archived {
             thead { tr { th { "Queue" } th.n { "Entries saved" } th.n { "Lag" } th.n { "Gaps" } th.n { "Entries lost" } th { "Last saved" } th { "Last warning" } } }
             tbody {
                 @for q in &rows {
@@ -363,15 +363,26 @@ pub async fn message(State(app): State<Shared>, Path(id): Path<String>, RawQuery
     let offset = get_pair(&pairs, "offset").and_then(|o| o.parse::<i64>().ok());
     let view = get_pair(&pairs, "view").unwrap_or("");
     let mut filter = Filter { queue: queue.clone(), id: Some(id.clone()), ..Default::default() };
-    if offset.is_some() {
-        filter.from_offset = offset;
-        filter.to_offset = offset;
-    }
     let same_id = match search::find(&archive.db, &filter, None, SAME_ID).await {
         Ok(r) => r,
         Err(e) => return db_error(&app, e),
     };
-    let Some(m) = same_id.last().cloned() else {
+    let wanted = match offset {
+        None => same_id.last().cloned(),
+        Some(o) => match same_id.iter().find(|m| m.offset == o) {
+            Some(m) => Some(m.clone()),
+            // An id given to more messages than listed: that one by its offset.
+            None => {
+                filter.from_offset = Some(o);
+                filter.to_offset = Some(o);
+                match search::find(&archive.db, &filter, None, 1).await {
+                    Ok(mut r) => r.pop(),
+                    Err(e) => return db_error(&app, e),
+                }
+            }
+        },
+    };
+    let Some(m) = wanted else {
         let body = html! {
             (heading(Some(&queue)))
             p { "No archived message with id " code { (id) } @if let Some(o) = offset { " at offset " (o) } " in this queue." }

@@ -3,6 +3,8 @@
 //! loopback port, and an HTTP client. A server that does not come up fails the test at once.
 #![allow(dead_code)]
 
+pub mod archive;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
