@@ -113,20 +113,38 @@ local WRONGTYPE = 'WRONGTYPE Operation against a key holding the wrong kind of v
 -- Small helpers
 ---------------------------------------------------------------------------------------
 
-local function call(...)
-    return redis.call(...)
-end
+-- redis.call, taken at the start of every call of a function (see register): while the
+-- library loads there is no redis.call, and a local is cheaper to reach than the global.
+local call
 
 -- A number as a decimal string, never in exponent form.
 local function dec(n)
     return string.format('%d', n)
 end
 
--- The clock, read once per command: unix ms (and the microseconds within the second).
+-- A one-entry memory of dec: many commands in a row share a time (the same millisecond) or a
+-- deadline, and string.format costs more than comparing two numbers.
+local function dec_memo()
+    local last, text
+    return function(n)
+        if n ~= last then
+            last, text = n, string.format('%d', n)
+        end
+        return text
+    end
+end
+local dec_now, dec_deadline = dec_memo(), dec_memo()
+
+-- The clock, read once per command: unix ms (and the microseconds within the second). The
+-- seconds change far less often than the microseconds: their conversion is kept.
+local clock_sec, clock_sec_ms
 local function clock()
     local t = call('TIME')
-    local us = tonumber(t[2])
-    return tonumber(t[1]) * 1000 + math.floor(us / 1000), us
+    local sec, us = t[1], tonumber(t[2])
+    if sec ~= clock_sec then
+        clock_sec, clock_sec_ms = sec, tonumber(sec) * 1000
+    end
+    return clock_sec_ms + (us - us % 1000) / 1000, us
 end
 
 -- Between two whole message moves. Inside the module, a command past its Lua budget stops
@@ -155,21 +173,62 @@ local function need(k, ...)
     end
 end
 
+-- A memory that holds at most MEMORY_MAX entries and starts afresh when full, for what the
+-- library keeps across calls (only what depends on the call's input alone, or is checked
+-- against what the call read).
+local MEMORY_MAX = 256
+
+local function new_memory()
+    return { entries = {}, size = 0 }
+end
+
+local function remember(m, key, value)
+    if m.entries[key] == nil then
+        if m.size >= MEMORY_MAX then
+            m.entries, m.size = {}, 0
+        end
+        m.size = m.size + 1
+    end
+    m.entries[key] = value
+end
+
+-- The key names of each queue, built once per name: they depend on the name alone. Only
+-- valid names get here (the wrapper checks them first), so a name found here is valid.
+local key_names = new_memory()
+
 local function keys_of(q)
-    local tag = '{' .. q .. '}'
-    return {
-        msg = 'msg:' .. tag, dly = 'dly:' .. tag, bak = 'bak:' .. tag, inf = 'inf:' .. tag,
-        fai = 'fai:' .. tag, err = 'err:' .. tag, cfg = 'cfg:' .. tag, st = 'st:' .. tag,
-        dup = 'dup:' .. tag, log = 'log:' .. tag,
-    }
+    local k = key_names.entries[q]
+    if k == nil then
+        local tag = '{' .. q .. '}'
+        k = {
+            msg = 'msg:' .. tag, dly = 'dly:' .. tag, bak = 'bak:' .. tag, inf = 'inf:' .. tag,
+            fai = 'fai:' .. tag, err = 'err:' .. tag, cfg = 'cfg:' .. tag, st = 'st:' .. tag,
+            dup = 'dup:' .. tag, log = 'log:' .. tag,
+        }
+        remember(key_names, q, k)
+    end
+    return k
 end
 
 local function valid_queue(q)
+    if key_names.entries[q] then
+        return true
+    end
     return type(q) == 'string' and #q >= 1 and #q <= 200 and not q:find('[^A-Za-z0-9_%.:%-#/]')
 end
 
+-- The numbers 0 to SMALL_MAX as their canonical decimal strings, both ways: most numbers in
+-- arguments (COUNT 1) and many in commands (LIMIT 0 1000, a delivery count) are small, and a
+-- table lookup costs less than tonumber or string.format. Filled by setup().
+local SMALL_MAX = 1024
+local SMALL_NUMBER, SMALL_TEXT = {}, {}
+
 -- Plain decimal digits, at most MAX_NUMBER; nil otherwise.
 local function parse_number(s)
+    local small = SMALL_NUMBER[s]
+    if small then
+        return small
+    end
     if #s == 0 or #s > 16 or s:find('%D') then
         return nil
     end
@@ -276,20 +335,61 @@ local function check_setting(name, value)
     return canonical, n
 end
 
--- The effective settings of a queue; a stored value that does not parse is ignored.
-local function settings(k)
+-- The last contents of cfg:{q} met per queue and the settings made of them (with the node
+-- defaults they were made on): parsing is kept, reading is not (see settings_of).
+local parsed_cfg = new_memory()
+
+-- The effective settings of a queue; a stored value that does not parse is ignored. The
+-- result is shared: never change it.
+--
+-- cfg:{q} is read on every call, because settings change without this library seeing it:
+-- RMQ.CONFIG of the module on the same data, HSET by hand, a replica promoted (its Lua never
+-- ran the writes it replicated), a FUNCTION LOAD. Only the parsing of what was read is
+-- kept: the same contents (field for field) on the same node defaults give the same settings.
+-- Without overrides the node defaults are the settings themselves.
+local function settings_of(k, flat)
+    local defaults = node_defaults()
+    local n = #flat
+    if n == 0 then
+        return defaults
+    end
+    local memo = parsed_cfg.entries[k.cfg]
+    if memo and memo.defaults == defaults and #memo.flat == n then
+        local same = true
+        for i = 1, n do
+            if memo.flat[i] ~= flat[i] then
+                same = false
+                break
+            end
+        end
+        if same then
+            return memo.s
+        end
+    end
     local s = {}
-    for name, v in pairs(node_defaults()) do
+    for name, v in pairs(defaults) do
         s[name] = v
     end
-    local flat = call('HGETALL', k.cfg)
-    for i = 1, #flat, 2 do
+    for i = 1, n, 2 do
         local ok, name, v = pcall(check_setting, flat[i], flat[i + 1])
         if ok then
             s[name] = v
         end
     end
+    remember(parsed_cfg, k.cfg, { defaults = defaults, flat = flat, s = s })
     return s
+end
+
+local function settings(k)
+    return settings_of(k, call('HGETALL', k.cfg))
+end
+
+-- For a caller that already knows whether cfg:{q} exists (EXISTS).
+local function settings_if(k, has_cfg)
+    if has_cfg then
+        return settings(k)
+    end
+    return node_defaults()
 end
 
 -- The retry delay after attempt n (n >= 1).
@@ -1712,13 +1812,30 @@ local function declares_every_key(q, keys)
     return true
 end
 
+-- What the library builds once, at its first call: while it loads, Redis offers only redis.*
+-- (no string, no math), so tables built with them wait until then.
+local ready = false
+local function setup()
+    for i = 0, SMALL_MAX do
+        local text = string.format('%d', i)
+        SMALL_NUMBER[text] = i
+        SMALL_TEXT[i] = text
+    end
+    ready = true
+end
+
 local function register(name, readonly)
     local handler = commands[name]
     local fname = 'rmq_' .. name
     local nkeys = (name == 'queues') and 0 or 1
+    local min_args = MIN_ARGS[name] or 0
     local def = {
         function_name = fname,
         callback = function(keys, args)
+            call = redis.call
+            if not ready then
+                setup()
+            end
             if #keys ~= nkeys and not (nkeys == 1 and #keys == 1 + #KEY_ORDER) then
                 if nkeys == 0 then
                     return redis.error_reply('ERR ' .. fname .. ' takes no keys')
@@ -1730,7 +1847,7 @@ local function register(name, readonly)
                 return redis.error_reply('ERR ' .. fname .. ' with 11 keys takes the queue name and then ' ..
                     'msg:{q} dly:{q} bak:{q} inf:{q} fai:{q} err:{q} cfg:{q} st:{q} dup:{q} log:{q}')
             end
-            if #args < (MIN_ARGS[name] or 0) then
+            if #args < min_args then
                 return redis.error_reply("ERR wrong number of arguments for 'rmq." .. name .. "' command")
             end
             if nkeys == 1 and not valid_queue(q) then
