@@ -133,7 +133,7 @@ local function dec_memo()
         return text
     end
 end
-local dec_now, dec_deadline = dec_memo(), dec_memo()
+local dec_now, dec_deadline, dec_limit = dec_memo(), dec_memo(), dec_memo()
 
 -- The clock, read once per command: unix ms (and the microseconds within the second). The
 -- seconds change far less often than the microseconds: their conversion is kept.
@@ -160,16 +160,31 @@ end
 local KEY_TYPES = { msg = 'list', dly = 'zset', bak = 'zset', inf = 'hash', fai = 'list', err = 'list',
     cfg = 'hash', st = 'hash', dup = 'zset', log = 'stream' }
 
+-- A command that reads the size of each key of a queue: Redis refuses it with WRONGTYPE on a
+-- key of another type and answers 0 for a missing key, so it checks a type for less than
+-- TYPE costs (an integer reply). The log keeps TYPE (its checks are off the hot paths).
+local TYPE_PROBE = { msg = 'LLEN', dly = 'ZCARD', bak = 'ZCARD', inf = 'HLEN', fai = 'LLEN', err = 'LLEN',
+    cfg = 'HLEN', st = 'HLEN', dup = 'ZCARD' }
+
 -- Refuses with WRONGTYPE, before anything is written, when one of the named keys of the queue
 -- exists with another type (someone wrote it by hand). Redis's Lua cannot undo a write, so a
 -- command checks the keys it is about to write after its first write.
+local function need_key(k, name)
+    local probe = TYPE_PROBE[name]
+    if probe then
+        call(probe, k[name])
+        return
+    end
+    local t = call('TYPE', k[name])
+    t = type(t) == 'table' and t.ok or t
+    if t ~= 'none' and t ~= KEY_TYPES[name] then
+        error({ rmq = WRONGTYPE }, 0)
+    end
+end
+
 local function need(k, ...)
     for _, name in ipairs({ ... }) do
-        local t = call('TYPE', k[name])
-        t = type(t) == 'table' and t.ok or t
-        if t ~= 'none' and t ~= KEY_TYPES[name] then
-            error({ rmq = WRONGTYPE }, 0)
-        end
+        need_key(k, name)
     end
 end
 
@@ -220,7 +235,7 @@ end
 -- The numbers 0 to SMALL_MAX as their canonical decimal strings, both ways: most numbers in
 -- arguments (COUNT 1) and many in commands (LIMIT 0 1000, a delivery count) are small, and a
 -- table lookup costs less than tonumber or string.format. Filled by setup().
-local SMALL_MAX = 1024
+local SMALL_MAX = 64
 local SMALL_NUMBER, SMALL_TEXT = {}, {}
 
 -- Plain decimal digits, at most MAX_NUMBER; nil otherwise.
@@ -413,6 +428,74 @@ local function encode(rec)
     return cmsgpack.pack(rec)
 end
 
+-- The hot paths write records by hand, in exactly the bytes cmsgpack.pack gives (so a record
+-- is the same whoever wrote it): strings as str (fixstr below 32 bytes, then str8, str16,
+-- str32), non-negative integers in their shortest form (fixint below 128, then uint8, uint16,
+-- uint32, uint64), arrays as fixarray up to 15. Lua's numbers hold integers exactly up to
+-- 2^53, far above any time, offset or count. FIXSTR[n] and FIXINT[n] are filled by setup().
+local FIXSTR, FIXINT = {}, {}
+local char -- string.char, set by setup()
+
+local function str_header(n)
+    if n < 32 then
+        return FIXSTR[n]
+    elseif n < 256 then
+        return '\217' .. char(n)
+    elseif n < 65536 then
+        local lo = n % 256
+        return '\218' .. char((n - lo) / 256, lo)
+    end
+    local b0 = n % 256
+    n = (n - b0) / 256
+    local b1 = n % 256
+    n = (n - b1) / 256
+    local b2 = n % 256
+    return '\219' .. char((n - b2) / 256, b2, b1, b0)
+end
+
+local function uint_bytes(n)
+    if n < 128 then
+        return FIXINT[n]
+    elseif n < 256 then
+        return '\204' .. char(n)
+    elseif n < 65536 then
+        local lo = n % 256
+        return '\205' .. char((n - lo) / 256, lo)
+    end
+    local b0 = n % 256
+    n = (n - b0) / 256
+    local b1 = n % 256
+    n = (n - b1) / 256
+    local b2 = n % 256
+    n = (n - b2) / 256
+    if n < 256 then
+        return '\206' .. char(n, b2, b1, b0)
+    end
+    local b3 = n % 256
+    n = (n - b3) / 256
+    local b4 = n % 256
+    n = (n - b4) / 256
+    local b5 = n % 256
+    n = (n - b5) / 256
+    local b6 = n % 256
+    return '\207' .. char((n - b6) / 256, b6, b5, b4, b3, b2, b1, b0)
+end
+
+-- uint_bytes of the last created time met: messages pushed in the same millisecond share it.
+local last_created, last_created_bytes
+local function created_bytes(created)
+    if created ~= last_created then
+        last_created, last_created_bytes = created, uint_bytes(created)
+    end
+    return last_created_bytes
+end
+
+-- A new message's record without headers: attempt 0, deliveries 0, no error, no consumer.
+local function encode_new(id, body, tag, key, created, offset)
+    return '\155' .. str_header(#id) .. id .. str_header(#body) .. body .. str_header(#tag) .. tag ..
+        str_header(#key) .. key .. '\144' .. created_bytes(created) .. '\0' .. uint_bytes(offset) .. '\0\160\160'
+end
+
 -- Redis's cmsgpack refuses MessagePack bin strings, which storage.md allows writers to use;
 -- what cmsgpack cannot read is read again by this decoder of the shapes a record may hold
 -- (unsigned integers, str and bin strings, arrays). It throws on anything else.
@@ -498,11 +581,17 @@ local function decode_or_quarantine(k, now, bytes)
     return nil
 end
 
+-- A server-made id: <created>-<offset>.
+local dec_created = dec_memo()
+local function made_id(created, offset)
+    return dec_created(created) .. '-' .. dec(offset)
+end
+
 local function message_id(rec)
     if rec[ID] ~= '' then
         return rec[ID]
     end
-    return dec(rec[CREATED]) .. '-' .. dec(rec[OFFSET])
+    return made_id(rec[CREATED], rec[OFFSET])
 end
 
 -- The receipt of a delivery: <offset>-<deliveries>-<nonce>, the nonce 6 random bytes in hex,
@@ -676,7 +765,7 @@ end
 -- Due delayed messages to ready (at most `limit`), in due order. A retry (attempt > 0) is
 -- a delivered message coming back (the front in an ordered queue); a DELAY push is new.
 local function promote(k, s, now, limit)
-    local due = call('ZRANGEBYSCORE', k.dly, '-inf', dec(now), 'LIMIT', 0, limit)
+    local due = call('ZRANGEBYSCORE', k.dly, '-inf', dec_now(now), 'LIMIT', '0', dec_limit(limit))
     if #due == 0 then
         return 0
     end
@@ -707,7 +796,7 @@ local function reclaim(k, s, now, limit)
     local taken = 0
     while true do
         local page = math.min(limit or BATCH, BATCH)
-        local expired = call('ZRANGEBYSCORE', k.bak, '-inf', dec(now), 'LIMIT', 0, page)
+        local expired = call('ZRANGEBYSCORE', k.bak, '-inf', dec_now(now), 'LIMIT', '0', dec_limit(page))
         if #expired > 0 and taken == 0 then
             need_moving(k, s)
         end
@@ -828,14 +917,11 @@ local commands = {}
 
 -- RMQ.PUSH q body [ID id] [TAG tag] [KEY key] [HEADER name value]… [DELAY ms | AT unix-ms]
 -- Keys: msg dly st dup cfg log. Reply: the id (bulk string).
-function commands.push(q, args)
-    local body = args[1]
-    if body == nil then
-        fail_arity('push')
-    end
+-- PUSH's options, or nil for each one not given (headers: nil when none).
+local function push_options(args)
     local o = walk(args, 2)
-    local id, tag, key, delay, at
-    local headers, seen = {}, {}
+    local id, tag, key, delay, at, headers
+    local seen = {}
     while true do
         local raw, kw = o:keyword()
         if raw == nil then break end
@@ -860,6 +946,7 @@ function commands.push(q, args)
             if seen[name] then
                 fail("HEADER '" .. name .. "' given twice")
             end
+            headers = headers or {}
             if #headers >= 2 * MAX_HEADERS then
                 fail('a message has at most ' .. dec(MAX_HEADERS) .. ' HEADERs')
             end
@@ -878,22 +965,36 @@ function commands.push(q, args)
             fail_syntax(raw)
         end
     end
+    return id, tag, key, delay, at, headers
+end
+
+function commands.push(q, args)
+    local body = args[1]
+    if body == nil then
+        fail_arity('push')
+    end
+    local id, tag, key, delay, at, headers
+    if args[2] ~= nil then
+        id, tag, key, delay, at, headers = push_options(args)
+    end
 
     local k = keys_of(q)
     local s = settings(k)
     local now = clock()
     local window = s['dedup-window-ms']
+    local dedup = id ~= nil and window > 0
     local later = (delay ~= nil and delay > 0) or (at ~= nil and at > now)
-    need(k, later and 'dly' or 'msg')
-    if id ~= nil and window > 0 then
-        need(k, 'st') -- written after the dedup window's trim
+    need_key(k, later and 'dly' or 'msg')
+    if dedup then
+        need_key(k, 'st') -- written after the dedup window's trim
     end
-    if s['log'] == 1 then
-        need(k, 'log')
+    local log = s['log'] == 1
+    if log then
+        need_key(k, 'log')
     end
 
-    if id ~= nil and window > 0 then
-        local old = call('ZRANGEBYSCORE', k.dup, '-inf', dec(now - window), 'LIMIT', 0, DEDUP_TRIM)
+    if dedup then
+        local old = call('ZRANGEBYSCORE', k.dup, '-inf', dec(now - window), 'LIMIT', '0', dec_limit(DEDUP_TRIM))
         for _, member in ipairs(old) do
             call('ZREM', k.dup, member)
         end
@@ -911,19 +1012,29 @@ function commands.push(q, args)
     end
 
     local offset = next_offset(k)
-    local rec = { id or '', body, tag or '', key or '', headers, now, 0, offset, 0, '', '' }
+    local rec, bytes
+    if headers or log then
+        rec = { id or '', body, tag or '', key or '', headers or {}, now, 0, offset, 0, '', '' }
+    end
+    if headers then
+        bytes = encode(rec)
+    else
+        bytes = encode_new(id or '', body, tag or '', key or '', now, offset)
+    end
     local due = (delay ~= nil and now + delay) or at
     if due ~= nil and due > now then
-        call('ZADD', k.dly, dec(due), encode(rec))
+        call('ZADD', k.dly, dec(due), bytes)
     else
         due = nil
-        to_ready(k, rec, false)
+        call('RPUSH', k.msg, bytes)
     end
-    if id ~= nil and window > 0 then
-        call('ZADD', k.dup, dec(now), id)
+    if dedup then
+        call('ZADD', k.dup, dec_now(now), id)
     end
-    log_push(k, s, now, rec, due)
-    return message_id(rec)
+    if log then
+        log_push(k, s, now, rec, due)
+    end
+    return id or made_id(now, offset)
 end
 
 -- RMQ.FETCH q [COUNT n] [LOCK ms] [BLOCK ms] [CONSUMER name]
@@ -1018,24 +1129,26 @@ function commands.ack(q, args)
     end
     local k = keys_of(q)
     local s = settings(k)
-    local now = clock()
     local n = 0
-    need(k, 'inf')
-    if s['log'] == 1 then
-        need(k, 'err', 'log')
-    end
-    for _, receipt in ipairs(args) do
-        if s['log'] ~= 1 then
+    if s['log'] ~= 1 then
+        -- The hot path: the record is never read, and no time is needed.
+        need_key(k, 'inf')
+        for i = 1, #args do
+            local receipt = args[i]
             if call('ZREM', k.bak, receipt) == 1 then
                 call('HDEL', k.inf, receipt)
                 n = n + 1
             end
-        else
-            local rec = take_inflight(k, now, receipt)
-            if rec then
-                n = n + 1
-                log_event(k, s, now, 'ack', rec)
-            end
+        end
+        return n
+    end
+    local now = clock()
+    need(k, 'inf', 'err', 'log')
+    for _, receipt in ipairs(args) do
+        local rec = take_inflight(k, now, receipt)
+        if rec then
+            n = n + 1
+            log_event(k, s, now, 'ack', rec)
         end
     end
     return n
@@ -1816,10 +1929,17 @@ end
 -- (no string, no math), so tables built with them wait until then.
 local ready = false
 local function setup()
+    char = string.char
     for i = 0, SMALL_MAX do
         local text = string.format('%d', i)
         SMALL_NUMBER[text] = i
         SMALL_TEXT[i] = text
+    end
+    for i = 0, 31 do
+        FIXSTR[i] = char(0xa0 + i)
+    end
+    for i = 0, 127 do
+        FIXINT[i] = char(i)
     end
     ready = true
 end
