@@ -431,7 +431,7 @@ end
 -- The hot paths write records by hand, in exactly the bytes cmsgpack.pack gives (so a record
 -- is the same whoever wrote it): strings as str (fixstr below 32 bytes, then str8, str16,
 -- str32), non-negative integers in their shortest form (fixint below 128, then uint8, uint16,
--- uint32, uint64), arrays as fixarray up to 15. Lua's numbers hold integers exactly up to
+-- uint32, uint64), arrays as fixarray up to 15 elements, then array16. Lua's numbers hold integers exactly up to
 -- 2^53, far above any time, offset or count. FIXSTR[n] and FIXINT[n] are filled by setup().
 local FIXSTR, FIXINT = {}, {}
 local char -- string.char, set by setup()
@@ -488,12 +488,6 @@ local function created_bytes(created)
         last_created, last_created_bytes = created, uint_bytes(created)
     end
     return last_created_bytes
-end
-
--- A new message's record without headers: attempt 0, deliveries 0, no error, no consumer.
-local function encode_new(id, body, tag, key, created, offset)
-    return '\155' .. str_header(#id) .. id .. str_header(#body) .. body .. str_header(#tag) .. tag ..
-        str_header(#key) .. key .. '\144' .. created_bytes(created) .. '\0' .. uint_bytes(offset) .. '\0\160\160'
 end
 
 -- Redis's cmsgpack refuses MessagePack bin strings, which storage.md allows writers to use;
@@ -572,12 +566,16 @@ end
 
 -- For the write paths: a stored value that is not a record is never dropped; it goes to
 -- errors as the body of a record with error "corrupt record", and nil is returned.
+local function quarantine(k, now, bytes)
+    call('RPUSH', k.err, encode({ '', bytes, '', '', {}, now, 0, 0, 0, 'corrupt record', '' }))
+end
+
 local function decode_or_quarantine(k, now, bytes)
     local ok, rec = pcall(decode, bytes)
     if ok then
         return rec
     end
-    call('RPUSH', k.err, encode({ '', bytes, '', '', {}, now, 0, 0, 0, 'corrupt record', '' }))
+    quarantine(k, now, bytes)
     return nil
 end
 
@@ -598,9 +596,218 @@ end
 -- so that a receipt is unique across queues and across histories (docs/storage.md). Redis
 -- seeds Lua's generator the same way at every start: the clock's microseconds are mixed in,
 -- so a restarted or promoted server does not repeat the nonces of another history.
-local function receipt_of(rec, us)
-    local a = (math.random(0, 0xffffff) + us) % 0x1000000
-    return dec(rec[OFFSET]) .. '-' .. dec(rec[DELIVERIES]) .. '-' .. string.format('%06x%06x', a, math.random(0, 0xffffff))
+-- offset_text: the offset in decimal (the caller has it for the id too).
+local random, format -- math.random, string.format, set by setup()
+local function receipt_of(offset_text, deliveries, us)
+    local a = (random(0, 0xffffff) + us) % 0x1000000
+    return offset_text .. '-' .. (SMALL_TEXT[deliveries] or dec(deliveries)) .. '-' ..
+        format('%06x%06x', a, random(0, 0xffffff))
+end
+
+-- Reading a record in place (FETCH): the canonical MessagePack forms that cmsgpack.pack writes
+-- (see str_header) are read where they lie; any other form gives nil, and the record is then
+-- decoded and encoded again as a whole. So the bytes FETCH stores are the same either way.
+local byte, sub -- string.byte, string.sub, set by setup()
+
+-- The str at position p of raw: its value and the position after it, or nil.
+local function str_at(raw, p)
+    local h = byte(raw, p)
+    local len
+    if h == 0xa0 then
+        return '', p + 1
+    elseif h == nil then
+        return nil
+    elseif h > 0xa0 and h <= 0xbf then
+        len, p = h - 0xa0, p + 1
+    elseif h == 0xd9 then
+        len = byte(raw, p + 1)
+        if len == nil or len < 32 then return nil end
+        p = p + 2
+    elseif h == 0xda then
+        local a, b = byte(raw, p + 1, p + 2)
+        if b == nil then return nil end
+        len, p = a * 256 + b, p + 3
+        if len < 256 then return nil end
+    elseif h == 0xdb then
+        local a, b, c, d = byte(raw, p + 1, p + 4)
+        if d == nil then return nil end
+        len, p = ((a * 256 + b) * 256 + c) * 256 + d, p + 5
+        if len < 65536 then return nil end
+    else
+        return nil
+    end
+    if p + len - 1 > #raw then
+        return nil
+    end
+    return sub(raw, p, p + len - 1), p + len
+end
+
+-- The non-negative integer at position p of raw: its value and the position after it, or nil
+-- (also above 2^53, where a Lua number is no longer exact).
+local function uint_at(raw, p)
+    local h = byte(raw, p)
+    if h == nil then
+        return nil
+    elseif h < 0x80 then
+        return h, p + 1
+    elseif h == 0xcc then
+        local a = byte(raw, p + 1)
+        if a == nil or a < 0x80 then return nil end
+        return a, p + 2
+    elseif h == 0xcd then
+        local a, b = byte(raw, p + 1, p + 2)
+        if b == nil or a == 0 then return nil end
+        return a * 256 + b, p + 3
+    elseif h == 0xce then
+        local a, b, c, d = byte(raw, p + 1, p + 4)
+        if d == nil or (a == 0 and b == 0) then return nil end
+        return ((a * 256 + b) * 256 + c) * 256 + d, p + 5
+    elseif h == 0xcf then
+        local a, b, c, d, e, f, g, i = byte(raw, p + 1, p + 8)
+        if i == nil or a ~= 0 or b >= 32 or (b == 0 and c == 0 and d == 0) then return nil end
+        return ((((((b * 256 + c) * 256 + d) * 256 + e) * 256 + f) * 256 + g) * 256 + i), p + 9
+    end
+    return nil
+end
+
+-- The headers array at position p of raw: its strings (nil when there are none: the array is
+-- empty) and the position after it; false when it is not one.
+local function headers_at(raw, p)
+    local h = byte(raw, p)
+    if h == 0x90 then
+        return nil, p + 1
+    end
+    local n
+    if h and h > 0x90 and h <= 0x9f then
+        n, p = h - 0x90, p + 1
+    elseif h == 0xdc then
+        local x, y = byte(raw, p + 1, p + 2)
+        if y == nil then return false end
+        n, p = x * 256 + y, p + 3
+        if n < 16 then return false end
+    else
+        return false -- 0xdd: more than 65535 strings, beyond MAX_HEADERS
+    end
+    if n % 2 ~= 0 then
+        return false
+    end
+    local headers = {}
+    for i = 1, n do
+        headers[i], p = str_at(raw, p)
+        if not headers[i] then return false end
+    end
+    return headers, p
+end
+
+-- The fields of a record in canonical form, read where they lie: id body tag key headers (nil
+-- when none) created attempt offset deliveries error consumer; nil for any other form. Several
+-- bytes are read per call (a call costs more than the bytes): first the shape most messages
+-- have, then, when it does not fit, one field at a time.
+local function read_in_place(raw)
+    local n = #raw
+    local h, x1, x2, x3, x4 = byte(raw, 1, 5)
+    if h ~= 0x9b then
+        return nil
+    end
+    local id, body, p
+    -- The id: '' (made by the server) for most messages.
+    if x1 == 0xa0 then
+        id, p = '', 3
+    else
+        id, p = str_at(raw, 2)
+        if not id then return nil end
+        x2, x3, x4 = byte(raw, p, p + 2)
+    end
+    -- The body at p: header x2, then x3 x4.
+    if x2 == nil then
+        return nil
+    elseif x2 >= 0xa0 and x2 <= 0xbf then
+        local len = x2 - 0xa0
+        body, p = sub(raw, p + 1, p + len), p + 1 + len
+    elseif x2 == 0xd9 and x3 and x3 >= 32 then
+        body, p = sub(raw, p + 2, p + 1 + x3), p + 2 + x3
+    elseif x2 == 0xda and x4 and x3 > 0 then
+        local len = x3 * 256 + x4
+        body, p = sub(raw, p + 3, p + 2 + len), p + 3 + len
+    else
+        body, p = str_at(raw, p)
+        if not body then return nil end
+    end
+    if p > n then
+        return nil
+    end
+    -- Tag, key, headers, created: most messages have no tag, key or headers.
+    local tag, key, headers, created
+    local t, k, hs, c0, c1, c2, c3, c4, c5, c6, c7, c8 = byte(raw, p, p + 11)
+    if t == 0xa0 and k == 0xa0 and hs == 0x90 and c0 == 0xcf and c8 then
+        if c1 ~= 0 or c2 >= 32 or (c2 == 0 and c3 == 0 and c4 == 0) then return nil end
+        tag, key, p = '', '', p + 12
+        created = (((((c2 * 256 + c3) * 256 + c4) * 256 + c5) * 256 + c6) * 256 + c7) * 256 + c8
+    else
+        tag, p = str_at(raw, p)
+        if not tag then return nil end
+        key, p = str_at(raw, p)
+        if not key then return nil end
+        headers, p = headers_at(raw, p)
+        if headers == false then return nil end
+        created, p = uint_at(raw, p)
+        if not created then return nil end
+    end
+    -- Attempt, offset, deliveries, error, consumer: attempts and deliveries below 128 and, in
+    -- ready, neither error nor consumer, for most messages.
+    local a, o, y1, y2, y3, y4, y5, y6, y7 = byte(raw, p, p + 8)
+    if a and a < 0x80 and o then
+        local offset, d, e, c, last
+        if o < 0x80 then
+            offset, d, e, c, last = o, y1, y2, y3, p + 4
+        elseif o == 0xcc then
+            if y1 and y1 >= 0x80 then offset, d, e, c, last = y1, y2, y3, y4, p + 5 end
+        elseif o == 0xcd then
+            if y2 and y1 > 0 then offset, d, e, c, last = y1 * 256 + y2, y3, y4, y5, p + 6 end
+        elseif o == 0xce then
+            if y4 and (y1 > 0 or y2 > 0) then
+                offset, d, e, c, last = ((y1 * 256 + y2) * 256 + y3) * 256 + y4, y5, y6, y7, p + 8
+            end
+        end
+        if offset and d and d < 0x80 and e == 0xa0 and c == 0xa0 and last == n then
+            return id, body, tag, key, headers, created, a, offset, d, '', ''
+        end
+    end
+    local attempt, offset, deliveries, err, consumer
+    attempt, p = uint_at(raw, p)
+    if not attempt then return nil end
+    offset, p = uint_at(raw, p)
+    if not offset then return nil end
+    deliveries, p = uint_at(raw, p)
+    if not deliveries then return nil end
+    err, p = str_at(raw, p)
+    if not err then return nil end
+    consumer, p = str_at(raw, p)
+    if not consumer or p ~= n + 1 then return nil end
+    return id, body, tag, key, headers, created, attempt, offset, deliveries, err, consumer
+end
+
+-- A record's bytes, as cmsgpack.pack writes them (see str_header).
+local function headers_bytes(headers)
+    if headers == nil then
+        return '\144'
+    end
+    local n = #headers
+    local parts = { n < 16 and char(0x90 + n) or ('\220' .. char((n - n % 256) / 256, n % 256)) }
+    for i = 1, n do
+        local h = headers[i]
+        parts[#parts + 1] = FIXSTR[#h] or str_header(#h)
+        parts[#parts + 1] = h
+    end
+    return table.concat(parts)
+end
+
+local function record_bytes(id, body, tag, key, headers, created, attempt, offset, deliveries, err, consumer)
+    return '\155' .. (FIXSTR[#id] or str_header(#id)) .. id .. (FIXSTR[#body] or str_header(#body)) .. body ..
+        (FIXSTR[#tag] or str_header(#tag)) .. tag .. (FIXSTR[#key] or str_header(#key)) .. key ..
+        headers_bytes(headers) .. created_bytes(created) .. (FIXINT[attempt] or uint_bytes(attempt)) ..
+        (FIXINT[offset] or uint_bytes(offset)) .. (FIXINT[deliveries] or uint_bytes(deliveries)) ..
+        (FIXSTR[#err] or str_header(#err)) .. err .. (FIXSTR[#consumer] or str_header(#consumer)) .. consumer
 end
 
 -- The producer's id of an encoded record, read without decoding it: '' when the server made
@@ -667,16 +874,20 @@ end
 
 -- Appends an event to the message log when the queue's log is on: offset event id time, then
 -- `extra`, the event's own fields as a flat list of names and values (docs/commands.md, LOG).
-local function log_event(k, s, now, event, rec, extra)
+local function log_entry(k, s, now, event, offset, id, extra)
     if s['log'] ~= 1 then
         return
     end
     local fields = { 'XADD', k.log, 'MAXLEN', dec(s['log-maxlen']), '*',
-        'offset', dec(rec[OFFSET]), 'event', event, 'id', message_id(rec), 'time', dec(now) }
+        'offset', dec(offset), 'event', event, 'id', id, 'time', dec(now) }
     for _, v in ipairs(extra or {}) do
         fields[#fields + 1] = v
     end
     call(unpack(fields))
+end
+
+local function log_event(k, s, now, event, rec, extra)
+    log_entry(k, s, now, event, rec[OFFSET], message_id(rec), extra)
 end
 
 -- A push event: the message itself, and `due` when it is delayed.
@@ -1012,15 +1223,7 @@ function commands.push(q, args)
     end
 
     local offset = next_offset(k)
-    local rec, bytes
-    if headers or log then
-        rec = { id or '', body, tag or '', key or '', headers or {}, now, 0, offset, 0, '', '' }
-    end
-    if headers then
-        bytes = encode(rec)
-    else
-        bytes = encode_new(id or '', body, tag or '', key or '', now, offset)
-    end
+    local bytes = record_bytes(id or '', body, tag or '', key or '', headers, now, 0, offset, 0, '', '')
     local due = (delay ~= nil and now + delay) or at
     if due ~= nil and due > now then
         call('ZADD', k.dly, dec(due), bytes)
@@ -1032,7 +1235,7 @@ function commands.push(q, args)
         call('ZADD', k.dup, dec_now(now), id)
     end
     if log then
-        log_push(k, s, now, rec, due)
+        log_push(k, s, now, { id or '', body, tag or '', key or '', headers or {}, now, 0, offset, 0, '', '' }, due)
     end
     return id or made_id(now, offset)
 end
@@ -1040,7 +1243,8 @@ end
 -- RMQ.FETCH q [COUNT n] [LOCK ms] [BLOCK ms] [CONSUMER name]
 -- Keys: dly msg bak inf fai st cfg log. Reply: array of message maps
 -- (id body receipt attempt tag key headers created offset deadline), or null.
-function commands.fetch(q, args)
+-- FETCH's options: COUNT (default 1), LOCK (nil: the queue's lock-ms), CONSUMER (default '').
+local function fetch_options(args)
     local o = walk(args)
     local count, lock, block, consumer
     while true do
@@ -1065,54 +1269,135 @@ function commands.fetch(q, args)
             fail_syntax(raw)
         end
     end
+    return count or 1, lock, consumer or ''
+end
+
+-- The headers of a message that has none (FETCH's replies share it).
+local NO_HEADERS = { map = {} }
+
+-- The next delivery of the record raw, with nothing written yet: the record to store (attempt
+-- and deliveries one more, the consumer set; every other byte as it was) and the reply's map.
+-- nil when raw is not a record.
+local function next_delivery(raw, consumer, deadline, us)
+    local id, body, tag, key, headers, created, attempt, offset, deliveries, err = read_in_place(raw)
+    local bytes
+    if id then
+        attempt, deliveries = attempt + 1, deliveries + 1
+        bytes = record_bytes(id, body, tag, key, headers, created, attempt, offset, deliveries, err, consumer)
+    else
+        local ok, rec = pcall(decode, raw)
+        if not ok then
+            return nil
+        end
+        rec[ATTEMPT] = rec[ATTEMPT] + 1
+        rec[DELIVERIES] = rec[DELIVERIES] + 1
+        rec[CONSUMER] = consumer
+        bytes = encode(rec)
+        id, body, tag, key, headers = rec[ID], rec[BODY], rec[TAG], rec[KEY], rec[HEADERS]
+        created, attempt, offset, deliveries = rec[CREATED], rec[ATTEMPT], rec[OFFSET], rec[DELIVERIES]
+        if #headers == 0 then
+            headers = nil
+        end
+    end
+    local offset_text = dec(offset)
+    if id == '' then
+        id = dec_created(created) .. '-' .. offset_text
+    end
+    return bytes, {
+        id = id, body = body, attempt = attempt, tag = tag, key = key,
+        headers = headers and headers_map(headers) or NO_HEADERS, created = created, offset = offset,
+        receipt = receipt_of(offset_text, deliveries, us), deadline = deadline,
+    }
+end
+
+-- Writes one delivery: in flight under its receipt until the deadline (and logged).
+local function hand_out(k, s, now, bytes, m, consumer, deadline_text)
+    call('HSET', k.inf, m.receipt, bytes)
+    call('ZADD', k.bak, deadline_text, m.receipt)
+    if s['log'] == 1 then
+        log_entry(k, s, now, 'fetch', m.offset, m.id,
+            { 'consumer', consumer, 'attempt', dec(m.attempt), 'deadline', deadline_text })
+    end
+end
+
+function commands.fetch(q, args)
+    local count, lock, consumer = 1, nil, ''
+    if args[1] ~= nil then
+        count, lock, consumer = fetch_options(args)
+    end
 
     local k = keys_of(q)
-    local s = settings(k)
+    -- One call says whether the queue has settings (1) and delayed messages (2): EXISTS
+    -- counts a key once for each time it is named.
+    local present = call('EXISTS', k.cfg, k.dly, k.dly)
+    local s = settings_if(k, present % 2 == 1)
     if s['paused'] == 1 then
         return false
     end
     local now, us = clock()
-    promote(k, s, now, BATCH)
+    if present >= 2 then
+        promote(k, s, now, BATCH)
+    end
     reclaim(k, s, now, BATCH)
 
-    count = count or 1
     if s['ordered'] == 1 then
         if call('ZCARD', k.bak) > 0 or hold_of(k) ~= nil then
             return false
         end
         count = 1
     end
-    need(k, 'inf', 'err') -- written after the first LPOP
     if s['log'] == 1 then
-        need(k, 'log')
+        need_key(k, 'log')
     end
     local deadline = now + (lock or s['lock-ms'])
+    local deadline_text = dec_deadline(deadline)
     local out = {}
     local quarantined = 0
-    -- Undecodable records go to errors and do not count against COUNT.
+    -- The records are read before anything is written. The first write is HSET inf:{q}, which
+    -- Redis refuses on a key of another type; msg:{q} and bak:{q} were read already. A record
+    -- that does not decode goes to errors (it does not count against COUNT): err:{q} and
+    -- inf:{q} are checked first then. Taking the records off ready comes last.
     while #out < count and quarantined <= QUARANTINE_LIMIT do
-        local popped = call('LPOP', k.msg, count - #out)
-        if not popped then
-            break
-        end
-        for _, raw in ipairs(popped) do
-            local rec = decode_or_quarantine(k, now, raw)
-            if rec then
-                rec[ATTEMPT] = rec[ATTEMPT] + 1
-                rec[DELIVERIES] = rec[DELIVERIES] + 1
-                rec[CONSUMER] = consumer or ''
-                local receipt = receipt_of(rec, us)
-                call('ZADD', k.bak, dec(deadline), receipt)
-                call('HSET', k.inf, receipt, encode(rec))
-                log_event(k, s, now, 'fetch', rec, { 'consumer', rec[CONSUMER], 'attempt', dec(rec[ATTEMPT]),
-                    'deadline', dec(deadline) })
-                local m = message_fields(rec)
-                m.receipt = receipt
-                m.deadline = deadline
+        local want = count - #out
+        if want == 1 then
+            local raw = call('LINDEX', k.msg, '0')
+            if not raw then
+                break
+            end
+            local bytes, m = next_delivery(raw, consumer, deadline, us)
+            if bytes then
+                hand_out(k, s, now, bytes, m, consumer, deadline_text)
                 out[#out + 1] = { map = m }
             else
+                need_key(k, 'err')
+                quarantine(k, now, raw)
                 quarantined = quarantined + 1
             end
+            call('LPOP', k.msg)
+        else
+            local raws = call('LRANGE', k.msg, '0', SMALL_TEXT[want - 1] or dec(want - 1))
+            local n = #raws
+            if n == 0 then
+                break
+            end
+            local records, maps, bad = {}, {}, false
+            for i = 1, n do
+                records[i], maps[i] = next_delivery(raws[i], consumer, deadline, us)
+                bad = bad or not records[i]
+            end
+            if bad then
+                need(k, 'err', 'inf')
+            end
+            for i = 1, n do
+                if records[i] then
+                    hand_out(k, s, now, records[i], maps[i], consumer, deadline_text)
+                    out[#out + 1] = { map = maps[i] }
+                else
+                    quarantine(k, now, raws[i])
+                    quarantined = quarantined + 1
+                end
+            end
+            call('LPOP', k.msg, SMALL_TEXT[n] or dec(n))
         end
     end
     if #out == 0 then
@@ -1929,7 +2214,7 @@ end
 -- (no string, no math), so tables built with them wait until then.
 local ready = false
 local function setup()
-    char = string.char
+    char, byte, sub, format, random = string.char, string.byte, string.sub, string.format, math.random
     for i = 0, SMALL_MAX do
         local text = string.format('%d', i)
         SMALL_NUMBER[text] = i
