@@ -598,10 +598,15 @@ end
 -- so a restarted or promoted server does not repeat the nonces of another history.
 -- offset_text: the offset in decimal (the caller has it for the id too).
 local random, format -- math.random, string.format, set by setup()
+local HEX = {} -- HEX[b]: the byte b in two hex digits, filled by setup()
 local function receipt_of(offset_text, deliveries, us)
     local a = (random(0, 0xffffff) + us) % 0x1000000
-    return offset_text .. '-' .. (SMALL_TEXT[deliveries] or dec(deliveries)) .. '-' ..
-        format('%06x%06x', a, random(0, 0xffffff))
+    local b = random(0, 0xffffff)
+    local a3, b3 = a % 256, b % 256
+    a, b = (a - a3) / 256, (b - b3) / 256
+    local a2, b2 = a % 256, b % 256
+    return offset_text .. '-' .. (SMALL_TEXT[deliveries] or dec(deliveries)) .. '-' .. HEX[(a - a2) / 256] ..
+        HEX[a2] .. HEX[a3] .. HEX[(b - b2) / 256] .. HEX[b2] .. HEX[b3]
 end
 
 -- Reading a record in place (FETCH): the canonical MessagePack forms that cmsgpack.pack writes
@@ -700,9 +705,10 @@ local function headers_at(raw, p)
 end
 
 -- The fields of a record in canonical form, read where they lie: id body tag key headers (nil
--- when none) created attempt offset deliveries error consumer; nil for any other form. Several
--- bytes are read per call (a call costs more than the bytes): first the shape most messages
--- have, then, when it does not fit, one field at a time.
+-- when none) created attempt offset deliveries error consumer, and where attempt, offset and
+-- deliveries begin; nil for any other form. Several bytes are read per call (a call costs more
+-- than the bytes): first the shape most messages have, then, when it does not fit, one field
+-- at a time.
 local function read_in_place(raw)
     local n = #raw
     local h, x1, x2, x3, x4 = byte(raw, 1, 5)
@@ -757,41 +763,41 @@ local function read_in_place(raw)
     -- ready, neither error nor consumer, for most messages.
     local a, o, y1, y2, y3, y4, y5, y6, y7 = byte(raw, p, p + 8)
     if a and a < 0x80 and o then
-        local offset, d, e, c, last
+        local offset, d, e, c, dat
         if o < 0x80 then
-            offset, d, e, c, last = o, y1, y2, y3, p + 4
+            offset, d, e, c, dat = o, y1, y2, y3, p + 2
         elseif o == 0xcc then
-            if y1 and y1 >= 0x80 then offset, d, e, c, last = y1, y2, y3, y4, p + 5 end
+            if y1 and y1 >= 0x80 then offset, d, e, c, dat = y1, y2, y3, y4, p + 3 end
         elseif o == 0xcd then
-            if y2 and y1 > 0 then offset, d, e, c, last = y1 * 256 + y2, y3, y4, y5, p + 6 end
+            if y2 and y1 > 0 then offset, d, e, c, dat = y1 * 256 + y2, y3, y4, y5, p + 4 end
         elseif o == 0xce then
             if y4 and (y1 > 0 or y2 > 0) then
-                offset, d, e, c, last = ((y1 * 256 + y2) * 256 + y3) * 256 + y4, y5, y6, y7, p + 8
+                offset, d, e, c, dat = ((y1 * 256 + y2) * 256 + y3) * 256 + y4, y5, y6, y7, p + 6
             end
         end
-        if offset and d and d < 0x80 and e == 0xa0 and c == 0xa0 and last == n then
-            return id, body, tag, key, headers, created, a, offset, d, '', ''
+        if offset and d and d < 0x80 and e == 0xa0 and c == 0xa0 and dat + 2 == n then
+            return id, body, tag, key, headers, created, a, offset, d, '', '', p, p + 1, dat
         end
     end
     local attempt, offset, deliveries, err, consumer
+    local at = p
     attempt, p = uint_at(raw, p)
     if not attempt then return nil end
+    local oat = p
     offset, p = uint_at(raw, p)
     if not offset then return nil end
+    local dat = p
     deliveries, p = uint_at(raw, p)
     if not deliveries then return nil end
     err, p = str_at(raw, p)
     if not err then return nil end
     consumer, p = str_at(raw, p)
     if not consumer or p ~= n + 1 then return nil end
-    return id, body, tag, key, headers, created, attempt, offset, deliveries, err, consumer
+    return id, body, tag, key, headers, created, attempt, offset, deliveries, err, consumer, at, oat, dat
 end
 
--- A record's bytes, as cmsgpack.pack writes them (see str_header).
+-- A record's bytes, as cmsgpack.pack writes them (see str_header); headers: nil for none.
 local function headers_bytes(headers)
-    if headers == nil then
-        return '\144'
-    end
     local n = #headers
     local parts = { n < 16 and char(0x90 + n) or ('\220' .. char((n - n % 256) / 256, n % 256)) }
     for i = 1, n do
@@ -805,7 +811,7 @@ end
 local function record_bytes(id, body, tag, key, headers, created, attempt, offset, deliveries, err, consumer)
     return '\155' .. (FIXSTR[#id] or str_header(#id)) .. id .. (FIXSTR[#body] or str_header(#body)) .. body ..
         (FIXSTR[#tag] or str_header(#tag)) .. tag .. (FIXSTR[#key] or str_header(#key)) .. key ..
-        headers_bytes(headers) .. created_bytes(created) .. (FIXINT[attempt] or uint_bytes(attempt)) ..
+        (headers and headers_bytes(headers) or '\144') .. created_bytes(created) .. (FIXINT[attempt] or uint_bytes(attempt)) ..
         (FIXINT[offset] or uint_bytes(offset)) .. (FIXINT[deliveries] or uint_bytes(deliveries)) ..
         (FIXSTR[#err] or str_header(#err)) .. err .. (FIXSTR[#consumer] or str_header(#consumer)) .. consumer
 end
@@ -857,19 +863,17 @@ end
 -- Adds to a counter. A counter someone overwrote with something not a number starts again
 -- from `by`: counters are statistics, and the move they count is already made.
 local function bump(k, name, by)
-    local r = redis.pcall('HINCRBY', k.st, name, by or 1)
+    local text = by and dec(by) or '1'
+    local r = redis.pcall('HINCRBY', k.st, name, text)
     if type(r) == 'table' and r.err then
-        call('HSET', k.st, name, dec(by or 1))
+        call('HSET', k.st, name, text)
     end
 end
 
--- The next offset of the queue.
+-- The next offset of the queue. A counter that is not a number (set by hand) is Redis's
+-- error, given as it is: no offset is given twice.
 local function next_offset(k)
-    local r = redis.pcall('HINCRBY', k.st, 'offset', 1)
-    if type(r) == 'table' and r.err then
-        error({ rmq = r.err }, 0)
-    end
-    return r
+    return call('HINCRBY', k.st, 'offset', '1')
 end
 
 -- Appends an event to the message log when the queue's log is on: offset event id time, then
@@ -976,6 +980,10 @@ end
 -- Due delayed messages to ready (at most `limit`), in due order. A retry (attempt > 0) is
 -- a delivered message coming back (the front in an ordered queue); a DELAY push is new.
 local function promote(k, s, now, limit)
+    -- Most calls find nothing due: a count (an integer reply) says so for less than a range.
+    if call('ZCOUNT', k.dly, '-inf', dec_now(now)) == 0 then
+        return 0
+    end
     local due = call('ZRANGEBYSCORE', k.dly, '-inf', dec_now(now), 'LIMIT', '0', dec_limit(limit))
     if #due == 0 then
         return 0
@@ -1004,6 +1012,10 @@ end
 -- when their attempts are used up: at most `limit`, or all of them (nil), a page at a time.
 -- Returns how many were taken.
 local function reclaim(k, s, now, limit)
+    -- As in promote: most calls find nothing expired.
+    if call('ZCOUNT', k.bak, '-inf', dec_now(now)) == 0 then
+        return 0
+    end
     local taken = 0
     while true do
         local page = math.min(limit or BATCH, BATCH)
@@ -1190,12 +1202,24 @@ function commands.push(q, args)
     end
 
     local k = keys_of(q)
-    local s = settings(k)
-    local now = clock()
+    local s, now, later
+    if delay == nil and at == nil then
+        -- One call says whether the queue has settings (1) and a ready list (2), whose type
+        -- is then checked: a missing key has none to check.
+        local present = call('EXISTS', k.cfg, k.msg, k.msg)
+        s = settings_if(k, present % 2 == 1)
+        now = clock()
+        if present >= 2 then
+            need_key(k, 'msg')
+        end
+    else
+        s = settings(k)
+        now = clock()
+        later = (delay ~= nil and delay > 0) or (at ~= nil and at > now)
+        need_key(k, later and 'dly' or 'msg')
+    end
     local window = s['dedup-window-ms']
     local dedup = id ~= nil and window > 0
-    local later = (delay ~= nil and delay > 0) or (at ~= nil and at > now)
-    need_key(k, later and 'dly' or 'msg')
     if dedup then
         need_key(k, 'st') -- written after the dedup window's trim
     end
@@ -1276,14 +1300,22 @@ end
 local NO_HEADERS = { map = {} }
 
 -- The next delivery of the record raw, with nothing written yet: the record to store (attempt
--- and deliveries one more, the consumer set; every other byte as it was) and the reply's map.
--- nil when raw is not a record.
-local function next_delivery(raw, consumer, deadline, us)
-    local id, body, tag, key, headers, created, attempt, offset, deliveries, err = read_in_place(raw)
+-- and deliveries one more, the consumer set; every other byte as it was) and the reply's map
+-- (the table m when given, filled). nil when raw is not a record.
+local function next_delivery(raw, consumer, deadline, us, m)
+    local id, body, tag, key, headers, created, attempt, offset, deliveries, err, _, _, oat, dat = read_in_place(raw)
     local bytes
     if id then
+        -- Written again from the values (the same bytes, canonical as they were), the offset
+        -- copied: no long string is made on the way (Lua interns every string, and a long
+        -- one costs a search among the records of the same length).
         attempt, deliveries = attempt + 1, deliveries + 1
-        bytes = record_bytes(id, body, tag, key, headers, created, attempt, offset, deliveries, err, consumer)
+        bytes = '\155' .. (FIXSTR[#id] or str_header(#id)) .. id .. (FIXSTR[#body] or str_header(#body)) .. body ..
+            (FIXSTR[#tag] or str_header(#tag)) .. tag .. (FIXSTR[#key] or str_header(#key)) .. key ..
+            (headers and headers_bytes(headers) or '\144') .. created_bytes(created) ..
+            (FIXINT[attempt] or uint_bytes(attempt)) .. (FIXINT[offset] or sub(raw, oat, dat - 1)) ..
+            (FIXINT[deliveries] or uint_bytes(deliveries)) .. (FIXSTR[#err] or str_header(#err)) .. err ..
+            (FIXSTR[#consumer] or str_header(#consumer)) .. consumer
     else
         local ok, rec = pcall(decode, raw)
         if not ok then
@@ -1303,12 +1335,24 @@ local function next_delivery(raw, consumer, deadline, us)
     if id == '' then
         id = dec_created(created) .. '-' .. offset_text
     end
+    local receipt = receipt_of(offset_text, deliveries, us)
+    local hmap = headers and headers_map(headers) or NO_HEADERS
+    if m then
+        m.id, m.body, m.attempt, m.tag, m.key, m.headers = id, body, attempt, tag, key, hmap
+        m.created, m.offset, m.receipt, m.deadline = created, offset, receipt, deadline
+        return bytes, m
+    end
     return bytes, {
-        id = id, body = body, attempt = attempt, tag = tag, key = key,
-        headers = headers and headers_map(headers) or NO_HEADERS, created = created, offset = offset,
-        receipt = receipt_of(offset_text, deliveries, us), deadline = deadline,
+        id = id, body = body, attempt = attempt, tag = tag, key = key, headers = hmap, created = created,
+        offset = offset, receipt = receipt, deadline = deadline,
     }
 end
+
+-- The reply of a FETCH of one message, kept from call to call: Redis writes a function's reply
+-- out before it runs the next command, so the tables can be filled again then (less garbage
+-- on the hot path).
+local ONE_MAP = {}
+local ONE_REPLY = { { map = ONE_MAP } }
 
 -- Writes one delivery: in flight under its receipt until the deadline (and logged).
 local function hand_out(k, s, now, bytes, m, consumer, deadline_text)
@@ -1322,8 +1366,15 @@ end
 
 function commands.fetch(q, args)
     local count, lock, consumer = 1, nil, ''
-    if args[1] ~= nil then
-        count, lock, consumer = fetch_options(args)
+    local first = args[1]
+    if first ~= nil then
+        -- The usual options, COUNT n alone, are read without walking them.
+        local n = args[3] == nil and (first == 'COUNT' or first == 'count') and SMALL_NUMBER[args[2]]
+        if n and n >= 1 and n <= max_fetch_count() then
+            count = n
+        else
+            count, lock, consumer = fetch_options(args)
+        end
     end
 
     local k = keys_of(q)
@@ -1351,54 +1402,56 @@ function commands.fetch(q, args)
     end
     local deadline = now + (lock or s['lock-ms'])
     local deadline_text = dec_deadline(deadline)
-    local out = {}
     local quarantined = 0
     -- The records are read before anything is written. The first write is HSET inf:{q}, which
     -- Redis refuses on a key of another type; msg:{q} and bak:{q} were read already. A record
     -- that does not decode goes to errors (it does not count against COUNT): err:{q} and
     -- inf:{q} are checked first then. Taking the records off ready comes last.
-    while #out < count and quarantined <= QUARANTINE_LIMIT do
-        local want = count - #out
-        if want == 1 then
+    if count == 1 then
+        while quarantined <= QUARANTINE_LIMIT do
             local raw = call('LINDEX', k.msg, '0')
             if not raw then
-                break
+                return false
             end
-            local bytes, m = next_delivery(raw, consumer, deadline, us)
+            local bytes, m = next_delivery(raw, consumer, deadline, us, ONE_MAP)
             if bytes then
                 hand_out(k, s, now, bytes, m, consumer, deadline_text)
-                out[#out + 1] = { map = m }
+                call('LPOP', k.msg)
+                return ONE_REPLY
+            end
+            need_key(k, 'err')
+            quarantine(k, now, raw)
+            quarantined = quarantined + 1
+            call('LPOP', k.msg)
+        end
+        return false
+    end
+    local out = {}
+    while #out < count and quarantined <= QUARANTINE_LIMIT do
+        local want = count - #out
+        local raws = call('LRANGE', k.msg, '0', SMALL_TEXT[want - 1] or dec(want - 1))
+        local n = #raws
+        if n == 0 then
+            break
+        end
+        local records, maps, bad = {}, {}, false
+        for i = 1, n do
+            records[i], maps[i] = next_delivery(raws[i], consumer, deadline, us)
+            bad = bad or not records[i]
+        end
+        if bad then
+            need(k, 'err', 'inf')
+        end
+        for i = 1, n do
+            if records[i] then
+                hand_out(k, s, now, records[i], maps[i], consumer, deadline_text)
+                out[#out + 1] = { map = maps[i] }
             else
-                need_key(k, 'err')
-                quarantine(k, now, raw)
+                quarantine(k, now, raws[i])
                 quarantined = quarantined + 1
             end
-            call('LPOP', k.msg)
-        else
-            local raws = call('LRANGE', k.msg, '0', SMALL_TEXT[want - 1] or dec(want - 1))
-            local n = #raws
-            if n == 0 then
-                break
-            end
-            local records, maps, bad = {}, {}, false
-            for i = 1, n do
-                records[i], maps[i] = next_delivery(raws[i], consumer, deadline, us)
-                bad = bad or not records[i]
-            end
-            if bad then
-                need(k, 'err', 'inf')
-            end
-            for i = 1, n do
-                if records[i] then
-                    hand_out(k, s, now, records[i], maps[i], consumer, deadline_text)
-                    out[#out + 1] = { map = maps[i] }
-                else
-                    quarantine(k, now, raws[i])
-                    quarantined = quarantined + 1
-                end
-            end
-            call('LPOP', k.msg, SMALL_TEXT[n] or dec(n))
         end
+        call('LPOP', k.msg, SMALL_TEXT[n] or dec(n))
     end
     if #out == 0 then
         return false
@@ -1413,7 +1466,7 @@ function commands.ack(q, args)
         fail_arity('ack')
     end
     local k = keys_of(q)
-    local s = settings(k)
+    local s = settings_if(k, call('EXISTS', k.cfg) == 1)
     local n = 0
     if s['log'] ~= 1 then
         -- The hot path: the record is never read, and no time is needed.
@@ -2225,6 +2278,9 @@ local function setup()
     end
     for i = 0, 127 do
         FIXINT[i] = char(i)
+    end
+    for i = 0, 255 do
+        HEX[i] = format('%02x', i)
     end
     ready = true
 end
