@@ -744,7 +744,7 @@ local function read_in_place(raw)
     end
     -- Tag, key, headers, created: most messages have no tag, key or headers.
     local tag, key, headers, created
-    local t, k, hs, c0, c1, c2, c3, c4, c5, c6, c7, c8 = byte(raw, p, p + 11)
+    local t, k, hs, c0, c1, c2, c3, c4, c5, c6, c7, c8, a, o, y1, y2, y3, y4, y5, y6, y7 = byte(raw, p, p + 20)
     if t == 0xa0 and k == 0xa0 and hs == 0x90 and c0 == 0xcf and c8 then
         if c1 ~= 0 or c2 >= 32 or (c2 == 0 and c3 == 0 and c4 == 0) then return nil end
         tag, key, p = '', '', p + 12
@@ -758,10 +758,10 @@ local function read_in_place(raw)
         if headers == false then return nil end
         created, p = uint_at(raw, p)
         if not created then return nil end
+        a, o, y1, y2, y3, y4, y5, y6, y7 = byte(raw, p, p + 8)
     end
-    -- Attempt, offset, deliveries, error, consumer: attempts and deliveries below 128 and, in
-    -- ready, neither error nor consumer, for most messages.
-    local a, o, y1, y2, y3, y4, y5, y6, y7 = byte(raw, p, p + 8)
+    -- Attempt, offset, deliveries, error, consumer (a o y1…): attempts and deliveries below
+    -- 128 and, in ready, neither error nor consumer, for most messages.
     if a and a < 0x80 and o then
         local offset, d, e, c, dat
         if o < 0x80 then
@@ -1210,7 +1210,7 @@ function commands.push(q, args)
         s = settings_if(k, present % 2 == 1)
         now = clock()
         if present >= 2 then
-            need_key(k, 'msg')
+            call(TYPE_PROBE.msg, k.msg) -- need_key(k, 'msg')
         end
     else
         s = settings(k)
@@ -1247,7 +1247,14 @@ function commands.push(q, args)
     end
 
     local offset = next_offset(k)
-    local bytes = record_bytes(id or '', body, tag or '', key or '', headers, now, 0, offset, 0, '', '')
+    local bytes
+    if id or tag or key or headers then
+        bytes = record_bytes(id or '', body, tag or '', key or '', headers, now, 0, offset, 0, '', '')
+    else
+        -- The usual message, a body alone: record_bytes with the empty fields written out.
+        bytes = '\155\160' .. (FIXSTR[#body] or str_header(#body)) .. body .. '\160\160\144' .. created_bytes(now) ..
+            '\0' .. (FIXINT[offset] or uint_bytes(offset)) .. '\0\160\160'
+    end
     local due = (delay ~= nil and now + delay) or at
     if due ~= nil and due > now then
         call('ZADD', k.dly, dec(due), bytes)
