@@ -160,18 +160,22 @@ end
 local KEY_TYPES = { msg = 'list', dly = 'zset', bak = 'zset', inf = 'hash', fai = 'list', err = 'list',
     cfg = 'hash', st = 'hash', dup = 'zset', log = 'stream' }
 
--- A command that reads the size of each key of a queue: Redis refuses it with WRONGTYPE on a
--- key of another type and answers 0 for a missing key, so it checks a type for less than
--- TYPE costs (an integer reply). The log keeps TYPE (its checks are off the hot paths).
-local TYPE_PROBE = { msg = 'LLEN', dly = 'ZCARD', bak = 'ZCARD', inf = 'HLEN', fai = 'LLEN', err = 'LLEN',
-    cfg = 'HLEN', st = 'HLEN', dup = 'ZCARD' }
+-- A read of each key of a queue that Redis refuses with WRONGTYPE on a key of another type and
+-- answers for a missing one: it checks a type for less than TYPE costs (no status table to
+-- make). Lists and sorted sets give their length; hashes the field '' (never one of rmq's), as
+-- HGET is among the reads the module's Lua core knows. The log keeps TYPE (off the hot paths).
+local TYPE_PROBE = { msg = 'LLEN', dly = 'ZCARD', bak = 'ZCARD', inf = 'HGET', fai = 'LLEN', err = 'LLEN',
+    cfg = 'HGET', st = 'HGET', dup = 'ZCARD' }
 
 -- Refuses with WRONGTYPE, before anything is written, when one of the named keys of the queue
 -- exists with another type (someone wrote it by hand). Redis's Lua cannot undo a write, so a
 -- command checks the keys it is about to write after its first write.
 local function need_key(k, name)
     local probe = TYPE_PROBE[name]
-    if probe then
+    if probe == 'HGET' then
+        call(probe, k[name], '')
+        return
+    elseif probe then
         call(probe, k[name])
         return
     end
