@@ -9,7 +9,8 @@
 #   bench/profile-lua.sh [N] [BODY_BYTES] [OUT_DIR]   (defaults: 5000 messages, 16-byte bodies)
 #
 # OUT_DIR keeps the callgrind files (callgrind_annotate OUT_DIR/cg.out.<k> shows one phase).
-# REDIS_SERVER picks another redis-server binary (one built with symbols shows more).
+# REDIS_SERVER picks another redis-server binary (one built with symbols shows more); RMQ_LUA
+# another library file (e.g. an older lua/rmq.lua, to compare).
 # Needs valgrind (apt-get install valgrind) and python3.
 set -euo pipefail
 N=${1:-5000}
@@ -28,7 +29,7 @@ valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" \
   "${LOAD[@]}" > "$WORK/valgrind.log" 2>&1 &
 VG=$!
 for _ in $(seq 300); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.2; done
-redis-cli -p "$PORT" -x FUNCTION LOAD REPLACE < "$ROOT/lua/rmq.lua" > /dev/null
+redis-cli -p "$PORT" -x FUNCTION LOAD REPLACE < "${RMQ_LUA:-$ROOT/lua/rmq.lua}" > /dev/null
 
 # The scripts of bench/src/approaches.rs, read from there so that both stay the same.
 python3 - "$PORT" "$N" "$BODY_BYTES" "$VG" "$ROOT/bench/src/approaches.rs" <<'PY'
