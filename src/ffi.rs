@@ -155,6 +155,17 @@ pub fn log(ctx: Ctx, level: &CStr, msg: &str) {
     unsafe { raw::RedisModule_Log.unwrap()(ctx, level.as_ptr(), c"%s".as_ptr(), msg.as_ptr()) }
 }
 
+/// The classes of keyspace notifications the server publishes (`notify-keyspace-events`),
+/// 0 when it publishes none.
+pub fn notify_keyspace_events() -> c_int {
+    // SAFETY: no arguments; reads the server's setting.
+    let flags = unsafe { raw::RedisModule_GetNotifyKeyspaceEvents.unwrap()() };
+    if flags & (raw::REDISMODULE_NOTIFY_KEYSPACE | raw::REDISMODULE_NOTIFY_KEYEVENT) == 0 {
+        return 0;
+    }
+    flags
+}
+
 /// Sends a keyspace notification, as Redis's own commands do for the same change.
 pub fn notify(ctx: Ctx, kind: c_int, event: &CStr, key: &RStr) {
     // SAFETY: a live context and key name; Redis copies what it keeps.

@@ -6,7 +6,8 @@
 //! as one command (`LPOP key 3`, `ZADD key s1 m1 s2 m2`): replicating costs a command lookup
 //! per command, and different keys' changes commute, so only each key's own order must hold.
 //! Each replicated command is also announced as the keyspace notification Redis's own command
-//! would send (`rpush`, `zadd`, `hdel`, … and `del` for a key the change emptied).
+//! would send (`rpush`, `zadd`, `hdel`, … and `del` for a key the change emptied), for the
+//! classes `notify-keyspace-events` turns on.
 //!
 //! The module signals modified keys itself (REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED):
 //! exactly the keys a command changed count as modified for WATCH and client-side caching, so
@@ -159,7 +160,8 @@ impl<'q> RedisStore<'q> {
         if effects.is_empty() {
             return;
         }
-        // Which keys the changes emptied (Redis deleted them): checked before the keys close.
+        // Which keys the changes emptied (Redis deleted them), and whether a key of the queue is
+        // known to be left: checked before the keys close.
         let mut emptied = [false; KEYS];
         for e in &effects {
             if event_of(e.command).2 {
@@ -167,6 +169,7 @@ impl<'q> RedisStore<'q> {
                     self.keys[slot(e.key)].as_ref().is_some_and(|k| k.key_type() == raw::REDISMODULE_KEYTYPE_EMPTY as c_int);
             }
         }
+        let some_key_left = self.keys.iter().flatten().any(|k| k.key_type() != raw::REDISMODULE_KEYTYPE_EMPTY as c_int);
         for k in self.keys.iter_mut() {
             k.take();
         }
@@ -195,19 +198,32 @@ impl<'q> RedisStore<'q> {
                 raw::RedisModule_Replicate.unwrap()(self.ctx, e.command.as_ptr(), c"v".as_ptr(), argv.as_mut_ptr(), argv.len());
             }
         }
+        // Keyspace notifications, for the classes `notify-keyspace-events` turns on (a
+        // notification costs a module context per subscriber: none is sent when nobody could
+        // see it).
+        let listening = ffi::notify_keyspace_events();
         ANNOUNCING.with(|a| a.set(true));
         for e in &effects {
             let (event, class, _, _) = event_of(e.command);
-            self.name(e.key);
-            ffi::notify(self.ctx, class, event, self.names[slot(e.key)].as_ref().unwrap());
+            if listening & class != 0 {
+                self.name(e.key);
+                ffi::notify(self.ctx, class, event, self.names[slot(e.key)].as_ref().unwrap());
+            }
         }
         for k in Key::ALL {
-            if emptied[slot(k)] {
+            if emptied[slot(k)] && listening & raw::REDISMODULE_NOTIFY_GENERIC != 0 {
                 self.name(k);
                 ffi::notify(self.ctx, raw::REDISMODULE_NOTIFY_GENERIC, c"del", self.names[slot(k)].as_ref().unwrap());
             }
         }
         ANNOUNCING.with(|a| a.set(false));
+        // The module's own view of its queues, told directly.
+        let db = ffi::selected_db(self.ctx);
+        if emptied.iter().any(|e| *e) && !some_key_left {
+            crate::registry::deleted(self.ctx, db, self.queue);
+        } else {
+            crate::registry::note(db, self.queue);
+        }
     }
 
     pub fn name(&mut self, k: Key) -> *mut raw::RedisModuleString {

@@ -4,8 +4,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::module_calls::within;
 use common::values::*;
 use common::{free_port, Server, ServerOptions};
 use redis::{Connection, Value};
@@ -28,14 +29,6 @@ fn node() -> Server {
 
 fn id_of(c: &mut Connection) -> String {
     redis::cmd("CLUSTER").arg("MYID").query(c).unwrap()
-}
-
-fn within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < end, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn slot(c: &mut Connection, q: &str) -> i64 {

@@ -11,6 +11,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use common::module_calls::*;
 use common::stall::PingMeter;
 use common::values::*;
 use common::{Server, ServerOptions};
@@ -20,36 +21,6 @@ const STALL_LIMIT: Duration = Duration::from_millis(50);
 
 fn module() -> Server {
     Server::start(ServerOptions::module())
-}
-
-fn rmq(c: &mut Connection, cmd: &str, q: &str, args: &[&str]) -> redis::RedisResult<Value> {
-    let mut x = redis::cmd(cmd);
-    x.arg(q);
-    for a in args {
-        x.arg(*a);
-    }
-    x.query(c)
-}
-
-fn ok(c: &mut Connection, cmd: &str, q: &str, args: &[&str]) -> Value {
-    rmq(c, cmd, q, args).unwrap_or_else(|e| panic!("{cmd} {q} {args:?}: {e}"))
-}
-
-fn err(c: &mut Connection, cmd: &str, q: &str, args: &[&str]) -> String {
-    match rmq(c, cmd, q, args) {
-        Err(e) => error_line(&e),
-        Ok(v) => panic!("{cmd} {q} {args:?} should fail, got {v:?}"),
-    }
-}
-
-fn stats(c: &mut Connection, q: &str) -> BTreeMap<String, i64> {
-    map(&ok(c, "RMQ.STATS", q, &[])).into_iter().map(|(k, v)| (k, int(&v))).collect()
-}
-
-fn fetch_one(c: &mut Connection, q: &str, args: &[&str]) -> BTreeMap<String, Value> {
-    let got = messages(&ok(c, "RMQ.FETCH", q, args));
-    assert_eq!(got.len(), 1, "expected one message, got {got:?}");
-    got.into_iter().next().unwrap()
 }
 
 /// `INFO rmq` as numbers, without the `rmq_` prefix.
@@ -84,15 +55,6 @@ fn pipelined(c: &mut Connection, n: usize, mut each: impl FnMut(&mut redis::Pipe
             pipe.ignore();
         }
         let _: () = pipe.query(c).unwrap();
-    }
-}
-
-/// Waits for `f`, at most `limit`.
-fn within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < end, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

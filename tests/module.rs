@@ -6,42 +6,13 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use common::module_calls::*;
 use common::values::*;
 use common::{Server, ServerOptions};
 use redis::{Connection, Value};
 
 fn module() -> Server {
     Server::start(ServerOptions::module())
-}
-
-fn rmq(c: &mut Connection, cmd: &str, q: &str, args: &[&str]) -> redis::RedisResult<Value> {
-    let mut x = redis::cmd(cmd);
-    x.arg(q);
-    for a in args {
-        x.arg(*a);
-    }
-    x.query(c)
-}
-
-fn ok(c: &mut Connection, cmd: &str, q: &str, args: &[&str]) -> Value {
-    rmq(c, cmd, q, args).unwrap_or_else(|e| panic!("{cmd} {q} {args:?}: {e}"))
-}
-
-fn err(c: &mut Connection, cmd: &str, q: &str, args: &[&str]) -> String {
-    match rmq(c, cmd, q, args) {
-        Err(e) => error_line(&e),
-        Ok(v) => panic!("{cmd} {q} {args:?} should fail, got {v:?}"),
-    }
-}
-
-fn fetch_one(c: &mut Connection, q: &str, args: &[&str]) -> BTreeMap<String, Value> {
-    let got = messages(&ok(c, "RMQ.FETCH", q, args));
-    assert_eq!(got.len(), 1, "expected one message, got {got:?}");
-    got.into_iter().next().unwrap()
-}
-
-fn stats(c: &mut Connection, q: &str) -> BTreeMap<String, i64> {
-    map(&ok(c, "RMQ.STATS", q, &[])).into_iter().map(|(k, v)| (k, int(&v))).collect()
 }
 
 /// Polls `f` until it holds, for at most `limit`.

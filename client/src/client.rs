@@ -2,17 +2,18 @@
 //! commands of the module, or FCALL of the Lua library), and typed wrappers of the commands.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ErrorKind, RedisError, ServerErrorKind, Value};
+use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
 use serde::Serialize;
-use tokio::sync::Mutex;
+use tokio::sync::OnceCell;
 
+use crate::cluster::{key_slot, queue_slot, Cluster, Target, Topology};
 use crate::error::{Error, Result};
 use crate::message::{Message, Push};
+use crate::node::{Node, NodeSettings};
 
 /// The Lua edition, built into this crate.
 pub const EMBEDDED_LUA: &str = include_str!("../../lua/rmq.lua");
@@ -114,17 +115,38 @@ const ED_UNKNOWN: u8 = 0;
 const ED_MODULE: u8 = 1;
 const ED_LUA: u8 = 2;
 
-struct Inner {
-    cfg: Config,
-    redis: redis::Client,
-    slots: Vec<Mutex<Option<MultiplexedConnection>>>,
-    next: AtomicUsize,
-    edition: AtomicU8,
-    /// Connections kept for blocking FETCHes (module edition), which would hold up a shared one.
-    blocking: Mutex<Vec<MultiplexedConnection>>,
+/// The keys of a queue, in the order the Lua edition takes them when a cluster client declares
+/// them all (`FCALL rmq_x 11 q msg:{q} dly:{q} … log:{q} …`), so that Redis itself refuses
+/// (ASK, TRYAGAIN) while the queue's slot migrates.
+pub const QUEUE_KEY_PREFIXES: [&str; 10] = ["msg", "dly", "bak", "inf", "fai", "err", "cfg", "st", "dup", "log"];
+
+/// One server, or a cluster of them.
+enum Mode {
+    Single(Arc<Node>),
+    Cluster(Arc<Cluster>),
 }
 
-/// A handle on one Redis server, cheap to clone.
+struct Inner {
+    cfg: Config,
+    /// The server of the URL: the only one, or the cluster's first contact.
+    seed: Arc<Node>,
+    /// Found out at the first request.
+    mode: OnceCell<Mode>,
+    edition: AtomicU8,
+}
+
+/// Where a request goes.
+#[derive(Clone, Copy, Debug)]
+enum To<'a> {
+    /// The server holding this queue.
+    Queue(&'a str),
+    /// The server holding this key.
+    Key(&'a [u8]),
+    /// Any server (in a cluster, a master).
+    Any,
+}
+
+/// A handle on one Redis server or one Redis Cluster, cheap to clone.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -145,7 +167,9 @@ pub fn classify(e: RedisError) -> Error {
             | ServerErrorKind::TryAgain
             | ServerErrorKind::ClusterDown
             | ServerErrorKind::MasterDown
-            | ServerErrorKind::ReadOnly,
+            | ServerErrorKind::ReadOnly
+            | ServerErrorKind::Moved
+            | ServerErrorKind::Ask,
         ) => Error::Unavailable(text),
         ErrorKind::Extension => match e.code() {
             // A long script holds the server; out of memory; cannot persist; not enough
@@ -174,27 +198,33 @@ fn server_text(e: &RedisError) -> String {
     }
 }
 
+/// The first reply of a pipeline as a result.
+fn first(vals: Vec<Value>) -> Result<Value> {
+    match vals.into_iter().next() {
+        Some(v) => reply(v),
+        None => Err(Error::Protocol("no reply".into())),
+    }
+}
+
+/// One reply as a result: an error reply becomes the error.
+fn reply(v: Value) -> Result<Value> {
+    match v {
+        Value::ServerError(se) => Err(classify(RedisError::from(se))),
+        v => Ok(v),
+    }
+}
+
 impl Client {
     /// Checks the settings; connections are opened when first needed.
     pub fn new(cfg: Config) -> Result<Client> {
-        let redis = redis::Client::open(cfg.url.as_str()).map_err(|e| Error::Config(format!("bad Redis URL: {e}")))?;
-        let n = cfg.pool_size.max(1);
-        let slots = (0..n).map(|_| Mutex::new(None)).collect();
+        let settings = NodeSettings { pool_size: cfg.pool_size.max(1), connect_timeout: cfg.connect_timeout };
+        let seed = Arc::new(Node::new(&cfg.url, redact_url(&cfg.url), settings)?);
         let edition = match cfg.edition {
             EditionChoice::Auto => ED_UNKNOWN,
             EditionChoice::Module => ED_MODULE,
             EditionChoice::Lua => ED_LUA,
         };
-        Ok(Client {
-            inner: Arc::new(Inner {
-                cfg,
-                redis,
-                slots,
-                next: AtomicUsize::new(0),
-                edition: AtomicU8::new(edition),
-                blocking: Mutex::new(Vec::new()),
-            }),
-        })
+        Ok(Client { inner: Arc::new(Inner { cfg, seed, mode: OnceCell::new(), edition: AtomicU8::new(edition) }) })
     }
 
     pub fn open(url: &str) -> Result<Client> {
@@ -210,95 +240,118 @@ impl Client {
         redact_url(&self.inner.cfg.url)
     }
 
-    async fn connect(&self) -> Result<MultiplexedConnection> {
-        let cfg = AsyncConnectionConfig::new().set_connection_timeout(Some(self.inner.cfg.connect_timeout)).set_response_timeout(None);
-        let fut = self.inner.redis.get_multiplexed_async_connection_with_config(&cfg);
-        let t = self.inner.cfg.connect_timeout;
-        let err = match tokio::time::timeout(t + Duration::from_millis(100), fut).await {
-            Ok(Ok(c)) => return Ok(c),
-            Ok(Err(e)) => classify(e),
-            Err(_) => Error::Unavailable(format!("no answer within {} ms", t.as_millis())),
-        };
-        // Name the server: a wrong address or a TLS mismatch must not look like an outage
-        // of some other server.
-        Err(match err {
-            Error::Unavailable(why) => {
-                Error::Unavailable(format!("cannot connect to {}: {why}{}", self.display_url(), self.tls_hint(&why)))
-            }
-            other => other,
+    /// One server or a cluster: asked once (`INFO cluster`), at the first request.
+    async fn mode(&self) -> Result<&Mode> {
+        self.inner
+            .mode
+            .get_or_try_init(|| async {
+                let t = self.inner.cfg.command_timeout;
+                let mut pipe = redis::pipe();
+                // INFO, or CLUSTER INFO for a user whose ACL forbids INFO (a server without
+                // cluster support refuses it); a server that answers neither is taken for a
+                // single server.
+                pipe.ignore_errors().cmd("INFO").arg("cluster").cmd("CLUSTER").arg("INFO");
+                let vals = self.inner.seed.send(&pipe, t, false).await.map_err(|e| e.err)?;
+                let mut answers = vals.into_iter().map(|v| reply(v).and_then(as_string));
+                let info = answers.next().unwrap_or(Err(Error::Protocol("no reply".into())));
+                let cluster_info = answers.next().unwrap_or(Err(Error::Protocol("no reply".into())));
+                let cluster = match info {
+                    Ok(info) => info.contains("cluster_enabled:1"),
+                    Err(_) => cluster_info.is_ok_and(|ci| ci.contains("cluster_state:")),
+                };
+                if !cluster {
+                    return Ok(Mode::Single(self.inner.seed.clone()));
+                }
+                let settings = NodeSettings { pool_size: self.inner.cfg.pool_size.max(1), connect_timeout: self.inner.cfg.connect_timeout };
+                let c = Cluster::connect(&self.inner.cfg.url, settings, t).await?;
+                tracing::debug!(server = %self.display_url(), masters = ?c.topology().masters(), "rmq: Redis Cluster");
+                Ok(Mode::Cluster(Arc::new(c)))
+            })
+            .await
+    }
+
+    /// True when the URL names a node of a Redis Cluster.
+    pub async fn is_cluster(&self) -> Result<bool> {
+        Ok(matches!(self.mode().await?, Mode::Cluster(_)))
+    }
+
+    /// The cluster's slot map as last read (None on a single server).
+    pub async fn topology(&self) -> Result<Option<Arc<Topology>>> {
+        Ok(match self.mode().await? {
+            Mode::Single(_) => None,
+            Mode::Cluster(c) => Some(c.topology()),
         })
     }
 
-    /// An unavailable error that names the server, once.
-    fn name_server(&self, e: Error) -> Error {
-        match e {
-            Error::Unavailable(why) if !why.contains(&self.display_url()) => Error::Unavailable(format!("{}: {why}", self.display_url())),
-            other => other,
+    /// The masters (`host:port`): the cluster's, or the one server's URL.
+    pub async fn masters(&self) -> Result<Vec<String>> {
+        Ok(match self.mode().await? {
+            Mode::Single(_) => vec![self.display_url()],
+            Mode::Cluster(c) => c.topology().masters(),
+        })
+    }
+
+    /// Sends `cmds` in one pipeline where `to` says, within `t`; see [`Cluster::exec`] for
+    /// `resend` and `dedicated`. Each command's error reply is a `Value::ServerError` in place.
+    async fn exec(&self, to: To<'_>, cmds: &[redis::Cmd], t: Duration, resend: bool, dedicated: bool) -> Result<Vec<Value>> {
+        match self.mode().await? {
+            Mode::Single(node) => {
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors();
+                for c in cmds {
+                    pipe.add_command(c.clone());
+                }
+                node.send(&pipe, t, dedicated).await.map_err(|e| e.err)
+            }
+            Mode::Cluster(c) => {
+                let target = match to {
+                    To::Queue(q) => Target::Slot(queue_slot(q)),
+                    To::Key(k) => Target::Slot(key_slot(k)),
+                    To::Any => Target::Any,
+                };
+                c.exec(target, cmds, t, resend, dedicated).await
+            }
         }
     }
 
-    /// A hint when a connection failure looks like TLS spoken to a plain port, or plain
-    /// text spoken to a TLS port (which often just hangs until the timeout).
-    fn tls_hint(&self, why: &str) -> &'static str {
-        let tls = self.inner.cfg.url.starts_with("rediss://");
-        let lower = why.to_lowercase();
-        if tls
-            && (lower.contains("tls")
-                || lower.contains("ssl")
-                || lower.contains("corrupt")
-                || lower.contains("handshake")
-                || lower.contains("certificate")
-                || lower.contains("timed out")
-                || lower.contains("no answer"))
-        {
-            " (the URL asks for TLS: does the server speak TLS on that port?)"
-        } else if !tls
-            && (lower.contains("no answer") || lower.contains("reset") || lower.contains("closed") || lower.contains("broken pipe"))
-        {
-            " (is the address right? a server that only speaks TLS needs rediss://)"
-        } else {
-            ""
+    /// Sends `cmd` to every master (one server: to it) and gives each answer.
+    async fn on_every_master(&self, cmd: &redis::Cmd) -> Result<Vec<(String, Result<Value>)>> {
+        let t = self.inner.cfg.command_timeout;
+        match self.mode().await? {
+            Mode::Single(node) => {
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors().add_command(cmd.clone());
+                let r = node.send(&pipe, t, false).await.map_err(|e| e.err).and_then(first);
+                Ok(vec![(self.display_url(), r)])
+            }
+            Mode::Cluster(c) => {
+                let masters = c.topology().masters();
+                let runs = masters.iter().map(|m| {
+                    let c = c.clone();
+                    async move { c.exec(Target::Node(m.clone()), std::slice::from_ref(cmd), t, false, false).await.and_then(first) }
+                });
+                let results = futures_util::future::join_all(runs).await;
+                Ok(masters.into_iter().zip(results).collect())
+            }
         }
     }
 
-    /// A shared connection and its slot.
-    async fn conn(&self) -> Result<(usize, MultiplexedConnection)> {
-        let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.slots.len();
-        let mut slot = self.inner.slots[i].lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok((i, c.clone()));
-        }
-        let c = self.connect().await?;
-        *slot = Some(c.clone());
-        Ok((i, c))
+    /// A plain Redis command on `key` (not a queue's), sent to the server holding the key;
+    /// `resend`: safe to send again after a lost answer.
+    pub(crate) async fn key_command(&self, key: &str, cmd: &redis::Cmd, resend: bool) -> Result<Value> {
+        let t = self.inner.cfg.command_timeout;
+        first(self.exec(To::Key(key.as_bytes()), std::slice::from_ref(cmd), t, resend, false).await?)
     }
 
-    async fn drop_slot(&self, i: usize) {
-        *self.inner.slots[i].lock().await = None;
-    }
-
-    /// Runs one raw command on a shared connection, with the command timeout.
+    /// Runs one raw command on a shared connection, with the command timeout. In a cluster it
+    /// goes to the URL's node when that is a master, else to another master (route commands
+    /// with keys through the typed methods).
     pub async fn raw(&self, cmd: &redis::Cmd) -> Result<Value> {
         self.raw_timeout(cmd, self.inner.cfg.command_timeout).await
     }
 
     async fn raw_timeout(&self, cmd: &redis::Cmd, t: Duration) -> Result<Value> {
-        let (i, mut c) = self.conn().await?;
-        match tokio::time::timeout(t, cmd.query_async::<Value>(&mut c)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                let err = self.name_server(classify(e));
-                if matches!(err, Error::Unavailable(_)) {
-                    self.drop_slot(i).await;
-                }
-                Err(err)
-            }
-            Err(_) => {
-                // The connection may be dead without knowing it: start a new one next time.
-                self.drop_slot(i).await;
-                Err(Error::Unavailable(format!("no answer from {} within {} ms", self.display_url(), t.as_millis())))
-            }
-        }
+        first(self.exec(To::Any, std::slice::from_ref(cmd), t, false, false).await?)
     }
 
     /// Which edition the server answers (found out once, then again after a restart showed a
@@ -337,7 +390,8 @@ impl Client {
         }
     }
 
-    /// Loads the Lua library unless the server has it already.
+    /// Loads the Lua library unless the server has it already (in a cluster: on every master;
+    /// replicas get it by replication).
     pub async fn load_lua(&self, replace: bool) -> Result<()> {
         let code = lua_library()?;
         let mut cmd = redis::cmd("FUNCTION");
@@ -346,15 +400,19 @@ impl Client {
             cmd.arg("REPLACE");
         }
         cmd.arg(code);
-        match self.raw(&cmd).await {
-            Ok(_) => Ok(()),
-            Err(Error::Refused(t)) if t.contains("already exists") => Ok(()),
-            Err(e) => Err(e),
+        for (_, r) in self.on_every_master(&cmd).await? {
+            match r {
+                Ok(_) => {}
+                Err(Error::Refused(t)) if t.contains("already exists") => {}
+                Err(e) => return Err(e),
+            }
         }
+        Ok(())
     }
 
-    /// The command `name` (lower case) for queue `q` in `ed`.
-    fn build(ed: Edition, name: &str, q: Option<&str>, args: &[Vec<u8>]) -> redis::Cmd {
+    /// The command `name` (lower case) for queue `q` in `ed`. `all_keys` declares every key of
+    /// the queue to the Lua edition (cluster clients), instead of the queue name alone.
+    fn build(ed: Edition, name: &str, q: Option<&str>, args: &[Vec<u8>], all_keys: bool) -> redis::Cmd {
         let mut c;
         match ed {
             Edition::Module => {
@@ -367,6 +425,12 @@ impl Client {
                 c = redis::cmd("FCALL");
                 c.arg(format!("rmq_{name}"));
                 match q {
+                    Some(q) if all_keys => {
+                        c.arg(1 + QUEUE_KEY_PREFIXES.len()).arg(q);
+                        for p in QUEUE_KEY_PREFIXES {
+                            c.arg(format!("{p}:{{{q}}}"));
+                        }
+                    }
                     Some(q) => {
                         c.arg(1).arg(q);
                     }
@@ -394,15 +458,37 @@ impl Client {
     }
 
     async fn call_timeout(&self, name: &str, q: Option<&str>, args: &[Vec<u8>], t: Duration) -> Result<Value> {
+        first(self.call_with(name, q, args, None, t, false).await?)
+    }
+
+    /// Runs an rmq command, followed on the same connection by `then` when given (WAIT), and
+    /// gives every reply; the edition is fixed as in [`Client::call`].
+    async fn call_with(
+        &self,
+        name: &str,
+        q: Option<&str>,
+        args: &[Vec<u8>],
+        then: Option<&redis::Cmd>,
+        t: Duration,
+        dedicated: bool,
+    ) -> Result<Vec<Value>> {
+        let cluster = self.is_cluster().await?;
         let mut tries = 0;
         loop {
             tries += 1;
             let ed = self.edition().await?;
-            let res = self.raw_timeout(&Self::build(ed, name, q, args), t).await;
-            match res {
-                Err(Error::Refused(text)) if tries < 3 && self.recoverable(ed, &text, writes(name, args)).await? => continue,
-                other => return other,
+            let mut cmds = vec![Self::build(ed, name, q, args, cluster)];
+            cmds.extend(then.cloned());
+            let to = q.map(To::Queue).unwrap_or(To::Any);
+            let vals = self.exec(to, &cmds, t, safe_to_repeat(name, args), dedicated).await?;
+            if let Some(Value::ServerError(se)) = vals.first() {
+                if let Error::Refused(text) = classify(RedisError::from(se.clone())) {
+                    if tries < 3 && self.recoverable(ed, &text, writes(name, args)).await? {
+                        continue;
+                    }
+                }
             }
+            return Ok(vals);
         }
     }
 
@@ -437,50 +523,73 @@ impl Client {
         Ok(false)
     }
 
-    /// Runs several rmq commands in one pipeline; each gets its own result.
+    /// Runs several rmq commands, each with its own result: in one pipeline on a single
+    /// server; in a cluster, one pipeline per queue's slot (the order of one queue's commands
+    /// is kept), sent at the same time.
     pub async fn call_many(&self, cmds: &[(&str, &str, Vec<Vec<u8>>)]) -> Result<Vec<Result<Value>>> {
+        self.call_many_confirmed(cmds, None).await
+    }
+
+    /// [`Client::call_many`], each pipeline followed by `WAIT replicas timeout` when `confirm`
+    /// is given: the commands of a pipeline whose WAIT counted fewer replicas come back as
+    /// [`Error::Unavailable`] ("not confirmed").
+    pub async fn call_many_confirmed(&self, cmds: &[(&str, &str, Vec<Vec<u8>>)], confirm: Option<Confirm>) -> Result<Vec<Result<Value>>> {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }
+        // The positions of the commands of each group.
+        let groups: Vec<Vec<usize>> = if self.is_cluster().await? {
+            let mut by_slot: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+            for (i, (_, q, _)) in cmds.iter().enumerate() {
+                by_slot.entry(queue_slot(q)).or_default().push(i);
+            }
+            by_slot.into_values().collect()
+        } else {
+            vec![(0..cmds.len()).collect()]
+        };
+        let runs = groups.iter().map(|g| self.call_group(cmds, g, confirm));
+        let results = futures_util::future::join_all(runs).await;
+        let mut out: Vec<Option<Result<Value>>> = (0..cmds.len()).map(|_| None).collect();
+        for (g, r) in groups.iter().zip(results) {
+            for (&i, v) in g.iter().zip(r?) {
+                out[i] = Some(v);
+            }
+        }
+        Ok(out.into_iter().map(|v| v.unwrap_or_else(|| Err(Error::Protocol("no reply".into())))).collect())
+    }
+
+    /// One pipeline of `cmds[g]` (commands of one queue's slot, or of one server).
+    async fn call_group(&self, cmds: &[(&str, &str, Vec<Vec<u8>>)], g: &[usize], confirm: Option<Confirm>) -> Result<Vec<Result<Value>>> {
+        let cluster = self.is_cluster().await?;
         let mut tries = 0;
         loop {
             tries += 1;
             let ed = self.edition().await?;
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
-            for (name, q, args) in cmds {
-                pipe.add_command(Self::build(ed, name, Some(q), args));
+            let mut pipe: Vec<redis::Cmd> = g.iter().map(|&i| Self::build(ed, cmds[i].0, Some(cmds[i].1), &cmds[i].2, cluster)).collect();
+            if let Some(c) = confirm {
+                pipe.push(c.wait_cmd());
             }
-            let (i, mut c) = self.conn().await?;
-            let t = self.inner.cfg.command_timeout + Duration::from_millis(cmds.len() as u64 / 10);
-            let res: Vec<Value> = match tokio::time::timeout(t, pipe.query_async::<Vec<Value>>(&mut c)).await {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => {
-                    let err = self.name_server(classify(e));
-                    if matches!(err, Error::Unavailable(_)) {
-                        self.drop_slot(i).await;
-                    }
-                    return Err(err);
-                }
-                Err(_) => {
-                    self.drop_slot(i).await;
-                    return Err(Error::Unavailable(format!("no answer from {} within {} ms", self.display_url(), t.as_millis())));
-                }
-            };
-            let out: Vec<Result<Value>> = res
-                .into_iter()
-                .map(|v| match v {
-                    Value::ServerError(se) => Err(classify(RedisError::from(se))),
-                    v => Ok(v),
-                })
-                .collect();
+            let t = self.inner.cfg.command_timeout
+                + Duration::from_millis(g.len() as u64 / 10)
+                + confirm.map(|c| c.timeout).unwrap_or_default();
+            let resend = g.iter().all(|&i| safe_to_repeat(cmds[i].0, &cmds[i].2));
+            let mut vals = self.exec(To::Queue(cmds[g[0]].1), &pipe, t, resend, confirm.is_some()).await?;
+            let waited = if confirm.is_some() { vals.pop() } else { None };
+            let mut out: Vec<Result<Value>> = vals.into_iter().map(reply).collect();
             if tries < 3 {
                 if let Some(Err(Error::Refused(t))) = out.iter().find(|r| matches!(r, Err(Error::Refused(_)))) {
                     let t = t.clone();
-                    let w = cmds.iter().any(|(name, _, args)| writes(name, args));
+                    let w = g.iter().any(|&i| writes(cmds[i].0, &cmds[i].2));
                     if self.recoverable(ed, &t, w).await? {
                         continue;
                     }
+                }
+            }
+            if let (Some(c), Some(w)) = (confirm, waited) {
+                let acked = reply(w).and_then(as_u64)?;
+                if acked < c.replicas as u64 {
+                    let why = c.shortfall(acked);
+                    out = out.into_iter().map(|r| r.and_then(|_| Err(Error::Unavailable(why.clone())))).collect();
                 }
             }
             return Ok(out);
@@ -496,6 +605,17 @@ impl Client {
     pub async fn push(&self, p: &Push) -> Result<String> {
         let v = self.call("push", Some(&p.queue), &p.args()).await?;
         as_string(v)
+    }
+
+    /// RMQ.PUSH, then `WAIT replicas timeout` on the same connection: returns the id and how
+    /// many replicas confirmed they have the write (the push, and everything before it on
+    /// that master). Fewer than asked means the message may be lost if its master fails now.
+    pub async fn push_confirmed(&self, p: &Push, confirm: Confirm) -> Result<(String, u64)> {
+        let t = self.inner.cfg.command_timeout + confirm.timeout;
+        let mut vals = self.call_with("push", Some(&p.queue), &p.args(), Some(&confirm.wait_cmd()), t, true).await?.into_iter();
+        let id = as_string(reply(vals.next().unwrap_or(Value::Nil))?)?;
+        let acked = as_u64(reply(vals.next().unwrap_or(Value::Nil))?)?;
+        Ok((id, acked))
     }
 
     /// RMQ.FETCH. With `block`, waits (on the server for the module, by polling for Lua).
@@ -553,33 +673,18 @@ impl Client {
         }
     }
 
+    /// A FETCH that BLOCKs on the server, on a connection of its own, so that it holds up
+    /// no other command of this client.
     async fn blocking_call(&self, q: &str, args: &[Vec<u8>], block: Duration) -> Result<Value> {
-        let conn = self.inner.blocking.lock().await.pop();
-        let mut conn = match conn {
-            Some(c) => c,
-            None => self.connect().await?,
-        };
-        let cmd = Self::build(Edition::Module, "fetch", Some(q), args);
+        let cmd = Self::build(Edition::Module, "fetch", Some(q), args, false);
         let t = block + self.inner.cfg.command_timeout;
-        match tokio::time::timeout(t, cmd.query_async::<Value>(&mut conn)).await {
-            Ok(Ok(v)) => {
-                self.inner.blocking.lock().await.push(conn);
-                Ok(v)
+        let res = self.exec(To::Queue(q), std::slice::from_ref(&cmd), t, false, true).await.and_then(first);
+        if let Err(Error::Refused(text)) = &res {
+            if self.recoverable(Edition::Module, text, true).await? {
+                return Err(Error::Unavailable(format!("edition changed: {text}")));
             }
-            Ok(Err(e)) => {
-                let err = self.name_server(classify(e));
-                if !matches!(err, Error::Unavailable(_)) {
-                    self.inner.blocking.lock().await.push(conn);
-                    if let Error::Refused(t) = &err {
-                        if self.recoverable(Edition::Module, t, true).await? {
-                            return Err(Error::Unavailable(format!("edition changed: {t}")));
-                        }
-                    }
-                }
-                Err(err)
-            }
-            Err(_) => Err(Error::Unavailable(format!("no answer from {} within {} ms", self.display_url(), t.as_millis()))),
         }
+        res
     }
 
     /// RMQ.ACK. Returns how many were acked.
@@ -670,13 +775,27 @@ impl Client {
         Ok(Some(Message::from_pairs(q, pairs(v)?)?))
     }
 
-    /// RMQ.QUEUES.
+    /// RMQ.QUEUES: the queues of the server; in a cluster, of every master, merged (sorted,
+    /// each name once: a queue whose slot is moving may show on two).
     pub async fn queues(&self) -> Result<Vec<String>> {
-        match self.call("queues", None, &[]).await? {
-            Value::Array(v) => v.into_iter().map(as_string).collect(),
-            Value::Nil => Ok(Vec::new()),
-            other => Err(Error::Protocol(format!("QUEUES replied {other:?}"))),
+        if !self.is_cluster().await? {
+            return parse_names(self.call("queues", None, &[]).await?);
         }
+        let ed = self.edition().await?;
+        let cmd = Self::build(ed, "queues", None, &[], true);
+        let mut all = std::collections::BTreeSet::new();
+        for (master, r) in self.on_every_master(&cmd).await? {
+            let v = match r {
+                Err(Error::Refused(t)) if t.to_lowercase().contains("function not found") => {
+                    // A master without the Lua library holds no queue of the Lua edition.
+                    tracing::debug!(%master, "rmq: no rmq Lua library on this master");
+                    continue;
+                }
+                other => other?,
+            };
+            all.extend(parse_names(v)?);
+        }
+        Ok(all.into_iter().collect())
     }
 
     /// RMQ.DEL q id …: how many messages were deleted.
@@ -754,6 +873,48 @@ fn writes(name: &str, args: &[Vec<u8>]) -> bool {
     }
 }
 
+/// True for the commands that may be sent again when their answer was lost: the ones that
+/// change nothing, a PUSH that carries its id (the dedup window drops a second copy), and
+/// CONFIG (setting a value twice is setting it once). ACK, NACK, TOUCH, FETCH and the repair
+/// commands are never sent twice by the client: a lost answer is reported as
+/// [`Error::Unavailable`], since the command may have been applied.
+fn safe_to_repeat(name: &str, args: &[Vec<u8>]) -> bool {
+    match name {
+        "stats" | "peek" | "get" | "queues" | "log" | "config" => true,
+        // Push::args puts ID right after the body.
+        "push" => args.get(1).is_some_and(|a| a.eq_ignore_ascii_case(b"ID")) && args.len() >= 3,
+        _ => false,
+    }
+}
+
+/// A producer's confirm: after a PUSH, `WAIT replicas timeout` on the same connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Confirm {
+    /// How many replicas must have the write (1 by default).
+    pub replicas: u32,
+    /// How long WAIT may wait for them.
+    pub timeout: Duration,
+}
+
+impl Default for Confirm {
+    fn default() -> Self {
+        Confirm { replicas: 1, timeout: Duration::from_millis(1000) }
+    }
+}
+
+impl Confirm {
+    fn wait_cmd(&self) -> redis::Cmd {
+        let mut c = redis::cmd("WAIT");
+        c.arg(self.replicas).arg(self.timeout.as_millis().max(1) as u64);
+        c
+    }
+
+    /// Why a WAIT that counted `acked` replicas is not enough.
+    pub(crate) fn shortfall(&self, acked: u64) -> String {
+        format!("not confirmed: {acked} of {} replica(s) had the write within {} ms (WAIT)", self.replicas, self.timeout.as_millis())
+    }
+}
+
 /// `url` with its password replaced by `***`.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -820,6 +981,14 @@ pub fn as_i64(v: Value) -> Result<i64> {
 
 pub fn as_u64(v: Value) -> Result<u64> {
     Ok(as_i64(v)?.max(0) as u64)
+}
+
+fn parse_names(v: Value) -> Result<Vec<String>> {
+    match v {
+        Value::Array(v) => v.into_iter().map(as_string).collect(),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(Error::Protocol(format!("QUEUES replied {other:?}"))),
+    }
 }
 
 fn parse_messages(q: &str, v: Value) -> Result<Vec<Message>> {

@@ -19,17 +19,21 @@
 //! # Ok(()) }
 //! ```
 pub mod client;
+pub mod cluster;
 #[cfg(feature = "console")]
 mod console_backend;
 pub mod error;
 pub mod message;
+mod node;
+pub mod partition;
 pub mod producer;
 pub mod spool;
 pub mod worker;
 
-pub use client::{Client, Config, Edition, EditionChoice, Fetch, NackKind, Stats};
+pub use client::{Client, Config, Confirm, Edition, EditionChoice, Fetch, NackKind, Stats};
 pub use error::{Error, Result};
 pub use message::{new_id, Message, Push};
+pub use partition::{Partitioned, Rotation};
 pub use producer::{Producer, ProducerConfig, Pushed};
 pub use spool::{DrainReport, Spool, SpoolStatus};
 pub use worker::{shutdown_signal, HandlerError, HandlerResult, Worker, WorkerConfig, WorkerReport};

@@ -1,17 +1,19 @@
 //! The producer: PUSH with ids it makes itself, retries, and the spool for when Redis cannot
 //! take a message.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tokio::task::JoinHandle;
 
-use crate::client::{now_ms, Client};
+use crate::client::{now_ms, Client, Confirm};
 use crate::error::{Error, Result};
 use crate::message::{new_id, Push};
+use crate::partition::Partitioned;
 use crate::spool::{DrainReport, SendOutcome, Spool, SpoolRecord, SpoolStatus};
 
 /// Producer settings.
@@ -31,6 +33,12 @@ pub struct ProducerConfig {
     pub drain_interval: Duration,
     /// Re-send the spool in the background (and once at start).
     pub background_drain: bool,
+    /// Confirms: after each PUSH, `WAIT replicas timeout` on the same connection; a push is
+    /// acknowledged only once that many replicas have it, so it survives the loss of its
+    /// master. An unconfirmed push is sent again with the same id (the dedup window makes
+    /// that safe) and, after the retries, spooled. Spooled messages are re-sent with the same
+    /// WAIT. `None` (the default): acknowledged when the master has it.
+    pub confirm: Option<Confirm>,
 }
 
 impl Default for ProducerConfig {
@@ -42,6 +50,7 @@ impl Default for ProducerConfig {
             retry_backoff_max: Duration::from_secs(1),
             drain_interval: Duration::from_secs(1),
             background_drain: true,
+            confirm: None,
         }
     }
 }
@@ -50,6 +59,10 @@ impl Default for ProducerConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pushed {
     pub id: String,
+    /// The queue it went to: the one asked for, or for a partitioned queue, the partition of
+    /// its key. A spooled message whose partitioned queue could not be looked up shows the
+    /// logical name; it goes to its partition when the spool is sent.
+    pub queue: String,
     /// True when Redis could not take it and it is in the local spool (on disk, fsynced),
     /// to be re-sent.
     pub spooled: bool,
@@ -69,7 +82,15 @@ struct Inner {
     down: AtomicBool,
     wake: Notify,
     background: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Partitioned queues looked up (see [`Producer::route`]).
+    partitions: std::sync::Mutex<HashMap<String, Lookup>>,
 }
+
+/// A registry lookup: the partitioned queue's record (None: an ordinary queue), and when.
+type Lookup = (Option<Arc<Partitioned>>, Instant);
+
+/// How long "this name is an ordinary queue" is believed before the registry is read again.
+const PLAIN_FOR: Duration = Duration::from_secs(10);
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -123,6 +144,7 @@ impl Producer {
             down: AtomicBool::new(false),
             wake: Notify::new(),
             background: std::sync::Mutex::new(None),
+            partitions: std::sync::Mutex::new(HashMap::new()),
         });
         let p = Producer { inner };
         if p.inner.cfg.spool_dir.is_some() {
@@ -169,6 +191,9 @@ impl Producer {
     ///   since sending it again would not help;
     /// - [`Error::NotStored`]: Redis could not take it and the spool could not either;
     /// - [`Error::Unavailable`]: Redis could not take it and spooling is off.
+    ///
+    /// With [`ProducerConfig::confirm`], "Redis has it" means its master and the replicas
+    /// asked for; a push they did not confirm in time counts as one Redis could not take.
     pub async fn push(&self, mut p: Push) -> Result<Pushed> {
         p.validate()?;
         if p.id.is_none() {
@@ -177,11 +202,28 @@ impl Producer {
         let tries = if self.inner.down.load(Ordering::Relaxed) { 1 } else { self.inner.cfg.retries + 1 };
         let mut pause = self.inner.cfg.retry_backoff;
         let mut last = String::new();
+        // A partitioned queue's name is looked up first, and the message routed once: every
+        // retry goes to the same partition, whose dedup window drops a second copy. If the
+        // registry cannot be read, the message cannot be routed: it is spooled under the
+        // logical name, and routed when the spool is sent.
+        let mut routed: Option<Push> = None;
         for attempt in 1..=tries {
-            match self.inner.client.push(&p).await {
-                Ok(id) => {
+            let res = match &routed {
+                Some(r) => Ok(r.clone()),
+                None => self.route(&p).await,
+            };
+            let res = match res {
+                Ok(r) => {
+                    let sent = self.send(&r).await.map(|id| (id, r.queue.clone()));
+                    routed = Some(r);
+                    sent
+                }
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok((id, queue)) => {
                     self.inner.down.store(false, Ordering::Relaxed);
-                    return Ok(Pushed { id, spooled: false, unavailable: None });
+                    return Ok(Pushed { id, queue, spooled: false, unavailable: None });
                 }
                 Err(Error::Unavailable(why)) => {
                     last = why;
@@ -197,18 +239,52 @@ impl Producer {
         if self.inner.cfg.spool_dir.is_none() {
             return Err(Error::Unavailable(last));
         }
+        let p = routed.unwrap_or(p);
         let id = p.id.clone().unwrap();
+        let queue = p.queue.clone();
         match self.spool_one(p.to_record(now_ms())).await {
             Ok(()) => {
                 tracing::debug!(id = %id, "rmq producer: redis unavailable ({last}); message spooled");
                 self.inner.wake.notify_one();
-                Ok(Pushed { id, spooled: true, unavailable: Some(last) })
+                Ok(Pushed { id, queue, spooled: true, unavailable: Some(last) })
             }
             Err(spool) => {
                 tracing::error!(id = %id, redis = %last, spool = %spool, "rmq producer: message NOT stored");
                 Err(Error::NotStored { redis: last, spool })
             }
         }
+    }
+
+    /// `p` addressed to the partition of its key when its queue is a partitioned queue (see
+    /// [`Partitioned::route`]), else as it is. Lookups are remembered: a partitioned queue's
+    /// record for good (its partitions never change), an ordinary queue for 10 s.
+    pub async fn route(&self, p: &Push) -> Result<Push> {
+        let known = self.inner.partitions.lock().unwrap().get(&p.queue).cloned();
+        let part = match known {
+            Some((Some(part), _)) => Some(part),
+            Some((None, at)) if at.elapsed() < PLAIN_FOR => None,
+            _ => {
+                let found = self.inner.client.partitioned_or_plain(&p.queue).await?.map(Arc::new);
+                self.inner.partitions.lock().unwrap().insert(p.queue.clone(), (found.clone(), Instant::now()));
+                found
+            }
+        };
+        Ok(match part {
+            Some(part) => part.route(p.clone()),
+            None => p.clone(),
+        })
+    }
+
+    /// One PUSH, confirmed when confirms are on.
+    async fn send(&self, p: &Push) -> Result<String> {
+        let Some(c) = self.inner.cfg.confirm else {
+            return self.inner.client.push(p).await;
+        };
+        let (id, acked) = self.inner.client.push_confirmed(p, c).await?;
+        if acked < c.replicas as u64 {
+            return Err(Error::Unavailable(c.shortfall(acked)));
+        }
+        Ok(id)
     }
 
     async fn spool_one(&self, rec: SpoolRecord) -> std::result::Result<(), String> {
@@ -232,7 +308,7 @@ impl Producer {
         progress: impl FnMut(u64) + Send + 'static,
     ) -> Result<DrainReport> {
         let (spool, _) = self.spool().await?;
-        let report = drain_spool(self.inner.client.clone(), spool, on_total, progress).await?;
+        let report = drain_spool(self.inner.client.clone(), self.inner.cfg.confirm, spool, on_total, progress).await?;
         if report.sent > 0 && report.stopped.is_none() {
             self.inner.down.store(false, Ordering::Relaxed);
         }
@@ -255,10 +331,27 @@ impl Producer {
     }
 }
 
-/// Sends one batch of spooled records in a pipeline; see [`Spool::drain`] for the answer.
-async fn send_batch(client: &Client, recs: &[SpoolRecord]) -> std::result::Result<Vec<SendOutcome>, String> {
-    let cmds: Vec<(&str, &str, Vec<Vec<u8>>)> = recs.iter().map(|r| ("push", r.queue.as_str(), Push::from_record(r).args())).collect();
-    let res = client.call_many(&cmds).await.map_err(|e| e.to_string())?;
+/// Sends one batch of spooled records in a pipeline (confirmed by WAIT when confirms are on);
+/// see [`Spool::drain`] for the answer.
+/// A record spooled under a partitioned queue's logical name (its registry could not be read
+/// at push time) goes to the partition of its key.
+async fn send_batch(client: &Client, confirm: Option<Confirm>, recs: &[SpoolRecord]) -> std::result::Result<Vec<SendOutcome>, String> {
+    let mut parts: HashMap<&str, Option<Partitioned>> = HashMap::new();
+    for r in recs {
+        if !parts.contains_key(r.queue.as_str()) {
+            let p = client.partitioned_or_plain(&r.queue).await.map_err(|e| e.to_string())?;
+            parts.insert(r.queue.as_str(), p);
+        }
+    }
+    let pushes: Vec<Push> = recs
+        .iter()
+        .map(|r| match &parts[r.queue.as_str()] {
+            Some(part) => part.route(Push::from_record(r)),
+            None => Push::from_record(r),
+        })
+        .collect();
+    let cmds: Vec<(&str, &str, Vec<Vec<u8>>)> = pushes.iter().map(|p| ("push", p.queue.as_str(), p.args())).collect();
+    let res = client.call_many_confirmed(&cmds, confirm).await.map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(res.len());
     for r in res {
         match r {
@@ -277,15 +370,17 @@ async fn send_batch(client: &Client, recs: &[SpoolRecord]) -> std::result::Resul
 
 async fn drain_spool(
     client: Client,
+    confirm: Option<Confirm>,
     spool: Arc<Spool>,
     mut on_total: impl FnMut(u64) + Send + 'static,
     mut progress: impl FnMut(u64) + Send + 'static,
 ) -> Result<DrainReport> {
     let handle = tokio::runtime::Handle::current();
-    let report =
-        tokio::task::spawn_blocking(move || spool.drain(|batch| handle.block_on(send_batch(&client, batch)), &mut on_total, &mut progress))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let report = tokio::task::spawn_blocking(move || {
+        spool.drain(|batch| handle.block_on(send_batch(&client, confirm, batch)), &mut on_total, &mut progress)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
     if report.refused + report.corrupt > 0 {
         tracing::error!(refused = report.refused, corrupt = report.corrupt, "rmq producer: spooled records were moved to the quarantine");
     }
@@ -301,7 +396,7 @@ async fn background(weak: Weak<Inner>) {
             let sp = spool.clone();
             let has = tokio::task::spawn_blocking(move || sp.has_data()).await.ok().and_then(|r| r.ok()).unwrap_or(false);
             if has && p.inner.client.ping().await.is_ok() {
-                match drain_spool(p.inner.client.clone(), spool, |_| {}, |_| {}).await {
+                match drain_spool(p.inner.client.clone(), p.inner.cfg.confirm, spool, |_| {}, |_| {}).await {
                     Ok(r) => {
                         if r.sent > 0 {
                             tracing::info!(sent = r.sent, remaining = r.remaining, "rmq producer: re-sent spooled messages");

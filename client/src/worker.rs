@@ -15,6 +15,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::client::{Client, Fetch, NackKind};
 use crate::error::{Error, Result};
 use crate::message::Message;
+use crate::partition::Rotation;
 
 /// Why a handler did not succeed; each variant is named after what happens to the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,7 +150,8 @@ struct Counters {
     stale: AtomicU64,
 }
 
-/// A worker for one queue.
+/// A worker for one queue, or for every partition of a partitioned queue (taken in turn,
+/// from a random first one, so that workers spread over the partitions).
 pub struct Worker {
     client: Client,
     queue: String,
@@ -170,6 +172,8 @@ impl<T> Drop for AbortOnDrop<T> {
 struct Ctx {
     client: Client,
     queue: String,
+    /// The partitions, taken in turn, when `queue` is a partitioned queue.
+    rotation: Option<Rotation>,
     cfg: WorkerConfig,
     handlers: HashMap<String, Handler>,
     fallback: Option<Handler>,
@@ -245,12 +249,18 @@ impl Worker {
         let Some(edition) = first_answer(&client, cfg.startup_timeout, &mut stop).await? else {
             return Ok(WorkerReport::default());
         };
+        let Some(partitioned) = partitions_of(&client, &queue, cfg.startup_timeout, &mut stop).await? else {
+            return Ok(WorkerReport::default());
+        };
+        let rotation = partitioned.map(|p| Rotation::new(p.partitions));
         tracing::info!(queue = %queue, server = %client.display_url(), edition = ?edition,
             concurrency = cfg.concurrency, consumer = cfg.consumer.as_deref().unwrap_or(""),
+            partitions = rotation.as_ref().map(|r| r.queues().len()).unwrap_or(0),
             "rmq worker: started");
         let ctx = Arc::new(Ctx {
             client,
             queue,
+            rotation,
             cfg,
             handlers,
             fallback,
@@ -286,14 +296,21 @@ impl Worker {
             // their lock ran out): the module blocks on the server for at most `block`, and
             // the Lua edition, which cannot block, is polled here with pauses that a stop
             // cuts short.
-            let module = matches!(ctx.client.edition().await, Ok(crate::client::Edition::Module));
+            // A partitioned queue is fetched from in rounds that never block (a FETCH blocks on
+            // one queue only), with pauses between empty rounds.
+            let module = ctx.rotation.is_none() && matches!(ctx.client.edition().await, Ok(crate::client::Edition::Module));
             let f = Fetch {
                 count: Some(permits.len() as u32),
                 lock: Some(ctx.cfg.lock),
                 block: module.then(|| ctx.cfg.block.max(Duration::from_millis(1))),
                 consumer: ctx.cfg.consumer.clone(),
             };
-            let fetch = ctx.client.fetch(&ctx.queue, &f);
+            let fetch = async {
+                match &ctx.rotation {
+                    Some(r) => r.fetch_round(&ctx.client, &f).await,
+                    None => ctx.client.fetch(&ctx.queue, &f).await,
+                }
+            };
             tokio::pin!(fetch);
             let res = loop {
                 tokio::select! {
@@ -397,19 +414,49 @@ async fn first_answer(
     }
 }
 
+/// Whether `queue` is a partitioned queue (its record), asked until Redis answers, up to
+/// `limit` (in a cluster the registry may live on another master than the first that
+/// answered). `None` when the stop signal came first.
+async fn partitions_of(
+    client: &Client,
+    queue: &str,
+    limit: Duration,
+    stop: &mut Pin<&mut impl Future<Output = ()>>,
+) -> Result<Option<Option<crate::partition::Partitioned>>> {
+    let until = Instant::now() + limit;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match client.partitioned_or_plain(queue).await {
+            Ok(p) => return Ok(Some(p)),
+            Err(e) if e.is_unavailable() && Instant::now() + pause < until => {
+                tracing::warn!(queue, error = %e, "rmq worker: cannot read the registry of partitioned queues yet");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.as_mut() => return Ok(None),
+                }
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl Ctx {
     async fn process(&self, m: Message) {
+        // The message's own queue: the worker's, or one partition of it.
+        let q = m.queue.clone();
+        let q = q.as_str();
         let receipt = m.receipt.clone();
         let (id, attempt) = (m.id.clone(), m.attempt);
-        tracing::info!(queue = %self.queue, id = %id, attempt, tag = %m.tag, "rmq worker: start");
+        tracing::info!(queue = %q, id = %id, attempt, tag = %m.tag, "rmq worker: start");
         let handler = self.handlers.get(&m.tag).or(self.fallback.as_ref()).cloned();
         let Some(handler) = handler else {
             if self.cfg.no_handler_is_error {
                 let reason = format!("no handler for tag '{}'", m.tag);
                 let out = Outcome::Nack(NackKind::Error, reason);
-                self.finish(&id, &receipt, out, &self.counters.errored).await;
+                self.finish(q, &id, &receipt, out, &self.counters.errored).await;
             } else {
-                self.finish(&id, &receipt, Outcome::Ack, &self.counters.dropped).await;
+                self.finish(q, &id, &receipt, Outcome::Ack, &self.counters.dropped).await;
             }
             return;
         };
@@ -426,11 +473,11 @@ impl Ctx {
                 r = &mut job.0 => break Some(r),
                 _ = &mut deadline, if timeout.is_some() => break None,
                 _ = tick.tick() => {
-                    match self.client.touch(&self.queue, &receipt, Some(self.cfg.lock)).await {
-                        Ok(0) => tracing::warn!(queue = %self.queue, id = %id,
+                    match self.client.touch(q, &receipt, Some(self.cfg.lock)).await {
+                        Ok(0) => tracing::warn!(queue = %q, id = %id,
                             "rmq worker: lock lost (the message went back to the queue); the handler runs on"),
                         Ok(_) => {}
-                        Err(e) => tracing::warn!(queue = %self.queue, id = %id, error = %e, "rmq worker: TOUCH failed"),
+                        Err(e) => tracing::warn!(queue = %q, id = %id, error = %e, "rmq worker: TOUCH failed"),
                     }
                 }
             }
@@ -444,7 +491,7 @@ impl Ctx {
             let _ = (&mut job.0).await;
             let ms = timeout.unwrap_or_default().as_millis();
             let out = Outcome::Nack(retry, format!("timeout after {ms} ms"));
-            self.finish(&id, &receipt, out, &c.retried).await;
+            self.finish(q, &id, &receipt, out, &c.retried).await;
             return;
         };
         let (out, counter) = match res {
@@ -453,30 +500,30 @@ impl Ctx {
             Ok(Err(HandlerError::Retry(r))) => (Outcome::Nack(retry, r), &c.retried),
             Ok(Err(HandlerError::Error(r))) => (Outcome::Nack(NackKind::Error, r), &c.errored),
             Ok(Err(HandlerError::DeadLetter(r))) => (Outcome::Nack(NackKind::Fail, r), &c.failed),
-            Ok(Err(HandlerError::WorkerFault(r))) => return self.give_back(&id, &receipt, r).await,
+            Ok(Err(HandlerError::WorkerFault(r))) => return self.give_back(q, &id, &receipt, r).await,
             Err(e) if e.is_panic() => {
                 let text = format!("panic: {}", panic_text(&*e.into_panic()));
                 (Outcome::Nack(NackKind::Error, text), &c.errored)
             }
             Err(_) => return,
         };
-        self.finish(&id, &receipt, out, counter).await;
+        self.finish(q, &id, &receipt, out, counter).await;
     }
 
     /// A worker fault: the message goes back to ready at once (NACK RETRY DELAY 0), and if
     /// that retry sent it to failed because its attempts were used up, it is requeued, so a
     /// broken worker never dead-letters a message. Then the worker stops.
-    async fn give_back(&self, id: &str, receipt: &str, why: String) {
-        tracing::error!(queue = %self.queue, id = %id, reason = %why,
+    async fn give_back(&self, q: &str, id: &str, receipt: &str, why: String) {
+        tracing::error!(queue = %q, id = %id, reason = %why,
             "rmq worker: the worker cannot work; giving the message back and stopping");
         let reason = format!("worker fault: {why}");
         let out = Outcome::Nack(NackKind::Retry { delay: Some(Duration::ZERO) }, reason);
-        if self.finish(id, receipt, out, &self.counters.retried).await {
-            let dead = matches!(self.client.get(&self.queue, id).await,
+        if self.finish(q, id, receipt, out, &self.counters.retried).await {
+            let dead = matches!(self.client.get(q, id).await,
                 Ok(Some(m)) if m.state == "failed");
             if dead {
-                if let Err(e) = self.client.requeue(&self.queue, &[id]).await {
-                    tracing::error!(queue = %self.queue, id = %id, error = %e,
+                if let Err(e) = self.client.requeue(q, &[id]).await {
+                    tracing::error!(queue = %q, id = %id, error = %e,
                         "rmq worker: could not requeue the message from failed; RMQ.RECOVER brings it back");
                 }
             }
@@ -491,31 +538,31 @@ impl Ctx {
 
     /// ACK or NACK, retried while Redis is unavailable, for at most one lock period. True
     /// when it took effect.
-    async fn finish(&self, id: &str, receipt: &str, out: Outcome, counter: &AtomicU64) -> bool {
+    async fn finish(&self, q: &str, id: &str, receipt: &str, out: Outcome, counter: &AtomicU64) -> bool {
         let until = Instant::now() + self.cfg.lock;
         let mut pause = Duration::from_millis(50);
         loop {
             let res = match &out {
-                Outcome::Ack => self.client.ack(&self.queue, &[receipt]).await.map(|n| n == 1),
+                Outcome::Ack => self.client.ack(q, &[receipt]).await.map(|n| n == 1),
                 Outcome::Nack(kind, reason) => {
                     let reason: String = reason.chars().take(4000).collect();
-                    self.client.nack(&self.queue, receipt, *kind, Some(&reason)).await
+                    self.client.nack(q, receipt, *kind, Some(&reason)).await
                 }
             };
             match res {
                 Ok(true) => {
                     counter.fetch_add(1, Ordering::Relaxed);
                     match &out {
-                        Outcome::Ack => tracing::info!(queue = %self.queue, id = %id,
+                        Outcome::Ack => tracing::info!(queue = %q, id = %id,
                             outcome = "ack", "rmq worker: done"),
-                        Outcome::Nack(kind, reason) => tracing::info!(queue = %self.queue,
+                        Outcome::Nack(kind, reason) => tracing::info!(queue = %q,
                             id = %id, outcome = nack_name(*kind), reason = %reason,
                             "rmq worker: done"),
                     }
                     return true;
                 }
                 Ok(false) => {
-                    tracing::warn!(queue = %self.queue, id = %id, receipt, "rmq worker: stale receipt (the lock ran out and the message went back)");
+                    tracing::warn!(queue = %q, id = %id, receipt, "rmq worker: stale receipt (the lock ran out and the message went back)");
                     self.counters.stale.fetch_add(1, Ordering::Relaxed);
                     return false;
                 }
@@ -524,7 +571,7 @@ impl Ctx {
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
                 Err(e) => {
-                    tracing::error!(queue = %self.queue, id = %id, receipt, error = %e,
+                    tracing::error!(queue = %q, id = %id, receipt, error = %e,
                         "rmq worker: could not ACK/NACK; the message comes back by lock expiry");
                     self.counters.stale.fetch_add(1, Ordering::Relaxed);
                     return false;

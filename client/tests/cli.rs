@@ -794,6 +794,8 @@ fn help_describes_every_option_with_an_example_per_subcommand() {
             leaves.extend([vec!["spool".to_string(), "status".into()], vec!["spool".into(), "drain".into()]]);
         } else if s == "config" {
             leaves.extend([vec!["config".to_string(), "get".into()], vec!["config".into(), "set".into()]]);
+        } else if s == "partition" {
+            leaves.extend(["create", "show", "list"].map(|l| vec!["partition".to_string(), l.into()]));
         } else {
             leaves.push(vec![s]);
         }

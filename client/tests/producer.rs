@@ -18,6 +18,7 @@ fn pcfg(dir: &std::path::Path) -> ProducerConfig {
         retry_backoff_max: Duration::from_millis(100),
         drain_interval: Duration::from_millis(100),
         background_drain: true,
+        confirm: None,
     }
 }
 

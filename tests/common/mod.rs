@@ -4,6 +4,8 @@
 //! the wait is bounded); the server is killed when the handle drops.
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod module_calls;
 pub mod stall;
 pub mod values;
 

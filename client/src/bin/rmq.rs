@@ -7,6 +7,8 @@
 mod inspect;
 #[path = "rmq/output.rs"]
 mod output;
+#[path = "rmq/partition.rs"]
+mod partition;
 #[path = "rmq/push.rs"]
 mod push;
 #[path = "rmq/stats.rs"]
@@ -31,7 +33,8 @@ use output::Out;
     about = "rmq: a reliable message queue in Redis — push, work, inspect, spool",
     long_about = "rmq: a reliable message queue in Redis — push, work, inspect, spool.\n\n\
         It talks to a Redis that has the rmq module loaded, or to any Redis 7+ (it then \
-        installs the rmq Lua library when a command that writes needs it).",
+        installs the rmq Lua library when a command that writes needs it). Given any node of \
+        a Redis Cluster, it finds the cluster and sends each command to its queue's master.",
     after_help = EXIT_CODES,
     max_term_width = 100
 )]
@@ -58,7 +61,7 @@ Environment: REDIS_URL (--url), RMQ_SPOOL (--spool), RMQ_LOG (log filter, e.g. i
 #[command(next_help_heading = "Global options")]
 struct Global {
     /// Redis URL: redis://[user:password@]host[:port][/db], rediss:// for TLS. `make run`
-    /// listens on redis://127.0.0.1:6399.
+    /// listens on redis://127.0.0.1:6399. For a Redis Cluster, the URL of any node.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true, value_name = "URL")]
     url: String,
     /// Directory of the local spool, where `push` keeps messages Redis could not take.
@@ -113,6 +116,8 @@ enum Cmd {
     Stats(stats::StatsArgs),
     Queues(inspect::QueuesArgs),
     Work(work::WorkArgs),
+    #[command(subcommand, after_help = "Examples:\n  rmq partition create orders 12 --ordered\n  rmq partition show orders")]
+    Partition(partition::PartitionCmd),
     Console(rmq_console::ConsoleArgs),
     Metrics(rmq_console::MetricsArgs),
 }
@@ -198,6 +203,7 @@ async fn run(ctx: &Ctx, cmd: &Cmd) -> Result<ExitCode, Error> {
         Cmd::Replay(a) => inspect::replay(ctx, a).await?,
         Cmd::Stats(a) => stats::stats(ctx, a).await?,
         Cmd::Queues(a) => inspect::queues(ctx, a).await?,
+        Cmd::Partition(p) => partition::partition(ctx, p).await?,
         // Long-running: drains the spool itself.
         Cmd::Work(a) => return work::work(ctx, a).await,
         // Long-running: serve until ctrl-c or SIGTERM (docs/console.md).

@@ -2,6 +2,10 @@
 //! library. A server that does not come up fails the test at once; it is killed on drop.
 #![allow(dead_code)]
 
+/// The cluster harness, shared with the module's tests.
+#[path = "../../../tests/common/cluster.rs"]
+pub mod cluster;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -209,4 +213,38 @@ pub async fn bounded<T>(limit: Duration, what: &str, f: impl std::future::Future
         Ok(v) => v,
         Err(_) => panic!("{what}: did not finish within {limit:?}"),
     }
+}
+
+/// A 3-master, 3-replica cluster of edition `ed`: the module on every node, or plain nodes
+/// with the Lua library loaded on every master.
+pub fn start_cluster(ed: Ed) -> cluster::TestCluster {
+    start_cluster_with(ed, cluster::ClusterOptions::default())
+}
+
+pub fn start_cluster_with(ed: Ed, mut o: cluster::ClusterOptions) -> cluster::TestCluster {
+    match ed {
+        Ed::Module => o.module = Some(module_path().expect("the module is not built: cargo build --release -p rmq")),
+        Ed::Lua => o.lua = Some(lua_library()),
+    }
+    cluster::TestCluster::start(o)
+}
+
+/// `n` queue names per master of `c`, named `{prefix}-{i}`, found by their slots.
+pub fn queues_per_master(c: &mut cluster::TestCluster, prefix: &str, n: usize) -> Vec<(u16, Vec<String>)> {
+    let masters = c.master_ports();
+    let info = c.info();
+    let owner =
+        |slot: u16| info.iter().find(|i| i.master && i.slots.iter().any(|&(a, b)| (a..=b).contains(&slot))).map(|i| i.port).unwrap();
+    let mut out: Vec<(u16, Vec<String>)> = masters.iter().map(|&m| (m, Vec::new())).collect();
+    let mut i = 0;
+    while out.iter().any(|(_, v)| v.len() < n) {
+        let q = format!("{prefix}-{i}");
+        let port = owner(rmq_client::cluster::queue_slot(&q));
+        let entry = out.iter_mut().find(|(m, _)| *m == port).unwrap();
+        if entry.1.len() < n {
+            entry.1.push(q);
+        }
+        i += 1;
+    }
+    out
 }

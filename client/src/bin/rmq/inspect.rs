@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use rmq_client::{Client, Error, Fetch, NackKind};
+use rmq_client::{Client, Error, Fetch, NackKind, Rotation};
 
 use crate::output::{clock, exit, value_json, value_text};
 use crate::Ctx;
@@ -242,7 +242,7 @@ pub struct ReplayArgs {
     to: Option<u64>,
 }
 
-/// List the queues on this server
+/// List the queues on this server (in a cluster: on every master)
 #[derive(Args)]
 #[command(after_help = "Example:\n  rmq queues")]
 pub struct QueuesArgs {}
@@ -278,6 +278,25 @@ pub enum PurgeState {
     All,
 }
 
+/// The queues a command on `name` covers: its partitions when it is a partitioned queue,
+/// else itself; and whether it is partitioned.
+async fn targets(c: &Client, name: &str) -> Result<(Vec<String>, bool), Error> {
+    Ok(match c.partitioned_or_plain(name).await? {
+        Some(p) => (p.partitions, true),
+        None => (vec![name.to_string()], false),
+    })
+}
+
+/// Refuses a command that works on one physical queue only, for a partitioned `name`.
+async fn one_queue_only(c: &Client, name: &str, what: &str) -> Result<(), Error> {
+    if c.partitioned_or_plain(name).await?.is_some() {
+        return Err(Error::Invalid(format!(
+            "'{name}' is a partitioned queue: {what} works on one of its partitions (see `rmq partition show {name}`)"
+        )));
+    }
+    Ok(())
+}
+
 pub async fn fetch(ctx: &Ctx, a: &FetchArgs) -> Result<ExitCode, Error> {
     let f = Fetch {
         count: a.count,
@@ -285,14 +304,16 @@ pub async fn fetch(ctx: &Ctx, a: &FetchArgs) -> Result<ExitCode, Error> {
         block: a.block.map(Duration::from_millis),
         consumer: a.consumer.clone(),
     };
-    let msgs = ctx.client()?.fetch(&a.queue, &f).await?;
-    ctx.out.messages(&msgs);
+    let c = ctx.client()?;
+    let (queues, partitioned) = targets(&c, &a.queue).await?;
+    let msgs = if partitioned { Rotation::new(queues).fetch(&c, &f).await? } else { c.fetch(&a.queue, &f).await? };
+    ctx.out.messages_of(&msgs, partitioned);
     Ok(ExitCode::SUCCESS)
 }
 
 /// After receipts were found stale: says so, and which of them are message ids (a common
 /// mistake: ACK takes the receipt that FETCH handed out, not the id).
-async fn stale(ctx: &Ctx, c: &Client, q: &str, tokens: &[&str], stale: usize) -> ExitCode {
+async fn stale(ctx: &Ctx, c: &Client, queues: &[String], tokens: &[&str], stale: usize) -> ExitCode {
     let mut text = if tokens.len() == 1 {
         "the receipt was stale: nothing changed (already acked or nacked, or its lock ran out \
          and the message went back or to another consumer)"
@@ -305,8 +326,11 @@ async fn stale(ctx: &Ctx, c: &Client, q: &str, tokens: &[&str], stale: usize) ->
         )
     };
     for t in tokens {
-        if let Ok(Some(_)) = c.get(q, t).await {
-            text += &format!("; '{t}' is a message id, not a receipt: use the receipt `rmq fetch` printed");
+        for q in queues {
+            if let Ok(Some(_)) = c.get(q, t).await {
+                text += &format!("; '{t}' is a message id, not a receipt: use the receipt `rmq fetch` printed");
+                break;
+            }
         }
     }
     ctx.out.fail(&text, "stale", exit::NOTHING)
@@ -315,10 +339,19 @@ async fn stale(ctx: &Ctx, c: &Client, q: &str, tokens: &[&str], stale: usize) ->
 pub async fn ack(ctx: &Ctx, a: &AckArgs) -> Result<ExitCode, Error> {
     let c = ctx.client()?;
     let r: Vec<&str> = a.receipts.iter().map(|s| s.as_str()).collect();
-    let n = c.ack(&a.queue, &r).await?;
+    // A receipt is stale in every queue but its own, so a partitioned queue's receipts can be
+    // given to each partition: each counts once.
+    let (queues, _) = targets(&c, &a.queue).await?;
+    let mut n = 0;
+    for q in &queues {
+        n += c.ack(q, &r).await?;
+        if n as usize >= r.len() {
+            break;
+        }
+    }
     ctx.out.either(&serde_json::json!({ "acked": n }), || n.to_string());
     if (n as usize) < r.len() {
-        return Ok(stale(ctx, &c, &a.queue, &r, r.len() - n as usize).await);
+        return Ok(stale(ctx, &c, &queues, &r, r.len() - n as usize).await);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -332,38 +365,59 @@ pub async fn nack(ctx: &Ctx, a: &NackArgs) -> Result<ExitCode, Error> {
         NackKind::Retry { delay: a.delay.map(Duration::from_millis) }
     };
     let c = ctx.client()?;
-    let ok = c.nack(&a.queue, &a.receipt, kind, a.reason.as_deref()).await?;
+    let (queues, _) = targets(&c, &a.queue).await?;
+    let mut ok = false;
+    for q in &queues {
+        if c.nack(q, &a.receipt, kind, a.reason.as_deref()).await? {
+            ok = true;
+            break;
+        }
+    }
     ctx.out.either(&serde_json::json!({ "nacked": ok as u8 }), || (ok as u8).to_string());
     if !ok {
-        return Ok(stale(ctx, &c, &a.queue, &[a.receipt.as_str()], 1).await);
+        return Ok(stale(ctx, &c, &queues, &[a.receipt.as_str()], 1).await);
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn touch(ctx: &Ctx, a: &TouchArgs) -> Result<ExitCode, Error> {
     let c = ctx.client()?;
-    let deadline = c.touch(&a.queue, &a.receipt, a.lock.map(Duration::from_millis)).await?;
+    let (queues, _) = targets(&c, &a.queue).await?;
+    let mut deadline = 0;
+    for q in &queues {
+        deadline = c.touch(q, &a.receipt, a.lock.map(Duration::from_millis)).await?;
+        if deadline > 0 {
+            break;
+        }
+    }
     ctx.out.either(&serde_json::json!({ "deadline": deadline }), || deadline.to_string());
     if deadline == 0 {
-        return Ok(stale(ctx, &c, &a.queue, &[a.receipt.as_str()], 1).await);
+        return Ok(stale(ctx, &c, &queues, &[a.receipt.as_str()], 1).await);
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn peek(ctx: &Ctx, a: &PeekArgs) -> Result<ExitCode, Error> {
-    let msgs = ctx.client()?.peek(&a.queue, Some(a.state.name()), a.start, a.count).await?;
-    ctx.out.messages(&msgs);
+    let c = ctx.client()?;
+    let (queues, partitioned) = targets(&c, &a.queue).await?;
+    let mut msgs = Vec::new();
+    for q in &queues {
+        msgs.extend(c.peek(q, Some(a.state.name()), a.start, a.count).await?);
+    }
+    ctx.out.messages_of(&msgs, partitioned);
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn get(ctx: &Ctx, a: &GetArgs) -> Result<ExitCode, Error> {
-    match ctx.client()?.get(&a.queue, &a.id).await? {
-        Some(m) => {
-            ctx.out.messages(std::slice::from_ref(&m));
-            Ok(ExitCode::SUCCESS)
+    let c = ctx.client()?;
+    let (queues, partitioned) = targets(&c, &a.queue).await?;
+    for q in &queues {
+        if let Some(m) = c.get(q, &a.id).await? {
+            ctx.out.messages_of(std::slice::from_ref(&m), partitioned);
+            return Ok(ExitCode::SUCCESS);
         }
-        None => Ok(ctx.out.fail(&format!("no message with id '{}' in queue '{}'", a.id, a.queue), "not_found", exit::NOTHING)),
     }
+    Ok(ctx.out.fail(&format!("no message with id '{}' in queue '{}'", a.id, a.queue), "not_found", exit::NOTHING))
 }
 
 /// Prints a count; exit 5 when it is 0.
@@ -377,13 +431,21 @@ fn counted(ctx: &Ctx, field: &str, n: u64, none: impl FnOnce() -> String) -> Exi
 
 pub async fn del(ctx: &Ctx, a: &DelArgs) -> Result<ExitCode, Error> {
     let ids: Vec<&str> = a.ids.iter().map(|s| s.as_str()).collect();
-    let n = ctx.client()?.del(&a.queue, &ids).await?;
+    let c = ctx.client()?;
+    let mut n = 0;
+    for q in targets(&c, &a.queue).await?.0 {
+        n += c.del(&q, &ids).await?;
+    }
     Ok(counted(ctx, "deleted", n, || format!("no message with these ids in queue '{}'", a.queue)))
 }
 
 pub async fn requeue(ctx: &Ctx, a: &RequeueArgs) -> Result<ExitCode, Error> {
     let ids: Vec<&str> = a.ids.iter().map(|s| s.as_str()).collect();
-    let n = ctx.client()?.requeue(&a.queue, &ids).await?;
+    let c = ctx.client()?;
+    let mut n = 0;
+    for q in targets(&c, &a.queue).await?.0 {
+        n += c.requeue(&q, &ids).await?;
+    }
     Ok(counted(ctx, "requeued", n, || {
         format!("nothing requeued: no failed, errored or delayed message with these ids in queue '{}'", a.queue)
     }))
@@ -398,7 +460,11 @@ pub async fn purge(ctx: &Ctx, a: &PurgeArgs) -> Result<ExitCode, Error> {
         PurgeState::Errors => "ERRORS",
         PurgeState::All => "ALL",
     };
-    let n = ctx.client()?.purge(&a.queue, state).await?;
+    let c = ctx.client()?;
+    let mut n = 0;
+    for q in targets(&c, &a.queue).await?.0 {
+        n += c.purge(&q, state).await?;
+    }
     ctx.out.either(&serde_json::json!({ "deleted": n }), || n.to_string());
     Ok(ExitCode::SUCCESS)
 }
@@ -414,23 +480,67 @@ pub async fn recover(ctx: &Ctx, a: &RecoverArgs) -> Result<ExitCode, Error> {
     if a.errors {
         parts.push("ERRORS");
     }
-    let [e, f, r] = ctx.client()?.recover(&a.queue, &parts).await?;
-    ctx.out.either(&serde_json::json!({ "expired": e, "failed": f, "errors": r }), || {
-        format!("expired {e}, failed {f}, errors {r} moved back to ready")
-    });
+    let c = ctx.client()?;
+    let (queues, partitioned) = targets(&c, &a.queue).await?;
+    let mut each = Vec::new();
+    let mut total = [0u64; 3];
+    for q in &queues {
+        let r = c.recover(q, &parts).await?;
+        for (t, x) in total.iter_mut().zip(r) {
+            *t += x;
+        }
+        each.push((q.clone(), r));
+    }
+    let [e, f, r] = total;
+    let line = |[e, f, r]: [u64; 3]| format!("expired {e}, failed {f}, errors {r} moved back to ready");
+    if ctx.out.json {
+        let mut v = serde_json::json!({ "expired": e, "failed": f, "errors": r });
+        if partitioned {
+            let per: serde_json::Map<String, serde_json::Value> =
+                each.iter().map(|(q, [e, f, r])| (q.clone(), serde_json::json!({ "expired": e, "failed": f, "errors": r }))).collect();
+            v["partitions"] = serde_json::Value::Object(per);
+        }
+        ctx.out.json(&v);
+    } else {
+        if partitioned {
+            for (q, r) in &each {
+                println!("{q}: {}", line(*r));
+            }
+            print!("total: ");
+        }
+        println!("{}", line(total));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn config(ctx: &Ctx, c: &ConfigCmd) -> Result<ExitCode, Error> {
-    match c {
+pub async fn config(ctx: &Ctx, cmd: &ConfigCmd) -> Result<ExitCode, Error> {
+    let c = ctx.client()?;
+    match cmd {
         ConfigCmd::Get { queue, name } => {
-            let pairs = ctx.client()?.config_get(queue, name.as_deref()).await?;
-            let map: serde_json::Map<String, serde_json::Value> =
-                pairs.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
-            ctx.out.either(&map, || {
+            let (queues, partitioned) = targets(&c, queue).await?;
+            let mut each = Vec::new();
+            for q in &queues {
+                each.push((q.clone(), c.config_get(q, name.as_deref()).await?));
+            }
+            let same = each.windows(2).all(|w| w[0].1 == w[1].1);
+            let as_map = |pairs: &[(String, String)]| -> serde_json::Map<String, serde_json::Value> {
+                pairs.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect()
+            };
+            let text = |pairs: &[(String, String)]| {
                 let w = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
                 pairs.iter().map(|(k, v)| format!("{k:<w$}  {v}")).collect::<Vec<_>>().join("\n")
-            });
+            };
+            if !partitioned || same {
+                // A partitioned queue whose partitions agree shows as one queue.
+                ctx.out.either(&as_map(&each[0].1), || text(&each[0].1));
+            } else if ctx.out.json {
+                let per: serde_json::Map<String, serde_json::Value> =
+                    each.iter().map(|(q, p)| (q.clone(), serde_json::Value::Object(as_map(p)))).collect();
+                ctx.out.json(&per);
+            } else {
+                let blocks: Vec<String> = each.iter().map(|(q, p)| format!("{q}:\n{}", text(p))).collect();
+                println!("{}", blocks.join("\n"));
+            }
         }
         ConfigCmd::Set { queue, pairs } => {
             if pairs.len() % 2 != 0 {
@@ -440,7 +550,9 @@ pub async fn config(ctx: &Ctx, c: &ConfigCmd) -> Result<ExitCode, Error> {
                 )));
             }
             let kv: Vec<(&str, &str)> = pairs.chunks(2).map(|p| (p[0].as_str(), p[1].as_str())).collect();
-            ctx.client()?.config_set(queue, &kv).await?;
+            for q in targets(&c, queue).await?.0 {
+                c.config_set(&q, &kv).await?;
+            }
             ctx.out.either(&serde_json::json!({ "ok": true }), || "OK".to_string());
         }
     }
@@ -448,7 +560,9 @@ pub async fn config(ctx: &Ctx, c: &ConfigCmd) -> Result<ExitCode, Error> {
 }
 
 pub async fn log(ctx: &Ctx, a: &LogArgs) -> Result<ExitCode, Error> {
-    let entries = ctx.client()?.log(&a.queue, a.from, a.count).await?;
+    let c = ctx.client()?;
+    one_queue_only(&c, &a.queue, "log").await?;
+    let entries = c.log(&a.queue, a.from, a.count).await?;
     if ctx.out.json {
         let list: Vec<serde_json::Value> =
             entries.iter().map(|e| serde_json::Value::Object(e.iter().map(|(k, v)| (k.clone(), value_json(v))).collect())).collect();
@@ -470,7 +584,9 @@ pub async fn log(ctx: &Ctx, a: &LogArgs) -> Result<ExitCode, Error> {
 }
 
 pub async fn replay(ctx: &Ctx, a: &ReplayArgs) -> Result<ExitCode, Error> {
-    let n = ctx.client()?.replay(&a.queue, a.from, a.to).await?;
+    let c = ctx.client()?;
+    one_queue_only(&c, &a.queue, "replay").await?;
+    let n = c.replay(&a.queue, a.from, a.to).await?;
     ctx.out.either(&serde_json::json!({ "replayed": n }), || n.to_string());
     Ok(ExitCode::SUCCESS)
 }

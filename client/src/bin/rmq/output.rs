@@ -35,12 +35,22 @@ impl Out {
     }
 
     pub fn messages(&self, msgs: &[Message]) {
+        self.messages_of(msgs, false);
+    }
+
+    /// Messages; `show_queue` starts each text line with the message's queue (the partitions
+    /// of a partitioned queue). JSON always has it.
+    pub fn messages_of(&self, msgs: &[Message], show_queue: bool) {
         if self.json {
             self.json(&msgs);
             return;
         }
         for m in msgs {
-            println!("{}", message_line(m));
+            if show_queue {
+                println!("[{}] {}", m.queue, message_line(m));
+            } else {
+                println!("{}", message_line(m));
+            }
         }
     }
 

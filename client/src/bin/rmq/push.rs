@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use rmq_client::{Error, Producer, ProducerConfig, Push};
+use rmq_client::{Confirm, Error, Producer, ProducerConfig, Push};
 
 use crate::output::exit;
 use crate::Ctx;
@@ -17,11 +17,15 @@ use crate::Ctx;
 /// When Redis cannot take it (down, unreachable, wrong address), the message goes to the
 /// local spool, a warning says so, and the exit status is 4: it is NOT in Redis until
 /// `rmq spool drain` (or a running `rmq work`) sends it. With --no-spool it fails instead
-/// (exit 3).
+/// (exit 3). With --confirm, "Redis has it" means its master and a replica (WAIT).
+///
+/// For a partitioned queue (`rmq partition create`), the message goes to the partition of
+/// its --key (a random partition without one).
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
     rmq push jobs '{\"to\":\"ann@example.com\"}' --tag email --key customer-7\n  \
-    echo hello | rmq push jobs - --header trace=abc --delay 5000")]
+    echo hello | rmq push jobs - --header trace=abc --delay 5000\n  \
+    rmq push orders '{\"sku\":42}' --key customer-7 --confirm")]
 pub struct PushArgs {
     /// The queue: 1–200 bytes of A-Z a-z 0-9 _ . : - # /
     /// The queue's name.
@@ -35,7 +39,8 @@ pub struct PushArgs {
     /// What kind of message this is; `rmq work` and the worker pick the handler by it.
     #[arg(long)]
     tag: Option<String>,
-    /// Your own key (a customer or order id …): stored and handed back, never interpreted.
+    /// Your own key (a customer or order id …): stored and handed back; for a partitioned
+    /// queue, it picks the partition (so one key's messages stay in order).
     #[arg(long)]
     key: Option<String>,
     /// A header, NAME=VALUE (repeatable).
@@ -47,6 +52,17 @@ pub struct PushArgs {
     /// Due at this unix time, in milliseconds.
     #[arg(long, value_name = "UNIX_MS")]
     at: Option<u64>,
+    /// Confirm: after the push, WAIT until --confirm-replicas replicas have it (at most
+    /// --confirm-timeout), so that it survives the loss of its master. Unconfirmed, it is
+    /// sent again with the same id, then spooled (exit 4).
+    #[arg(long)]
+    confirm: bool,
+    /// With --confirm: how many replicas must have the message.
+    #[arg(long, default_value_t = 1, value_name = "N", requires = "confirm")]
+    confirm_replicas: u32,
+    /// With --confirm: how long to wait for them, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_name = "MS", requires = "confirm")]
+    confirm_timeout: u64,
 }
 
 /// Look at or send the local spool (messages Redis could not take)
@@ -120,10 +136,11 @@ pub async fn push(ctx: &Ctx, a: &PushArgs) -> Result<ExitCode, Error> {
     }
     p.delay = a.delay.map(Duration::from_millis);
     p.at = a.at;
-    let cfg = ProducerConfig { spool_dir: ctx.spool.clone(), retries: 2, background_drain: false, ..Default::default() };
+    let confirm = a.confirm.then(|| Confirm { replicas: a.confirm_replicas, timeout: Duration::from_millis(a.confirm_timeout) });
+    let cfg = ProducerConfig { spool_dir: ctx.spool.clone(), retries: 2, background_drain: false, confirm, ..Default::default() };
     let producer = Producer::new(ctx.client()?, cfg).await?;
     let r = producer.push(p).await?;
-    ctx.out.either(&serde_json::json!({ "id": r.id, "spooled": r.spooled }), || r.id.clone());
+    ctx.out.either(&serde_json::json!({ "id": r.id, "queue": r.queue, "spooled": r.spooled }), || r.id.clone());
     if r.spooled {
         let dir = ctx.spool.as_deref().unwrap_or(Path::new("?"));
         eprintln!(

@@ -7,12 +7,15 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use rmq_client::{Client, Error, Stats};
+use rmq_client::{Client, Error, Partitioned, Stats};
 
 use crate::output::{clock, now_ms};
 use crate::Ctx;
 
 /// Show the counters of one queue, or a table of every queue (--watch: live)
+///
+/// For a partitioned queue: a row per partition and a total row. In a cluster, "every
+/// queue" is every queue of every master.
 ///
 /// The table fits 80 columns: messages per state, then (with --watch) pushes and acks per
 /// second since the previous redraw, and the age of the oldest ready message. A queue seen
@@ -62,35 +65,54 @@ struct Sample {
     rows: BTreeMap<String, Stats>,
 }
 
-async fn sample(c: &Client, queue: Option<&str>, seen: &mut BTreeSet<String>) -> Result<Sample, Error> {
-    match queue {
-        Some(q) => {
+async fn sample(c: &Client, queue: Option<&str>, part: Option<&Partitioned>, seen: &mut BTreeSet<String>) -> Result<Sample, Error> {
+    match (queue, part) {
+        (_, Some(p)) => seen.extend(p.partitions.iter().cloned()),
+        (Some(q), None) => {
             seen.insert(q.to_string());
         }
-        None => seen.extend(c.queues().await?),
+        (None, None) => seen.extend(c.queues().await?),
     }
     let mut rows = BTreeMap::new();
     for q in seen.iter() {
         rows.insert(q.clone(), c.stats(q).await?);
     }
+    if let Some(p) = part {
+        let each: Vec<(String, Stats)> = rows.iter().map(|(q, s)| (q.clone(), s.clone())).collect();
+        rows.insert(total_row(p), rmq_client::partition::total(&each));
+    }
     Ok(Sample { at: Instant::now(), rows })
+}
+
+/// The name of a partitioned queue's total row (it sorts before its partitions).
+fn total_row(p: &Partitioned) -> String {
+    format!("{} (total)", p.name)
 }
 
 pub async fn stats(ctx: &Ctx, a: &StatsArgs) -> Result<ExitCode, Error> {
     let c = ctx.client()?;
+    let part = match &a.queue {
+        Some(q) => c.partitioned_or_plain(q).await?,
+        None => None,
+    };
     let mut seen = BTreeSet::new();
     if !a.watch {
-        let s = sample(&c, a.queue.as_deref(), &mut seen).await?;
-        match (&a.queue, ctx.out.json) {
-            (Some(q), true) => ctx.out.json(&s.rows[q]),
-            (None, true) => ctx.out.json(&s.rows),
-            (Some(q), false) => {
+        let s = sample(&c, a.queue.as_deref(), part.as_ref(), &mut seen).await?;
+        match (&a.queue, &part, ctx.out.json) {
+            (Some(_), Some(p), true) => {
+                let per: BTreeMap<&String, &Stats> = s.rows.iter().filter(|(q, _)| p.partitions.contains(q)).collect();
+                ctx.out.json(&serde_json::json!({ "total": s.rows[&total_row(p)], "partitions": per }));
+            }
+            (Some(_), Some(_), false) => print!("{}", table(&s, None)),
+            (Some(q), None, true) => ctx.out.json(&s.rows[q]),
+            (None, _, true) => ctx.out.json(&s.rows),
+            (Some(q), None, false) => {
                 println!("queue {q}");
                 for k in FIELDS {
                     println!("  {:<16}{}", k, s.rows[q].get(k).copied().unwrap_or(0));
                 }
             }
-            (None, false) => {
+            (None, _, false) => {
                 print!("{}", table(&s, None));
                 if s.rows.is_empty() {
                     println!("(no queue holds messages)");
@@ -106,7 +128,7 @@ pub async fn stats(ctx: &Ctx, a: &StatsArgs) -> Result<ExitCode, Error> {
     let mut n = 0u64;
     loop {
         let mut screen = String::new();
-        match sample(&c, a.queue.as_deref(), &mut seen).await {
+        match sample(&c, a.queue.as_deref(), part.as_ref(), &mut seen).await {
             Ok(s) => {
                 down_since = None;
                 if ctx.out.json {

@@ -24,9 +24,10 @@ pub const EXIT_DO_NOT_RETRY: i32 = 65;
 /// stderr is the reason stored with the message. The command is checked before the first
 /// fetch.
 ///
-/// The message's fields are in the command's environment: RMQ_QUEUE, RMQ_ID, RMQ_TAG,
-/// RMQ_KEY, RMQ_ATTEMPT, RMQ_RECEIPT, and RMQ_HEADER_<NAME> per header (upper case, other
-/// characters as _). Each message is logged on stderr (start, outcome, reason). ctrl-c or
+/// For a partitioned queue, every partition is worked, in turn. The message's fields are in
+/// the command's environment: RMQ_QUEUE (the message's queue: a partition for a partitioned
+/// queue), RMQ_ID, RMQ_TAG, RMQ_KEY, RMQ_ATTEMPT, RMQ_RECEIPT, and RMQ_HEADER_<NAME> per
+/// header (upper case, other characters as _). Each message is logged on stderr (start, outcome, reason). ctrl-c or
 /// SIGTERM stops it gracefully. It also sends what the spool holds.
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
@@ -110,10 +111,9 @@ pub async fn work(ctx: &Ctx, a: &WorkArgs) -> Result<ExitCode, Error> {
     };
     tracing::info!(queue = %a.queue, command = ?a.command, "rmq work: starting");
     let command = a.command.clone();
-    let queue = a.queue.clone();
     let handler = move |m: Message| {
         let command = command.clone();
-        let queue = queue.clone();
+        let queue = m.queue.clone();
         async move { run_command(&command, &queue, m).await }
     };
     let w = Worker::new(client, a.queue.clone(), cfg).handle_any(handler);
