@@ -2015,7 +2015,8 @@ end
 
 -- RMQ.QUEUES (0 keys)
 -- Reply: sorted array of the queues that have any key (messages, counters, settings, log)
--- on this node. A SCAN of the keyspace: functions keep no memory between calls.
+-- on this node. A SCAN of the keyspace: the library keeps no list of queues (it keeps nothing
+-- of the data between calls, see settings_of).
 function commands.queues(_, args)
     no_more(args, 1)
     local seen, out = {}, {}
