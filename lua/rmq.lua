@@ -709,8 +709,8 @@ local function headers_at(raw, p)
 end
 
 -- The fields of a record in canonical form, read where they lie: id body tag key headers (nil
--- when none) created attempt offset deliveries error consumer, and where attempt, offset and
--- deliveries begin; nil for any other form. Several bytes are read per call (a call costs more
+-- when none) created attempt offset deliveries error, and where the offset and deliveries
+-- begin (a delivery replaces the consumer); nil for any other form. Several bytes are read per call (a call costs more
 -- than the bytes): first the shape most messages have, then, when it does not fit, one field
 -- at a time.
 local function read_in_place(raw)
@@ -780,11 +780,10 @@ local function read_in_place(raw)
             end
         end
         if offset and d and d < 0x80 and e == 0xa0 and c == 0xa0 and dat + 2 == n then
-            return id, body, tag, key, headers, created, a, offset, d, '', '', p, p + 1, dat
+            return id, body, tag, key, headers, created, a, offset, d, '', p + 1, dat
         end
     end
     local attempt, offset, deliveries, err, consumer
-    local at = p
     attempt, p = uint_at(raw, p)
     if not attempt then return nil end
     local oat = p
@@ -797,7 +796,7 @@ local function read_in_place(raw)
     if not err then return nil end
     consumer, p = str_at(raw, p)
     if not consumer or p ~= n + 1 then return nil end
-    return id, body, tag, key, headers, created, attempt, offset, deliveries, err, consumer, at, oat, dat
+    return id, body, tag, key, headers, created, attempt, offset, deliveries, err, oat, dat
 end
 
 -- A record's bytes, as cmsgpack.pack writes them (see str_header); headers: nil for none.
@@ -1314,7 +1313,7 @@ local NO_HEADERS = { map = {} }
 -- and deliveries one more, the consumer set; every other byte as it was) and the reply's map
 -- (the table m when given, filled). nil when raw is not a record.
 local function next_delivery(raw, consumer, deadline, us, m)
-    local id, body, tag, key, headers, created, attempt, offset, deliveries, err, _, _, oat, dat = read_in_place(raw)
+    local id, body, tag, key, headers, created, attempt, offset, deliveries, err, oat, dat = read_in_place(raw)
     local bytes
     if id then
         -- Written again from the values (the same bytes, canonical as they were), the offset
