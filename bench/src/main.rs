@@ -5,6 +5,7 @@
 //! docs/BENCHMARKS.md for the method. `rmq-bench --help` lists the options.
 
 mod approaches;
+mod archive;
 mod chart;
 mod experiments;
 mod measure;
@@ -182,6 +183,15 @@ fn log(msg: &str) {
 }
 
 fn main() {
+    // `rmq-bench archive …`: the SQL archive's section (bench/src/archive.rs).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("archive") {
+        if let Err(e) = archive::main(&args[1..]) {
+            eprintln!("rmq-bench archive: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let cfg = match parse_args() {
         Ok(c) => c,
         Err(e) => {
