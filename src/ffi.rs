@@ -25,6 +25,34 @@ impl RStr {
         RStr { ctx, ptr }
     }
 
+    /// The same as `new` for a name the module uses again and again (the log's field names):
+    /// one string made once and shared by reference count, instead of an allocation and a copy
+    /// at every use.
+    pub fn name(ctx: Ctx, bytes: &'static [u8]) -> RStr {
+        /// Names kept; any further one is made afresh each time.
+        const MAX_NAMES: usize = 32;
+        thread_local! {
+            static NAMES: std::cell::RefCell<Vec<(&'static [u8], usize)>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        NAMES.with(|names| {
+            let mut names = names.borrow_mut();
+            let shared = match names.iter().find(|(n, _)| *n == bytes) {
+                Some(&(_, p)) => p as *mut raw::RedisModuleString,
+                None if names.len() < MAX_NAMES => {
+                    // SAFETY: a null context: the string is the module's, never freed by Redis.
+                    let p = unsafe { raw::RedisModule_CreateString.unwrap()(std::ptr::null_mut(), bytes.as_ptr().cast(), bytes.len()) };
+                    names.push((bytes, p as usize));
+                    p
+                }
+                None => return RStr::new(ctx, bytes),
+            };
+            // SAFETY: a live string the module keeps; the reference taken here is the one this
+            // RStr's drop gives back (RM_FreeString decrements the count).
+            unsafe { raw::RedisModule_RetainString.unwrap()(ctx, shared) };
+            RStr { ctx, ptr: shared }
+        })
+    }
+
     /// Takes ownership of a string Redis handed over (ListPop, HashGet, …).
     pub fn adopt(ctx: Ctx, ptr: *mut raw::RedisModuleString) -> Option<RStr> {
         (!ptr.is_null()).then(|| RStr { ctx, ptr })

@@ -199,9 +199,13 @@ fn arg_bytes(v: &Value) -> mlua::Result<Vec<u8>> {
 /// Whether a command the library calls changes data (a stop after it, before the move's
 /// other writes, would leave the move half done).
 fn writes(name: &[u8]) -> bool {
-    const READS: [&[u8]; 15] = [
+    const READS: [&[u8]; 19] = [
         b"TIME",
         b"LLEN",
+        b"HLEN",
+        b"ZCOUNT",
+        b"XLEN",
+        b"SCAN",
         b"LRANGE",
         b"LINDEX",
         b"ZCARD",

@@ -17,7 +17,7 @@
 
 use std::cell::Cell;
 use std::ffi::CStr;
-use std::os::raw::{c_int, c_long};
+use std::os::raw::{c_int, c_long, c_longlong};
 
 use redis_module::raw;
 use rmq_core::store::{InflightVisit, Key, Kind, Store, Walk};
@@ -84,6 +84,8 @@ fn event_of(command: &CStr) -> (&'static CStr, c_int, bool, bool) {
         b"ZADD" => (c"zadd", raw::REDISMODULE_NOTIFY_ZSET, false, true),
         b"ZREM" => (c"zrem", raw::REDISMODULE_NOTIFY_ZSET, true, true),
         b"HSET" => (c"hset", raw::REDISMODULE_NOTIFY_HASH, false, true),
+        b"XADD" => (c"xadd", raw::REDISMODULE_NOTIFY_STREAM, false, false),
+        b"XTRIM" => (c"xtrim", raw::REDISMODULE_NOTIFY_STREAM, false, false),
         _ => (c"hdel", raw::REDISMODULE_NOTIFY_HASH, true, true),
     }
 }
@@ -544,28 +546,40 @@ impl Store for RedisStore<'_> {
         Ok(new)
     }
 
-    fn xadd(&mut self, k: Key, maxlen: u64, fields: &[(&[u8], &[u8])]) {
-        // Rare (only with `log 1`), so RM_Call: it turns `*` into the explicit id it gave,
-        // `!` replicates exactly that, and XADD sends its own keyspace notification.
+    fn xadd(&mut self, k: Key, maxlen: u64, fields: &[(&'static [u8], &[u8])]) {
         let ctx = self.ctx;
-        let mut args: Vec<RStr> = Vec::with_capacity(4 + 2 * fields.len());
-        args.push(RStr::new(ctx, &k.name(self.queue)));
-        args.push(RStr::new(ctx, b"MAXLEN"));
-        args.push(RStr::new(ctx, maxlen.to_string().as_bytes()));
-        args.push(RStr::new(ctx, b"*"));
-        for (f, v) in fields {
-            args.push(RStr::new(ctx, f));
-            args.push(RStr::new(ctx, v));
+        let p = self.write(k);
+        let args: Vec<RStr> = fields.iter().flat_map(|(f, v)| [RStr::name(ctx, f), RStr::new(ctx, v)]).collect();
+        let mut argv: Vec<*mut raw::RedisModuleString> = args.iter().map(|a| a.ptr).collect();
+        let mut id = raw::RedisModuleStreamID { ms: 0, seq: 0 };
+        // SAFETY: a handle open for writing on a key checked to be a stream (or empty); `argv`
+        // holds 2 × fields.len() live strings.
+        let added = unsafe {
+            raw::RedisModule_StreamAdd.unwrap()(
+                p,
+                raw::REDISMODULE_STREAM_ADD_AUTOID as c_int,
+                &mut id,
+                argv.as_mut_ptr(),
+                fields.len() as i64,
+            )
+        };
+        if added != raw::REDISMODULE_OK as c_int {
+            // Only when the stream's last id is the largest there is: XADD * fails the same way.
+            return;
         }
-        let mut ptrs: Vec<*mut raw::RedisModuleString> = args.iter().map(|a| a.ptr).collect();
-        // Our open handle on the stream must not be held across a call that writes it.
-        self.keys[slot(k)].take();
-        // SAFETY: "!v" with an array of live strings; the reply is freed here.
-        unsafe {
-            let reply = raw::RedisModule_Call.unwrap()(ctx, c"XADD".as_ptr(), c"!v".as_ptr(), ptrs.as_mut_ptr(), ptrs.len());
-            if !reply.is_null() {
-                raw::RedisModule_FreeCallReply.unwrap()(reply);
-            }
+        // Exact trimming, as `XADD … MAXLEN n` does.
+        // SAFETY: the same handle.
+        let trimmed = unsafe { raw::RedisModule_StreamTrimByLength.unwrap()(p, 0, maxlen.min(i64::MAX as u64) as c_longlong) };
+        // Replicas and the AOF get the id this entry was given, never `*`.
+        let mut id_text = Vec::with_capacity(41);
+        id_text.extend_from_slice(itoa::Buffer::new().format(id.ms).as_bytes());
+        id_text.push(b'-');
+        id_text.extend_from_slice(itoa::Buffer::new().format(id.seq).as_bytes());
+        let id = RStr::new(ctx, &id_text);
+        self.effect(k, c"XADD", std::iter::once(id).chain(args));
+        if trimmed > 0 {
+            let maxlen = RStr::new(ctx, itoa::Buffer::new().format(maxlen).as_bytes());
+            self.effect(k, c"XTRIM", [RStr::new(ctx, b"MAXLEN"), maxlen]);
         }
     }
 

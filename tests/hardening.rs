@@ -350,6 +350,45 @@ fn native_commands_send_the_keyspace_events_of_what_they_change() {
     assert_eq!(got, want);
 }
 
+#[test]
+fn the_log_sends_the_events_of_xadd_with_maxlen() {
+    let s = module();
+    let mut c = s.conn();
+    set_config(&mut c, "notify-keyspace-events", "KEA");
+    ok(&mut c, "RMQ.CONFIG", "q", &["SET", "log", "1", "log-maxlen", "1"]);
+    let mut sub = redis::Client::open(s.url()).unwrap().get_connection().unwrap();
+    let mut pubsub = sub.as_pubsub();
+    pubsub.psubscribe("__keyspace@0__:*").unwrap();
+    pubsub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let log_events = |pubsub: &mut redis::PubSub, key: &str, until: &str| {
+        let mut seen = Vec::new();
+        loop {
+            let msg = pubsub.get_message().unwrap();
+            let channel = msg.get_channel_name().trim_start_matches("__keyspace@0__:").to_string();
+            let event: String = msg.get_payload().unwrap();
+            if channel == until {
+                return seen;
+            }
+            if channel == key {
+                seen.push(event);
+            }
+        }
+    };
+    // What Redis's own XADD … MAXLEN 1 sends, on a plain stream: the reference.
+    for _ in 0..2 {
+        let _: String = redis::cmd("XADD").arg("plain").arg("MAXLEN").arg("1").arg("*").arg("f").arg("v").query(&mut c).unwrap();
+    }
+    let _: () = redis::cmd("SET").arg("end-plain").arg("1").query(&mut c).unwrap();
+    let reference = log_events(&mut pubsub, "plain", "end-plain");
+    assert_eq!(reference, ["xadd", "xadd", "xtrim"]);
+    ok(&mut c, "RMQ.PUSH", "q", &["a"]);
+    ok(&mut c, "RMQ.PUSH", "q", &["b"]);
+    let _: () = redis::cmd("SET").arg("end-log").arg("1").query(&mut c).unwrap();
+    assert_eq!(log_events(&mut pubsub, "log:{q}", "end-log"), reference);
+    let len: i64 = redis::cmd("XLEN").arg("log:{q}").query(&mut c).unwrap();
+    assert_eq!(len, 1, "the log keeps log-maxlen entries");
+}
+
 // ---- 13. Key specs and ACL ----
 
 #[test]

@@ -358,11 +358,16 @@ fn replica_holds_identical_keys_and_takes_over_with_the_same_receipts() {
     ok(&mut p, "RMQ.PUSH", "mix", &["doomed", "ID", "doomed", "DELAY", "600000"]);
     assert_eq!(int(&ok(&mut p, "RMQ.DEL", "mix", &["doomed"])), 1);
     ok(&mut p, "RMQ.PURGE", "mix", &["FAILED"]);
+    // A shorter log, so that the replica trims it as the primary did.
+    ok(&mut p, "RMQ.CONFIG", "mix", &["SET", "log-maxlen", "5"]);
+    ok(&mut p, "RMQ.PUSH", "mix", &["late"]);
     let held = messages(&ok(&mut p, "RMQ.FETCH", "mix", &["COUNT", "5", "LOCK", "600000"]));
     assert!(!held.is_empty());
     let _: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut p).unwrap();
     let want = dump_keys(&mut p);
     assert!(want.contains_key("bak:{mix}") && want.contains_key("log:{mix}"), "{want:?}");
+    let log_len: i64 = redis::cmd("XLEN").arg("log:{mix}").query(&mut p).unwrap();
+    assert_eq!(log_len, 5, "the log was trimmed to log-maxlen");
     assert!(
         eventually(Duration::from_secs(5), || dump_keys(&mut r) == want),
         "replica differs:\nprimary {want:#?}\nreplica {:#?}",

@@ -135,7 +135,7 @@ impl Store for MemStore {
         h.insert(field.to_vec(), (old + by).to_string().into_bytes());
         Ok(old + by)
     }
-    fn xadd(&mut self, k: Key, maxlen: u64, fields: &[(&[u8], &[u8])]) {
+    fn xadd(&mut self, k: Key, maxlen: u64, fields: &[(&'static [u8], &[u8])]) {
         let s = self.streams.entry(k).or_default();
         s.push_back(fields.iter().map(|(f, v)| (f.to_vec(), v.to_vec())).collect());
         while s.len() as u64 > maxlen {

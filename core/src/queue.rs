@@ -731,13 +731,13 @@ impl<'a, S: Store> Queue<'a, S> {
 
     /// Appends an event to the message log when the queue's `log` setting is on: `offset
     /// event id time`, then the event's own fields (docs/commands.md, LOG).
-    fn log(&mut self, event: &[u8], offset: u64, id: &[u8], extra: &[(&[u8], &[u8])]) {
+    fn log(&mut self, event: &[u8], offset: u64, id: &[u8], extra: &[(&'static [u8], &[u8])]) {
         if !self.set.log {
             return;
         }
         let offset = offset.to_string();
         let time = self.now.to_string();
-        let mut fields: Vec<(&[u8], &[u8])> =
+        let mut fields: Vec<(&'static [u8], &[u8])> =
             vec![(b"offset", offset.as_bytes()), (b"event", event), (b"id", id), (b"time", time.as_bytes())];
         fields.extend_from_slice(extra);
         self.store.xadd(Key::Log, self.set.log_maxlen, &fields);
@@ -756,7 +756,7 @@ impl<'a, S: Store> Queue<'a, S> {
             return;
         }
         let attempt = r.attempt.to_string();
-        let mut extra: Vec<(&[u8], &[u8])> = vec![(b"attempt", attempt.as_bytes())];
+        let mut extra: Vec<(&'static [u8], &[u8])> = vec![(b"attempt", attempt.as_bytes())];
         if let Some(reason) = reason {
             extra.push((b"error", reason));
         }
@@ -769,7 +769,7 @@ impl<'a, S: Store> Queue<'a, S> {
         }
         let headers = encode_headers(&r.headers);
         let due = due.map(|d| d.to_string());
-        let mut extra: Vec<(&[u8], &[u8])> = vec![(b"body", &r.body), (b"tag", &r.tag), (b"key", &r.key), (b"headers", &headers)];
+        let mut extra: Vec<(&'static [u8], &[u8])> = vec![(b"body", &r.body), (b"tag", &r.tag), (b"key", &r.key), (b"headers", &headers)];
         if let Some(due) = &due {
             extra.push((b"due", due.as_bytes()));
         }
@@ -782,7 +782,7 @@ impl<'a, S: Store> Queue<'a, S> {
             return;
         }
         let (attempt, due) = (r.attempt.to_string(), due.to_string());
-        let mut extra: Vec<(&[u8], &[u8])> = vec![(b"attempt", attempt.as_bytes()), (b"due", due.as_bytes())];
+        let mut extra: Vec<(&'static [u8], &[u8])> = vec![(b"attempt", attempt.as_bytes()), (b"due", due.as_bytes())];
         if let Some(reason) = reason {
             extra.push((b"error", reason));
         }
@@ -796,7 +796,8 @@ impl<'a, S: Store> Queue<'a, S> {
         }
         let l = &d.layout;
         let (attempt, deadline) = (l.attempt.to_string(), d.deadline.to_string());
-        let extra: [(&[u8], &[u8]); 3] = [(b"consumer", consumer), (b"attempt", attempt.as_bytes()), (b"deadline", deadline.as_bytes())];
+        let extra: [(&'static [u8], &[u8]); 3] =
+            [(b"consumer", consumer), (b"attempt", attempt.as_bytes()), (b"deadline", deadline.as_bytes())];
         self.log(b"fetch", l.offset, &d.message_id(), &extra);
     }
 }

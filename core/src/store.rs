@@ -141,7 +141,7 @@ pub trait Store {
     fn hincrby(&mut self, k: Key, field: &[u8], by: i64) -> crate::Result<i64>;
 
     /// Appends an entry to the log stream, trimmed to `maxlen` entries.
-    fn xadd(&mut self, k: Key, maxlen: u64, fields: &[(&[u8], &[u8])]);
+    fn xadd(&mut self, k: Key, maxlen: u64, fields: &[(&'static [u8], &[u8])]);
 
     /// Random bytes, for the nonce that makes receipts unique across queues and histories.
     fn random(&mut self, out: &mut [u8]);
