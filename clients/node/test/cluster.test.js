@@ -301,5 +301,48 @@ for (const ed of editions()) {
         await c.close();
       }
     });
+
+    test("a producer and a worker ride out a failover", async () => {
+      // kill -9 of a queue's master: its replica takes over, the client reads the slot map again
+      // and goes on. With confirms, every push acknowledged before the kill survives it; every
+      // message is handled at least once. (After the kill the new master has no replica, so a
+      // confirmed push could not be confirmed until one is back: the pushes after it are not.)
+      const q = `failover-${ed}`;
+      const slot = queueSlot(q);
+      const master = await cluster.owner(slot);
+      const seen = new Set();
+      const worker = new Worker(cluster.url, q, (m) => void seen.add(m.id), { blockMs: 200, lockMs: 5000, handleSignals: false });
+      const run = worker.run();
+      try {
+        let p = new Producer(cluster.url, { spoolDir: tmpDir(), confirm: true });
+        try {
+          for (let i = 0; i < 10; i++) assert.equal((await p.push(q, "before", { id: `b${i}` })).spooled, false);
+        } finally {
+          await p.close();
+        }
+        await cluster.node(master).killAndWait();
+        const started = Date.now();
+        p = new Producer(cluster.url, { spoolDir: tmpDir() }, { commandTimeoutMs: 20_000 });
+        try {
+          for (let i = 0; i < 10; i++) {
+            assert.equal((await p.push(q, "after", { id: `a${i}` })).spooled, false, "the first push waits out the failover");
+          }
+        } finally {
+          await p.close();
+        }
+        const took = Date.now() - started;
+        const every = [...Array.from({ length: 10 }, (_, i) => `b${i}`), ...Array.from({ length: 10 }, (_, i) => `a${i}`)];
+        await waitFor("every message handled", () => every.every((id) => seen.has(id)), 60_000);
+        const now = await cluster.owner(slot);
+        assert.notEqual(now, master);
+        console.log(`${ed}: failover of ${master} to ${now}: pushes waited ${(took / 1000).toFixed(1)} s`);
+      } finally {
+        worker.stop();
+        await run;
+        // The old master comes back as a replica; every node agrees again for the next test.
+        await cluster.node(master).restart();
+        await cluster.waitOk();
+      }
+    });
   });
 }

@@ -266,8 +266,19 @@ class TestCluster {
     return c;
   }
 
+  /** The port of the first node that runs (any node will do for a cluster client). */
+  livePort() {
+    const s = this.nodes.find((n) => n.proc);
+    if (!s) throw new Error("no cluster node runs");
+    return s.port;
+  }
+
   get url() {
-    return `redis://127.0.0.1:${this.nodes[0].port}`;
+    return `redis://127.0.0.1:${this.livePort()}`;
+  }
+
+  node(port) {
+    return this.nodes.find((s) => s.port === port);
   }
 
   create() {
@@ -282,7 +293,7 @@ class TestCluster {
     }
   }
 
-  async nodesInfo(port = this.nodes[0].port) {
+  async nodesInfo(port = this.livePort()) {
     return parseNodes(String(await admin(port, "CLUSTER", "NODES")));
   }
 
@@ -294,6 +305,7 @@ class TestCluster {
       let why = "";
       const maps = new Set();
       for (const s of this.nodes) {
+        if (!s.proc) continue; // killed on purpose
         try {
           const ci = String(await admin(s.port, "CLUSTER", "INFO"));
           const repl = String(await admin(s.port, "INFO", "replication"));

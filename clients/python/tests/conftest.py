@@ -236,9 +236,19 @@ class TestCluster:
             self.close()
             raise
 
+    def live_port(self) -> int:
+        """The port of the first node that runs (any node will do for a cluster client)."""
+        for s in self.nodes:
+            if s.proc is not None and s.proc.poll() is None:
+                return s.port
+        pytest.fail("no cluster node runs")
+
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.nodes[0].port}"
+        return f"redis://127.0.0.1:{self.live_port()}"
+
+    def node(self, port: int) -> Server:
+        return next(s for s in self.nodes if s.port == port)
 
     def conn(self, port: int) -> Any:
         """An admin connection to one node (plain redis-py)."""
@@ -264,7 +274,7 @@ class TestCluster:
 
     def nodes_info(self, port: Optional[int] = None) -> List[dict]:
         """``CLUSTER NODES`` as a node sees it: port, id, master, failed, master_id, slots."""
-        text = self.conn(port or self.nodes[0].port).execute_command("CLUSTER", "NODES")
+        text = self.conn(port or self.live_port()).execute_command("CLUSTER", "NODES")
         text = text.decode() if isinstance(text, bytes) else text
         out = []
         for line in text.splitlines():
@@ -299,6 +309,8 @@ class TestCluster:
             why = ""
             maps = set()
             for s in self.nodes:
+                if s.proc is None:
+                    continue  # killed on purpose
                 try:
                     c = self.conn(s.port)
                     ci = c.execute_command("CLUSTER", "INFO").decode()
