@@ -118,6 +118,8 @@ class Rotation {
      */
     async fetchRound(client, o = {}) {
         const n = this.queues.length;
+        if (n === 0)
+            return [];
         const want = Math.max(o.count ?? 1, 1);
         const start = this.next;
         const out = [];

@@ -134,6 +134,7 @@ export class Rotation {
    */
   async fetchRound(client: Client, o: { count?: number; lockMs?: number; consumer?: string } = {}): Promise<Message[]> {
     const n = this.queues.length;
+    if (n === 0) return [];
     const want = Math.max(o.count ?? 1, 1);
     const start = this.next;
     const out: Message[] = [];

@@ -135,6 +135,8 @@ class Rotation:
         (default 1) are in hand or every queue was asked once. A queue that fails (its master is
         down) is passed over; the error is raised only when every queue failed."""
         n = len(self.queues)
+        if n == 0:
+            return []
         want = max(count or 1, 1)
         start = self._next
         out: List[Message] = []
