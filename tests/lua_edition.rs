@@ -1550,8 +1550,12 @@ fn record(
     mp_str(&mut out, body);
     mp_str(&mut out, tag);
     mp_str(&mut out, key);
-    assert!(headers.len() < 16);
-    out.push(0x90 | headers.len() as u8);
+    if headers.len() < 16 {
+        out.push(0x90 | headers.len() as u8);
+    } else {
+        out.push(0xdc);
+        out.extend((headers.len() as u16).to_be_bytes());
+    }
     for h in headers {
         mp_str(&mut out, h);
     }
@@ -1617,6 +1621,75 @@ fn stored_record_bytes_match_storage_md(ed: Edition) {
     assert!(!st.contains_key("pushed") && !st.contains_key("acked"), "pushed and acked are derived, never stored: {st:?}");
     let dup: i64 = t.redis(&["ZSCORE", "dup:{q}", "m1"]);
     assert_eq!(dup as u64, created);
+}
+
+fn fetch_stores_every_encoding_size_byte_for_byte(ed: Edition) {
+    // Offsets, bodies, ids, tags, keys and header lists at each MessagePack size boundary:
+    // FETCH stores the record with attempt, deliveries and consumer changed, every other
+    // byte as storage.md has it.
+    let mut t = Ctx::new(ed);
+    let pairs: Vec<String> = (0..9).map(|i| format!("h{i}")).collect();
+    let mut many = Vec::new();
+    for p in &pairs {
+        many.extend(["HEADER", p.as_str(), "v"]);
+    }
+    let flat: Vec<&[u8]> = pairs.iter().flat_map(|p| [p.as_bytes(), b"v".as_slice()]).collect();
+    let cases: [(u64, usize, &[&str]); 9] = [
+        (126, 31, &[]),
+        (127, 32, &["CONSUMER-ONLY"]),
+        (254, 255, &["TAG", "t"]),
+        (255, 256, &["KEY", "k"]),
+        (65_534, 65_535, &[]),
+        (65_535, 65_536, &["HEADERS"]),
+        (4_294_967_294, 0, &["ID", "an-id"]),
+        (4_294_967_295, 1, &[]),
+        (1 << 40, 40, &["HEADERS"]),
+    ];
+    for (i, (before, len, opts)) in cases.iter().enumerate() {
+        let q = format!("b{i}");
+        let _: i64 = t.redis(&["HSET", &format!("st:{{{q}}}"), "offset", &before.to_string()]);
+        let body = "x".repeat(*len);
+        let (mut args, mut headers, mut consumer) = (Vec::new(), Vec::new(), "");
+        match opts {
+            ["HEADERS"] => {
+                args.extend(many.iter().copied());
+                headers.clone_from(&flat);
+            }
+            ["CONSUMER-ONLY"] => consumer = "w",
+            _ => args.extend(opts.iter().copied()),
+        }
+        let id = t.push(&q, &body, &args);
+        let created = t.get(&q, &id).unwrap().i("created") as u64;
+        let fetch_args: Vec<&str> = if consumer.is_empty() { vec![] } else { vec!["CONSUMER", consumer] };
+        let m = t.fetch1(&q, &fetch_args);
+        let given = |name: &str| opts.iter().position(|o| *o == name).map_or("", |at| opts[at + 1]);
+        let want = record(
+            given("ID").as_bytes(),
+            body.as_bytes(),
+            given("TAG").as_bytes(),
+            given("KEY").as_bytes(),
+            &headers,
+            created,
+            1,
+            before + 1,
+            1,
+            b"",
+            consumer.as_bytes(),
+        );
+        assert_eq!(raw(&mut t, &["HGET", &format!("inf:{{{q}}}"), &m.s("receipt")]), want, "case {i}");
+        assert_eq!((m.i("offset") as u64, m.s("id")), (before + 1, id), "case {i}");
+    }
+    // Attempt and deliveries that grow out of a size, and an error that stays.
+    let _: i64 = t.redis(&["DEL", "msg:{c}"]);
+    let mut c = redis::cmd("RPUSH");
+    c.arg("msg:{c}").arg(record(b"", b"again", b"", b"", &[], 1_700_000_000_000, 127, 9, 255, b"why", b""));
+    let _: i64 = c.query(&mut t.c).unwrap();
+    let m = t.fetch1("c", &[]);
+    assert_eq!((m.i("attempt"), m.s("id")), (128, "1700000000000-9".to_string()));
+    assert_eq!(
+        raw(&mut t, &["HGET", "inf:{c}", &m.s("receipt")]),
+        record(b"", b"again", b"", b"", &[], 1_700_000_000_000, 128, 9, 256, b"why", b"")
+    );
 }
 
 fn records_written_by_hand_are_read(ed: Edition) {
@@ -1962,6 +2035,7 @@ on_both_editions!(
     replay_pushes_copies_with_replay_of_header,
     resp3_replies_are_maps,
     stored_record_bytes_match_storage_md,
+    fetch_stores_every_encoding_size_byte_for_byte,
     records_written_by_hand_are_read,
     undecodable_records_are_quarantined_to_errors,
     keys_of_the_wrong_type_are_refused_and_nothing_changes,

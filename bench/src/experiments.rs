@@ -81,7 +81,8 @@ fn parallel<T: Send>(conns: &mut [Connection], f: impl Fn(usize, &mut Connection
     })
 }
 
-/// One cycle run: the three phases, each bracketed by `INFO cpu`.
+/// One cycle run: the three phases, each bracketed by `INFO cpu` (after WAIT for the replica
+/// when `replicated`).
 #[derive(Clone, Debug)]
 pub struct CycleSample {
     /// Redis CPU µs per message: push, fetch, ack.
@@ -103,7 +104,7 @@ impl CycleSample {
     }
 }
 
-pub fn cycle(ctl: &mut Connection, conns: &mut [Connection], a: Approach, shas: &Shas, w: &Workload) -> R<CycleSample> {
+pub fn cycle(ctl: &mut Connection, conns: &mut [Connection], a: Approach, shas: &Shas, w: &Workload, replicated: bool) -> R<CycleSample> {
     flushall(ctl)?;
     a.prepare(ctl)?;
     let k = conns.len();
@@ -113,20 +114,26 @@ pub fn cycle(ctl: &mut Connection, conns: &mut [Connection], a: Approach, shas: 
     let payload = body(w.body, 42);
     let mut cpu = [0.0; 3];
     let mut wall = [0.0; 3];
+    let cpu_now = |ctl: &mut Connection| -> R<f64> {
+        if replicated {
+            crate::durable::settle(ctl)?;
+        }
+        cpu_us(ctl)
+    };
 
-    let c0 = cpu_us(ctl)?;
+    let c0 = cpu_now(ctl)?;
     let t0 = Instant::now();
     parallel(conns, |t, con| a.push(con, shas, (t * per) as u64..((t + 1) * per) as u64, &payload, depth))?;
     wall[0] = t0.elapsed().as_secs_f64();
-    let c1 = cpu_us(ctl)?;
+    let c1 = cpu_now(ctl)?;
     let t1 = Instant::now();
     let handles = parallel(conns, |t, con| a.fetch(con, shas, per, depth, t, w.body))?;
     wall[1] = t1.elapsed().as_secs_f64();
-    let c2 = cpu_us(ctl)?;
+    let c2 = cpu_now(ctl)?;
     let t2 = Instant::now();
     let acked = parallel(conns, |t, con| a.ack(con, shas, &handles[t], depth))?;
     wall[2] = t2.elapsed().as_secs_f64();
-    let c3 = cpu_us(ctl)?;
+    let c3 = cpu_now(ctl)?;
     cpu[0] = (c1 - c0) / n as f64;
     cpu[1] = (c2 - c1) / n as f64;
     cpu[2] = (c3 - c2) / n as f64;

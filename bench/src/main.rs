@@ -5,7 +5,9 @@
 //! docs/BENCHMARKS.md for the method. `rmq-bench --help` lists the options.
 
 mod approaches;
+mod archive;
 mod chart;
+mod durable;
 mod experiments;
 mod measure;
 mod report;
@@ -28,6 +30,8 @@ pub struct Config {
     pub report: Option<PathBuf>,
     pub approaches: Vec<Approach>,
     pub workloads: Vec<Workload>,
+    /// The cycle workloads run again with AOF everysec and a replica attached.
+    pub durable_workloads: Vec<Workload>,
     pub mem_n: usize,
     pub mem_bodies: Vec<usize>,
     pub ack_small: usize,
@@ -39,7 +43,10 @@ pub struct Config {
 }
 
 pub struct Results {
-    pub cycle: HashMap<(usize, Approach), Vec<CycleSample>>,
+    pub cycle: CycleResults,
+    /// The same cycles on a primary with AOF (everysec) and a replica: index into
+    /// `Config::durable_workloads`.
+    pub durable: CycleResults,
     pub memory: HashMap<(usize, Approach), Vec<MemSample>>,
     /// (approach, messages in flight) → runs.
     pub ack: HashMap<(Approach, usize), Vec<AckSample>>,
@@ -57,9 +64,9 @@ pub struct Results {
 }
 
 /// Records a failed run; gives up when the server itself is gone.
-fn failed(srv: &mut server::Server, res: &mut Results, what: String) -> Result<(), String> {
+fn failed(srv: &mut server::Server, failures: &mut Vec<String>, what: String) -> Result<(), String> {
     log(&format!("FAILED {what}"));
-    res.failures.push(what);
+    failures.push(what);
     if !srv.alive() {
         return Err(format!("redis-server is gone; its log:\n{}", srv.log_tail()));
     }
@@ -67,7 +74,7 @@ fn failed(srv: &mut server::Server, res: &mut Results, what: String) -> Result<(
 }
 
 const USAGE: &str = "rmq-bench [--quick] [--runs N] [--cpu N | --no-pin] [--module PATH] [--lua PATH]
-          [--out DIR] [--report docs/BENCHMARKS.md] [--only a,b,…] [--skip cycle,memory,ack,guard]
+          [--out DIR] [--report docs/BENCHMARKS.md] [--only a,b,…] [--skip cycle,memory,ack,guard,durable]
           [--n N] [--mem-n N] [--ack-big N] [--guard-n N] [--guard-runs N]
 approaches: rmq rmq-lua streams streams-xdel lists lists-evalsha";
 
@@ -91,6 +98,7 @@ fn parse_args() -> Result<Config, String> {
                 Workload { body: 16, mode: Mode::Pipeline(64), n: 20_000 },
                 Workload { body: 16, mode: Mode::Conns(8), n: 4_000 },
             ],
+            durable_workloads: vec![Workload { body: 16, mode: Mode::Pipeline(64), n: 20_000 }],
             mem_n: 20_000,
             mem_bodies: vec![16],
             ack_small: 1_000,
@@ -102,7 +110,10 @@ fn parse_args() -> Result<Config, String> {
         }
     } else {
         let mut workloads = Vec::new();
+        let mut durable_workloads = Vec::new();
         for body in [16, 1024] {
+            durable_workloads.push(Workload { body, mode: Mode::Single, n: 20_000 });
+            durable_workloads.push(Workload { body, mode: Mode::Pipeline(64), n: 100_000 });
             workloads.push(Workload { body, mode: Mode::Single, n: 40_000 });
             workloads.push(Workload { body, mode: Mode::Pipeline(64), n: 200_000 });
             workloads.push(Workload { body, mode: Mode::Conns(8), n: 40_000 });
@@ -117,6 +128,7 @@ fn parse_args() -> Result<Config, String> {
             report: Some(root.join("docs/BENCHMARKS.md")),
             approaches: approaches::ALL.to_vec(),
             workloads,
+            durable_workloads,
             mem_n: 100_000,
             mem_bodies: vec![16, 1024],
             ack_small: 1_000,
@@ -158,7 +170,7 @@ fn parse_args() -> Result<Config, String> {
             "--skip" => c.skip = val(&mut i, "--skip")?.split(',').map(|s| s.trim().to_string()).collect(),
             "--n" => {
                 let n = num(val(&mut i, "--n")?, "--n")?;
-                for w in &mut c.workloads {
+                for w in c.workloads.iter_mut().chain(c.durable_workloads.iter_mut()) {
                     w.n = if matches!(w.mode, Mode::Pipeline(_)) { n * 4 } else { n };
                 }
             }
@@ -170,7 +182,7 @@ fn parse_args() -> Result<Config, String> {
         }
         i += 1;
     }
-    for w in &mut c.workloads {
+    for w in c.workloads.iter_mut().chain(c.durable_workloads.iter_mut()) {
         let k = w.mode.conns();
         w.n = (w.n / k).max(1) * k;
     }
@@ -182,6 +194,15 @@ fn log(msg: &str) {
 }
 
 fn main() {
+    // `rmq-bench archive …`: the SQL archive's section (bench/src/archive.rs).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("archive") {
+        if let Err(e) = archive::main(&args[1..]) {
+            eprintln!("rmq-bench archive: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let cfg = match parse_args() {
         Ok(c) => c,
         Err(e) => {
@@ -196,6 +217,56 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+pub type CycleResults = HashMap<(usize, Approach), Vec<CycleSample>>;
+
+/// Every approach through every workload, `cfg.runs` rounds, on `srv`; `replicated`: the
+/// server has a replica to wait for at each phase's end.
+#[allow(clippy::too_many_arguments)]
+fn cycles(
+    cfg: &Config,
+    srv: &mut server::Server,
+    ctl: &mut redis::Connection,
+    shas: &approaches::Shas,
+    workloads: &[Workload],
+    replicated: bool,
+    tag: &str,
+    failures: &mut Vec<String>,
+) -> Result<CycleResults, String> {
+    let mut out = CycleResults::new();
+    for (wi, w) in workloads.iter().enumerate() {
+        let mut conns: Vec<_> = (0..w.mode.conns()).map(|_| srv.conn()).collect();
+        for r in 0..cfg.runs {
+            // A B C … then B C … A: every approach runs once per round, in a rotating order.
+            let k = cfg.approaches.len();
+            for j in 0..k {
+                let a = cfg.approaches[(j + r) % k];
+                let s = match experiments::cycle(ctl, &mut conns, a, shas, w, replicated) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        failed(srv, failures, format!("{tag} {} {} run {}: {e}", w.label(), a.name(), r + 1))?;
+                        conns = (0..w.mode.conns()).map(|_| srv.conn()).collect();
+                        *ctl = srv.conn();
+                        continue;
+                    }
+                };
+                log(&format!(
+                    "{tag:<7}{:<22} {:<26} run {}: push {} fetch {} ack {} = {} µs CPU/msg, {} msg/s",
+                    w.label(),
+                    a.name(),
+                    r + 1,
+                    measure::f3(s.cpu[0]),
+                    measure::f3(s.cpu[1]),
+                    measure::f3(s.cpu[2]),
+                    measure::f3(s.cpu_cycle()),
+                    measure::int(s.rate_cycle(w.n))
+                ));
+                out.entry((wi, a)).or_default().push(s);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn run(cfg: &Config) -> Result<(), String> {
@@ -236,6 +307,7 @@ fn run(cfg: &Config) -> Result<(), String> {
 
     let mut res = Results {
         cycle: HashMap::new(),
+        durable: HashMap::new(),
         memory: HashMap::new(),
         ack: HashMap::new(),
         guard: Vec::new(),
@@ -251,37 +323,7 @@ fn run(cfg: &Config) -> Result<(), String> {
     let skip = |s: &str| cfg.skip.iter().any(|x| x == s);
 
     if !skip("cycle") {
-        for (wi, w) in cfg.workloads.iter().enumerate() {
-            let mut conns: Vec<_> = (0..w.mode.conns()).map(|_| srv.conn()).collect();
-            for r in 0..cfg.runs {
-                // A B C … then B C … A: every approach runs once per round, in a rotating order.
-                let k = cfg.approaches.len();
-                for j in 0..k {
-                    let a = cfg.approaches[(j + r) % k];
-                    let s = match experiments::cycle(&mut ctl, &mut conns, a, &shas, w) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            failed(&mut srv, &mut res, format!("cycle {} {} run {}: {e}", w.label(), a.name(), r + 1))?;
-                            conns = (0..w.mode.conns()).map(|_| srv.conn()).collect();
-                            ctl = srv.conn();
-                            continue;
-                        }
-                    };
-                    log(&format!(
-                        "cycle  {:<22} {:<26} run {}: push {} fetch {} ack {} = {} µs CPU/msg, {} msg/s",
-                        w.label(),
-                        a.name(),
-                        r + 1,
-                        measure::f3(s.cpu[0]),
-                        measure::f3(s.cpu[1]),
-                        measure::f3(s.cpu[2]),
-                        measure::f3(s.cpu_cycle()),
-                        measure::int(s.rate_cycle(w.n))
-                    ));
-                    res.cycle.entry((wi, a)).or_default().push(s);
-                }
-            }
-        }
+        res.cycle = cycles(cfg, &mut srv, &mut ctl, &shas, &cfg.workloads, false, "cycle", &mut res.failures)?;
     }
     if !skip("memory") {
         for &b in &cfg.mem_bodies {
@@ -293,7 +335,7 @@ fn run(cfg: &Config) -> Result<(), String> {
                         Ok(s) => s,
                         Err(e) => {
                             let what = format!("memory {} {} run {}: {e}", experiments::body_label(b), a.name(), r + 1);
-                            failed(&mut srv, &mut res, what)?;
+                            failed(&mut srv, &mut res.failures, what)?;
                             ctl = srv.conn();
                             continue;
                         }
@@ -332,7 +374,7 @@ fn run(cfg: &Config) -> Result<(), String> {
                     Ok(s) => s,
                     Err(e) => {
                         let what = format!("ack {} {} in flight run {}: {e}", a.name(), inflight, r + 1);
-                        failed(&mut srv, &mut res, what)?;
+                        failed(&mut srv, &mut res.failures, what)?;
                         ctl = srv.conn();
                         con = srv.conn();
                         continue;
@@ -356,7 +398,7 @@ fn run(cfg: &Config) -> Result<(), String> {
             let s = match experiments::guard(&srv, &mut ctl, cfg.guard_n, Duration::from_secs(600)) {
                 Ok(s) => s,
                 Err(e) => {
-                    failed(&mut srv, &mut res, format!("guard run {}: {e}", r + 1))?;
+                    failed(&mut srv, &mut res.failures, format!("guard run {}: {e}", r + 1))?;
                     ctl = srv.conn();
                     let _ = redis::cmd("CONFIG").arg("SET").arg("rmq.guard-interval-ms").arg("3000").query::<()>(&mut ctl);
                     continue;
@@ -374,6 +416,18 @@ fn run(cfg: &Config) -> Result<(), String> {
                 s.setup_s
             ));
             res.guard.push(s);
+        }
+    }
+    if !skip("durable") && !cfg.durable_workloads.is_empty() {
+        // Its own pair of servers; the main one is idle meanwhile.
+        log("durable: starting a primary with appendonly yes, appendfsync everysec, and a replica");
+        match durable::Durable::start(&cfg.module, cfg.cpu) {
+            Ok(mut d) => {
+                let mut dctl = d.primary.conn();
+                let dshas = approaches::load_scripts(&mut dctl, &lua)?;
+                res.durable = cycles(cfg, &mut d.primary, &mut dctl, &dshas, &cfg.durable_workloads, true, "durable", &mut res.failures)?;
+            }
+            Err(e) => failed(&mut srv, &mut res.failures, format!("durable setup: {e}"))?,
         }
     }
     res.elapsed_s = started.elapsed().as_secs_f64();

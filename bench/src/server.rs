@@ -21,9 +21,15 @@ fn free_port() -> u16 {
 impl Server {
     /// `cpu`: pin the server to this CPU with taskset (None: no pinning).
     pub fn start(module: &Path, cpu: Option<usize>) -> Result<Server, String> {
-        let dir = std::env::temp_dir().join(format!("rmq-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        Server::start_with(module, cpu, &[])
+    }
+
+    /// As `start`, with more configuration directives (`--name value`, each overriding the
+    /// defaults: no persistence).
+    pub fn start_with(module: &Path, cpu: Option<usize>, extra: &[String]) -> Result<Server, String> {
         let port = free_port();
+        let dir = std::env::temp_dir().join(format!("rmq-bench-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut cmd = match cpu {
             Some(c) => {
                 let mut cmd = Command::new("taskset");
@@ -41,6 +47,7 @@ impl Server {
             .args(["--logfile", "redis.log"])
             .arg("--loadmodule")
             .arg(module)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let mut child = cmd.spawn().map_err(|e| format!("cannot start redis-server (via taskset: {}): {e}", cpu.is_some()))?;

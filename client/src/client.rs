@@ -354,6 +354,23 @@ impl Client {
         first(self.exec(To::Any, std::slice::from_ref(cmd), t, false, false).await?)
     }
 
+    /// Runs plain Redis commands on `key` in one MULTI/EXEC, in one round trip, on the
+    /// server holding the key: nothing else runs there in between. Each command gets its own
+    /// reply (an error as `Value::ServerError`).
+    pub async fn raw_transaction(&self, key: &str, cmds: &[redis::Cmd]) -> Result<Vec<Value>> {
+        let mut all = Vec::with_capacity(cmds.len() + 2);
+        all.push(redis::cmd("MULTI"));
+        all.extend(cmds.iter().cloned());
+        all.push(redis::cmd("EXEC"));
+        let t = self.inner.cfg.command_timeout;
+        let replies = self.exec(To::Key(key.as_bytes()), &all, t, false, false).await?;
+        match replies.into_iter().last() {
+            Some(Value::Array(v)) => Ok(v),
+            Some(Value::ServerError(e)) => Err(classify(RedisError::from(e))),
+            other => Err(Error::Protocol(format!("EXEC replied {other:?}"))),
+        }
+    }
+
     /// Which edition the server answers (found out once, then again after a restart showed a
     /// change).
     pub async fn edition(&self) -> Result<Edition> {

@@ -18,6 +18,8 @@
 //!     .await?;
 //! # Ok(()) }
 //! ```
+#[cfg(feature = "archive")]
+mod archive_backend;
 pub mod client;
 pub mod cluster;
 #[cfg(feature = "console")]

@@ -796,6 +796,9 @@ fn help_describes_every_option_with_an_example_per_subcommand() {
             leaves.extend([vec!["config".to_string(), "get".into()], vec!["config".into(), "set".into()]]);
         } else if s == "partition" {
             leaves.extend(["create", "show", "list"].map(|l| vec!["partition".to_string(), l.into()]));
+        } else if s == "archive" {
+            leaves.push(vec![s]);
+            leaves.extend(["run", "migrate", "status", "search", "replay"].map(|l| vec!["archive".to_string(), l.into()]));
         } else {
             leaves.push(vec![s]);
         }

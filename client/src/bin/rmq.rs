@@ -120,6 +120,9 @@ enum Cmd {
     Partition(partition::PartitionCmd),
     Console(rmq_console::ConsoleArgs),
     Metrics(rmq_console::MetricsArgs),
+    /// Keep every message in SQL (SQLite, PostgreSQL, MySQL); search and replay it
+    #[command(subcommand)]
+    Archive(rmq_archive::cli::ArchiveCmd),
 }
 
 /// What every subcommand gets: the global options, made ready to use.
@@ -209,6 +212,7 @@ async fn run(ctx: &Ctx, cmd: &Cmd) -> Result<ExitCode, Error> {
         // Long-running: serve until ctrl-c or SIGTERM (docs/console.md).
         Cmd::Console(a) => return Ok(rmq_console::console(std::sync::Arc::new(ctx.client()?), a).await?),
         Cmd::Metrics(a) => return Ok(rmq_console::metrics(std::sync::Arc::new(ctx.client()?), a).await?),
+        Cmd::Archive(a) => return Ok(rmq_archive::cli::run(std::sync::Arc::new(ctx.client()?), ctx.out.json, a).await?),
     };
     push::warn_if_spool_pending(ctx);
     Ok(code)

@@ -113,20 +113,38 @@ local WRONGTYPE = 'WRONGTYPE Operation against a key holding the wrong kind of v
 -- Small helpers
 ---------------------------------------------------------------------------------------
 
-local function call(...)
-    return redis.call(...)
-end
+-- redis.call, taken at the start of every call of a function (see register): while the
+-- library loads there is no redis.call, and a local is cheaper to reach than the global.
+local call
 
 -- A number as a decimal string, never in exponent form.
 local function dec(n)
     return string.format('%d', n)
 end
 
--- The clock, read once per command: unix ms (and the microseconds within the second).
+-- A one-entry memory of dec: many commands in a row share a time (the same millisecond) or a
+-- deadline, and string.format costs more than comparing two numbers.
+local function dec_memo()
+    local last, text
+    return function(n)
+        if n ~= last then
+            last, text = n, string.format('%d', n)
+        end
+        return text
+    end
+end
+local dec_now, dec_deadline, dec_limit = dec_memo(), dec_memo(), dec_memo()
+
+-- The clock, read once per command: unix ms (and the microseconds within the second). The
+-- seconds change far less often than the microseconds: their conversion is kept.
+local clock_sec, clock_sec_ms
 local function clock()
     local t = call('TIME')
-    local us = tonumber(t[2])
-    return tonumber(t[1]) * 1000 + math.floor(us / 1000), us
+    local sec, us = t[1], tonumber(t[2])
+    if sec ~= clock_sec then
+        clock_sec, clock_sec_ms = sec, tonumber(sec) * 1000
+    end
+    return clock_sec_ms + (us - us % 1000) / 1000, us
 end
 
 -- Between two whole message moves. Inside the module, a command past its Lua budget stops
@@ -142,34 +160,94 @@ end
 local KEY_TYPES = { msg = 'list', dly = 'zset', bak = 'zset', inf = 'hash', fai = 'list', err = 'list',
     cfg = 'hash', st = 'hash', dup = 'zset', log = 'stream' }
 
+-- A read of each key of a queue that Redis refuses with WRONGTYPE on a key of another type and
+-- answers for a missing one: it checks a type for less than TYPE costs (no status table to
+-- make). Lists and sorted sets give their length; hashes the field '' (never one of rmq's), as
+-- HGET is among the reads the module's Lua core knows. The log keeps TYPE (off the hot paths).
+local TYPE_PROBE = { msg = 'LLEN', dly = 'ZCARD', bak = 'ZCARD', inf = 'HGET', fai = 'LLEN', err = 'LLEN',
+    cfg = 'HGET', st = 'HGET', dup = 'ZCARD' }
+
 -- Refuses with WRONGTYPE, before anything is written, when one of the named keys of the queue
 -- exists with another type (someone wrote it by hand). Redis's Lua cannot undo a write, so a
 -- command checks the keys it is about to write after its first write.
-local function need(k, ...)
-    for _, name in ipairs({ ... }) do
-        local t = call('TYPE', k[name])
-        t = type(t) == 'table' and t.ok or t
-        if t ~= 'none' and t ~= KEY_TYPES[name] then
-            error({ rmq = WRONGTYPE }, 0)
-        end
+local function need_key(k, name)
+    local probe = TYPE_PROBE[name]
+    if probe == 'HGET' then
+        call(probe, k[name], '')
+        return
+    elseif probe then
+        call(probe, k[name])
+        return
+    end
+    local t = call('TYPE', k[name])
+    t = type(t) == 'table' and t.ok or t
+    if t ~= 'none' and t ~= KEY_TYPES[name] then
+        error({ rmq = WRONGTYPE }, 0)
     end
 end
 
+local function need(k, ...)
+    for _, name in ipairs({ ... }) do
+        need_key(k, name)
+    end
+end
+
+-- A memory that holds at most MEMORY_MAX entries and starts afresh when full, for what the
+-- library keeps across calls (only what depends on the call's input alone, or is checked
+-- against what the call read).
+local MEMORY_MAX = 256
+
+local function new_memory()
+    return { entries = {}, size = 0 }
+end
+
+local function remember(m, key, value)
+    if m.entries[key] == nil then
+        if m.size >= MEMORY_MAX then
+            m.entries, m.size = {}, 0
+        end
+        m.size = m.size + 1
+    end
+    m.entries[key] = value
+end
+
+-- The key names of each queue, built once per name: they depend on the name alone. Only
+-- valid names get here (the wrapper checks them first), so a name found here is valid.
+local key_names = new_memory()
+
 local function keys_of(q)
-    local tag = '{' .. q .. '}'
-    return {
-        msg = 'msg:' .. tag, dly = 'dly:' .. tag, bak = 'bak:' .. tag, inf = 'inf:' .. tag,
-        fai = 'fai:' .. tag, err = 'err:' .. tag, cfg = 'cfg:' .. tag, st = 'st:' .. tag,
-        dup = 'dup:' .. tag, log = 'log:' .. tag,
-    }
+    local k = key_names.entries[q]
+    if k == nil then
+        local tag = '{' .. q .. '}'
+        k = {
+            msg = 'msg:' .. tag, dly = 'dly:' .. tag, bak = 'bak:' .. tag, inf = 'inf:' .. tag,
+            fai = 'fai:' .. tag, err = 'err:' .. tag, cfg = 'cfg:' .. tag, st = 'st:' .. tag,
+            dup = 'dup:' .. tag, log = 'log:' .. tag,
+        }
+        remember(key_names, q, k)
+    end
+    return k
 end
 
 local function valid_queue(q)
+    if key_names.entries[q] then
+        return true
+    end
     return type(q) == 'string' and #q >= 1 and #q <= 200 and not q:find('[^A-Za-z0-9_%.:%-#/]')
 end
 
+-- The numbers 0 to SMALL_MAX as their canonical decimal strings, both ways: most numbers in
+-- arguments (COUNT 1) and many in commands (LIMIT 0 1000, a delivery count) are small, and a
+-- table lookup costs less than tonumber or string.format. Filled by setup().
+local SMALL_MAX = 64
+local SMALL_NUMBER, SMALL_TEXT = {}, {}
+
 -- Plain decimal digits, at most MAX_NUMBER; nil otherwise.
 local function parse_number(s)
+    local small = SMALL_NUMBER[s]
+    if small then
+        return small
+    end
     if #s == 0 or #s > 16 or s:find('%D') then
         return nil
     end
@@ -276,20 +354,61 @@ local function check_setting(name, value)
     return canonical, n
 end
 
--- The effective settings of a queue; a stored value that does not parse is ignored.
-local function settings(k)
+-- The last contents of cfg:{q} met per queue and the settings made of them (with the node
+-- defaults they were made on): parsing is kept, reading is not (see settings_of).
+local parsed_cfg = new_memory()
+
+-- The effective settings of a queue; a stored value that does not parse is ignored. The
+-- result is shared: never change it.
+--
+-- cfg:{q} is read on every call, because settings change without this library seeing it:
+-- RMQ.CONFIG of the module on the same data, HSET by hand, a replica promoted (its Lua never
+-- ran the writes it replicated), a FUNCTION LOAD. Only the parsing of what was read is
+-- kept: the same contents (field for field) on the same node defaults give the same settings.
+-- Without overrides the node defaults are the settings themselves.
+local function settings_of(k, flat)
+    local defaults = node_defaults()
+    local n = #flat
+    if n == 0 then
+        return defaults
+    end
+    local memo = parsed_cfg.entries[k.cfg]
+    if memo and memo.defaults == defaults and #memo.flat == n then
+        local same = true
+        for i = 1, n do
+            if memo.flat[i] ~= flat[i] then
+                same = false
+                break
+            end
+        end
+        if same then
+            return memo.s
+        end
+    end
     local s = {}
-    for name, v in pairs(node_defaults()) do
+    for name, v in pairs(defaults) do
         s[name] = v
     end
-    local flat = call('HGETALL', k.cfg)
-    for i = 1, #flat, 2 do
+    for i = 1, n, 2 do
         local ok, name, v = pcall(check_setting, flat[i], flat[i + 1])
         if ok then
             s[name] = v
         end
     end
+    remember(parsed_cfg, k.cfg, { defaults = defaults, flat = flat, s = s })
     return s
+end
+
+local function settings(k)
+    return settings_of(k, call('HGETALL', k.cfg))
+end
+
+-- For a caller that already knows whether cfg:{q} exists (EXISTS).
+local function settings_if(k, has_cfg)
+    if has_cfg then
+        return settings(k)
+    end
+    return node_defaults()
 end
 
 -- The retry delay after attempt n (n >= 1).
@@ -311,6 +430,68 @@ end
 
 local function encode(rec)
     return cmsgpack.pack(rec)
+end
+
+-- The hot paths write records by hand, in exactly the bytes cmsgpack.pack gives (so a record
+-- is the same whoever wrote it): strings as str (fixstr below 32 bytes, then str8, str16,
+-- str32), non-negative integers in their shortest form (fixint below 128, then uint8, uint16,
+-- uint32, uint64), arrays as fixarray up to 15 elements, then array16. Lua's numbers hold integers exactly up to
+-- 2^53, far above any time, offset or count. FIXSTR[n] and FIXINT[n] are filled by setup().
+local FIXSTR, FIXINT = {}, {}
+local char -- string.char, set by setup()
+
+local function str_header(n)
+    if n < 32 then
+        return FIXSTR[n]
+    elseif n < 256 then
+        return '\217' .. char(n)
+    elseif n < 65536 then
+        local lo = n % 256
+        return '\218' .. char((n - lo) / 256, lo)
+    end
+    local b0 = n % 256
+    n = (n - b0) / 256
+    local b1 = n % 256
+    n = (n - b1) / 256
+    local b2 = n % 256
+    return '\219' .. char((n - b2) / 256, b2, b1, b0)
+end
+
+local function uint_bytes(n)
+    if n < 128 then
+        return FIXINT[n]
+    elseif n < 256 then
+        return '\204' .. char(n)
+    elseif n < 65536 then
+        local lo = n % 256
+        return '\205' .. char((n - lo) / 256, lo)
+    end
+    local b0 = n % 256
+    n = (n - b0) / 256
+    local b1 = n % 256
+    n = (n - b1) / 256
+    local b2 = n % 256
+    n = (n - b2) / 256
+    if n < 256 then
+        return '\206' .. char(n, b2, b1, b0)
+    end
+    local b3 = n % 256
+    n = (n - b3) / 256
+    local b4 = n % 256
+    n = (n - b4) / 256
+    local b5 = n % 256
+    n = (n - b5) / 256
+    local b6 = n % 256
+    return '\207' .. char((n - b6) / 256, b6, b5, b4, b3, b2, b1, b0)
+end
+
+-- uint_bytes of the last created time met: messages pushed in the same millisecond share it.
+local last_created, last_created_bytes
+local function created_bytes(created)
+    if created ~= last_created then
+        last_created, last_created_bytes = created, uint_bytes(created)
+    end
+    return last_created_bytes
 end
 
 -- Redis's cmsgpack refuses MessagePack bin strings, which storage.md allows writers to use;
@@ -389,29 +570,253 @@ end
 
 -- For the write paths: a stored value that is not a record is never dropped; it goes to
 -- errors as the body of a record with error "corrupt record", and nil is returned.
+local function quarantine(k, now, bytes)
+    call('RPUSH', k.err, encode({ '', bytes, '', '', {}, now, 0, 0, 0, 'corrupt record', '' }))
+end
+
 local function decode_or_quarantine(k, now, bytes)
     local ok, rec = pcall(decode, bytes)
     if ok then
         return rec
     end
-    call('RPUSH', k.err, encode({ '', bytes, '', '', {}, now, 0, 0, 0, 'corrupt record', '' }))
+    quarantine(k, now, bytes)
     return nil
+end
+
+-- A server-made id: <created>-<offset>.
+local dec_created = dec_memo()
+local function made_id(created, offset)
+    return dec_created(created) .. '-' .. dec(offset)
 end
 
 local function message_id(rec)
     if rec[ID] ~= '' then
         return rec[ID]
     end
-    return dec(rec[CREATED]) .. '-' .. dec(rec[OFFSET])
+    return made_id(rec[CREATED], rec[OFFSET])
 end
 
 -- The receipt of a delivery: <offset>-<deliveries>-<nonce>, the nonce 6 random bytes in hex,
 -- so that a receipt is unique across queues and across histories (docs/storage.md). Redis
 -- seeds Lua's generator the same way at every start: the clock's microseconds are mixed in,
 -- so a restarted or promoted server does not repeat the nonces of another history.
-local function receipt_of(rec, us)
-    local a = (math.random(0, 0xffffff) + us) % 0x1000000
-    return dec(rec[OFFSET]) .. '-' .. dec(rec[DELIVERIES]) .. '-' .. string.format('%06x%06x', a, math.random(0, 0xffffff))
+-- offset_text: the offset in decimal (the caller has it for the id too).
+local random, format -- math.random, string.format, set by setup()
+local HEX = {} -- HEX[b]: the byte b in two hex digits, filled by setup()
+local function receipt_of(offset_text, deliveries, us)
+    local a = (random(0, 0xffffff) + us) % 0x1000000
+    local b = random(0, 0xffffff)
+    local a3, b3 = a % 256, b % 256
+    a, b = (a - a3) / 256, (b - b3) / 256
+    local a2, b2 = a % 256, b % 256
+    return offset_text .. '-' .. (SMALL_TEXT[deliveries] or dec(deliveries)) .. '-' .. HEX[(a - a2) / 256] ..
+        HEX[a2] .. HEX[a3] .. HEX[(b - b2) / 256] .. HEX[b2] .. HEX[b3]
+end
+
+-- Reading a record in place (FETCH): the canonical MessagePack forms that cmsgpack.pack writes
+-- (see str_header) are read where they lie; any other form gives nil, and the record is then
+-- decoded and encoded again as a whole. So the bytes FETCH stores are the same either way.
+local byte, sub -- string.byte, string.sub, set by setup()
+
+-- The str at position p of raw: its value and the position after it, or nil.
+local function str_at(raw, p)
+    local h = byte(raw, p)
+    local len
+    if h == 0xa0 then
+        return '', p + 1
+    elseif h == nil then
+        return nil
+    elseif h > 0xa0 and h <= 0xbf then
+        len, p = h - 0xa0, p + 1
+    elseif h == 0xd9 then
+        len = byte(raw, p + 1)
+        if len == nil or len < 32 then return nil end
+        p = p + 2
+    elseif h == 0xda then
+        local a, b = byte(raw, p + 1, p + 2)
+        if b == nil then return nil end
+        len, p = a * 256 + b, p + 3
+        if len < 256 then return nil end
+    elseif h == 0xdb then
+        local a, b, c, d = byte(raw, p + 1, p + 4)
+        if d == nil then return nil end
+        len, p = ((a * 256 + b) * 256 + c) * 256 + d, p + 5
+        if len < 65536 then return nil end
+    else
+        return nil
+    end
+    if p + len - 1 > #raw then
+        return nil
+    end
+    return sub(raw, p, p + len - 1), p + len
+end
+
+-- The non-negative integer at position p of raw: its value and the position after it, or nil
+-- (also above 2^53, where a Lua number is no longer exact).
+local function uint_at(raw, p)
+    local h = byte(raw, p)
+    if h == nil then
+        return nil
+    elseif h < 0x80 then
+        return h, p + 1
+    elseif h == 0xcc then
+        local a = byte(raw, p + 1)
+        if a == nil or a < 0x80 then return nil end
+        return a, p + 2
+    elseif h == 0xcd then
+        local a, b = byte(raw, p + 1, p + 2)
+        if b == nil or a == 0 then return nil end
+        return a * 256 + b, p + 3
+    elseif h == 0xce then
+        local a, b, c, d = byte(raw, p + 1, p + 4)
+        if d == nil or (a == 0 and b == 0) then return nil end
+        return ((a * 256 + b) * 256 + c) * 256 + d, p + 5
+    elseif h == 0xcf then
+        local a, b, c, d, e, f, g, i = byte(raw, p + 1, p + 8)
+        if i == nil or a ~= 0 or b >= 32 or (b == 0 and c == 0 and d == 0) then return nil end
+        return ((((((b * 256 + c) * 256 + d) * 256 + e) * 256 + f) * 256 + g) * 256 + i), p + 9
+    end
+    return nil
+end
+
+-- The headers array at position p of raw: its strings (nil when there are none: the array is
+-- empty) and the position after it; false when it is not one.
+local function headers_at(raw, p)
+    local h = byte(raw, p)
+    if h == 0x90 then
+        return nil, p + 1
+    end
+    local n
+    if h and h > 0x90 and h <= 0x9f then
+        n, p = h - 0x90, p + 1
+    elseif h == 0xdc then
+        local x, y = byte(raw, p + 1, p + 2)
+        if y == nil then return false end
+        n, p = x * 256 + y, p + 3
+        if n < 16 then return false end
+    else
+        return false -- 0xdd: more than 65535 strings, beyond MAX_HEADERS
+    end
+    if n % 2 ~= 0 then
+        return false
+    end
+    local headers = {}
+    for i = 1, n do
+        headers[i], p = str_at(raw, p)
+        if not headers[i] then return false end
+    end
+    return headers, p
+end
+
+-- The fields of a record in canonical form, read where they lie: id body tag key headers (nil
+-- when none) created attempt offset deliveries error, and where the offset and deliveries
+-- begin (a delivery replaces the consumer); nil for any other form. Several bytes are read per call (a call costs more
+-- than the bytes): first the shape most messages have, then, when it does not fit, one field
+-- at a time.
+local function read_in_place(raw)
+    local n = #raw
+    local h, x1, x2, x3, x4 = byte(raw, 1, 5)
+    if h ~= 0x9b then
+        return nil
+    end
+    local id, body, p
+    -- The id: '' (made by the server) for most messages.
+    if x1 == 0xa0 then
+        id, p = '', 3
+    else
+        id, p = str_at(raw, 2)
+        if not id then return nil end
+        x2, x3, x4 = byte(raw, p, p + 2)
+    end
+    -- The body at p: header x2, then x3 x4.
+    if x2 == nil then
+        return nil
+    elseif x2 >= 0xa0 and x2 <= 0xbf then
+        local len = x2 - 0xa0
+        body, p = sub(raw, p + 1, p + len), p + 1 + len
+    elseif x2 == 0xd9 and x3 and x3 >= 32 then
+        body, p = sub(raw, p + 2, p + 1 + x3), p + 2 + x3
+    elseif x2 == 0xda and x4 and x3 > 0 then
+        local len = x3 * 256 + x4
+        body, p = sub(raw, p + 3, p + 2 + len), p + 3 + len
+    else
+        body, p = str_at(raw, p)
+        if not body then return nil end
+    end
+    if p > n then
+        return nil
+    end
+    -- Tag, key, headers, created: most messages have no tag, key or headers.
+    local tag, key, headers, created
+    local t, k, hs, c0, c1, c2, c3, c4, c5, c6, c7, c8, a, o, y1, y2, y3, y4, y5, y6, y7 = byte(raw, p, p + 20)
+    if t == 0xa0 and k == 0xa0 and hs == 0x90 and c0 == 0xcf and c8 then
+        if c1 ~= 0 or c2 >= 32 or (c2 == 0 and c3 == 0 and c4 == 0) then return nil end
+        tag, key, p = '', '', p + 12
+        created = (((((c2 * 256 + c3) * 256 + c4) * 256 + c5) * 256 + c6) * 256 + c7) * 256 + c8
+    else
+        tag, p = str_at(raw, p)
+        if not tag then return nil end
+        key, p = str_at(raw, p)
+        if not key then return nil end
+        headers, p = headers_at(raw, p)
+        if headers == false then return nil end
+        created, p = uint_at(raw, p)
+        if not created then return nil end
+        a, o, y1, y2, y3, y4, y5, y6, y7 = byte(raw, p, p + 8)
+    end
+    -- Attempt, offset, deliveries, error, consumer (a o y1…): attempts and deliveries below
+    -- 128 and, in ready, neither error nor consumer, for most messages.
+    if a and a < 0x80 and o then
+        local offset, d, e, c, dat
+        if o < 0x80 then
+            offset, d, e, c, dat = o, y1, y2, y3, p + 2
+        elseif o == 0xcc then
+            if y1 and y1 >= 0x80 then offset, d, e, c, dat = y1, y2, y3, y4, p + 3 end
+        elseif o == 0xcd then
+            if y2 and y1 > 0 then offset, d, e, c, dat = y1 * 256 + y2, y3, y4, y5, p + 4 end
+        elseif o == 0xce then
+            if y4 and (y1 > 0 or y2 > 0) then
+                offset, d, e, c, dat = ((y1 * 256 + y2) * 256 + y3) * 256 + y4, y5, y6, y7, p + 6
+            end
+        end
+        if offset and d and d < 0x80 and e == 0xa0 and c == 0xa0 and dat + 2 == n then
+            return id, body, tag, key, headers, created, a, offset, d, '', p + 1, dat
+        end
+    end
+    local attempt, offset, deliveries, err, consumer
+    attempt, p = uint_at(raw, p)
+    if not attempt then return nil end
+    local oat = p
+    offset, p = uint_at(raw, p)
+    if not offset then return nil end
+    local dat = p
+    deliveries, p = uint_at(raw, p)
+    if not deliveries then return nil end
+    err, p = str_at(raw, p)
+    if not err then return nil end
+    consumer, p = str_at(raw, p)
+    if not consumer or p ~= n + 1 then return nil end
+    return id, body, tag, key, headers, created, attempt, offset, deliveries, err, oat, dat
+end
+
+-- A record's bytes, as cmsgpack.pack writes them (see str_header); headers: nil for none.
+local function headers_bytes(headers)
+    local n = #headers
+    local parts = { n < 16 and char(0x90 + n) or ('\220' .. char((n - n % 256) / 256, n % 256)) }
+    for i = 1, n do
+        local h = headers[i]
+        parts[#parts + 1] = FIXSTR[#h] or str_header(#h)
+        parts[#parts + 1] = h
+    end
+    return table.concat(parts)
+end
+
+local function record_bytes(id, body, tag, key, headers, created, attempt, offset, deliveries, err, consumer)
+    return '\155' .. (FIXSTR[#id] or str_header(#id)) .. id .. (FIXSTR[#body] or str_header(#body)) .. body ..
+        (FIXSTR[#tag] or str_header(#tag)) .. tag .. (FIXSTR[#key] or str_header(#key)) .. key ..
+        (headers and headers_bytes(headers) or '\144') .. created_bytes(created) .. (FIXINT[attempt] or uint_bytes(attempt)) ..
+        (FIXINT[offset] or uint_bytes(offset)) .. (FIXINT[deliveries] or uint_bytes(deliveries)) ..
+        (FIXSTR[#err] or str_header(#err)) .. err .. (FIXSTR[#consumer] or str_header(#consumer)) .. consumer
 end
 
 -- The producer's id of an encoded record, read without decoding it: '' when the server made
@@ -461,33 +866,35 @@ end
 -- Adds to a counter. A counter someone overwrote with something not a number starts again
 -- from `by`: counters are statistics, and the move they count is already made.
 local function bump(k, name, by)
-    local r = redis.pcall('HINCRBY', k.st, name, by or 1)
+    local text = by and dec(by) or '1'
+    local r = redis.pcall('HINCRBY', k.st, name, text)
     if type(r) == 'table' and r.err then
-        call('HSET', k.st, name, dec(by or 1))
+        call('HSET', k.st, name, text)
     end
 end
 
--- The next offset of the queue.
+-- The next offset of the queue. A counter that is not a number (set by hand) is Redis's
+-- error, given as it is: no offset is given twice.
 local function next_offset(k)
-    local r = redis.pcall('HINCRBY', k.st, 'offset', 1)
-    if type(r) == 'table' and r.err then
-        error({ rmq = r.err }, 0)
-    end
-    return r
+    return call('HINCRBY', k.st, 'offset', '1')
 end
 
 -- Appends an event to the message log when the queue's log is on: offset event id time, then
 -- `extra`, the event's own fields as a flat list of names and values (docs/commands.md, LOG).
-local function log_event(k, s, now, event, rec, extra)
+local function log_entry(k, s, now, event, offset, id, extra)
     if s['log'] ~= 1 then
         return
     end
     local fields = { 'XADD', k.log, 'MAXLEN', dec(s['log-maxlen']), '*',
-        'offset', dec(rec[OFFSET]), 'event', event, 'id', message_id(rec), 'time', dec(now) }
+        'offset', dec(offset), 'event', event, 'id', id, 'time', dec(now) }
     for _, v in ipairs(extra or {}) do
         fields[#fields + 1] = v
     end
     call(unpack(fields))
+end
+
+local function log_event(k, s, now, event, rec, extra)
+    log_entry(k, s, now, event, rec[OFFSET], message_id(rec), extra)
 end
 
 -- A push event: the message itself, and `due` when it is delayed.
@@ -576,7 +983,11 @@ end
 -- Due delayed messages to ready (at most `limit`), in due order. A retry (attempt > 0) is
 -- a delivered message coming back (the front in an ordered queue); a DELAY push is new.
 local function promote(k, s, now, limit)
-    local due = call('ZRANGEBYSCORE', k.dly, '-inf', dec(now), 'LIMIT', 0, limit)
+    -- Most calls find nothing due: a count (an integer reply) says so for less than a range.
+    if call('ZCOUNT', k.dly, '-inf', dec_now(now)) == 0 then
+        return 0
+    end
+    local due = call('ZRANGEBYSCORE', k.dly, '-inf', dec_now(now), 'LIMIT', '0', dec_limit(limit))
     if #due == 0 then
         return 0
     end
@@ -604,10 +1015,14 @@ end
 -- when their attempts are used up: at most `limit`, or all of them (nil), a page at a time.
 -- Returns how many were taken.
 local function reclaim(k, s, now, limit)
+    -- As in promote: most calls find nothing expired.
+    if call('ZCOUNT', k.bak, '-inf', dec_now(now)) == 0 then
+        return 0
+    end
     local taken = 0
     while true do
         local page = math.min(limit or BATCH, BATCH)
-        local expired = call('ZRANGEBYSCORE', k.bak, '-inf', dec(now), 'LIMIT', 0, page)
+        local expired = call('ZRANGEBYSCORE', k.bak, '-inf', dec_now(now), 'LIMIT', '0', dec_limit(page))
         if #expired > 0 and taken == 0 then
             need_moving(k, s)
         end
@@ -728,14 +1143,11 @@ local commands = {}
 
 -- RMQ.PUSH q body [ID id] [TAG tag] [KEY key] [HEADER name value]… [DELAY ms | AT unix-ms]
 -- Keys: msg dly st dup cfg log. Reply: the id (bulk string).
-function commands.push(q, args)
-    local body = args[1]
-    if body == nil then
-        fail_arity('push')
-    end
+-- PUSH's options, or nil for each one not given (headers: nil when none).
+local function push_options(args)
     local o = walk(args, 2)
-    local id, tag, key, delay, at
-    local headers, seen = {}, {}
+    local id, tag, key, delay, at, headers
+    local seen = {}
     while true do
         local raw, kw = o:keyword()
         if raw == nil then break end
@@ -760,6 +1172,7 @@ function commands.push(q, args)
             if seen[name] then
                 fail("HEADER '" .. name .. "' given twice")
             end
+            headers = headers or {}
             if #headers >= 2 * MAX_HEADERS then
                 fail('a message has at most ' .. dec(MAX_HEADERS) .. ' HEADERs')
             end
@@ -778,22 +1191,48 @@ function commands.push(q, args)
             fail_syntax(raw)
         end
     end
+    return id, tag, key, delay, at, headers
+end
+
+function commands.push(q, args)
+    local body = args[1]
+    if body == nil then
+        fail_arity('push')
+    end
+    local id, tag, key, delay, at, headers
+    if args[2] ~= nil then
+        id, tag, key, delay, at, headers = push_options(args)
+    end
 
     local k = keys_of(q)
-    local s = settings(k)
-    local now = clock()
-    local window = s['dedup-window-ms']
-    local later = (delay ~= nil and delay > 0) or (at ~= nil and at > now)
-    need(k, later and 'dly' or 'msg')
-    if id ~= nil and window > 0 then
-        need(k, 'st') -- written after the dedup window's trim
+    local s, now, later
+    if delay == nil and at == nil then
+        -- One call says whether the queue has settings (1) and a ready list (2), whose type
+        -- is then checked: a missing key has none to check.
+        local present = call('EXISTS', k.cfg, k.msg, k.msg)
+        s = settings_if(k, present % 2 == 1)
+        now = clock()
+        if present >= 2 then
+            call(TYPE_PROBE.msg, k.msg) -- need_key(k, 'msg')
+        end
+    else
+        s = settings(k)
+        now = clock()
+        later = (delay ~= nil and delay > 0) or (at ~= nil and at > now)
+        need_key(k, later and 'dly' or 'msg')
     end
-    if s['log'] == 1 then
-        need(k, 'log')
+    local window = s['dedup-window-ms']
+    local dedup = id ~= nil and window > 0
+    if dedup then
+        need_key(k, 'st') -- written after the dedup window's trim
+    end
+    local log = s['log'] == 1
+    if log then
+        need_key(k, 'log')
     end
 
-    if id ~= nil and window > 0 then
-        local old = call('ZRANGEBYSCORE', k.dup, '-inf', dec(now - window), 'LIMIT', 0, DEDUP_TRIM)
+    if dedup then
+        local old = call('ZRANGEBYSCORE', k.dup, '-inf', dec(now - window), 'LIMIT', '0', dec_limit(DEDUP_TRIM))
         for _, member in ipairs(old) do
             call('ZREM', k.dup, member)
         end
@@ -811,25 +1250,35 @@ function commands.push(q, args)
     end
 
     local offset = next_offset(k)
-    local rec = { id or '', body, tag or '', key or '', headers, now, 0, offset, 0, '', '' }
+    local bytes
+    if id or tag or key or headers then
+        bytes = record_bytes(id or '', body, tag or '', key or '', headers, now, 0, offset, 0, '', '')
+    else
+        -- The usual message, a body alone: record_bytes with the empty fields written out.
+        bytes = '\155\160' .. (FIXSTR[#body] or str_header(#body)) .. body .. '\160\160\144' .. created_bytes(now) ..
+            '\0' .. (FIXINT[offset] or uint_bytes(offset)) .. '\0\160\160'
+    end
     local due = (delay ~= nil and now + delay) or at
     if due ~= nil and due > now then
-        call('ZADD', k.dly, dec(due), encode(rec))
+        call('ZADD', k.dly, dec(due), bytes)
     else
         due = nil
-        to_ready(k, rec, false)
+        call('RPUSH', k.msg, bytes)
     end
-    if id ~= nil and window > 0 then
-        call('ZADD', k.dup, dec(now), id)
+    if dedup then
+        call('ZADD', k.dup, dec_now(now), id)
     end
-    log_push(k, s, now, rec, due)
-    return message_id(rec)
+    if log then
+        log_push(k, s, now, { id or '', body, tag or '', key or '', headers or {}, now, 0, offset, 0, '', '' }, due)
+    end
+    return id or made_id(now, offset)
 end
 
 -- RMQ.FETCH q [COUNT n] [LOCK ms] [BLOCK ms] [CONSUMER name]
 -- Keys: dly msg bak inf fai st cfg log. Reply: array of message maps
 -- (id body receipt attempt tag key headers created offset deadline), or null.
-function commands.fetch(q, args)
+-- FETCH's options: COUNT (default 1), LOCK (nil: the queue's lock-ms), CONSUMER (default '').
+local function fetch_options(args)
     local o = walk(args)
     local count, lock, block, consumer
     while true do
@@ -854,55 +1303,165 @@ function commands.fetch(q, args)
             fail_syntax(raw)
         end
     end
+    return count or 1, lock, consumer or ''
+end
+
+-- The headers of a message that has none (FETCH's replies share it).
+local NO_HEADERS = { map = {} }
+
+-- The next delivery of the record raw, with nothing written yet: the record to store (attempt
+-- and deliveries one more, the consumer set; every other byte as it was) and the reply's map
+-- (the table m when given, filled). nil when raw is not a record.
+local function next_delivery(raw, consumer, deadline, us, m)
+    local id, body, tag, key, headers, created, attempt, offset, deliveries, err, oat, dat = read_in_place(raw)
+    local bytes
+    if id then
+        -- Written again from the values (the same bytes, canonical as they were), the offset
+        -- copied: no long string is made on the way (Lua interns every string, and a long
+        -- one costs a search among the records of the same length).
+        attempt, deliveries = attempt + 1, deliveries + 1
+        bytes = '\155' .. (FIXSTR[#id] or str_header(#id)) .. id .. (FIXSTR[#body] or str_header(#body)) .. body ..
+            (FIXSTR[#tag] or str_header(#tag)) .. tag .. (FIXSTR[#key] or str_header(#key)) .. key ..
+            (headers and headers_bytes(headers) or '\144') .. created_bytes(created) ..
+            (FIXINT[attempt] or uint_bytes(attempt)) .. (FIXINT[offset] or sub(raw, oat, dat - 1)) ..
+            (FIXINT[deliveries] or uint_bytes(deliveries)) .. (FIXSTR[#err] or str_header(#err)) .. err ..
+            (FIXSTR[#consumer] or str_header(#consumer)) .. consumer
+    else
+        local ok, rec = pcall(decode, raw)
+        if not ok then
+            return nil
+        end
+        rec[ATTEMPT] = rec[ATTEMPT] + 1
+        rec[DELIVERIES] = rec[DELIVERIES] + 1
+        rec[CONSUMER] = consumer
+        bytes = encode(rec)
+        id, body, tag, key, headers = rec[ID], rec[BODY], rec[TAG], rec[KEY], rec[HEADERS]
+        created, attempt, offset, deliveries = rec[CREATED], rec[ATTEMPT], rec[OFFSET], rec[DELIVERIES]
+        if #headers == 0 then
+            headers = nil
+        end
+    end
+    local offset_text = dec(offset)
+    if id == '' then
+        id = dec_created(created) .. '-' .. offset_text
+    end
+    local receipt = receipt_of(offset_text, deliveries, us)
+    local hmap = headers and headers_map(headers) or NO_HEADERS
+    if m then
+        m.id, m.body, m.attempt, m.tag, m.key, m.headers = id, body, attempt, tag, key, hmap
+        m.created, m.offset, m.receipt, m.deadline = created, offset, receipt, deadline
+        return bytes, m
+    end
+    return bytes, {
+        id = id, body = body, attempt = attempt, tag = tag, key = key, headers = hmap, created = created,
+        offset = offset, receipt = receipt, deadline = deadline,
+    }
+end
+
+-- The reply of a FETCH of one message, kept from call to call: Redis writes a function's reply
+-- out before it runs the next command, so the tables can be filled again then (less garbage
+-- on the hot path).
+local ONE_MAP = {}
+local ONE_REPLY = { { map = ONE_MAP } }
+
+-- Writes one delivery: in flight under its receipt until the deadline (and logged).
+local function hand_out(k, s, now, bytes, m, consumer, deadline_text)
+    call('HSET', k.inf, m.receipt, bytes)
+    call('ZADD', k.bak, deadline_text, m.receipt)
+    if s['log'] == 1 then
+        log_entry(k, s, now, 'fetch', m.offset, m.id,
+            { 'consumer', consumer, 'attempt', dec(m.attempt), 'deadline', deadline_text })
+    end
+end
+
+function commands.fetch(q, args)
+    local count, lock, consumer = 1, nil, ''
+    local first = args[1]
+    if first ~= nil then
+        -- The usual options, COUNT n alone, are read without walking them.
+        local n = args[3] == nil and (first == 'COUNT' or first == 'count') and SMALL_NUMBER[args[2]]
+        if n and n >= 1 and n <= max_fetch_count() then
+            count = n
+        else
+            count, lock, consumer = fetch_options(args)
+        end
+    end
 
     local k = keys_of(q)
-    local s = settings(k)
+    -- One call says whether the queue has settings (1) and delayed messages (2): EXISTS
+    -- counts a key once for each time it is named.
+    local present = call('EXISTS', k.cfg, k.dly, k.dly)
+    local s = settings_if(k, present % 2 == 1)
     if s['paused'] == 1 then
         return false
     end
     local now, us = clock()
-    promote(k, s, now, BATCH)
+    if present >= 2 then
+        promote(k, s, now, BATCH)
+    end
     reclaim(k, s, now, BATCH)
 
-    count = count or 1
     if s['ordered'] == 1 then
         if call('ZCARD', k.bak) > 0 or hold_of(k) ~= nil then
             return false
         end
         count = 1
     end
-    need(k, 'inf', 'err') -- written after the first LPOP
     if s['log'] == 1 then
-        need(k, 'log')
+        need_key(k, 'log')
     end
     local deadline = now + (lock or s['lock-ms'])
-    local out = {}
+    local deadline_text = dec_deadline(deadline)
     local quarantined = 0
-    -- Undecodable records go to errors and do not count against COUNT.
+    -- The records are read before anything is written. The first write is HSET inf:{q}, which
+    -- Redis refuses on a key of another type; msg:{q} and bak:{q} were read already. A record
+    -- that does not decode goes to errors (it does not count against COUNT): err:{q} and
+    -- inf:{q} are checked first then. Taking the records off ready comes last.
+    if count == 1 then
+        while quarantined <= QUARANTINE_LIMIT do
+            local raw = call('LINDEX', k.msg, '0')
+            if not raw then
+                return false
+            end
+            local bytes, m = next_delivery(raw, consumer, deadline, us, ONE_MAP)
+            if bytes then
+                hand_out(k, s, now, bytes, m, consumer, deadline_text)
+                call('LPOP', k.msg)
+                return ONE_REPLY
+            end
+            need_key(k, 'err')
+            quarantine(k, now, raw)
+            quarantined = quarantined + 1
+            call('LPOP', k.msg)
+        end
+        return false
+    end
+    local out = {}
     while #out < count and quarantined <= QUARANTINE_LIMIT do
-        local popped = call('LPOP', k.msg, count - #out)
-        if not popped then
+        local want = count - #out
+        local raws = call('LRANGE', k.msg, '0', SMALL_TEXT[want - 1] or dec(want - 1))
+        local n = #raws
+        if n == 0 then
             break
         end
-        for _, raw in ipairs(popped) do
-            local rec = decode_or_quarantine(k, now, raw)
-            if rec then
-                rec[ATTEMPT] = rec[ATTEMPT] + 1
-                rec[DELIVERIES] = rec[DELIVERIES] + 1
-                rec[CONSUMER] = consumer or ''
-                local receipt = receipt_of(rec, us)
-                call('ZADD', k.bak, dec(deadline), receipt)
-                call('HSET', k.inf, receipt, encode(rec))
-                log_event(k, s, now, 'fetch', rec, { 'consumer', rec[CONSUMER], 'attempt', dec(rec[ATTEMPT]),
-                    'deadline', dec(deadline) })
-                local m = message_fields(rec)
-                m.receipt = receipt
-                m.deadline = deadline
-                out[#out + 1] = { map = m }
+        local records, maps, bad = {}, {}, false
+        for i = 1, n do
+            records[i], maps[i] = next_delivery(raws[i], consumer, deadline, us)
+            bad = bad or not records[i]
+        end
+        if bad then
+            need(k, 'err', 'inf')
+        end
+        for i = 1, n do
+            if records[i] then
+                hand_out(k, s, now, records[i], maps[i], consumer, deadline_text)
+                out[#out + 1] = { map = maps[i] }
             else
+                quarantine(k, now, raws[i])
                 quarantined = quarantined + 1
             end
         end
+        call('LPOP', k.msg, SMALL_TEXT[n] or dec(n))
     end
     if #out == 0 then
         return false
@@ -917,25 +1476,27 @@ function commands.ack(q, args)
         fail_arity('ack')
     end
     local k = keys_of(q)
-    local s = settings(k)
-    local now = clock()
+    local s = settings_if(k, call('EXISTS', k.cfg) == 1)
     local n = 0
-    need(k, 'inf')
-    if s['log'] == 1 then
-        need(k, 'err', 'log')
-    end
-    for _, receipt in ipairs(args) do
-        if s['log'] ~= 1 then
+    if s['log'] ~= 1 then
+        -- The hot path: the record is never read, and no time is needed.
+        need_key(k, 'inf')
+        for i = 1, #args do
+            local receipt = args[i]
             if call('ZREM', k.bak, receipt) == 1 then
                 call('HDEL', k.inf, receipt)
                 n = n + 1
             end
-        else
-            local rec = take_inflight(k, now, receipt)
-            if rec then
-                n = n + 1
-                log_event(k, s, now, 'ack', rec)
-            end
+        end
+        return n
+    end
+    local now = clock()
+    need(k, 'inf', 'err', 'log')
+    for _, receipt in ipairs(args) do
+        local rec = take_inflight(k, now, receipt)
+        if rec then
+            n = n + 1
+            log_event(k, s, now, 'ack', rec)
         end
     end
     return n
@@ -1453,7 +2014,8 @@ end
 
 -- RMQ.QUEUES (0 keys)
 -- Reply: sorted array of the queues that have any key (messages, counters, settings, log)
--- on this node. A SCAN of the keyspace: functions keep no memory between calls.
+-- on this node. A SCAN of the keyspace: the library keeps no list of queues (it keeps nothing
+-- of the data between calls, see settings_of).
 function commands.queues(_, args)
     no_more(args, 1)
     local seen, out = {}, {}
@@ -1712,13 +2274,40 @@ local function declares_every_key(q, keys)
     return true
 end
 
+-- What the library builds once, at its first call: while it loads, Redis offers only redis.*
+-- (no string, no math), so tables built with them wait until then.
+local ready = false
+local function setup()
+    char, byte, sub, format, random = string.char, string.byte, string.sub, string.format, math.random
+    for i = 0, SMALL_MAX do
+        local text = string.format('%d', i)
+        SMALL_NUMBER[text] = i
+        SMALL_TEXT[i] = text
+    end
+    for i = 0, 31 do
+        FIXSTR[i] = char(0xa0 + i)
+    end
+    for i = 0, 127 do
+        FIXINT[i] = char(i)
+    end
+    for i = 0, 255 do
+        HEX[i] = format('%02x', i)
+    end
+    ready = true
+end
+
 local function register(name, readonly)
     local handler = commands[name]
     local fname = 'rmq_' .. name
     local nkeys = (name == 'queues') and 0 or 1
+    local min_args = MIN_ARGS[name] or 0
     local def = {
         function_name = fname,
         callback = function(keys, args)
+            call = redis.call
+            if not ready then
+                setup()
+            end
             if #keys ~= nkeys and not (nkeys == 1 and #keys == 1 + #KEY_ORDER) then
                 if nkeys == 0 then
                     return redis.error_reply('ERR ' .. fname .. ' takes no keys')
@@ -1730,7 +2319,7 @@ local function register(name, readonly)
                 return redis.error_reply('ERR ' .. fname .. ' with 11 keys takes the queue name and then ' ..
                     'msg:{q} dly:{q} bak:{q} inf:{q} fai:{q} err:{q} cfg:{q} st:{q} dup:{q} log:{q}')
             end
-            if #args < (MIN_ARGS[name] or 0) then
+            if #args < min_args then
                 return redis.error_reply("ERR wrong number of arguments for 'rmq." .. name .. "' command")
             end
             if nkeys == 1 and not valid_queue(q) then

@@ -1,0 +1,481 @@
+//! The database: which backend a URL names, the connection pool, the schema migrations
+//! embedded in the binary, and the few places where the three SQL dialects differ.
+//!
+//! Everything goes through sqlx's `Any` driver with values of four kinds (integers, text,
+//! NULL, and unix-ms times turned into timestamps by SQL), so one code path serves SQLite,
+//! PostgreSQL and MySQL/MariaDB; [`Backend`] writes the SQL that differs.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use sqlx::any::{AnyArguments, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, Arguments, AssertSqlSafe, Encode, Executor, Type};
+
+use crate::error::{Error, Result};
+
+/// The default `--db`: an SQLite file in the working directory.
+pub const DEFAULT_URL: &str = "sqlite://rmq-archive.db";
+
+/// Where the applied schema versions are recorded (not sqlx's default name, so that the
+/// archive can share a database with an application that uses sqlx migrations itself).
+pub const MIGRATIONS_TABLE: &str = "_rmq_archive_migrations";
+
+static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+static MYSQL: Migrator = sqlx::migrate!("./migrations/mysql");
+
+/// Which database the archive is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Backend {
+    /// The backend a URL names: `sqlite:`, `postgres:`/`postgresql:`, `mysql:`/`mariadb:`.
+    pub fn of_url(url: &str) -> Result<Backend> {
+        let scheme = url.split(':').next().unwrap_or("").to_ascii_lowercase();
+        match scheme.as_str() {
+            "sqlite" => Ok(Backend::Sqlite),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            "mysql" | "mariadb" => Ok(Backend::MySql),
+            _ => Err(Error::Invalid(format!("--db must be a sqlite://, postgres:// or mysql:// URL, got {:?}", redact(url)))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::MySql => "mysql",
+        }
+    }
+
+    fn migrator(self) -> &'static Migrator {
+        match self {
+            Backend::Sqlite => &SQLITE,
+            Backend::Postgres => &POSTGRES,
+            Backend::MySql => &MYSQL,
+        }
+    }
+
+    /// A column name, quoted (`offset` and `key` are reserved words somewhere).
+    pub fn col(self, name: &str) -> String {
+        match self {
+            Backend::MySql => format!("`{name}`"),
+            _ => format!("\"{name}\""),
+        }
+    }
+
+    fn placeholder(self, n: usize) -> String {
+        match self {
+            Backend::Postgres => format!("${n}"),
+            _ => "?".to_string(),
+        }
+    }
+
+    /// SQL for a timestamp made of a unix-ms parameter.
+    fn timestamp_of_ms(self, p: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("strftime('%Y-%m-%d %H:%M:%f', {p} / 1000.0, 'unixepoch')"),
+            Backend::Postgres => format!("to_timestamp({p} / 1000.0)"),
+            Backend::MySql => format!("FROM_UNIXTIME({p} / 1000)"),
+        }
+    }
+
+    /// SQL that reads a timestamp column as unix ms (an integer).
+    pub fn ms_of(self, col: &str) -> String {
+        match self {
+            Backend::Sqlite => {
+                format!("CAST(ROUND((julianday({col}) - 2440587.5) * 86400000.0) AS INTEGER)")
+            }
+            Backend::Postgres => {
+                format!("CAST(ROUND(EXTRACT(EPOCH FROM {col}) * 1000) AS BIGINT)")
+            }
+            Backend::MySql => format!("CAST(ROUND(UNIX_TIMESTAMP({col}) * 1000) AS SIGNED)"),
+        }
+    }
+
+    /// SQL for a JSON value made of a text parameter.
+    fn json_of(self, p: &str) -> String {
+        match self {
+            Backend::Postgres => format!("CAST({p} AS JSONB)"),
+            _ => p.to_string(),
+        }
+    }
+
+    /// SQL that reads a JSON column as text.
+    pub fn json_text(self, col: &str) -> String {
+        match self {
+            Backend::Postgres => format!("CAST({col} AS TEXT)"),
+            Backend::MySql => format!("CAST({col} AS CHAR)"),
+            Backend::Sqlite => col.to_string(),
+        }
+    }
+
+    /// A case-sensitive "column contains parameter" test.
+    fn contains(self, col: &str, p: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("instr({col}, {p}) > 0"),
+            Backend::Postgres => format!("strpos({col}, {p}) > 0"),
+            Backend::MySql => format!("LOCATE({p}, {col}) > 0"),
+        }
+    }
+
+    /// The end of an INSERT into `table` that skips rows whose key exists (MySQL: a no-op
+    /// update of the first key column, which keeps strict-mode errors, unlike INSERT IGNORE).
+    pub fn on_conflict_nothing(self, table: &str, first_key: &str) -> String {
+        match self {
+            Backend::MySql => {
+                let c = format!("{table}.{}", self.col(first_key));
+                format!(" ON DUPLICATE KEY UPDATE {c} = {c}")
+            }
+            _ => " ON CONFLICT DO NOTHING".to_string(),
+        }
+    }
+
+    /// The end of an INSERT that overwrites `cols` of rows whose key exists.
+    pub fn upsert(self, key: &[&str], cols: &[&str]) -> String {
+        let sets: Vec<String> = cols
+            .iter()
+            .filter(|c| !key.contains(c))
+            .map(|c| {
+                let q = self.col(c);
+                match self {
+                    Backend::MySql => format!("{q} = VALUES({q})"),
+                    _ => format!("{q} = excluded.{q}"),
+                }
+            })
+            .collect();
+        match self {
+            Backend::MySql => format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", ")),
+            _ => {
+                let k: Vec<String> = key.iter().map(|c| self.col(c)).collect();
+                format!(" ON CONFLICT ({}) DO UPDATE SET {}", k.join(", "), sets.join(", "))
+            }
+        }
+    }
+
+    /// Row locks for a SELECT inside a transaction (SQLite locks the whole database instead).
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            _ => " FOR UPDATE",
+        }
+    }
+}
+
+/// A time as the SQLite tables hold it: `YYYY-MM-DD HH:MM:SS.SSS`, UTC (SQLite's own format:
+/// its date functions read it, and it sorts as time).
+pub fn sqlite_time(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    let mut s = humantime::format_rfc3339_millis(t).to_string();
+    s.pop(); // the Z
+    s.replace_range(10..11, " ");
+    s
+}
+
+/// A URL with its password hidden, to show in messages.
+pub fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((auth, host)) = rest.split_once('@') {
+            if let Some((user, _)) = auth.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+/// One SQL statement and its arguments, with placeholders written for the backend.
+pub struct Sql {
+    pub backend: Backend,
+    text: String,
+    args: AnyArguments,
+    n: usize,
+}
+
+impl Sql {
+    pub fn new(backend: Backend) -> Sql {
+        Sql { backend, text: String::new(), args: AnyArguments::default(), n: 0 }
+    }
+
+    pub fn push(&mut self, s: &str) -> &mut Sql {
+        self.text.push_str(s);
+        self
+    }
+
+    fn next_placeholder(&mut self) -> String {
+        self.n += 1;
+        self.backend.placeholder(self.n)
+    }
+
+    /// Appends a placeholder for `v`.
+    pub fn arg<T>(&mut self, v: T) -> &mut Sql
+    where
+        T: for<'e> Encode<'e, Any> + Type<Any>,
+    {
+        let p = self.next_placeholder();
+        self.text.push_str(&p);
+        self.args.add(v).expect("the Any driver encodes integers and text");
+        self
+    }
+
+    /// Appends a timestamp of unix ms (NULL for `None`).
+    pub fn ts(&mut self, ms: Option<i64>) -> &mut Sql {
+        // Within what every backend's timestamp holds (1970 to 9999): an absurd `AT` must not
+        // make a batch fail for ever.
+        let ms = ms.map(|v| v.clamp(0, 253_402_300_799_999));
+        let p = self.next_placeholder();
+        if self.backend == Backend::Sqlite {
+            // The text SQLite's strftime would make, made here (cheaper than calling it for
+            // every column of every row).
+            self.text.push_str(&p);
+            self.args.add(ms.map(sqlite_time)).expect("text");
+        } else {
+            self.text.push_str(&self.backend.timestamp_of_ms(&p));
+            self.args.add(ms).expect("integer");
+        }
+        self
+    }
+
+    /// Appends a JSON value given as text.
+    pub fn json(&mut self, text: String) -> &mut Sql {
+        let p = self.next_placeholder();
+        self.text.push_str(&self.backend.json_of(&p));
+        self.args.add(text).expect("text");
+        self
+    }
+
+    /// Appends a case-sensitive "`col` contains `text`" test.
+    pub fn contains(&mut self, col: &str, text: String) -> &mut Sql {
+        let p = self.next_placeholder();
+        self.text.push_str(&self.backend.contains(col, &p));
+        self.args.add(text).expect("text");
+        self
+    }
+
+    /// Appends `(a, b, c)`.
+    pub fn list<T>(&mut self, vs: impl IntoIterator<Item = T>) -> &mut Sql
+    where
+        T: for<'e> Encode<'e, Any> + Type<Any>,
+    {
+        self.push("(");
+        for (i, v) in vs.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.arg(v);
+        }
+        self.push(")")
+    }
+
+    /// How many arguments so far.
+    pub fn args_len(&self) -> usize {
+        self.n
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The statement, prepared once per connection and reused (for statements whose text
+    /// repeats: the archiver's writes).
+    pub fn query(self) -> sqlx::query::Query<'static, Any, AnyArguments> {
+        sqlx::query_with(AssertSqlSafe(self.text), self.args)
+    }
+
+    /// The statement, not kept prepared (for one-off texts: searches).
+    pub fn one_off(self) -> sqlx::query::Query<'static, Any, AnyArguments> {
+        self.query().persistent(false)
+    }
+}
+
+/// An open archive database.
+#[derive(Clone)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub backend: Backend,
+    /// The URL without its password.
+    pub shown: String,
+}
+
+static DRIVERS: Once = Once::new();
+
+impl Db {
+    /// Opens the database. `create`: make an SQLite file that does not exist yet (the archiver
+    /// and `migrate` do; search, status and replay want an existing archive).
+    pub async fn open(url: &str, create: bool) -> Result<Db> {
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let backend = Backend::of_url(url)?;
+        let shown = redact(url);
+        let mut url = url.to_string();
+        if let Some(rest) = url.strip_prefix("mariadb:") {
+            url = format!("mysql:{rest}");
+        }
+        if backend == Backend::Sqlite {
+            url = sqlite_url(&url, create)?;
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(3))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    for stmt in session_setup(backend) {
+                        conn.execute(*stmt).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy(&url)?;
+        Ok(Db { pool, backend, shown })
+    }
+
+    /// Applies the schema versions that the database lacks; returns their versions and names.
+    pub async fn migrate(&self) -> Result<Vec<(i64, String)>> {
+        let before = self.applied().await.unwrap_or_default();
+        let mut m = Migrator::with_migrations(self.backend.migrator().iter().cloned().collect());
+        m.dangerous_set_table_name(MIGRATIONS_TABLE);
+        // PostgreSQL and MySQL lock the schema while migrating; SQLite does not, so two
+        // archivers starting at once on a new file can race: the loser's transaction fails
+        // and rolls back, and a second try finds the version applied.
+        let mut tries = 0;
+        while let Err(e) = m.run(&self.pool).await {
+            tries += 1;
+            if tries >= 5 {
+                return Err(e.into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100 * tries)).await;
+        }
+        Ok(self
+            .backend
+            .migrator()
+            .iter()
+            .filter(|mig| !before.contains(&mig.version))
+            .map(|mig| (mig.version, mig.description.to_string()))
+            .collect())
+    }
+
+    /// The schema versions applied so far (empty for a new database).
+    pub async fn applied(&self) -> Result<Vec<i64>> {
+        let sql = format!("SELECT version FROM {MIGRATIONS_TABLE} WHERE success = TRUE ORDER BY version");
+        let rows: Vec<(i64,)> = sqlx::query_as(AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    /// The newest schema version this binary knows.
+    pub fn latest_version(&self) -> i64 {
+        self.backend.migrator().iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
+    /// Fails unless the database answers, holds the archive's tables, and is not of a newer
+    /// schema than this binary.
+    pub async fn check_schema(&self) -> Result<()> {
+        let have = match self.applied().await {
+            Ok(v) => v.last().copied().unwrap_or(0),
+            // The database answered with an error: no migrations table, so no archive.
+            Err(Error::Db(e)) if e.as_database_error().is_some() => 0,
+            Err(e) => return Err(Error::Failed(format!("cannot reach the archive database {}: {e}", self.shown))),
+        };
+        if have == 0 {
+            return Err(Error::Failed(format!(
+                "{} holds no rmq archive yet; run `rmq archive migrate` or start `rmq archive run`",
+                self.shown
+            )));
+        }
+        if have > self.latest_version() {
+            return Err(Error::Failed(format!(
+                "{} has schema version {have}, newer than this rmq ({}); upgrade rmq",
+                self.shown,
+                self.latest_version()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Starts a transaction that holds the write lock from its first statement (SQLite's
+    /// `BEGIN IMMEDIATE`, so two writers queue up instead of failing on a stale snapshot).
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            _ => self.pool.begin().await?,
+        })
+    }
+
+    pub fn sql(&self) -> Sql {
+        Sql::new(self.backend)
+    }
+}
+
+/// What every new connection runs first.
+fn session_setup(backend: Backend) -> &'static [&'static str] {
+    match backend {
+        // WAL: searches read while the archiver writes. synchronous FULL: a committed batch
+        // survives a power cut too, since its log entries are acknowledged right after.
+        Backend::Sqlite => &["PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA busy_timeout = 10000"],
+        Backend::Postgres => &["SET TIME ZONE 'UTC'"],
+        // READ COMMITTED: after waiting for a queue's lock, a transaction sees what the other
+        // archiver committed (REPEATABLE READ would read an older snapshot).
+        Backend::MySql => &["SET time_zone = '+00:00'", "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"],
+    }
+}
+
+/// The SQLite URL with `mode=rwc` when the file may be created, and a clear error when it
+/// must exist and does not.
+fn sqlite_url(url: &str, create: bool) -> Result<String> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let memory = path == ":memory:" || query.contains("mode=memory");
+    if !create && !memory && !std::path::Path::new(path).exists() {
+        return Err(Error::Failed(format!("no archive database at {path}: give --db, or start `rmq archive run` first")));
+    }
+    if create && !memory && !query.contains("mode=") {
+        let sep = if query.is_empty() { "?" } else { "&" };
+        return Ok(format!("{url}{sep}mode=rwc"));
+    }
+    Ok(url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_names_the_backend() {
+        assert_eq!(Backend::of_url("sqlite://a.db").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of_url("postgresql://h/db").unwrap(), Backend::Postgres);
+        assert_eq!(Backend::of_url("mariadb://h/db").unwrap(), Backend::MySql);
+        assert!(Backend::of_url("redis://h").is_err());
+    }
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(redact("postgres://u:secret@h:5/db"), "postgres://u:***@h:5/db");
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn placeholders_follow_the_backend() {
+        let mut s = Sql::new(Backend::Postgres);
+        s.push("a = ").arg(1i64).push(" AND b IN ").list(["x".to_string(), "y".to_string()]);
+        assert_eq!(s.text(), "a = $1 AND b IN ($2, $3)");
+        let mut s = Sql::new(Backend::MySql);
+        s.push("t = ").ts(Some(5));
+        assert_eq!(s.text(), "t = FROM_UNIXTIME(? / 1000)");
+    }
+
+    #[test]
+    fn sqlite_times_are_sqlites_own_format() {
+        assert_eq!(sqlite_time(1_763_769_600_005), "2025-11-22 00:00:00.005");
+    }
+
+    #[test]
+    fn an_upsert_never_overwrites_the_key() {
+        let u = Backend::Sqlite.upsert(&["queue", "offset"], &["queue", "offset", "status"]);
+        assert_eq!(u, " ON CONFLICT (\"queue\", \"offset\") DO UPDATE SET \"status\" = excluded.\"status\"");
+        let u = Backend::MySql.upsert(&["queue", "offset"], &["queue", "offset", "status"]);
+        assert_eq!(u, " ON DUPLICATE KEY UPDATE `status` = VALUES(`status`)");
+    }
+}
