@@ -150,7 +150,7 @@ class Cluster {
                 const known = new Set([...next.masters, ...[...next.replicas.values()].flat(), this.seedAddr]);
                 for (const [a, n] of this.nodes) {
                     if (!known.has(a)) {
-                        n.close();
+                        n.retire();
                         this.nodes.delete(a);
                     }
                 }

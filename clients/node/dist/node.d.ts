@@ -32,5 +32,7 @@ export declare class Node {
      * `timeoutMs`, and gives each reply. Throws a {@link SendError} when there is no complete answer.
      */
     send(cmds: Arg[][], timeoutMs: number, dedicated?: boolean): Promise<unknown[]>;
+    /** Keeps no connection from now on; requests in flight finish (the shared connection is quit after their replies). */
+    retire(): void;
     close(): void;
 }

@@ -159,6 +159,15 @@ export class Node {
     return res.map(([err, v]) => err ?? v);
   }
 
+  /** Keeps no connection from now on; requests in flight finish (the shared connection is quit after their replies). */
+  retire(): void {
+    this.closed = true;
+    if (this.shared.status === "ready") this.shared.quit().catch(() => this.shared.disconnect());
+    else this.shared.disconnect();
+    for (const r of this.idle) r.disconnect();
+    this.idle = [];
+  }
+
   close(): void {
     this.closed = true;
     for (const r of [this.shared, ...this.idle]) r.disconnect();

@@ -165,7 +165,7 @@ class Cluster:
                 # Forget the connections of nodes that left the map (a dead master, a moved node).
                 known = set(new.masters) | {r for rs in new.replicas.values() for r in rs} | {self.seed_addr}
                 for gone in [a for a in self._nodes if a not in known]:
-                    await self._nodes.pop(gone).close()
+                    await self._nodes.pop(gone).retire()
                 log.debug("rmq cluster: slot map read from %s: masters %s", addr, new.masters)
                 self.topology = new
                 break

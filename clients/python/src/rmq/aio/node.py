@@ -107,6 +107,8 @@ class Node:
         self._idle: List[Any] = []
         self._all: Set[Any] = set()
         self._slots: Optional[asyncio.Semaphore] = None
+        # Set when the node left the cluster's map: requests in flight finish, nothing is kept.
+        self._retired = False
 
     async def send(self, cmds: Sequence[Sequence[Any]], timeout: float) -> List[Any]:
         """Sends ``cmds`` as one pipeline on one connection, within ``timeout`` seconds, and gives
@@ -150,7 +152,7 @@ class Node:
             # The server went away: its other idle connections are most likely dead too.
             await self._forget_idle()
             raise SendError(classify(e), sent=True) from None
-        if len(self._idle) < IDLE_KEPT:
+        if len(self._idle) < IDLE_KEPT and not self._retired:
             self._idle.append(conn)
         else:
             await self._drop(conn)
@@ -180,6 +182,11 @@ class Node:
         idle, self._idle = self._idle, []
         for c in idle:
             await self._drop(c)
+
+    async def retire(self) -> None:
+        """Closes the idle connections and keeps none from now on; requests in flight finish."""
+        self._retired = True
+        await self._forget_idle()
 
     async def close(self) -> None:
         self._idle = []
