@@ -78,9 +78,11 @@ install:
 	cargo install --locked --path client
 
 # The Python client (clients/python), installed as a user would (pip install) into a venv
-# under target/, then its pytest suite against its own redis-servers.
+# under target/, then its pytest suite against its own redis-servers and Redis Clusters (made
+# with redis-cli, from redis-tools).
 PY_VENV := target/py-venv
 test-python: build cli
+	@command -v redis-cli >/dev/null || $(MAKE) --no-print-directory deps APT_PACKAGES=redis-tools
 	@command -v python3 >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3 >/dev/null; }
 	@[ -x $(PY_VENV)/bin/python ] || python3 -m venv $(PY_VENV) 2>/dev/null || { \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv >/dev/null && \
@@ -89,8 +91,10 @@ test-python: build cli
 	cd clients/python && RMQ_MODULE=$(CURDIR)/$(MODULE) RMQ_CLI=$(CURDIR)/target/release/rmq \
 	  $(CURDIR)/$(PY_VENV)/bin/python -m pytest -q -p no:cacheprovider
 
-# The Node client (clients/node): npm ci, then npm test (which compiles the TypeScript).
+# The Node client (clients/node): npm ci, then npm test (which compiles the TypeScript); its
+# cluster tests make their Redis Clusters with redis-cli (redis-tools).
 test-node: build cli
+	@command -v redis-cli >/dev/null || $(MAKE) --no-print-directory deps APT_PACKAGES=redis-tools
 	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; }
 	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' || { echo "the Node client needs Node.js 20 or later"; exit 1; }
 	cd clients/node && npm ci --no-audit --no-fund --loglevel=error

@@ -1,6 +1,6 @@
 "use strict";
 Object.defineProperty(exports, "__esModule", { value: true });
-exports.NotInstalled = exports.NotStored = exports.SpoolError = exports.ProtocolError = exports.ConfigError = exports.InvalidMessage = exports.Refused = exports.Unavailable = exports.RmqError = exports.newId = exports.scan = exports.frame = exports.decodeQuarantine = exports.encodeQuarantine = exports.decodeRecord = exports.encodeRecord = exports.SendStopped = exports.Spool = exports.Outcome = exports.Worker = exports.defaultSpoolDir = exports.drainSpool = exports.Producer = exports.READERS = exports.luaLibrary = exports.classify = exports.Client = void 0;
+exports.NotInstalled = exports.NotStored = exports.SpoolError = exports.ProtocolError = exports.ConfigError = exports.InvalidMessage = exports.Refused = exports.Unavailable = exports.RmqError = exports.newId = exports.scan = exports.frame = exports.decodeQuarantine = exports.encodeQuarantine = exports.decodeRecord = exports.encodeRecord = exports.SendStopped = exports.Spool = exports.Outcome = exports.Worker = exports.defaultSpoolDir = exports.drainSpool = exports.Producer = exports.MAX_NAME_LEN = exports.MAX_PARTITIONS = exports.REGISTRY_KEY = exports.totalStats = exports.queueSlot = exports.keySlot = exports.partitionNames = exports.partitionIndex = exports.Partitioned = exports.QUEUE_KEY_PREFIXES = exports.READERS = exports.luaLibrary = exports.classify = exports.Rotation = exports.Client = void 0;
 /**
  * rmq-client: the client for rmq, the reliable message queue in Redis, on ioredis.
  *
@@ -9,13 +9,28 @@ exports.NotInstalled = exports.NotStored = exports.SpoolError = exports.Protocol
  * - {@link Producer} pushes, and spools to disk what Redis cannot take (re-sent later);
  * - {@link Worker} runs a handler per message, with ack / retry / fail / error outcomes, lock
  *   renewal, a per-job timeout and a graceful stop;
- * - {@link Client} has every command, with typed results.
+ * - {@link Client} has every command, with typed results, and partitioned queues.
+ *
+ * Given the URL of any node of a Redis Cluster, they find the cluster and route every command to
+ * its queue's master.
  */
 var client_1 = require("./client");
 Object.defineProperty(exports, "Client", { enumerable: true, get: function () { return client_1.Client; } });
+Object.defineProperty(exports, "Rotation", { enumerable: true, get: function () { return client_1.Rotation; } });
 Object.defineProperty(exports, "classify", { enumerable: true, get: function () { return client_1.classify; } });
 Object.defineProperty(exports, "luaLibrary", { enumerable: true, get: function () { return client_1.luaLibrary; } });
 Object.defineProperty(exports, "READERS", { enumerable: true, get: function () { return client_1.READERS; } });
+Object.defineProperty(exports, "QUEUE_KEY_PREFIXES", { enumerable: true, get: function () { return client_1.QUEUE_KEY_PREFIXES; } });
+var partition_1 = require("./partition");
+Object.defineProperty(exports, "Partitioned", { enumerable: true, get: function () { return partition_1.Partitioned; } });
+Object.defineProperty(exports, "partitionIndex", { enumerable: true, get: function () { return partition_1.partitionIndex; } });
+Object.defineProperty(exports, "partitionNames", { enumerable: true, get: function () { return partition_1.partitionNames; } });
+Object.defineProperty(exports, "keySlot", { enumerable: true, get: function () { return partition_1.keySlot; } });
+Object.defineProperty(exports, "queueSlot", { enumerable: true, get: function () { return partition_1.queueSlot; } });
+Object.defineProperty(exports, "totalStats", { enumerable: true, get: function () { return partition_1.totalStats; } });
+Object.defineProperty(exports, "REGISTRY_KEY", { enumerable: true, get: function () { return partition_1.REGISTRY_KEY; } });
+Object.defineProperty(exports, "MAX_PARTITIONS", { enumerable: true, get: function () { return partition_1.MAX_PARTITIONS; } });
+Object.defineProperty(exports, "MAX_NAME_LEN", { enumerable: true, get: function () { return partition_1.MAX_NAME_LEN; } });
 var producer_1 = require("./producer");
 Object.defineProperty(exports, "Producer", { enumerable: true, get: function () { return producer_1.Producer; } });
 Object.defineProperty(exports, "drainSpool", { enumerable: true, get: function () { return producer_1.drainSpool; } });

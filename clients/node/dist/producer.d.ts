@@ -1,6 +1,6 @@
-import { Client, ClientOptions } from "./client";
+import { Client, ClientOptions, Confirm } from "./client";
 import { DrainReport, Spool, SpoolStatus } from "./spool";
-import { Body, Pushed, PushOptions } from "./types";
+import { Body, Push, Pushed, PushOptions } from "./types";
 /**
  * The default spool, as in every rmq client: `$RMQ_SPOOL`, else `rmq/spool` in the user's state
  * directory (`$XDG_STATE_HOME`, or `~/.local/state`); never the working directory.
@@ -18,6 +18,13 @@ export interface ProducerOptions {
     drainIntervalMs?: number;
     /** Re-send the spool in the background, at once and then every drainIntervalMs (default true). */
     backgroundDrain?: boolean;
+    /**
+     * Confirms: `true` or `{ replicas, timeoutMs }` (default 1 replica, 1000 ms). After each PUSH,
+     * `WAIT replicas timeoutMs` on the same connection; a push is taken only once that many replicas
+     * have it (so it survives the loss of its master), an unconfirmed one is sent again with the
+     * same id and then spooled, and the spool is re-sent with the same WAIT. Default: off.
+     */
+    confirm?: Confirm | boolean | null;
 }
 /**
  * Pushes messages; when Redis cannot take one, it goes to the spool on disk (fsynced before
@@ -32,6 +39,9 @@ export declare class Producer {
     private readonly backoffMax;
     private readonly interval;
     private readonly background;
+    readonly confirm: Required<Confirm> | null;
+    /** Partitioned queues looked up: name → the record (null: an ordinary queue) and when. */
+    private lookups;
     private spool;
     /** Set when Redis was found unavailable, cleared by a success: then a push tries once and spools. */
     private down;
@@ -55,12 +65,23 @@ export declare class Producer {
     close(): Promise<void>;
     private getSpool;
     /**
-     * Pushes a message. Resolves to {@link Pushed}: Redis has it, or the spool has it on disk
-     * (`spooled`). Rejects with InvalidMessage (breaks a rule; checked even while Redis is down),
-     * Refused (Redis refused it, e.g. `queue full`: not spooled, sending it again would not help),
-     * NotStored (neither Redis nor the spool took it) or Unavailable (spooling is off).
+     * Pushes a message. For a partitioned queue, it goes to the partition of its `key` (a random one
+     * without a key): see `Pushed.queue`. Resolves to {@link Pushed}: Redis has it, or the spool has
+     * it on disk (`spooled`). Rejects with InvalidMessage (breaks a rule; checked even while Redis is
+     * down), Refused (Redis refused it, e.g. `queue full`: not spooled, sending it again would not
+     * help), NotStored (neither Redis nor the spool took it) or Unavailable (spooling is off). With
+     * `confirm`, "Redis has it" means its master and the replicas asked for; a push they did not
+     * confirm in time counts as one Redis could not take.
      */
     push(queue: string, body: Body, options?: PushOptions): Promise<Pushed>;
+    /**
+     * `p` addressed to the partition of its key when its queue is a partitioned queue, else as it
+     * is. Lookups are remembered: a partitioned queue's record for good (its partitions never
+     * change), an ordinary queue for 10 s.
+     */
+    route(p: Push): Promise<Push>;
+    /** One PUSH, confirmed when confirms are on. */
+    private send;
     private spoolOne;
     /** Re-sends the spool now (what the background task does). Records Redis refuses for good go to the quarantine. */
     drain(): Promise<DrainReport>;
@@ -69,5 +90,10 @@ export declare class Producer {
     private drainOnce;
     private backgroundLoop;
 }
-/** Sends the spool's records in pipelines of PUSH; a refusal goes to the quarantine, an unavailable Redis or `queue full` stops the drain. */
-export declare function drainSpool(client: Client, sp: Spool, closing?: () => boolean): Promise<DrainReport>;
+/**
+ * Sends the spool's records in pipelines of PUSH (confirmed by WAIT with `confirm`); a refusal goes
+ * to the quarantine, an unavailable Redis or `queue full` stops the drain. A record spooled under a
+ * partitioned queue's logical name (its registry could not be read at push time) goes to the
+ * partition of its key.
+ */
+export declare function drainSpool(client: Client, sp: Spool, closing?: () => boolean, confirm?: Confirm | null): Promise<DrainReport>;

@@ -43,6 +43,8 @@ const client_1 = require("./client");
 const errors_1 = require("./errors");
 const spool_1 = require("./spool");
 const types_1 = require("./types");
+/** How long "this name is an ordinary queue" is believed before the registry is read again (a partitioned queue's record is kept for good: its partitions never change). */
+const PLAIN_FOR_MS = 10_000;
 /**
  * The default spool, as in every rmq client: `$RMQ_SPOOL`, else `rmq/spool` in the user's state
  * directory (`$XDG_STATE_HOME`, or `~/.local/state`); never the working directory.
@@ -77,6 +79,9 @@ class Producer {
     backoffMax;
     interval;
     background;
+    confirm;
+    /** Partitioned queues looked up: name → the record (null: an ordinary queue) and when. */
+    lookups = new Map();
     spool = null;
     /** Set when Redis was found unavailable, cleared by a success: then a push tries once and spools. */
     down = false;
@@ -101,6 +106,7 @@ class Producer {
         this.backoffMax = opts.retryBackoffMaxMs ?? 1000;
         this.interval = opts.drainIntervalMs ?? 1000;
         this.background = opts.backgroundDrain ?? true;
+        this.confirm = opts.confirm ? (0, client_1.confirmOf)(opts.confirm) : null;
     }
     /**
      * Opens the spool (a failure is logged and tried again when the spool is needed) and, with
@@ -147,10 +153,13 @@ class Producer {
         return this.spool;
     }
     /**
-     * Pushes a message. Resolves to {@link Pushed}: Redis has it, or the spool has it on disk
-     * (`spooled`). Rejects with InvalidMessage (breaks a rule; checked even while Redis is down),
-     * Refused (Redis refused it, e.g. `queue full`: not spooled, sending it again would not help),
-     * NotStored (neither Redis nor the spool took it) or Unavailable (spooling is off).
+     * Pushes a message. For a partitioned queue, it goes to the partition of its `key` (a random one
+     * without a key): see `Pushed.queue`. Resolves to {@link Pushed}: Redis has it, or the spool has
+     * it on disk (`spooled`). Rejects with InvalidMessage (breaks a rule; checked even while Redis is
+     * down), Refused (Redis refused it, e.g. `queue full`: not spooled, sending it again would not
+     * help), NotStored (neither Redis nor the spool took it) or Unavailable (spooling is off). With
+     * `confirm`, "Redis has it" means its master and the replicas asked for; a push they did not
+     * confirm in time counts as one Redis could not take.
      */
     async push(queue, body, options = {}) {
         const p = (0, types_1.buildPush)(queue, body, options);
@@ -161,11 +170,16 @@ class Producer {
         const tries = this.down ? 1 : this.retries + 1;
         let pause = this.backoff;
         let last = "";
+        // A partitioned queue's name is looked up first and the message routed once: every retry goes
+        // to the same partition, whose dedup window drops a second copy. If the registry cannot be
+        // read, the message is spooled under the logical name and routed when the spool is sent.
+        let routed = null;
         for (let attempt = 1; attempt <= tries; attempt++) {
             try {
-                const id = await this.client.sendPush(p);
+                routed ??= await this.route(p);
+                const id = await this.send(routed);
                 this.down = false;
-                return { id, spooled: false };
+                return { id, spooled: false, queue: routed.queue };
             }
             catch (e) {
                 if (!(e instanceof errors_1.Unavailable))
@@ -180,14 +194,40 @@ class Producer {
         this.down = true;
         if (this.spoolDir === null)
             throw new errors_1.Unavailable(last);
+        const target = routed ?? p;
         try {
-            await this.spoolOne(toRecord(p));
+            await this.spoolOne(toRecord(target));
         }
         catch (e) {
             console.error(`rmq producer: message ${p.id} NOT stored: redis ${last}; spool ${e.message}`);
             throw new errors_1.NotStored(last, e.message);
         }
-        return { id: p.id, spooled: true };
+        return { id: p.id, spooled: true, queue: target.queue };
+    }
+    /**
+     * `p` addressed to the partition of its key when its queue is a partitioned queue, else as it
+     * is. Lookups are remembered: a partitioned queue's record for good (its partitions never
+     * change), an ordinary queue for 10 s.
+     */
+    async route(p) {
+        const known = this.lookups.get(p.queue);
+        let part;
+        if (known && (known.part || Date.now() - known.at < PLAIN_FOR_MS))
+            part = known.part;
+        else {
+            part = await this.client.partitionedOrPlain(p.queue);
+            this.lookups.set(p.queue, { part, at: Date.now() });
+        }
+        return part ? { ...p, queue: part.route(p.key) } : p;
+    }
+    /** One PUSH, confirmed when confirms are on. */
+    async send(p) {
+        if (!this.confirm)
+            return this.client.sendPush(p);
+        const { id, replicas } = await this.client.sendPushConfirmed(p, this.confirm);
+        if (replicas < this.confirm.replicas)
+            throw new errors_1.Unavailable((0, client_1.shortfall)(this.confirm, replicas));
+        return id;
     }
     async spoolOne(rec) {
         const sp = await this.getSpool();
@@ -229,7 +269,7 @@ class Producer {
     async drainOnce(sp) {
         while (this.draining)
             await this.draining.catch(() => undefined);
-        const run = drainSpool(this.client, sp, () => this.closed);
+        const run = drainSpool(this.client, sp, () => this.closed, this.confirm);
         this.draining = run;
         try {
             return await run;
@@ -267,14 +307,28 @@ class Producer {
     }
 }
 exports.Producer = Producer;
-/** Sends the spool's records in pipelines of PUSH; a refusal goes to the quarantine, an unavailable Redis or `queue full` stops the drain. */
-async function drainSpool(client, sp, closing = () => false) {
+/**
+ * Sends the spool's records in pipelines of PUSH (confirmed by WAIT with `confirm`); a refusal goes
+ * to the quarantine, an unavailable Redis or `queue full` stops the drain. A record spooled under a
+ * partitioned queue's logical name (its registry could not be read at push time) goes to the
+ * partition of its key.
+ */
+async function drainSpool(client, sp, closing = () => false, confirm = null) {
     const report = await sp.drain(async (recs) => {
         if (closing())
             throw new spool_1.SendStopped("the producer is closing");
         let res;
         try {
-            res = await client.callMany(recs.map((r) => ["push", r.queue, (0, types_1.pushArgs)(fromRecord(r))]));
+            const parts = new Map();
+            for (const r of recs)
+                if (!parts.has(r.queue))
+                    parts.set(r.queue, await client.partitionedOrPlain(r.queue));
+            const pushes = recs.map((r) => {
+                const p = fromRecord(r);
+                const part = parts.get(r.queue);
+                return part ? { ...p, queue: part.route(p.key) } : p;
+            });
+            res = await client.callMany(pushes.map((p) => ["push", p.queue, (0, types_1.pushArgs)(p)]), confirm);
         }
         catch (e) {
             throw new spool_1.SendStopped(e.message);

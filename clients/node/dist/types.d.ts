@@ -28,6 +28,12 @@ export interface Pushed {
     id: string;
     /** True when Redis could not take it and it is in the local spool (fsynced), to be re-sent. */
     spooled: boolean;
+    /**
+     * The queue it went to: the one asked for, or for a partitioned queue, the partition of its key.
+     * A message spooled while the partitioned queue could not be looked up shows the logical name:
+     * it goes to its partition when the spool is sent.
+     */
+    queue: string;
 }
 /** A message as FETCH, PEEK or GET hand it out. Fields a reply does not carry are empty. */
 export interface Message {

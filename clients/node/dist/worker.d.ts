@@ -47,7 +47,10 @@ export interface WorkerOptions {
     /** SIGTERM and SIGINT stop the worker gracefully while it runs (default true). */
     handleSignals?: boolean;
 }
-/** A worker for one queue. */
+/**
+ * A worker for one queue, or for every partition of a partitioned queue (taken in turn, from a
+ * random first one, so that workers spread over the partitions).
+ */
 export declare class Worker {
     readonly client: Client;
     readonly queue: string;
@@ -82,6 +85,11 @@ export declare class Worker {
      * to graceMs to finish, abandons the rest, and resolves to the report.
      */
     run(): Promise<WorkerReport>;
+    /**
+     * The partitions of the queue when it is a partitioned queue (an empty rotation for an ordinary
+     * queue), looked up once, until Redis answers; null when a stop came first.
+     */
+    private partitions;
     private fetchLoop;
     private process;
     private settle;

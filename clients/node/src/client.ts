@@ -1,19 +1,30 @@
 /**
- * The client: connections (ioredis), the two editions (RMQ.* commands of the module, or FCALL of
- * the Lua library), error sorting, and typed wrappers of every command.
+ * The client: one server or a Redis Cluster, the two editions (RMQ.* commands of the module, or
+ * FCALL of the Lua library), error sorting, typed wrappers of every command, and partitioned queues.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
-import Redis, { RedisOptions } from "ioredis";
-
+import { Cluster, Target } from "./cluster";
 import { ConfigError, NotInstalled, ProtocolError, Refused, RmqError, Unavailable } from "./errors";
+import { Arg, classify, Node, SendError } from "./node";
+import {
+  keySlot,
+  PartitionRecovered,
+  Partitioned,
+  partitionNames,
+  PartitionStats,
+  queueSlot,
+  REGISTRY_KEY,
+  totalStats,
+} from "./partition";
 import {
   Body,
   buildPush,
   LogEntry,
   Message,
+  pairs,
   parseConfig,
   parseLog,
   parseMessage,
@@ -27,16 +38,19 @@ import {
   validateQueue,
 } from "./types";
 
+export { classify } from "./node";
+export type { Arg } from "./node";
 export type Edition = "module" | "lua";
-export type Arg = string | Buffer | number;
 
 /** Commands of the Lua edition that only read: sent with FCALL_RO, and never load the library. */
 export const READERS = new Set(["stats", "peek", "get", "queues", "log"]);
 
-/** Error codes that mean "Redis cannot take it now", not "the request is wrong". */
-const UNAVAILABLE_CODES = new Set([
-  "BUSY", "OOM", "MISCONF", "NOREPLICAS", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY",
-]);
+/**
+ * The keys of a queue, in the order the Lua edition takes them when a cluster client declares
+ * them all (`FCALL rmq_x 11 q msg:{q} dly:{q} ... log:{q} ...`), so that Redis itself refuses
+ * (ASK, TRYAGAIN) while the queue's slot migrates.
+ */
+export const QUEUE_KEY_PREFIXES = ["msg", "dly", "bak", "inf", "fai", "err", "cfg", "st", "dup", "log"] as const;
 
 export interface ClientOptions {
   /** `auto` (default: the module when loaded, else the Lua library), `module` or `lua`. */
@@ -50,6 +64,33 @@ export interface ClientOptions {
   pollMaxMs?: number;
 }
 
+/** A producer's confirm: after each PUSH, `WAIT replicas timeoutMs` on the same connection. */
+export interface Confirm {
+  /** How many replicas must have the write (default 1). */
+  replicas?: number;
+  /** How long WAIT may wait for them (default 1000 ms). */
+  timeoutMs?: number;
+}
+
+/** A confirm with its defaults filled in, checked. */
+export function confirmOf(c: Confirm | true): Required<Confirm> {
+  const o = c === true ? {} : c;
+  const replicas = o.replicas ?? 1;
+  const timeoutMs = o.timeoutMs ?? 1000;
+  if (!Number.isInteger(replicas) || replicas < 1) throw new ConfigError("confirm replicas must be at least 1");
+  if (typeof timeoutMs !== "number" || !Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new ConfigError("confirm timeoutMs must be a positive number of ms");
+  return { replicas, timeoutMs };
+}
+
+function waitCmd(c: Required<Confirm>): Arg[] {
+  return ["WAIT", c.replicas, Math.max(Math.round(c.timeoutMs), 1)];
+}
+
+/** Why a WAIT that counted `acked` replicas is not enough. */
+export function shortfall(c: Required<Confirm>, acked: number): string {
+  return `not confirmed: ${acked} of ${c.replicas} replica(s) had the write within ${c.timeoutMs} ms (WAIT)`;
+}
+
 /** The Lua library's source: the copy shipped in this package, or the file named by RMQ_LUA. */
 export function luaLibrary(): string {
   const p = process.env.RMQ_LUA;
@@ -60,26 +101,92 @@ export function luaLibrary(): string {
   }
 }
 
-/** Sorts an error into Unavailable (retry later, spool) and Refused (the request or setup is wrong). */
-export function classify(e: unknown): RmqError {
-  if (e instanceof RmqError) return e;
-  const err = e as Error;
-  if (err && err.name === "ReplyError") {
-    const code = /^[A-Z]+/.exec(err.message)?.[0] ?? "";
-    return UNAVAILABLE_CODES.has(code) ? new Unavailable(err.message) : new Refused(err.message);
-  }
-  // Connection refused/reset/closed, not writeable, no answer: Redis could not take it.
-  return new Unavailable(err?.message || String(e));
-}
-
 function positive(v: number | undefined, dflt: number, what: string): number {
   const x = v ?? dflt;
   if (typeof x !== "number" || !Number.isFinite(x) || x <= 0) throw new ConfigError(`${what} must be a positive number of ms`);
   return x;
 }
 
-/** A handle on one Redis server. Commands share one connection (ioredis pipelines them); a
- * blocking FETCH takes a connection of its own. */
+/** One reply as a result: an error reply throws. */
+function reply(v: unknown): unknown {
+  if (v instanceof Error) throw classify(v);
+  return v;
+}
+
+/**
+ * Fetches from several queues in turn, fairly: it starts at a random queue, and every call starts
+ * one past where the previous one found messages, so a busy queue never starves the others and
+ * an empty one costs one FETCH per round.
+ */
+export class Rotation {
+  readonly queues: string[];
+  private next: number;
+
+  constructor(queues: string[]) {
+    this.queues = [...queues];
+    this.next = this.queues.length ? Math.floor(Math.random() * this.queues.length) : 0;
+  }
+
+  /**
+   * One round: FETCHes (never blocking) from the queues in turn until `count` messages (default 1)
+   * are in hand or every queue was asked once. A queue that fails (its master is down) is passed
+   * over; the error is thrown only when every queue failed.
+   */
+  async fetchRound(client: Client, o: { count?: number; lockMs?: number; consumer?: string } = {}): Promise<Message[]> {
+    const n = this.queues.length;
+    if (n === 0) return [];
+    const want = Math.max(o.count ?? 1, 1);
+    const start = this.next;
+    const out: Message[] = [];
+    let firstErr: RmqError | null = null;
+    let failed = 0;
+    for (let k = 0; k < n; k++) {
+      const i = (start + k) % n;
+      try {
+        out.push(...(await client.fetch(this.queues[i], { ...o, count: want - out.length })));
+      } catch (e) {
+        if (!(e instanceof RmqError)) throw e;
+        failed++;
+        firstErr ??= e;
+      }
+      if (out.length >= want) {
+        this.next = (i + 1) % n;
+        return out;
+      }
+    }
+    this.next = (start + 1) % n;
+    if (firstErr && failed === n) throw firstErr;
+    return out;
+  }
+
+  /**
+   * Rounds until a message comes or `blockMs` has passed (0: forever; undefined: one round),
+   * pausing between empty rounds as the Lua edition's polling does: FETCH cannot block on several queues.
+   */
+  async fetch(client: Client, o: { count?: number; lockMs?: number; blockMs?: number; consumer?: string } = {}): Promise<Message[]> {
+    const { blockMs, ...round } = o;
+    if (blockMs === undefined) return this.fetchRound(client, round);
+    const forever = blockMs === 0;
+    const until = Date.now() + blockMs;
+    let pause = client.pollMinMs;
+    for (;;) {
+      const msgs = await this.fetchRound(client, round);
+      const now = Date.now();
+      if (msgs.length || (!forever && now >= until)) return msgs;
+      await sleep(forever ? pause : Math.min(pause, until - now));
+      pause = Math.min(pause * 2, client.pollMaxMs);
+    }
+  }
+}
+
+/**
+ * A handle on one Redis server or one Redis Cluster. Commands share one connection per server
+ * (ioredis pipelines them); a blocking FETCH and a confirmed PUSH take a connection of their own.
+ *
+ * Given the URL of any node of a cluster, it finds the cluster at its first request (`INFO
+ * cluster`), reads the slot map, and sends every command to the master of its queue's slot,
+ * following MOVED and ASK and waiting out TRYAGAIN and failovers within the command timeout.
+ */
 export class Client {
   readonly url: string;
   readonly editionChoice: "auto" | Edition;
@@ -88,10 +195,11 @@ export class Client {
   readonly pollMinMs: number;
   readonly pollMaxMs: number;
   private ed: Edition | null;
-  private shared: Redis;
-  private connecting = new Map<Redis, Promise<void>>();
-  private idleBlocking: Redis[] = [];
-  private lastError = new WeakMap<Redis, Error>();
+  private seed: Node;
+  /** Found out at the first request: undefined (not yet), null (one server) or the cluster. */
+  private cluster: Cluster | null | undefined = undefined;
+  private finding: Promise<Cluster | null> | null = null;
+  private rotations = new Map<string, Rotation>();
   private closed = false;
 
   constructor(url = "redis://127.0.0.1:6379", opts: ClientOptions = {}) {
@@ -105,7 +213,7 @@ export class Client {
     this.commandTimeoutMs = positive(opts.commandTimeoutMs, 5000, "commandTimeoutMs");
     this.pollMinMs = positive(opts.pollMinMs, 5, "pollMinMs");
     this.pollMaxMs = Math.max(positive(opts.pollMaxMs, 250, "pollMaxMs"), this.pollMinMs);
-    this.shared = this.newConnection();
+    this.seed = new Node(url, this.connectTimeoutMs, this.displayUrl());
   }
 
   /** The URL without its password. */
@@ -121,63 +229,88 @@ export class Client {
     };
   }
 
-  private newConnection(): Redis {
-    const o: RedisOptions = {
-      lazyConnect: true,
-      connectTimeout: this.connectTimeoutMs,
-      // Fail at once while disconnected (the producer then spools) and never re-send a command
-      // by itself (a FETCH sent twice would hide messages until their lock ran out): retrying
-      // is this client's job. A dead connection is opened again at its next use.
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      autoResendUnfulfilledCommands: false,
-      retryStrategy: () => null,
-      enableReadyCheck: false,
-    };
-    const r = new Redis(this.url, o);
-    // Errors reach the callers through their commands; the last one explains a failed connect.
-    r.on("error", (e: Error) => this.lastError.set(r, e));
-    return r;
-  }
+  // --- one server or a cluster ---------------------------------------------------------------
 
-  private async ensure(r: Redis): Promise<void> {
-    if (this.closed) throw new Unavailable("the client is closed");
-    if (r.status === "ready") return;
-    let p = this.connecting.get(r);
-    if (!p) {
-      p = (async () => {
-        try {
-          if (r.status === "connecting" || r.status === "connect" || r.status === "reconnecting") {
-            r.disconnect();
-          }
-          await withTimeout(r.connect(), this.connectTimeoutMs + 100, "connect timed out");
-        } catch (e) {
-          r.disconnect();
-          const why = this.lastError.get(r)?.message ?? (e as Error).message;
-          throw new Unavailable(`cannot connect to ${this.displayUrl()}: ${why}`);
-        } finally {
-          this.connecting.delete(r);
-        }
-      })();
-      this.connecting.set(r, p);
-    }
-    await p;
-  }
-
-  /** Runs one command with a time limit (the command timeout by default); bulk replies are Buffers. */
-  async raw(args: Arg[], timeoutMs?: number, conn?: Redis): Promise<unknown> {
-    const r = conn ?? this.shared;
-    await this.ensure(r);
-    const [cmd, ...rest] = args;
-    try {
-      return await withTimeout(r.callBuffer(String(cmd), ...rest), timeoutMs ?? this.commandTimeoutMs, null);
-    } catch (e) {
-      if (e instanceof TimedOut) {
-        r.disconnect(); // the connection may be dead without knowing it: a new one next time
-        throw new Unavailable(`no answer within ${timeoutMs ?? this.commandTimeoutMs} ms`);
+  /** The cluster, or null for one server: asked once (`INFO cluster`, or `CLUSTER INFO` for a user whose ACL forbids INFO), at the first request. */
+  private async mode(): Promise<Cluster | null> {
+    if (this.cluster !== undefined) return this.cluster;
+    this.finding ??= (async () => {
+      let info: unknown;
+      let cinfo: unknown;
+      try {
+        [info, cinfo] = await this.seed.send([["INFO", "cluster"], ["CLUSTER", "INFO"]], this.commandTimeoutMs);
+      } catch (e) {
+        throw e instanceof SendError ? e.err : e;
       }
-      throw classify(e);
+      const cluster = info instanceof Error ? !(cinfo instanceof Error) && text(cinfo).includes("cluster_state:") : text(info).includes("cluster_enabled:1");
+      if (!cluster) return null;
+      const c = new Cluster(this.url, this.connectTimeoutMs);
+      await c.connect(this.commandTimeoutMs);
+      return c;
+    })();
+    try {
+      this.cluster = await this.finding;
+    } finally {
+      this.finding = null;
     }
+    return this.cluster;
+  }
+
+  /** True when the URL names a node of a Redis Cluster. */
+  async isCluster(): Promise<boolean> {
+    return (await this.mode()) !== null;
+  }
+
+  /** The masters (`host:port`): the cluster's, or the one server's URL. */
+  async masters(): Promise<string[]> {
+    const c = await this.mode();
+    return c ? c.masters() : [this.displayUrl()];
+  }
+
+  /**
+   * Sends `cmds` in one pipeline where `to` says: a queue (the master of its slot), a key (the
+   * master of its slot) or nothing (any master). Each error reply is its ReplyError in its place.
+   */
+  private async exec(to: { queue: string } | { key: string } | null, cmds: Arg[][], timeoutMs: number, resend: boolean, dedicated = false): Promise<unknown[]> {
+    if (this.closed) throw new Unavailable("the client is closed");
+    const c = await this.mode();
+    if (!c) {
+      try {
+        return await this.seed.send(cmds, timeoutMs, dedicated);
+      } catch (e) {
+        throw e instanceof SendError ? e.err : e;
+      }
+    }
+    const target: Target = to === null ? { any: true } : "queue" in to ? { slot: queueSlot(to.queue) } : { slot: keySlot(to.key) };
+    return c.exec(target, cmds, timeoutMs, resend, dedicated);
+  }
+
+  /** Sends `cmd` to every master (one server: to it): each master's reply, an error reply or an RmqError in its place. */
+  private async onEveryMaster(cmd: Arg[]): Promise<Array<[string, unknown]>> {
+    const c = await this.mode();
+    if (!c) {
+      try {
+        const [v] = await this.seed.send([cmd], this.commandTimeoutMs);
+        return [[this.displayUrl(), v]];
+      } catch (e) {
+        return [[this.displayUrl(), e instanceof SendError ? e.err : e]];
+      }
+    }
+    const masters = c.masters();
+    const replies = await Promise.all(
+      masters.map((m) => c.exec({ node: m }, [cmd], this.commandTimeoutMs, false).then(([v]) => v, (e) => e)),
+    );
+    return masters.map((m, i) => [m, replies[i]]);
+  }
+
+  /** A plain Redis command on `key` (not a queue's), sent to the server holding the key. */
+  async keyCommand(key: string, args: Arg[], resend = true): Promise<unknown> {
+    return reply((await this.exec({ key }, [args], this.commandTimeoutMs, resend))[0]);
+  }
+
+  /** Runs one command with a time limit (the command timeout by default); bulk replies are Buffers. In a cluster it goes to the URL's node when that is a master, else to another master. */
+  async raw(args: Arg[], timeoutMs?: number): Promise<unknown> {
+    return reply((await this.exec(null, [args], timeoutMs ?? this.commandTimeoutMs, false))[0]);
   }
 
   async ping(): Promise<void> {
@@ -207,19 +340,25 @@ export class Client {
     }
   }
 
-  /** Loads the Lua library unless the server has it (`replace`: load it anyway). */
+  /** Loads the Lua library unless the server has it (`replace`: load it anyway); in a cluster on every master (replicas get it from their master). */
   async loadLua(replace = false): Promise<void> {
-    try {
-      await this.raw(["FUNCTION", "LOAD", ...(replace ? ["REPLACE"] : []), luaLibrary()]);
-    } catch (e) {
-      if (!(e instanceof Refused && e.message.includes("already exists"))) throw e;
+    for (const [, v] of await this.onEveryMaster(["FUNCTION", "LOAD", ...(replace ? ["REPLACE"] : []), luaLibrary()])) {
+      if (v instanceof Error) {
+        const e = classify(v);
+        if (!(e instanceof Refused && e.message.includes("already exists"))) throw e;
+      }
     }
   }
 
-  private static build(ed: Edition, name: string, q: string | null, args: Arg[]): Arg[] {
+  /** The command `name` for queue `q` in `ed`; `allKeys` declares every key of the queue to the Lua edition (on a cluster). */
+  private static build(ed: Edition, name: string, q: string | null, args: Arg[], allKeys = false): Arg[] {
     if (ed === "module") return [`RMQ.${name.toUpperCase()}`, ...(q === null ? [] : [q]), ...args];
     const fcall = READERS.has(name) ? "FCALL_RO" : "FCALL";
-    return [fcall, `rmq_${name}`, ...(q === null ? [0] : [1, q]), ...args];
+    let keys: Arg[];
+    if (q === null) keys = [0];
+    else if (allKeys) keys = [1 + QUEUE_KEY_PREFIXES.length, q, ...QUEUE_KEY_PREFIXES.map((p) => `${p}:{${q}}`)];
+    else keys = [1, q];
+    return [fcall, `rmq_${name}`, ...keys, ...args];
   }
 
   /**
@@ -227,20 +366,25 @@ export class Client {
    * without persistence, a FUNCTION FLUSH) is loaded again by commands that write; a command that
    * only reads reports it instead (it never changes the server).
    */
-  async call(name: string, q: string | null, args: Arg[] = [], timeoutMs?: number, conn?: Redis): Promise<unknown> {
+  async call(name: string, q: string | null, args: Arg[] = [], timeoutMs?: number, dedicated = false): Promise<unknown> {
+    return reply((await this.callWith(name, q, args, null, timeoutMs ?? this.commandTimeoutMs, dedicated))[0]);
+  }
+
+  /** Runs an rmq command, followed on the same connection by `then` when given (WAIT), and gives every reply. */
+  private async callWith(name: string, q: string | null, args: Arg[], then: Arg[] | null, timeoutMs: number, dedicated: boolean): Promise<unknown[]> {
+    const cluster = await this.isCluster();
     for (let tries = 1; ; tries++) {
       const ed = await this.edition();
-      try {
-        return await this.raw(Client.build(ed, name, q, args), timeoutMs, conn);
-      } catch (e) {
-        if (e instanceof Refused && tries < 3 && (await this.recoverable(ed, readsOnly(name, args), e.message))) continue;
-        throw e;
-      }
+      const cmds = [Client.build(ed, name, q, args, cluster), ...(then ? [then] : [])];
+      const vals = await this.exec(q === null ? null : { queue: q }, cmds, timeoutMs, safeToRepeat(name, args), dedicated);
+      const err = vals[0] instanceof Error ? classify(vals[0]) : null;
+      if (err instanceof Refused && tries < 3 && (await this.recoverable(ed, readsOnly(name, args), err.message))) continue;
+      return vals;
     }
   }
 
-  private async recoverable(ed: Edition, reads: boolean, text: string): Promise<boolean> {
-    const lower = text.toLowerCase();
+  private async recoverable(ed: Edition, reads: boolean, message: string): Promise<boolean> {
+    const lower = message.toLowerCase();
     if (ed === "lua" && lower.includes("function not found")) {
       if (this.editionChoice === "auto") {
         this.ed = null; // maybe the module is there now
@@ -264,44 +408,60 @@ export class Client {
   }
 
   /**
-   * Runs several rmq commands in one pipeline. Each result is a value or an RmqError; an
-   * unavailable Redis rejects.
+   * Runs several rmq commands: in one pipeline on one server; in a cluster, one pipeline per queue
+   * slot (the order of one queue's commands is kept), sent at the same time. Each result is a
+   * value or an RmqError; an unavailable Redis rejects. With `confirm`, each pipeline is followed
+   * by `WAIT replicas timeout`, and the commands of a pipeline that fewer replicas confirmed come
+   * back as Unavailable ("not confirmed").
    */
-  async callMany(cmds: Array<[string, string, Arg[]]>): Promise<unknown[]> {
+  async callMany(cmds: Array<[string, string, Arg[]]>, confirm?: Confirm | true | null): Promise<unknown[]> {
     if (!cmds.length) return [];
+    const c = confirm ? confirmOf(confirm) : null;
+    let groups: number[][];
+    if (await this.isCluster()) {
+      const bySlot = new Map<number, number[]>();
+      cmds.forEach(([, q], i) => {
+        const s = queueSlot(q);
+        bySlot.set(s, [...(bySlot.get(s) ?? []), i]);
+      });
+      groups = [...bySlot.values()];
+    } else groups = [cmds.map((_, i) => i)];
+    const results = await Promise.all(groups.map((g) => this.callGroup(cmds, g, c)));
+    const out: unknown[] = new Array(cmds.length);
+    groups.forEach((g, gi) => g.forEach((i, k) => (out[i] = results[gi][k])));
+    return out;
+  }
+
+  private async callGroup(cmds: Array<[string, string, Arg[]]>, g: number[], confirm: Required<Confirm> | null): Promise<unknown[]> {
+    const cluster = await this.isCluster();
     for (let tries = 1; ; tries++) {
       const ed = await this.edition();
-      await this.ensure(this.shared);
-      const pipe = this.shared.pipeline();
-      for (const [name, q, args] of cmds) {
-        const [cmd, ...rest] = Client.build(ed, name, q, args);
-        pipe.callBuffer(String(cmd), ...rest);
-      }
-      const t = this.commandTimeoutMs + cmds.length / 10;
-      let res: Array<[Error | null, unknown]> | null;
-      try {
-        res = await withTimeout(pipe.exec(), t, null);
-      } catch (e) {
-        if (e instanceof TimedOut) {
-          this.shared.disconnect();
-          throw new Unavailable(`no answer within ${t} ms`);
-        }
-        throw classify(e);
-      }
-      if (!res) throw new Unavailable("pipeline not sent");
-      const out = res.map(([err, v]) => (err ? classify(err) : v));
+      const pipe = g.map((i) => Client.build(ed, cmds[i][0], cmds[i][1], cmds[i][2], cluster));
+      if (confirm) pipe.push(waitCmd(confirm));
+      const t = this.commandTimeoutMs + g.length / 10 + (confirm?.timeoutMs ?? 0);
+      const resend = g.every((i) => safeToRepeat(cmds[i][0], cmds[i][2]));
+      const vals = await this.exec({ queue: cmds[g[0]][1] }, pipe, t, resend, confirm !== null);
+      const waited = confirm ? vals.pop() : undefined;
+      let out: unknown[] = vals.map((v) => (v instanceof Error ? classify(v) : v));
       const first = out.find((r) => r instanceof Refused) as Refused | undefined;
-      const reads = cmds.every(([n, , a]) => readsOnly(n, a));
+      const reads = g.every((i) => readsOnly(cmds[i][0], cmds[i][2]));
       if (first && tries < 3 && (await this.recoverable(ed, reads, first.message))) continue;
       if (out.some((r) => r instanceof Unavailable)) throw out.find((r) => r instanceof Unavailable);
+      if (confirm) {
+        const acked = Number(reply(waited));
+        if (acked < confirm.replicas) {
+          const why = new Unavailable(shortfall(confirm, acked));
+          out = out.map((r) => (r instanceof RmqError ? r : why));
+        }
+      }
       return out;
     }
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const r of [this.shared, ...this.idleBlocking]) r.disconnect();
-    this.idleBlocking = [];
+    this.seed.close();
+    this.cluster?.close();
   }
 
   // --- the commands --------------------------------------------------------------------------
@@ -314,6 +474,23 @@ export class Client {
   /** RMQ.PUSH of a built (and checked) push. */
   async sendPush(p: Push): Promise<string> {
     return text(await this.call("push", p.queue, pushArgs(p)));
+  }
+
+  /**
+   * RMQ.PUSH (no retries, no spool: see Producer), then `WAIT replicas timeout` on the same
+   * connection: the id, and how many replicas confirmed they have the write (the push, and
+   * everything before it on that master). Fewer than asked means the message may be lost if its
+   * master fails now.
+   */
+  async pushConfirmed(queue: string, body: Body, options: PushOptions = {}, confirm: Confirm | true = true): Promise<{ id: string; replicas: number }> {
+    return this.sendPushConfirmed(buildPush(queue, body, options), confirm);
+  }
+
+  /** {@link pushConfirmed} of a built (and checked) push. */
+  async sendPushConfirmed(p: Push, confirm: Confirm | true = true): Promise<{ id: string; replicas: number }> {
+    const c = confirmOf(confirm);
+    const vals = await this.callWith("push", p.queue, pushArgs(p), waitCmd(c), this.commandTimeoutMs + c.timeoutMs, true);
+    return { id: text(reply(vals[0])), replicas: Number(reply(vals[1])) };
   }
 
   /**
@@ -335,7 +512,9 @@ export class Client {
     if ((await this.edition()) === "module") {
       for (;;) {
         const slice = forever ? 10_000 : Math.max(until - Date.now(), 1);
-        const msgs = parseMessages(queue, await this.blockingFetch(queue, [...args, "BLOCK", Math.round(slice)], slice));
+        // On a connection of its own, so that it holds up no other command of this client.
+        const v = await this.call("fetch", queue, [...args, "BLOCK", Math.round(slice)], slice + this.commandTimeoutMs, true);
+        const msgs = parseMessages(queue, v);
         if (msgs.length || (!forever && Date.now() >= until)) return msgs;
       }
     }
@@ -346,20 +525,6 @@ export class Client {
       if (msgs.length || (!forever && now >= until)) return msgs;
       await sleep(forever ? pause : Math.min(pause, until - now));
       pause = Math.min(pause * 2, this.pollMaxMs);
-    }
-  }
-
-  private async blockingFetch(queue: string, args: Arg[], sliceMs: number): Promise<unknown> {
-    const conn = this.idleBlocking.pop() ?? this.newConnection();
-    try {
-      const v = await this.call("fetch", queue, args, sliceMs + this.commandTimeoutMs, conn);
-      if (!this.closed) this.idleBlocking.push(conn);
-      else conn.disconnect();
-      return v;
-    } catch (e) {
-      if (e instanceof Refused && !this.closed) this.idleBlocking.push(conn);
-      else conn.disconnect();
-      throw e;
     }
   }
 
@@ -447,9 +612,23 @@ export class Client {
     await this.call("config", queue, args);
   }
 
+  /** RMQ.QUEUES: the queues of the server; in a cluster, of every master, merged (sorted, each name once: a queue whose slot is moving may show on two). */
   async queues(): Promise<string[]> {
-    const v = await this.call("queues", null);
-    return Array.isArray(v) ? v.map(text) : [];
+    if (!(await this.isCluster())) {
+      const v = await this.call("queues", null);
+      return Array.isArray(v) ? v.map(text) : [];
+    }
+    const ed = await this.edition();
+    const names = new Set<string>();
+    for (const [, v] of await this.onEveryMaster(Client.build(ed, "queues", null, []))) {
+      if (v instanceof Error) {
+        const e = classify(v);
+        if (/function not found/i.test(e.message)) continue; // a master without the Lua library holds no queue of the Lua edition
+        throw e;
+      }
+      if (Array.isArray(v)) for (const x of v) names.add(text(x));
+    }
+    return [...names].sort();
   }
 
   async log(queue: string, o: { from?: number; count?: number } = {}): Promise<LogEntry[]> {
@@ -459,6 +638,143 @@ export class Client {
   async replay(queue: string, from: number, to?: number): Promise<number> {
     return Number(await this.call("replay", queue, ["FROM", from, ...(to === undefined ? [] : ["TO", to])]));
   }
+
+  // --- partitioned queues ----------------------------------------------------------------------
+
+  /** The registry record of `name`, or null when `name` is an ordinary queue. */
+  async partitioned(name: string): Promise<Partitioned | null> {
+    const v = await this.keyCommand(REGISTRY_KEY, ["HGET", REGISTRY_KEY, name]);
+    return v === null ? null : Partitioned.decode(name, v as Buffer);
+  }
+
+  /** {@link partitioned}, except that a user who may not read the registry (an ACL limited to some queues' keys) sees ordinary queues. */
+  async partitionedOrPlain(name: string): Promise<Partitioned | null> {
+    try {
+      return await this.partitioned(name);
+    } catch (e) {
+      if (e instanceof Refused && e.message.startsWith("NOPERM")) return null;
+      throw e;
+    }
+  }
+
+  /** Every partitioned queue, by name. */
+  async partitionList(): Promise<Partitioned[]> {
+    const v = await this.keyCommand(REGISTRY_KEY, ["HGETALL", REGISTRY_KEY]);
+    return pairs(v)
+      .map(([k, rec]) => Partitioned.decode(k, rec as Buffer))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  /**
+   * Creates partitioned queue `name` with `count` partitions (`ordered`: every partition is an
+   * ordered queue, set before the record is written, so no client ever pushes to a partition that
+   * is not ordered yet). Resolves to the record and whether it is new: creating again with the
+   * same count and order changes nothing; with others it is refused (Refused).
+   *
+   * Refused when `name` is an ordinary queue that holds messages, when a partition name is a queue
+   * that holds messages, or when `name` collides with the partitions of another partitioned queue.
+   */
+  async partitionCreate(name: string, count: number, o: { ordered?: boolean } = {}): Promise<{ partitioned: Partitioned; created: boolean }> {
+    const ordered = o.ordered ?? false;
+    const names = partitionNames(name, count);
+    const existing = await this.partitioned(name);
+    if (existing) {
+      if (existing.count === count && existing.ordered === ordered) return { partitioned: existing, created: false };
+      throw new Refused(
+        `partitioned queue '${name}' exists with ${existing.count} partitions${existing.ordered ? ", ordered" : ""}; a partition count is fixed at creation`,
+      );
+    }
+    for (const other of await this.partitionList()) {
+      if (other.partitions.includes(name) || names.some((q) => other.partitions.includes(q))) {
+        throw new Refused(`'${name}' collides with the partitions of partitioned queue '${other.name}'`);
+      }
+    }
+    for (const q of [name, ...names]) {
+      let st: Stats;
+      try {
+        st = await this.stats(q);
+      } catch (e) {
+        if (e instanceof NotInstalled) continue; // no rmq on the server yet (a write loads the Lua library): nothing held
+        throw e;
+      }
+      const held = st.ready + st.delayed + st.inflight + st.failed + st.errors;
+      if (held) throw new Refused(`queue '${q}' holds ${held} message(s): choose another name, or empty it first`);
+    }
+    if (ordered) for (const q of names) await this.configSet(q, { ordered: 1 });
+    const p = new Partitioned(name, ordered, names, Date.now());
+    if (Number(await this.keyCommand(REGISTRY_KEY, ["HSETNX", REGISTRY_KEY, name, p.encode()])) === 1) return { partitioned: p, created: true };
+    // Someone created it at the same moment: theirs stands if it is the same.
+    const theirs = await this.partitioned(name);
+    if (theirs && theirs.count === count && theirs.ordered === ordered) return { partitioned: theirs, created: false };
+    throw new Refused(`partitioned queue '${name}' was just created with other settings`);
+  }
+
+  private async partitionsOf(name: string | Partitioned): Promise<Partitioned> {
+    if (name instanceof Partitioned) return name;
+    const p = await this.partitioned(name);
+    if (!p) throw new Refused(`'${name}' is not a partitioned queue`);
+    return p;
+  }
+
+  /** STATS of every partition, and their sum. */
+  async partitionStats(name: string | Partitioned): Promise<PartitionStats> {
+    const p = await this.partitionsOf(name);
+    const partitions: Record<string, Stats> = {};
+    for (const q of p.partitions) partitions[q] = await this.stats(q);
+    return { total: totalStats(Object.values(partitions)), partitions };
+  }
+
+  /** PEEK on every partition, in partition order (each message's `queue` is its partition): up to `count` from each. */
+  async partitionPeek(name: string | Partitioned, state = "ready", o: { start?: number; count?: number } = {}): Promise<Message[]> {
+    const p = await this.partitionsOf(name);
+    const out: Message[] = [];
+    for (const q of p.partitions) out.push(...(await this.peek(q, state, o)));
+    return out;
+  }
+
+  /** RECOVER on every partition, and the sum. */
+  async partitionRecover(name: string | Partitioned, o: { expired?: boolean; failed?: boolean; errors?: boolean } = {}): Promise<PartitionRecovered> {
+    const p = await this.partitionsOf(name);
+    const partitions: Record<string, Recovered> = {};
+    const total: Recovered = { expired: 0, failed: 0, errors: 0 };
+    for (const q of p.partitions) {
+      const r = (partitions[q] = await this.recover(q, o));
+      total.expired += r.expired;
+      total.failed += r.failed;
+      total.errors += r.errors;
+    }
+    return { total, partitions };
+  }
+
+  /**
+   * FETCH over every partition, fairly (see {@link Rotation}; one rotation per name is kept by this
+   * client). `blockMs` waits by polling. Each message's `queue` is its partition: ack, nack and
+   * touch it there.
+   */
+  async partitionFetch(
+    name: string | Partitioned,
+    o: { count?: number; lockMs?: number; blockMs?: number; consumer?: string } = {},
+  ): Promise<Message[]> {
+    const p = await this.partitionsOf(name);
+    let r = this.rotations.get(p.name);
+    if (!r || r.queues.join(",") !== p.partitions.join(",")) {
+      r = new Rotation(p.partitions);
+      this.rotations.set(p.name, r);
+    }
+    return r.fetch(this, o);
+  }
+}
+
+/**
+ * The commands that may be sent again when their answer was lost: the ones that change nothing, a
+ * PUSH that carries its id (the dedup window drops a second copy), and CONFIG (setting a value
+ * twice is setting it once). ACK, NACK, TOUCH, FETCH and the repair commands are never sent twice
+ * by the client: a lost answer is reported as Unavailable, since the command may have been applied.
+ */
+function safeToRepeat(name: string, args: Arg[]): boolean {
+  if (["stats", "peek", "get", "queues", "log", "config"].includes(name)) return true;
+  // pushArgs puts ID right after the body.
+  return name === "push" && args.length >= 3 && String(args[1]).toUpperCase() === "ID";
 }
 
 /** Commands that only read never load the Lua library (CONFIG GET too, though the library's rmq_config also writes). */
@@ -469,15 +785,4 @@ function readsOnly(name: string, args: Arg[]): boolean {
 
 function text(v: unknown): string {
   return Buffer.isBuffer(v) ? v.toString("utf8") : String(v);
-}
-
-class TimedOut extends Error {}
-
-/** Rejects with `message` (or a TimedOut when null) when p takes longer than ms. */
-function withTimeout<T>(p: Promise<T>, ms: number, message: string | null): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(message === null ? new TimedOut() : new Unavailable(message)), ms);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }

@@ -6,10 +6,25 @@
  * - {@link Producer} pushes, and spools to disk what Redis cannot take (re-sent later);
  * - {@link Worker} runs a handler per message, with ack / retry / fail / error outcomes, lock
  *   renewal, a per-job timeout and a graceful stop;
- * - {@link Client} has every command, with typed results.
+ * - {@link Client} has every command, with typed results, and partitioned queues.
+ *
+ * Given the URL of any node of a Redis Cluster, they find the cluster and route every command to
+ * its queue's master.
  */
-export { Client, classify, luaLibrary, READERS } from "./client";
-export type { ClientOptions, Edition } from "./client";
+export { Client, Rotation, classify, luaLibrary, READERS, QUEUE_KEY_PREFIXES } from "./client";
+export type { ClientOptions, Confirm, Edition } from "./client";
+export {
+  Partitioned,
+  partitionIndex,
+  partitionNames,
+  keySlot,
+  queueSlot,
+  totalStats,
+  REGISTRY_KEY,
+  MAX_PARTITIONS,
+  MAX_NAME_LEN,
+} from "./partition";
+export type { PartitionStats, PartitionRecovered } from "./partition";
 export { Producer, drainSpool, defaultSpoolDir } from "./producer";
 export type { ProducerOptions } from "./producer";
 export { Worker, Outcome } from "./worker";

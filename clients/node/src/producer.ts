@@ -2,10 +2,14 @@
 import * as path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
-import { Client, ClientOptions } from "./client";
+import { Client, ClientOptions, Confirm, confirmOf, shortfall } from "./client";
 import { ConfigError, NotStored, Refused, RmqError, SpoolError, Unavailable } from "./errors";
+import { Partitioned } from "./partition";
 import { DrainReport, SendStopped, Spool, SpoolRecord, SpoolStatus } from "./spool";
 import { Body, buildPush, newId, Push, pushArgs, Pushed, PushOptions } from "./types";
+
+/** How long "this name is an ordinary queue" is believed before the registry is read again (a partitioned queue's record is kept for good: its partitions never change). */
+const PLAIN_FOR_MS = 10_000;
 
 /**
  * The default spool, as in every rmq client: `$RMQ_SPOOL`, else `rmq/spool` in the user's state
@@ -30,6 +34,13 @@ export interface ProducerOptions {
   drainIntervalMs?: number;
   /** Re-send the spool in the background, at once and then every drainIntervalMs (default true). */
   backgroundDrain?: boolean;
+  /**
+   * Confirms: `true` or `{ replicas, timeoutMs }` (default 1 replica, 1000 ms). After each PUSH,
+   * `WAIT replicas timeoutMs` on the same connection; a push is taken only once that many replicas
+   * have it (so it survives the loss of its master), an unconfirmed one is sent again with the
+   * same id and then spooled, and the spool is re-sent with the same WAIT. Default: off.
+   */
+  confirm?: Confirm | boolean | null;
 }
 
 /** The spool's copy: a delay becomes an absolute due time, so a message re-sent later is due when it was meant to be. */
@@ -56,6 +67,9 @@ export class Producer {
   private readonly backoffMax: number;
   private readonly interval: number;
   private readonly background: boolean;
+  readonly confirm: Required<Confirm> | null;
+  /** Partitioned queues looked up: name → the record (null: an ordinary queue) and when. */
+  private lookups = new Map<string, { part: Partitioned | null; at: number }>();
   private spool: Promise<Spool> | null = null;
   /** Set when Redis was found unavailable, cleared by a success: then a push tries once and spools. */
   private down = false;
@@ -80,6 +94,7 @@ export class Producer {
     this.backoffMax = opts.retryBackoffMaxMs ?? 1000;
     this.interval = opts.drainIntervalMs ?? 1000;
     this.background = opts.backgroundDrain ?? true;
+    this.confirm = opts.confirm ? confirmOf(opts.confirm) : null;
   }
 
   /**
@@ -126,10 +141,13 @@ export class Producer {
   }
 
   /**
-   * Pushes a message. Resolves to {@link Pushed}: Redis has it, or the spool has it on disk
-   * (`spooled`). Rejects with InvalidMessage (breaks a rule; checked even while Redis is down),
-   * Refused (Redis refused it, e.g. `queue full`: not spooled, sending it again would not help),
-   * NotStored (neither Redis nor the spool took it) or Unavailable (spooling is off).
+   * Pushes a message. For a partitioned queue, it goes to the partition of its `key` (a random one
+   * without a key): see `Pushed.queue`. Resolves to {@link Pushed}: Redis has it, or the spool has
+   * it on disk (`spooled`). Rejects with InvalidMessage (breaks a rule; checked even while Redis is
+   * down), Refused (Redis refused it, e.g. `queue full`: not spooled, sending it again would not
+   * help), NotStored (neither Redis nor the spool took it) or Unavailable (spooling is off). With
+   * `confirm`, "Redis has it" means its master and the replicas asked for; a push they did not
+   * confirm in time counts as one Redis could not take.
    */
   async push(queue: string, body: Body, options: PushOptions = {}): Promise<Pushed> {
     const p = buildPush(queue, body, options);
@@ -138,11 +156,16 @@ export class Producer {
     const tries = this.down ? 1 : this.retries + 1;
     let pause = this.backoff;
     let last = "";
+    // A partitioned queue's name is looked up first and the message routed once: every retry goes
+    // to the same partition, whose dedup window drops a second copy. If the registry cannot be
+    // read, the message is spooled under the logical name and routed when the spool is sent.
+    let routed: Push | null = null;
     for (let attempt = 1; attempt <= tries; attempt++) {
       try {
-        const id = await this.client.sendPush(p);
+        routed ??= await this.route(p);
+        const id = await this.send(routed);
         this.down = false;
-        return { id, spooled: false };
+        return { id, spooled: false, queue: routed.queue };
       } catch (e) {
         if (!(e instanceof Unavailable)) throw e;
         last = e.message;
@@ -154,13 +177,38 @@ export class Producer {
     }
     this.down = true;
     if (this.spoolDir === null) throw new Unavailable(last);
+    const target = routed ?? p;
     try {
-      await this.spoolOne(toRecord(p));
+      await this.spoolOne(toRecord(target));
     } catch (e) {
       console.error(`rmq producer: message ${p.id} NOT stored: redis ${last}; spool ${(e as Error).message}`);
       throw new NotStored(last, (e as Error).message);
     }
-    return { id: p.id, spooled: true };
+    return { id: p.id, spooled: true, queue: target.queue };
+  }
+
+  /**
+   * `p` addressed to the partition of its key when its queue is a partitioned queue, else as it
+   * is. Lookups are remembered: a partitioned queue's record for good (its partitions never
+   * change), an ordinary queue for 10 s.
+   */
+  async route(p: Push): Promise<Push> {
+    const known = this.lookups.get(p.queue);
+    let part: Partitioned | null;
+    if (known && (known.part || Date.now() - known.at < PLAIN_FOR_MS)) part = known.part;
+    else {
+      part = await this.client.partitionedOrPlain(p.queue);
+      this.lookups.set(p.queue, { part, at: Date.now() });
+    }
+    return part ? { ...p, queue: part.route(p.key) } : p;
+  }
+
+  /** One PUSH, confirmed when confirms are on. */
+  private async send(p: Push): Promise<string> {
+    if (!this.confirm) return this.client.sendPush(p);
+    const { id, replicas } = await this.client.sendPushConfirmed(p, this.confirm);
+    if (replicas < this.confirm.replicas) throw new Unavailable(shortfall(this.confirm, replicas));
+    return id;
   }
 
   private async spoolOne(rec: SpoolRecord): Promise<void> {
@@ -203,7 +251,7 @@ export class Producer {
   /** One drain at a time per producer (the spool's DRAIN lock keeps other processes out). */
   private async drainOnce(sp: Spool): Promise<DrainReport> {
     while (this.draining) await this.draining.catch(() => undefined);
-    const run = drainSpool(this.client, sp, () => this.closed);
+    const run = drainSpool(this.client, sp, () => this.closed, this.confirm);
     this.draining = run;
     try {
       return await run;
@@ -236,13 +284,30 @@ export class Producer {
   }
 }
 
-/** Sends the spool's records in pipelines of PUSH; a refusal goes to the quarantine, an unavailable Redis or `queue full` stops the drain. */
-export async function drainSpool(client: Client, sp: Spool, closing: () => boolean = () => false): Promise<DrainReport> {
+/**
+ * Sends the spool's records in pipelines of PUSH (confirmed by WAIT with `confirm`); a refusal goes
+ * to the quarantine, an unavailable Redis or `queue full` stops the drain. A record spooled under a
+ * partitioned queue's logical name (its registry could not be read at push time) goes to the
+ * partition of its key.
+ */
+export async function drainSpool(
+  client: Client,
+  sp: Spool,
+  closing: () => boolean = () => false,
+  confirm: Confirm | null = null,
+): Promise<DrainReport> {
   const report = await sp.drain(async (recs) => {
     if (closing()) throw new SendStopped("the producer is closing");
     let res: unknown[];
     try {
-      res = await client.callMany(recs.map((r) => ["push", r.queue, pushArgs(fromRecord(r))]));
+      const parts = new Map<string, Partitioned | null>();
+      for (const r of recs) if (!parts.has(r.queue)) parts.set(r.queue, await client.partitionedOrPlain(r.queue));
+      const pushes = recs.map((r) => {
+        const p = fromRecord(r);
+        const part = parts.get(r.queue);
+        return part ? { ...p, queue: part.route(p.key) } : p;
+      });
+      res = await client.callMany(pushes.map((p) => ["push", p.queue, pushArgs(p)]), confirm);
     } catch (e) {
       throw new SendStopped((e as Error).message);
     }

@@ -4,7 +4,7 @@
  */
 import * as os from "node:os";
 
-import { Client, ClientOptions } from "./client";
+import { Client, ClientOptions, Rotation } from "./client";
 import { ConfigError, RmqError, Unavailable } from "./errors";
 import { emptyReport, Message, validateQueue, WorkerReport } from "./types";
 
@@ -81,7 +81,10 @@ function delay(ms: number): { promise: Promise<void>; cancel: () => void } {
   return { promise, cancel: () => clearTimeout(timer) };
 }
 
-/** A worker for one queue. */
+/**
+ * A worker for one queue, or for every partition of a partitioned queue (taken in turn, from a
+ * random first one, so that workers spread over the partitions).
+ */
 export class Worker {
   readonly client: Client;
   readonly queue: string;
@@ -163,7 +166,8 @@ export class Worker {
     }
     const running = new Map<Promise<void>, () => void>();
     try {
-      await this.fetchLoop(running);
+      const rotation = await this.partitions();
+      if (rotation) await this.fetchLoop(running, rotation);
       // Stopping: no more fetches; running handlers get the grace period.
       if (running.size) {
         const g = delay(this.graceMs);
@@ -187,7 +191,28 @@ export class Worker {
     return this.report;
   }
 
-  private async fetchLoop(running: Map<Promise<void>, () => void>): Promise<void> {
+  /**
+   * The partitions of the queue when it is a partitioned queue (an empty rotation for an ordinary
+   * queue), looked up once, until Redis answers; null when a stop came first.
+   */
+  private async partitions(): Promise<Rotation | null> {
+    let pause = 50;
+    while (!this.stopping) {
+      try {
+        const p = await this.client.partitionedOrPlain(this.queue);
+        if (p) console.info(`rmq worker: ${this.queue} is a partitioned queue: working its ${p.count} partitions`);
+        return new Rotation(p ? p.partitions : []);
+      } catch (e) {
+        if (!(e instanceof RmqError)) throw e;
+        console.warn(`rmq worker: cannot look up ${this.queue} in the registry of partitioned queues: ${e.message}`);
+        if (await this.pause(pause)) return null;
+        pause = Math.min(pause * 2, 2000);
+      }
+    }
+    return null;
+  }
+
+  private async fetchLoop(running: Map<Promise<void>, () => void>, rotation: Rotation): Promise<void> {
     let pause = 50;
     let poll = this.client.pollMinMs;
     while (!this.stopping) {
@@ -199,16 +224,20 @@ export class Worker {
       // A FETCH is never abandoned half way (its messages would sit in flight until their lock
       // ran out): the module blocks on the server in slices of at most a second, and the Lua
       // edition, which cannot block, is polled here with pauses a stop cuts short.
+      // A partitioned queue is fetched from in rounds that never block (a FETCH blocks on one queue
+      // only), with pauses between empty rounds.
       let msgs: Message[];
       let module: boolean;
       try {
-        module = (await this.client.edition()) === "module";
-        msgs = await this.client.fetch(this.queue, {
-          count: free,
-          lockMs: this.lockMs,
-          blockMs: module ? this.blockMs : undefined,
-          consumer: this.consumer,
-        });
+        module = (await this.client.edition()) === "module" && !rotation.queues.length;
+        msgs = rotation.queues.length
+          ? await rotation.fetchRound(this.client, { count: free, lockMs: this.lockMs, consumer: this.consumer })
+          : await this.client.fetch(this.queue, {
+              count: free,
+              lockMs: this.lockMs,
+              blockMs: module ? this.blockMs : undefined,
+              consumer: this.consumer,
+            });
       } catch (e) {
         if (!(e instanceof RmqError)) throw e;
         console.warn(`rmq worker: fetch from ${this.queue} failed: ${e.message}`);
@@ -275,7 +304,7 @@ export class Worker {
       if (now >= nextTouch) {
         nextTouch = now + half;
         try {
-          if ((await this.client.touch(this.queue, m.receipt, this.lockMs)) === 0) {
+          if ((await this.client.touch(m.queue, m.receipt, this.lockMs)) === 0) {
             console.warn(`rmq worker: lock of ${m.id} lost (the message went back to the queue); the handler runs on`);
           }
         } catch (e) {
@@ -317,10 +346,11 @@ export class Worker {
     for (;;) {
       let ok: boolean | null;
       try {
+        // m.queue: the message's partition, for a partitioned queue.
         ok =
           kind === "ack"
-            ? (await this.client.ack(this.queue, m.receipt)) === 1
-            : await this.client.nack(this.queue, m.receipt, kind, { delayMs, reason: text || undefined });
+            ? (await this.client.ack(m.queue, m.receipt)) === 1
+            : await this.client.nack(m.queue, m.receipt, kind, { delayMs, reason: text || undefined });
       } catch (e) {
         if (e instanceof Unavailable && Date.now() + pause < until) {
           await delay(pause).promise;

@@ -6,7 +6,10 @@ a Redis without modules, which it loads itself when a command that writes needs 
 - :class:`Producer` pushes, and spools to disk what Redis cannot take (re-sent later);
 - :class:`Worker` runs a handler per message, with ack / retry / fail / error outcomes,
   lock renewal, a per-job timeout and a graceful stop;
-- :class:`Client` has every command, with typed results.
+- :class:`Client` has every command, with typed results, and partitioned queues.
+
+Given the URL of any node of a Redis Cluster, they find the cluster and route every command to
+its queue's master.
 
 These are the blocking classes; ``rmq.aio`` has the same three for asyncio.
 """
@@ -22,9 +25,10 @@ from .errors import (
     Unavailable,
 )
 from .aio.worker import Outcome
+from .partition import PartitionRecovered, Partitioned, PartitionStats, partition_index, partition_names
 from .spool import DrainReport, QuarantineEntry, Spool, SpoolRecord, SpoolStatus
 from .sync import Client, Producer, Worker
-from .types import LogEntry, Message, Pushed, Recovered, Stats, WorkerReport, new_id
+from .types import Confirm, LogEntry, Message, Pushed, Recovered, Stats, WorkerReport, new_id
 
 __version__ = "0.1.0"
 
@@ -39,6 +43,12 @@ __all__ = [
     "Recovered",
     "LogEntry",
     "WorkerReport",
+    "Confirm",
+    "Partitioned",
+    "PartitionStats",
+    "PartitionRecovered",
+    "partition_index",
+    "partition_names",
     "Spool",
     "SpoolRecord",
     "SpoolStatus",

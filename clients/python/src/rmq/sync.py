@@ -53,7 +53,7 @@ class _LoopThread:
 
 
 class Client:
-    """A handle on one Redis server (blocking). Takes the same arguments as
+    """A handle on one Redis server or one Redis Cluster (blocking). Takes the same arguments as
     :class:`rmq.aio.Client`, and has the same methods, which block until done."""
 
     def __init__(self, url: str = "redis://127.0.0.1:6379", **settings: Any) -> None:
@@ -99,8 +99,9 @@ def _blocking(name: str) -> Callable[..., Any]:
 
 
 for _name in (
-    "raw ping edition load_lua call push fetch ack nack touch recover stats peek get delete "
-    "requeue purge config_get config_set queues log replay"
+    "raw ping edition load_lua call push push_confirmed fetch ack nack touch recover stats peek get "
+    "delete requeue purge config_get config_set queues log replay is_cluster masters partitioned "
+    "partition_list partition_create partition_stats partition_peek partition_recover partition_fetch"
 ).split():
     setattr(Client, _name, _blocking(_name))
 

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .errors import InvalidMessage, ProtocolError
+from .errors import ConfigError, InvalidMessage, ProtocolError
 
 #: A duration: seconds (int or float) or a timedelta.
 Duration = Union[int, float, _dt.timedelta]
@@ -175,6 +175,36 @@ class Pushed:
     id: str
     #: True when Redis could not take it and it is in the local spool (fsynced), to be re-sent.
     spooled: bool
+    #: The queue it went to: the one asked for, or for a partitioned queue, the partition of its
+    #: key. A message spooled while the partitioned queue could not be looked up shows the
+    #: logical name: it goes to its partition when the spool is sent.
+    queue: str = ""
+
+
+@dataclass(frozen=True)
+class Confirm:
+    """A producer's confirm: after each PUSH, ``WAIT replicas timeout`` on the same connection,
+    so that a push counts as taken only once that many replicas have it."""
+
+    #: How many replicas must have the write.
+    replicas: int = 1
+    #: How long WAIT may wait for them, in seconds.
+    timeout: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas < 1:
+            raise ConfigError("confirm replicas must be at least 1")
+        object.__setattr__(self, "timeout", seconds(self.timeout, "confirm timeout") or 0.001)
+
+    def wait_cmd(self) -> List[Any]:
+        return ["WAIT", self.replicas, max(int(round(self.timeout * 1000)), 1)]
+
+    def shortfall(self, acked: int) -> str:
+        """Why a WAIT that counted ``acked`` replicas is not enough."""
+        return (
+            f"not confirmed: {acked} of {self.replicas} replica(s) had the write within "
+            f"{int(round(self.timeout * 1000))} ms (WAIT)"
+        )
 
 
 @dataclass

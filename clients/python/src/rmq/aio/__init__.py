@@ -8,8 +8,8 @@
 
     asyncio.run(main())
 """
-from .client import Client, classify, lua_library
+from .client import Client, Rotation, classify, lua_library
 from .producer import Producer
 from .worker import Outcome, Worker
 
-__all__ = ["Client", "Producer", "Worker", "Outcome", "classify", "lua_library"]
+__all__ = ["Client", "Producer", "Worker", "Outcome", "Rotation", "classify", "lua_library"]

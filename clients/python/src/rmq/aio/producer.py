@@ -3,13 +3,16 @@ Redis cannot take a message."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
-from typing import Any, Callable, List, Optional, Tuple, Union
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ..errors import ConfigError, NotStored, Refused, RmqError, SpoolError, Unavailable
+from ..partition import Partitioned
 from ..spool import DrainReport, SendStopped, Spool, SpoolRecord, SpoolStatus
-from ..types import Duration, Push, Pushed, new_id, now_ms, seconds
+from ..types import Confirm, Duration, Push, Pushed, new_id, now_ms, seconds
 from .client import Client, make_client
 
 log = logging.getLogger("rmq.producer")
@@ -29,6 +32,10 @@ def default_spool_dir() -> str:
 
 
 DEFAULT_SPOOL = object()  # "the default spool", resolved when the producer is made
+
+#: How long "this name is an ordinary queue" is believed before the registry is read again (a
+#: partitioned queue's record is kept for good: its partitions never change).
+PLAIN_FOR = 10.0
 
 
 def _record(p: Push) -> SpoolRecord:
@@ -60,12 +67,17 @@ class Producer:
         retry_backoff_max: Duration = 1.0,
         drain_interval: Duration = 1.0,
         background_drain: bool = True,
+        confirm: Union[bool, Confirm, None] = None,
         **client_settings: Any,
     ) -> None:
         """``spool_dir``: the spool directory (default: see :func:`default_spool_dir`); give each
         Redis server its own. ``spool_dir=None`` turns spooling off: a push Redis cannot take then raises
         Unavailable. ``retries``: tries of a push Redis could not take before it is spooled,
         with pauses from ``retry_backoff`` doubling up to ``retry_backoff_max`` (seconds).
+        ``confirm``: ``True`` or a :class:`Confirm` (replicas, timeout): after each PUSH,
+        ``WAIT replicas timeout`` on the same connection; a push is taken only once that many
+        replicas have it (so it survives the loss of its master), an unconfirmed one is sent
+        again with the same id and then spooled, and the spool is re-sent with the same WAIT.
         ``client`` is a Client, or a URL with client settings (``connect_timeout=`` ...)."""
         self._own_client = isinstance(client, str)
         self.client = make_client(client, client_settings)
@@ -79,6 +91,15 @@ class Producer:
         self.retry_backoff_max = seconds(retry_backoff_max, "retry_backoff_max") or 0.0
         self.drain_interval = seconds(drain_interval, "drain_interval") or 0.01
         self.background_drain = background_drain
+        if confirm is True:
+            confirm = Confirm()
+        elif confirm is False:
+            confirm = None
+        elif confirm is not None and not isinstance(confirm, Confirm):
+            raise ConfigError("confirm must be True, False, None or a Confirm")
+        self.confirm: Optional[Confirm] = confirm
+        # Partitioned queues looked up: name -> (record or None for an ordinary queue, when).
+        self._lookups: Dict[str, Tuple[Optional[Partitioned], float]] = {}
         self._spool: Optional[Spool] = None
         # Made in start(), inside the event loop (Python 3.9 binds them at creation).
         self._spool_lock: Optional[asyncio.Lock] = None
@@ -160,12 +181,15 @@ class Producer:
     async def push(self, queue: str, body: Any, **options: Any) -> Pushed:
         """Pushes a message. Options: ``id`` (made here when not given: a UUID v7), ``tag``,
         ``key``, ``headers`` (dict or pairs), ``delay`` (seconds) or ``at`` (unix ms or
-        datetime).
+        datetime). For a partitioned queue, the message goes to the partition of its ``key``
+        (a random one without a key): see ``Pushed.queue``.
 
         Returns :class:`Pushed`: Redis has it, or the spool has it on disk (``spooled``).
         Raises InvalidMessage (breaks a rule; checked even while Redis is down), Refused
         (Redis refused it, e.g. ``queue full``: not spooled, sending it again would not help),
-        NotStored (neither Redis nor the spool took it) or Unavailable (spooling is off)."""
+        NotStored (neither Redis nor the spool took it) or Unavailable (spooling is off).
+        With ``confirm``, "Redis has it" means its master and the replicas asked for; a push
+        they did not confirm in time counts as one Redis could not take."""
         p = Push.build(queue, body, **options)
         if p.id is None:
             p.id = new_id()
@@ -174,11 +198,18 @@ class Producer:
         tries = 1 if self._down else self.retries + 1
         pause = self.retry_backoff
         last = ""
+        # A partitioned queue's name is looked up first and the message routed once: every retry
+        # goes to the same partition, whose dedup window drops a second copy. If the registry
+        # cannot be read, the message is spooled under the logical name and routed when the
+        # spool is sent.
+        routed: Optional[Push] = None
         for attempt in range(1, tries + 1):
             try:
-                pid = await self.client.send_push(p)
+                if routed is None:
+                    routed = await self.route(p)
+                pid = await self._send(routed)
                 self._down = False
-                return Pushed(pid, False)
+                return Pushed(pid, False, routed.queue)
             except Unavailable as e:
                 last = str(e)
                 if attempt < tries:
@@ -187,15 +218,39 @@ class Producer:
         self._down = True
         if self.spool_dir is None:
             raise Unavailable(last)
+        target = routed or p
         try:
-            await self._spool_one(_record(p))
+            await self._spool_one(_record(target))
         except Exception as e:  # the disk did not take it either
             log.error("rmq producer: message %s NOT stored: redis %s; spool %s", p.id, last, e)
             raise NotStored(last, str(e)) from None
         log.debug("rmq producer: redis unavailable (%s); message %s spooled", last, p.id)
         if self._wake is not None:
             self._wake.set()
-        return Pushed(p.id, True)
+        return Pushed(p.id, True, target.queue)
+
+    async def route(self, p: Push) -> Push:
+        """``p`` addressed to the partition of its key when its queue is a partitioned queue,
+        else as it is. Lookups are remembered: a partitioned queue's record for good (its
+        partitions never change), an ordinary queue for 10 s."""
+        known = self._lookups.get(p.queue)
+        if known is not None and (known[0] is not None or time.monotonic() - known[1] < PLAIN_FOR):
+            part = known[0]
+        else:
+            part = await self.client.partitioned_or_plain(p.queue)
+            self._lookups[p.queue] = (part, time.monotonic())
+        if part is None:
+            return p
+        return dataclasses.replace(p, queue=part.route(p.key))
+
+    async def _send(self, p: Push) -> str:
+        """One PUSH, confirmed when confirms are on."""
+        if self.confirm is None:
+            return await self.client.send_push(p)
+        pid, acked = await self.client.send_push_confirmed(p, self.confirm)
+        if acked < self.confirm.replicas:
+            raise Unavailable(self.confirm.shortfall(acked))
+        return pid
 
     async def _spool_one(self, rec: SpoolRecord) -> None:
         sp = await self._get_spool()
@@ -265,7 +320,7 @@ class Producer:
         """One drain at a time per producer (the spool's DRAIN lock keeps other processes out)."""
         while self._draining is not None:
             await asyncio.wait([self._draining])
-        self._draining = asyncio.ensure_future(_drain(self.client, sp, lambda: self._closing))
+        self._draining = asyncio.ensure_future(_drain(self.client, sp, lambda: self._closing, self.confirm))
         try:
             return await asyncio.shield(self._draining)
         finally:
@@ -273,15 +328,27 @@ class Producer:
                 self._draining = None
 
 
-async def _drain(client: Client, sp: Spool, closing: Callable[[], bool]) -> DrainReport:
-    """Runs the spool's drain in a thread; batches are sent on this event loop."""
+async def _drain(
+    client: Client, sp: Spool, closing: Callable[[], bool], confirm: Optional[Confirm] = None
+) -> DrainReport:
+    """Runs the spool's drain in a thread; batches are sent on this event loop (confirmed by
+    WAIT when confirms are on). A record spooled under a partitioned queue's logical name (its
+    registry could not be read at push time) goes to the partition of its key."""
     loop = asyncio.get_running_loop()
-    limit = client.command_timeout * 3 + 5
+    limit = client.command_timeout * 3 + 5 + (confirm.timeout if confirm is not None else 0)
 
     async def send_async(recs: List[SpoolRecord]) -> List[Optional[str]]:
-        cmds = [("push", r.queue, _push_of(r).args()) for r in recs]
         try:
-            res = await client.call_many(cmds)
+            parts: Dict[str, Optional[Partitioned]] = {}
+            for r in recs:
+                if r.queue not in parts:
+                    parts[r.queue] = await client.partitioned_or_plain(r.queue)
+            pushes = [_push_of(r) for r in recs]
+            for i, p in enumerate(pushes):
+                part = parts[p.queue]
+                if part is not None:
+                    pushes[i] = dataclasses.replace(p, queue=part.route(p.key))
+            res = await client.call_many([("push", p.queue, p.args()) for p in pushes], confirm)
         except RmqError as e:
             raise SendStopped(str(e)) from None
         out: List[Optional[str]] = []

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Optional, Set, Union
 
 from ..errors import ConfigError, RmqError, Unavailable
 from ..types import Duration, Message, WorkerReport, seconds, validate_queue
-from .client import Client, make_client
+from .client import Client, Rotation, make_client
 
 log = logging.getLogger("rmq.worker")
 
@@ -93,7 +93,8 @@ def _run_in_thread(fn: Handler, m: Message) -> "asyncio.Future[Any]":
 
 
 class Worker:
-    """A worker for one queue.
+    """A worker for one queue, or for every partition of a partitioned queue (taken in turn,
+    from a random first one, so that workers spread over the partitions).
 
     ``handler`` (optional) handles every tag; :meth:`handler` registers one per tag, as a
     decorator. Handlers take a :class:`Message`; ``async def`` handlers run on the event loop,
@@ -201,7 +202,9 @@ class Worker:
                     pass
         tasks: Set[asyncio.Task] = set()
         try:
-            await self._fetch_loop(tasks)
+            rotation = await self._partitions()
+            if rotation is not None:
+                await self._fetch_loop(tasks, rotation)
             # Stopping: no more fetches; running handlers get the grace period.
             if tasks:
                 done, pending = await asyncio.wait(tasks, timeout=self.grace)
@@ -222,7 +225,26 @@ class Worker:
                 await self.client.aclose()
         return self.report
 
-    async def _fetch_loop(self, tasks: Set[asyncio.Task]) -> None:
+    async def _partitions(self) -> Optional[Rotation]:
+        """The partitions of the queue when it is a partitioned queue (``Rotation([])`` for an
+        ordinary queue), looked up once, until Redis answers; None when a stop came first."""
+        assert self._stop is not None
+        pause = 0.05
+        while not self._stop.is_set():
+            try:
+                p = await self.client.partitioned_or_plain(self.queue)
+            except RmqError as e:
+                log.warning("rmq worker: cannot look up %s in the registry of partitioned queues: %s", self.queue, e)
+                if await self._pause(pause):
+                    return None
+                pause = min(pause * 2, 2.0)
+                continue
+            if p is not None:
+                log.info("rmq worker: %s is a partitioned queue: working its %d partitions", self.queue, p.count)
+            return Rotation(p.partitions if p is not None else [])
+        return None
+
+    async def _fetch_loop(self, tasks: Set[asyncio.Task], rotation: Rotation) -> None:
         assert self._stop is not None
         pause = 0.05
         poll = self.client.poll_min
@@ -236,15 +258,20 @@ class Worker:
             # A FETCH is never cancelled half way (its messages would sit in flight until their
             # lock ran out): the module blocks on the server in slices of at most a second, and
             # the Lua edition, which cannot block, is polled here with pauses a stop cuts short.
+            # A partitioned queue is fetched from in rounds that never block (a FETCH blocks on one
+            # queue only), with pauses between empty rounds.
             try:
-                module = await self.client.edition() == "module"
-                msgs = await self.client.fetch(
-                    self.queue,
-                    count=free,
-                    lock=self.lock,
-                    block=self.block if module else None,
-                    consumer=self.consumer,
-                )
+                module = await self.client.edition() == "module" and not rotation.queues
+                if rotation.queues:
+                    msgs = await rotation.fetch_round(self.client, count=free, lock=self.lock, consumer=self.consumer)
+                else:
+                    msgs = await self.client.fetch(
+                        self.queue,
+                        count=free,
+                        lock=self.lock,
+                        block=self.block if module else None,
+                        consumer=self.consumer,
+                    )
             except RmqError as e:
                 log.warning("rmq worker: fetch from %s failed: %s", self.queue, e)
                 if await self._pause(pause):
@@ -304,7 +331,7 @@ class Worker:
             if now >= next_touch:
                 next_touch = now + half
                 try:
-                    if await self.client.touch(self.queue, m.receipt, self.lock) == 0:
+                    if await self.client.touch(m.queue, m.receipt, self.lock) == 0:
                         log.warning(
                             "rmq worker: lock of %s lost (the message went back to the queue); "
                             "the handler runs on",
@@ -331,12 +358,11 @@ class Worker:
         pause = 0.05
         while True:
             try:
+                # m.queue: the message's partition, for a partitioned queue.
                 if kind == "ack":
-                    ok = await self.client.ack(self.queue, m.receipt) == 1
+                    ok = await self.client.ack(m.queue, m.receipt) == 1
                 else:
-                    ok = await self.client.nack(
-                        self.queue, m.receipt, kind, delay=delay, reason=reason or None
-                    )
+                    ok = await self.client.nack(m.queue, m.receipt, kind, delay=delay, reason=reason or None)
             except Unavailable as e:
                 if time.monotonic() + pause < until:
                     await asyncio.sleep(pause)
