@@ -58,14 +58,18 @@ impl Node {
         })
     }
 
-    async fn connect(&self) -> Result<MultiplexedConnection, Error> {
+    /// A new connection, within the connect timeout and at most `within`: its setup sends
+    /// commands (CLIENT SETINFO …) that a paused or busy server holds, and the caller's
+    /// command timeout covers them too.
+    async fn connect(&self, within: Duration) -> Result<MultiplexedConnection, Error> {
         let t = self.settings.connect_timeout;
         let cfg = AsyncConnectionConfig::new().set_connection_timeout(Some(t)).set_response_timeout(None);
         let fut = self.redis.get_multiplexed_async_connection_with_config(&cfg);
-        let err = match tokio::time::timeout(t + Duration::from_millis(100), fut).await {
+        let limit = (t + Duration::from_millis(100)).min(within);
+        let err = match tokio::time::timeout(limit, fut).await {
             Ok(Ok(c)) => return Ok(c),
             Ok(Err(e)) => classify(e),
-            Err(_) => Error::Unavailable(format!("no answer within {} ms", t.as_millis())),
+            Err(_) => Error::Unavailable(format!("no answer within {} ms", limit.as_millis())),
         };
         // Name the server: a wrong address or a TLS mismatch must not look like an outage of
         // some other server.
@@ -112,11 +116,12 @@ impl Node {
     /// the connection (BLOCK, WAIT).
     pub async fn send(&self, pipe: &redis::Pipeline, t: Duration, dedicated: bool) -> Result<Vec<Value>, SendError> {
         let not_sent = |err| SendError { err, sent: false };
+        let started = tokio::time::Instant::now();
         let (slot, mut conn) = if dedicated {
             let pooled = self.dedicated.lock().await.pop();
             match pooled {
                 Some(c) => (None, c),
-                None => (None, self.connect().await.map_err(not_sent)?),
+                None => (None, self.connect(t).await.map_err(not_sent)?),
             }
         } else {
             let i = self.next.fetch_add(1, Ordering::Relaxed) % self.shared.len();
@@ -124,7 +129,7 @@ impl Node {
             let c = match g.as_ref() {
                 Some(c) => c.clone(),
                 None => {
-                    let c = self.connect().await.map_err(not_sent)?;
+                    let c = self.connect(t).await.map_err(not_sent)?;
                     *g = Some(c.clone());
                     c
                 }
@@ -132,7 +137,8 @@ impl Node {
             (Some(i), c)
         };
         let lost = |err| SendError { err, sent: true };
-        match tokio::time::timeout(t, pipe.query_async::<Vec<Value>>(&mut conn)).await {
+        let left = t.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, pipe.query_async::<Vec<Value>>(&mut conn)).await {
             Ok(Ok(v)) => {
                 if slot.is_none() {
                     self.dedicated.lock().await.push(conn);
