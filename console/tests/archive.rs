@@ -277,6 +277,18 @@ async fn metrics_show_the_archive_lag_and_gaps() {
         assert!(s.docs.contains_key(&x.metric), "HELP of {}", x.metric);
     }
 
+    // The archive alerts of the example rules use only these families.
+    let given: std::collections::BTreeSet<&str> = s.samples.iter().map(|x| x.metric.as_str()).collect();
+    let rules = std::fs::read_to_string(common::root().join("docs/rmq-alerts.yml")).unwrap();
+    let used: std::collections::BTreeSet<String> = rules
+        .match_indices("rmq_archive_")
+        .map(|(i, _)| rules[i..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect())
+        .collect();
+    assert!(used.len() >= 3, "the rules alert on the archive: {used:?}");
+    for name in &used {
+        assert!(given.contains(name.as_str()), "docs/rmq-alerts.yml uses {name}, which the exporter does not give");
+    }
+
     // The archiver stopped: 5 pushes wait in the log, as `rmq archive status` counts them.
     arch.stop().await;
     for i in 0..5 {
