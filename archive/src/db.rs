@@ -14,6 +14,10 @@ use sqlx::{Any, AnyPool, Arguments, AssertSqlSafe, Encode, Executor, Type};
 
 use crate::error::{Error, Result};
 
+/// How long a write waits for a database connection (and its transaction's start) before it
+/// fails and is tried again (the archiver says so in its log).
+pub const CONNECTION_WAIT: Duration = Duration::from_secs(3);
+
 /// The default `--db`: an SQLite file in the working directory.
 pub const DEFAULT_URL: &str = "sqlite://rmq-archive.db";
 
@@ -320,7 +324,7 @@ impl Db {
         }
         let pool = AnyPoolOptions::new()
             .max_connections(4)
-            .acquire_timeout(Duration::from_secs(3))
+            .acquire_timeout(CONNECTION_WAIT)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     for stmt in session_setup(backend) {
@@ -397,11 +401,21 @@ impl Db {
 
     /// Starts a transaction that holds the write lock from its first statement (SQLite's
     /// `BEGIN IMMEDIATE`, so two writers queue up instead of failing on a stale snapshot).
+    ///
+    /// Gives up after [`CONNECTION_WAIT`] like the pool's own wait for a connection: the pool
+    /// can go on past it while it finds its idle connections dead one after another (a
+    /// database restarting), and a writer that waits in silence tells the operator nothing.
     pub async fn begin(&self) -> Result<sqlx::Transaction<'static, Any>> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            _ => self.pool.begin().await?,
-        })
+        let begin = async {
+            match self.backend {
+                Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+                _ => self.pool.begin().await,
+            }
+        };
+        match tokio::time::timeout(CONNECTION_WAIT, begin).await {
+            Ok(tx) => Ok(tx?),
+            Err(_) => Err(Error::Db(sqlx::Error::PoolTimedOut)),
+        }
     }
 
     pub fn sql(&self) -> Sql {
