@@ -980,40 +980,24 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+// The reply readers are rmq-backend's (shared with the console and the archive), with its
+// error as this crate's protocol error.
+
 /// The pairs of a map reply: a RESP3 map, or a flat RESP2 array.
 pub fn pairs(v: Value) -> Result<Vec<(String, Value)>> {
-    match v {
-        Value::Map(m) => m.into_iter().map(|(k, v)| Ok((as_string(k)?, v))).collect(),
-        Value::Array(a) => {
-            if a.len() % 2 != 0 {
-                return Err(Error::Protocol("odd field-value array".into()));
-            }
-            let mut out = Vec::with_capacity(a.len() / 2);
-            let mut it = a.into_iter();
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                out.push((as_string(k)?, v));
-            }
-            Ok(out)
-        }
-        Value::Nil => Ok(Vec::new()),
-        other => Err(Error::Protocol(format!("expected a map, got {other:?}"))),
-    }
+    rmq_backend::reply::pairs(v).map_err(protocol)
 }
 
 pub fn as_bytes(v: Value) -> Result<Vec<u8>> {
-    match v {
-        Value::BulkString(b) => Ok(b),
-        Value::SimpleString(s) => Ok(s.into_bytes()),
-        Value::VerbatimString { text, .. } => Ok(text.into_bytes()),
-        Value::Int(i) => Ok(i.to_string().into_bytes()),
-        Value::Nil => Ok(Vec::new()),
-        Value::Okay => Ok(b"OK".to_vec()),
-        other => Err(Error::Protocol(format!("expected a string, got {other:?}"))),
-    }
+    rmq_backend::reply::as_bytes(v).map_err(protocol)
 }
 
 pub fn as_string(v: Value) -> Result<String> {
-    Ok(String::from_utf8_lossy(&as_bytes(v)?).into_owned())
+    rmq_backend::reply::as_string(v).map_err(protocol)
+}
+
+fn protocol(e: rmq_backend::RedisError) -> Error {
+    Error::Protocol(e.text)
 }
 
 pub fn as_i64(v: Value) -> Result<i64> {
