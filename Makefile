@@ -98,7 +98,7 @@ test-python: build cli-for-tests
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv >/dev/null && \
 	  rm -rf $(PY_VENV) && python3 -m venv $(PY_VENV); }
 	$(PY_VENV)/bin/pip install -q --disable-pip-version-check './clients/python[test]'
-	cd clients/python && RMQ_MODULE=$(CURDIR)/$(MODULE) RMQ_CLI=$(CURDIR)/target/release/rmq \
+	cd clients/python && RMQ_MODULE=$(CURDIR)/$(MODULE) RMQ_CLI=$(CLI_BIN) \
 	  $(CURDIR)/$(PY_VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 # The Node client (clients/node): npm ci, then npm test (which compiles the TypeScript); its
