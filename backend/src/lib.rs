@@ -12,6 +12,9 @@
 //! this crate, the client implements it.
 
 pub mod reply;
+mod signal;
+
+pub use signal::shutdown_signal;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -64,6 +64,15 @@ pub fn pairs(v: Value) -> Result<Vec<(String, Value)>, RedisError> {
     }
 }
 
+/// A message's headers: a map of name to value (the Lua edition's empty table comes back as an
+/// empty array).
+pub fn headers(v: Value) -> Result<Vec<(String, String)>, RedisError> {
+    match v {
+        Value::Array(a) if a.is_empty() => Ok(Vec::new()),
+        v => pairs(v)?.into_iter().map(|(k, v)| Ok((k, as_string(v)?))).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1001,19 +1001,16 @@ fn protocol(e: rmq_backend::RedisError) -> Error {
 }
 
 pub fn as_i64(v: Value) -> Result<i64> {
-    match v {
-        Value::Int(i) => Ok(i),
-        Value::Nil => Ok(0),
-        Value::Double(d) => Ok(d as i64),
-        other => {
-            let s = as_string(other)?;
-            s.trim().parse().map_err(|_| Error::Protocol(format!("expected an integer, got {s:?}")))
-        }
-    }
+    rmq_backend::reply::as_i64(v).map_err(protocol)
 }
 
 pub fn as_u64(v: Value) -> Result<u64> {
-    Ok(as_i64(v)?.max(0) as u64)
+    rmq_backend::reply::as_u64(v).map_err(protocol)
+}
+
+/// A message's headers (a map; the Lua edition's empty table is an empty array).
+pub fn headers(v: Value) -> Result<Vec<(String, String)>> {
+    rmq_backend::reply::headers(v).map_err(protocol)
 }
 
 fn parse_names(v: Value) -> Result<Vec<String>> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use redis::Value;
 use serde::Serialize;
 
-use crate::client::{as_bytes, as_string, as_u64, pairs};
+use crate::client::{as_bytes, as_string, as_u64};
 use crate::error::{Error, Result};
 use crate::spool::SpoolRecord;
 
@@ -251,13 +251,7 @@ impl Message {
                 "attempt" => m.attempt = as_u64(v)?,
                 "tag" => m.tag = as_string(v)?,
                 "key" => m.key = as_string(v)?,
-                "headers" => {
-                    m.headers = match v {
-                        // Lua's empty table comes back as an empty array either way.
-                        Value::Array(a) if a.is_empty() => Vec::new(),
-                        v => pairs(v)?.into_iter().map(|(k, v)| Ok((k, as_string(v)?))).collect::<Result<_>>()?,
-                    }
-                }
+                "headers" => m.headers = crate::client::headers(v)?,
                 "created" => m.created = as_u64(v)?,
                 "offset" => m.offset = as_u64(v)?,
                 "deadline" => m.deadline = as_u64(v)?,
@@ -275,6 +269,7 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::pairs;
 
     #[test]
     fn ids_are_valid_unique_and_time_ordered() {

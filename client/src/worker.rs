@@ -17,6 +17,9 @@ use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::partition::Rotation;
 
+/// Completes on ctrl-c or SIGTERM (one implementation for every rmq long-running command).
+pub use rmq_backend::shutdown_signal;
+
 /// Why a handler did not succeed; each variant is named after what happens to the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HandlerError {
@@ -586,28 +589,5 @@ fn nack_name(k: NackKind) -> &'static str {
         NackKind::Retry { .. } => "retry",
         NackKind::Fail => "dead-letter",
         NackKind::Error => "error",
-    }
-}
-
-/// Completes on ctrl-c or SIGTERM.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -87,34 +87,12 @@ impl Running {
 
     /// Serves until ctrl-c or SIGTERM.
     pub async fn until_signal(mut self) -> Result<ExitCode, Error> {
-        shutdown_signal().await;
+        rmq_backend::shutdown_signal().await;
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         self.finish().await?;
         Ok(ExitCode::SUCCESS)
-    }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

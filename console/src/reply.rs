@@ -39,13 +39,7 @@ impl Message {
                 "attempt" => m.attempt = as_u64(v)?,
                 "tag" => m.tag = as_string(v)?,
                 "key" => m.key = as_string(v)?,
-                "headers" => {
-                    m.headers = match v {
-                        // The Lua edition's empty table is an empty array.
-                        Value::Array(a) if a.is_empty() => Vec::new(),
-                        v => pairs(v)?.into_iter().map(|(k, v)| Ok((k, as_string(v)?))).collect::<Result<_, RedisError>>()?,
-                    }
-                }
+                "headers" => m.headers = rmq_backend::reply::headers(v)?,
                 "created" => m.created = as_u64(v)?,
                 "offset" => m.offset = as_u64(v)?,
                 "due" => m.due = as_u64(v)?,
