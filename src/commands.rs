@@ -4,15 +4,15 @@
 use rmq_core::args::{self, check_queue};
 use rmq_core::queue::{Delivery, Found, Queue, State};
 use rmq_core::record::Record;
-use rmq_core::store::Key;
+use rmq_core::store::{Key, Store};
 use rmq_core::{Error, Result};
 
 use crate::ffi::{self, reply_array, reply_bulk, reply_int, reply_map, reply_null, Ctx, RStr};
 use crate::store::RedisStore;
-use crate::{acl, cluster, config, registry, settings_cache};
+use crate::{acl, cluster, config, lookup, registry, settings_cache};
 
 /// The queue logic on `q`'s keys, with its settings, at the command's `now`.
-fn queue_of<'s, 'q>(ctx: Ctx, q: &[u8], store: &'s mut RedisStore<'q>) -> Queue<'s, RedisStore<'q>> {
+pub(crate) fn queue_of<'s, 'q>(ctx: Ctx, q: &[u8], store: &'s mut RedisStore<'q>) -> Queue<'s, RedisStore<'q>> {
     let set = settings_cache::get(ctx, q, store);
     store.set_dedup_window(set.dedup_window_ms);
     Queue::with_settings(store, set, ffi::now_ms())
@@ -165,6 +165,9 @@ pub fn stats(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
 pub fn get(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     let q = queue(ctx, argv, 3, "rmq.get")?;
     let id = args::get(&argv[2..])?;
+    if in_slices(ctx, q, &[id], lookup::Kind::Get)? {
+        return Ok(());
+    }
     let mut store = RedisStore::reading(ctx, q);
     match queue_of(ctx, q, &mut store).get(id)? {
         Some(found) => reply_found(ctx, &found),
@@ -173,10 +176,21 @@ pub fn get(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     Ok(())
 }
 
+/// A big queue is read in slices (the client blocks meanwhile; see `lookup`): true when the
+/// lookup started, after the keys' types were checked.
+fn in_slices(ctx: Ctx, q: &[u8], ids: &[&[u8]], kind: lookup::Kind) -> Result<bool> {
+    if lookup::at_once(ctx, q) {
+        return Ok(false);
+    }
+    RedisStore::reading(ctx, q).check(&Key::ALL)?;
+    lookup::start(ctx, q, ids, kind);
+    Ok(true)
+}
+
 /// A message found by id, as PEEK and GET show it: the message, its state, and the state's
 /// own fields (`due` and the last `error` when delayed, `deadline` and `consumer` in flight,
 /// `error` when failed or errored).
-fn reply_found(ctx: Ctx, f: &Found) {
+pub(crate) fn reply_found(ctx: Ctx, f: &Found) {
     let r: &Record = &f.record;
     let extra = match f.state {
         State::Ready => 0,
@@ -232,6 +246,9 @@ fn reply_found(ctx: Ctx, f: &Found) {
 pub fn del(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     let q = queue(ctx, argv, 3, "rmq.del")?;
     let ids = args::ids(&argv[2..], "rmq.del")?;
+    if in_slices(ctx, q, &ids, lookup::Kind::Delete)? {
+        return Ok(());
+    }
     let mut store = RedisStore::new(ctx, q);
     let n = queue_of(ctx, q, &mut store).delete(&ids)?;
     reply_int(ctx, n as i64);
@@ -243,6 +260,9 @@ pub fn del(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
 pub fn requeue(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     let q = queue(ctx, argv, 3, "rmq.requeue")?;
     let ids = args::ids(&argv[2..], "rmq.requeue")?;
+    if in_slices(ctx, q, &ids, lookup::Kind::Requeue)? {
+        return Ok(());
+    }
     let mut store = RedisStore::new(ctx, q);
     let n = queue_of(ctx, q, &mut store).requeue(&ids)?;
     reply_int(ctx, n as i64);

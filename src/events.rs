@@ -8,7 +8,7 @@ use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
 
 use redis_module::raw;
-use rmq_core::store::Key;
+use rmq_core::store::{Key, MESSAGE_KEYS};
 
 use crate::ffi::{self, Ctx};
 use crate::safety::quietly;
@@ -29,6 +29,10 @@ extern "C" fn on_key_event(ctx: Ctx, _class: c_int, event: *const c_char, key: *
         if k == Key::Cfg || !store::announcing() {
             settings_cache::forget(db, q);
         }
+        // A lookup by id in slices cannot follow a change it is not told about.
+        if !store::announcing() && crate::lookup::watching() && (MESSAGE_KEYS.contains(&k) || k == Key::Inf) {
+            crate::lookup::disturbed(db, q);
+        }
         if is_deletion(event) {
             registry::deleted(ctx, db, q);
             return;
@@ -48,6 +52,7 @@ extern "C" fn on_server_event(ctx: Ctx, event: raw::RedisModuleEvent, sub: u64, 
     quietly(ctx, "server event", || {
         settings_cache::clear();
         crate::cluster::stale();
+        crate::lookup::disturb_all();
         match event.id {
             raw::REDISMODULE_EVENT_FLUSHDB => {
                 // SAFETY: FLUSHDB events carry a RedisModuleFlushInfo.

@@ -27,6 +27,7 @@ mod events;
 mod ffi;
 mod guard;
 mod info;
+mod lookup;
 mod lua;
 mod msgpack_lua;
 mod propagation;
@@ -213,10 +214,10 @@ fn commands() -> Vec<(&'static CStr, Handler, &'static CStr, Doc)> {
             // RMQ.GET q id
             c"rmq.get",
             rmq_get,
-            c"readonly",
+            c"readonly blocking",
             Doc {
                 summary: "Finds a message by id in any state",
-                complexity: "O(n) of the queue's messages, a native scan",
+                complexity: "O(n) of the queue's messages, a native scan; above 10,000 messages, in slices of 1 ms between which Redis serves other clients",
                 access: Access::Read,
                 args: vec![queue(), string("id")],
             },
@@ -225,10 +226,10 @@ fn commands() -> Vec<(&'static CStr, Handler, &'static CStr, Doc)> {
             // RMQ.DEL q id [id …]
             c"rmq.del",
             rmq_del,
-            c"write",
+            c"write blocking",
             Doc {
                 summary: "Deletes messages by id from any state",
-                complexity: "O(n) of the queue's messages, a native scan",
+                complexity: "O(n) of the queue's messages, a native scan; above 10,000 messages, in slices of 1 ms between which Redis serves other clients",
                 access: Access::Delete,
                 args: vec![queue(), string("id").multiple()],
             },
@@ -237,10 +238,10 @@ fn commands() -> Vec<(&'static CStr, Handler, &'static CStr, Doc)> {
             // RMQ.REQUEUE q id [id …]
             c"rmq.requeue",
             rmq_requeue,
-            c"write",
+            c"write blocking",
             Doc {
                 summary: "Moves delayed, failed or errored messages back to ready by id",
-                complexity: "O(n) of the delayed, failed and errored messages, a native scan",
+                complexity: "O(n) of the queue's messages, a native scan; above 10,000 messages, in slices of 1 ms between which Redis serves other clients",
                 access: Access::Update,
                 args: vec![queue(), string("id").multiple()],
             },

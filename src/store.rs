@@ -282,9 +282,30 @@ impl<'q> RedisStore<'q> {
         let where_ = if head { raw::REDISMODULE_LIST_HEAD } else { raw::REDISMODULE_LIST_TAIL };
         // SAFETY: a handle open for writing on a key checked to be a list (or empty).
         unsafe { raw::RedisModule_ListPush.unwrap()(p, where_ as c_int, s.ptr) };
+        if crate::lookup::watching() {
+            // SAFETY: the same handle.
+            let len = unsafe { raw::RedisModule_ValueLength.unwrap()(p) } as u64;
+            crate::lookup::list_pushed(ffi::selected_db(ctx), self.queue, k, head, len, v);
+        }
         self.effect(k, if head { c"LPUSH" } else { c"RPUSH" }, [s]);
         if k == Key::Msg {
             self.ready_signal = true;
+        }
+    }
+
+    /// Visits the elements of a list from index `from`, with their index, until `visit` stops.
+    pub fn list_walk_from(&mut self, k: Key, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> Walk) {
+        let Some(p) = self.existing(k) else { return };
+        // SAFETY: a list handle; Redis keeps an iterator in it, so reading the indexes in
+        // order costs O(1) each (the first one seeks).
+        let n = unsafe { raw::RedisModule_ValueLength.unwrap()(p) } as u64;
+        for i in from..n {
+            // SAFETY: as above; index in range, the string is ours to free.
+            let e = unsafe { raw::RedisModule_ListGet.unwrap()(p, i as c_long) };
+            let Some(e) = RStr::adopt(self.ctx, e) else { break };
+            if visit(i, e.bytes()) == Walk::Stop {
+                break;
+            }
         }
     }
 
@@ -388,6 +409,9 @@ impl Store for RedisStore<'_> {
         // SAFETY: a list handle open for writing; the popped string is ours to free.
         let e = unsafe { raw::RedisModule_ListPop.unwrap()(p, raw::REDISMODULE_LIST_HEAD as c_int) };
         let e = RStr::adopt(self.ctx, e)?;
+        if crate::lookup::watching() {
+            crate::lookup::list_removed(ffi::selected_db(self.ctx), self.queue, k, 0);
+        }
         self.effect(k, c"LPOP", []);
         Some(e.bytes().to_vec())
     }
@@ -400,18 +424,7 @@ impl Store for RedisStore<'_> {
     }
 
     fn list_walk(&mut self, k: Key, visit: &mut dyn FnMut(u64, &[u8]) -> Walk) {
-        let Some(p) = self.existing(k) else { return };
-        // SAFETY: a list handle; Redis keeps an iterator in it, so reading the indexes in
-        // order costs O(1) each.
-        let n = unsafe { raw::RedisModule_ValueLength.unwrap()(p) } as u64;
-        for i in 0..n {
-            // SAFETY: as above; index in range, the string is ours to free.
-            let e = unsafe { raw::RedisModule_ListGet.unwrap()(p, i as c_long) };
-            let Some(e) = RStr::adopt(self.ctx, e) else { break };
-            if visit(i, e.bytes()) == Walk::Stop {
-                break;
-            }
-        }
+        self.list_walk_from(k, 0, visit);
     }
 
     fn lremove(&mut self, k: Key, index: u64, value: &[u8]) {
@@ -422,6 +435,9 @@ impl Store for RedisStore<'_> {
         // SAFETY: a list handle open for writing; the index was found in this command.
         let ok = unsafe { raw::RedisModule_ListDelete.unwrap()(p, index as c_long) };
         if ok == raw::REDISMODULE_OK as c_int {
+            if crate::lookup::watching() {
+                crate::lookup::list_removed(ffi::selected_db(self.ctx), self.queue, k, index);
+            }
             // Elements are whole records with unique offsets: the first equal one is this one.
             let ctx = self.ctx;
             self.effect(k, c"LREM", [RStr::new(ctx, b"1"), RStr::new(ctx, value)]);
@@ -439,6 +455,9 @@ impl Store for RedisStore<'_> {
         let mut flags: c_int = 0;
         // SAFETY: a handle open for writing on a key checked to be a zset (or empty).
         unsafe { raw::RedisModule_ZsetAdd.unwrap()(p, score as f64, m.ptr, &mut flags) };
+        if k == Key::Dly && crate::lookup::watching() {
+            crate::lookup::delayed_added(ffi::selected_db(ctx), self.queue, member);
+        }
         match k {
             Key::Bak | Key::Dly => self.guard_by(score),
             Key::Dup => self.guard_by(score.saturating_add(self.dedup_window)),
@@ -513,6 +532,9 @@ impl Store for RedisStore<'_> {
         let v = RStr::new(ctx, value);
         // SAFETY: a handle open for writing on a key checked to be a hash (or empty).
         unsafe { raw::RedisModule_HashSet.unwrap()(p, raw::REDISMODULE_HASH_NONE as c_int, f.ptr, v.ptr, NULL_STR) };
+        if k == Key::Inf && crate::lookup::watching() {
+            crate::lookup::inflight_added(ffi::selected_db(ctx), self.queue, field, value);
+        }
         self.effect(k, c"HSET", [f, v]);
     }
 

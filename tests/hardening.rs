@@ -150,6 +150,125 @@ fn get_del_requeue_over_40000_near_identical_bodies_never_stall() {
     assert_eq!((st["ready"], st["inflight"]), (n as i64 / 2 - 1, n as i64 / 2 - 1));
 }
 
+/// Pushes `n` small messages with server-made ids (the common case at this scale).
+fn push_fillers(c: &mut Connection, q: &str, n: usize) {
+    pipelined(c, n, |p, i| {
+        p.cmd("RMQ.PUSH").arg(q).arg(format!("{{\"filler\":{i}}}"));
+    });
+}
+
+/// Runs `f` on a second connection after `delay`, while the caller goes on.
+fn meanwhile<T: Send + 'static>(
+    s: &Server,
+    delay: Duration,
+    f: impl FnOnce(&mut Connection) -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let mut other = s.conn();
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        f(&mut other)
+    })
+}
+
+#[test]
+fn get_del_requeue_over_1000000_messages_never_stall() {
+    let s = module();
+    let mut c = s.conn();
+    // One failed and one in-flight message, then a million ready ones, then one more.
+    ok(&mut c, "RMQ.PUSH", "big", &["dead body", "ID", "dead"]);
+    ok(&mut c, "RMQ.PUSH", "big", &["held body", "ID", "held"]);
+    let dead = fetch_one(&mut c, "big", &[]);
+    assert_eq!(int(&ok(&mut c, "RMQ.NACK", "big", &[&field(&dead, "receipt"), "FAIL"])), 1);
+    fetch_one(&mut c, "big", &["LOCK", "600000"]);
+    let n = 1_000_000;
+    push_fillers(&mut c, "big", n);
+    ok(&mut c, "RMQ.PUSH", "big", &["last body", "ID", "last"]);
+    let meter = PingMeter::start(&s.url());
+    assert_eq!(ok(&mut c, "RMQ.GET", "big", &["nope"]), Value::Nil, "a miss reads everything");
+    let last = map(&ok(&mut c, "RMQ.GET", "big", &["last"]));
+    assert_eq!((text(&last["state"]), text(&last["body"])), ("ready".into(), "last body".into()));
+    assert_eq!(text(&map(&ok(&mut c, "RMQ.GET", "big", &["held"]))["state"]), "inflight");
+    assert_eq!(text(&map(&ok(&mut c, "RMQ.GET", "big", &["dead"]))["state"]), "failed");
+    assert_eq!(int(&ok(&mut c, "RMQ.DEL", "big", &["last", "nope"])), 1);
+    assert_eq!(int(&ok(&mut c, "RMQ.REQUEUE", "big", &["dead", "held", "nope"])), 1, "failed: requeued; in flight: not");
+    let worst = meter.worst();
+    assert!(worst < STALL_LIMIT, "a PING waited {worst:?} behind GET/DEL/REQUEUE over {n} messages");
+    assert_eq!(text(&map(&ok(&mut c, "RMQ.GET", "big", &["dead"]))["state"]), "ready");
+    assert_eq!(ok(&mut c, "RMQ.GET", "big", &["last"]), Value::Nil);
+    let st = stats(&mut c, "big");
+    assert_eq!((st["ready"], st["inflight"], st["failed"]), (n as i64 + 1, 1, 0));
+    assert_eq!(info(&mut c)["lookups_running"], 0);
+}
+
+#[test]
+fn a_message_that_moves_while_a_long_lookup_reads_is_still_found() {
+    let s = module();
+    let mut c = s.conn();
+    let _: Value = redis::cmd("RMQ.CONFIG").arg("q").arg("SET").arg("backoff-ms").arg(0).query(&mut c).unwrap();
+    // Messages in flight, each to be given back (to the back of ready) while a lookup of it
+    // runs, at a different moment of the lookup each time.
+    let delays = [0u64, 1, 3, 6, 10, 20, 40, 80];
+    for i in 0..delays.len() {
+        ok(&mut c, "RMQ.PUSH", "q", &[&format!("moving {i}"), "ID", &format!("m{i}")]);
+    }
+    let receipts: Vec<String> =
+        messages(&ok(&mut c, "RMQ.FETCH", "q", &["COUNT", "8", "LOCK", "600000"])).iter().map(|m| field(m, "receipt")).collect();
+    let n = 300_000;
+    push_fillers(&mut c, "q", n);
+    for (i, delay) in delays.iter().enumerate() {
+        let receipt = receipts[i].clone();
+        let nack = meanwhile(&s, Duration::from_millis(*delay), move |o| int(&ok(o, "RMQ.NACK", "q", &[&receipt])));
+        let id = format!("m{i}");
+        let got = ok(&mut c, if i % 2 == 0 { "RMQ.GET" } else { "RMQ.DEL" }, "q", &[&id]);
+        let nacked = nack.join().unwrap();
+        if i % 2 == 0 {
+            assert_eq!(nacked, 1);
+            let state = text(&map(&got)["state"]);
+            assert!(state == "inflight" || state == "ready", "{id} found {state}");
+        } else {
+            // The NACK came first (1), or found its message deleted (0).
+            assert!(nacked <= 1);
+            assert_eq!(int(&got), 1, "{id} deleted wherever it was");
+            assert_eq!(ok(&mut c, "RMQ.GET", "q", &[&id]), Value::Nil);
+        }
+    }
+    // The line moves at its head while a lookup reads it: a message near its end is found,
+    // and DEL takes exactly that one.
+    ok(&mut c, "RMQ.PUSH", "q", &["near the end", "ID", "end"]);
+    push_fillers(&mut c, "q", 10);
+    let fetches = meanwhile(&s, Duration::ZERO, |o| {
+        (0..20).map(|_| messages(&ok(o, "RMQ.FETCH", "q", &["COUNT", "1000", "LOCK", "600000"])).len()).sum::<usize>()
+    });
+    assert_eq!(text(&map(&ok(&mut c, "RMQ.GET", "q", &["end"]))["body"]), "near the end");
+    assert_eq!(fetches.join().unwrap(), 20_000);
+    let fetches = meanwhile(&s, Duration::ZERO, |o| {
+        (0..20).map(|_| messages(&ok(o, "RMQ.FETCH", "q", &["COUNT", "1000", "LOCK", "600000"])).len()).sum::<usize>()
+    });
+    assert_eq!(int(&ok(&mut c, "RMQ.DEL", "q", &["end"])), 1);
+    assert_eq!(fetches.join().unwrap(), 20_000);
+    let st = stats(&mut c, "q");
+    let kept = (delays.len() / 2) as i64; // the GETs' messages; the DELs' are gone
+    assert_eq!(st["ready"] + st["inflight"], n as i64 + 10 + kept, "nothing else was deleted: {st:?}");
+    assert_eq!(ok(&mut c, "RMQ.GET", "q", &["end"]), Value::Nil);
+}
+
+#[test]
+fn a_hand_made_write_during_a_long_lookup_restarts_it() {
+    let s = module();
+    let mut c = s.conn();
+    push_fillers(&mut c, "q", 300_000);
+    ok(&mut c, "RMQ.PUSH", "q", &["the last", "ID", "last"]);
+    // Moves the last message to the front by hand, where a lookup past the front would not
+    // look again unless it noticed.
+    let rotate = meanwhile(&s, Duration::from_millis(5), |o| {
+        let _: Value = redis::cmd("LMOVE").arg("msg:{q}").arg("msg:{q}").arg("RIGHT").arg("LEFT").query(o).unwrap();
+    });
+    assert_eq!(text(&map(&ok(&mut c, "RMQ.GET", "q", &["last"]))["state"]), "ready");
+    rotate.join().unwrap();
+    let first = fetch_one(&mut c, "q", &[]);
+    assert_eq!(field(&first, "id"), "last", "the hand-made move happened");
+}
+
 // ---- 3. Headers ----
 
 #[test]

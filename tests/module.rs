@@ -380,6 +380,46 @@ fn replica_holds_identical_keys_and_takes_over_with_the_same_receipts() {
 }
 
 #[test]
+fn by_id_commands_read_in_slices_replicate_exactly() {
+    let primary = Server::start(ServerOptions::module().conf("repl-diskless-sync-delay", "0"));
+    let replica = Server::start(ServerOptions::module().conf("replicaof", &format!("127.0.0.1 {}", primary.port)));
+    let mut p = primary.conn();
+    let mut r = replica.conn();
+    assert!(eventually(Duration::from_secs(10), || {
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut r).unwrap();
+        info.contains("master_link_status:up")
+    }));
+    // Above the size read at once: the lookups run in slices, from the module's timer.
+    let mut pipe = redis::pipe();
+    for i in 0..15_000 {
+        pipe.cmd("RMQ.PUSH").arg("big").arg(format!("m{i}")).arg("ID").arg(format!("id-{i}"));
+    }
+    let _: Vec<String> = pipe.query(&mut p).unwrap();
+    for m in messages(&ok(&mut p, "RMQ.FETCH", "big", &["COUNT", "4", "LOCK", "600000"])) {
+        ok(&mut p, "RMQ.NACK", "big", &[&field(&m, "receipt"), "FAIL"]);
+    }
+    let sliced_before = info_field(&mut p, "rmq_lookups_sliced");
+    assert_eq!(int(&ok(&mut p, "RMQ.DEL", "big", &["id-0", "id-7000", "id-14999", "nope"])), 3);
+    assert_eq!(int(&ok(&mut p, "RMQ.REQUEUE", "big", &["id-1", "id-2", "id-8000"])), 2, "failed ones only");
+    assert_eq!(text(&map(&ok(&mut p, "RMQ.GET", "big", &["id-2"]))["state"]), "ready");
+    assert_eq!(info_field(&mut p, "rmq_lookups_sliced") - sliced_before, 3);
+    let _: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut p).unwrap();
+    let want = dump_keys(&mut p);
+    assert!(
+        eventually(Duration::from_secs(5), || dump_keys(&mut r) == want),
+        "the replica differs from the primary after DEL and REQUEUE in slices"
+    );
+    let st = stats(&mut p, "big");
+    assert_eq!((st["ready"], st["failed"]), (14_996, 1));
+}
+
+/// One numeric field of `INFO rmq`.
+fn info_field(c: &mut Connection, name: &str) -> i64 {
+    let text: String = redis::cmd("INFO").arg("rmq").query(c).unwrap();
+    text.lines().find_map(|l| l.strip_prefix(&format!("{name}:"))).unwrap_or_else(|| panic!("no {name} in INFO")).trim().parse().unwrap()
+}
+
+#[test]
 fn aof_after_kill9_keeps_every_unacked_message_and_holds_no_rmq_command() {
     let mut s = Server::start(ServerOptions::module().conf("appendonly", "yes").conf("appendfsync", "always"));
     let mut c = s.conn();

@@ -38,6 +38,9 @@ pub enum Error {
     NoPermission,
     /// The queue's slot is moving between cluster nodes: retry.
     SlotMoving,
+    /// A long lookup by id (GET, DEL, REQUEUE) saw the queue changed by writes that were not
+    /// rmq's, again and again: retry.
+    LookupDisturbed,
     /// A Lua-core command stopped at its instruction or time budget, between two moves.
     OverBudget,
     Internal,
@@ -69,6 +72,9 @@ impl fmt::Display for Error {
             Error::ReadOnlyReplica => write!(f, "READONLY You can't write against a read only replica."),
             Error::NoPermission => write!(f, "NOPERM this user has no permissions to access one of the keys used as arguments"),
             Error::SlotMoving => write!(f, "TRYAGAIN the queue's slot is moving between cluster nodes; retry"),
+            Error::LookupDisturbed => {
+                write!(f, "TRYAGAIN the queue kept being changed by writes other than rmq's during the lookup; retry")
+            }
             Error::OverBudget => write!(
                 f,
                 "ERR stopped at the module's Lua budget (rmq.lua-instruction-budget, rmq.lua-time-budget-ms); what it moved before stopping stays moved"

@@ -13,10 +13,9 @@
 //!
 //! No parsing and no reply shaping here: requests come typed from [`crate::args`].
 
-use std::collections::HashSet;
-
 use crate::args::{NackAction, Push, Recover, When};
 use crate::error::{Error, Result};
+use crate::lookup::Wanted;
 use crate::record::{self, Layout, Record, NONCE_LEN};
 use crate::settings::{Settings, NAMES};
 use crate::store::{Key, Store, Walk};
@@ -107,6 +106,8 @@ pub enum State {
 
 impl State {
     pub const ALL: [State; 5] = [State::Ready, State::Delayed, State::Inflight, State::Failed, State::Errors];
+    /// The states REQUEUE takes messages from.
+    pub const REQUEUABLE: [State; 3] = [State::Delayed, State::Failed, State::Errors];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -142,9 +143,20 @@ pub struct Found {
     place: Place,
 }
 
+impl Found {
+    pub(crate) fn new(state: State, record: Record, at: u64, bytes: Vec<u8>, place: Place) -> Self {
+        Found { state, record, at, bytes, place }
+    }
+
+    /// The record as stored.
+    pub fn stored(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// Where a found message is held.
 #[derive(Debug, Clone)]
-enum Place {
+pub(crate) enum Place {
     /// Its index in the state's list.
     Index(u64),
     /// A member of `dly:{q}` (the record itself).
@@ -516,17 +528,12 @@ impl<'a, S: Store> Queue<'a, S> {
     /// (ready: the line; delayed: by due; in flight: by deadline; failed, errors: oldest
     /// first); the first one only with `first_only`. Undecodable records are passed over.
     /// O(n) of the states' messages, natively: no record is decoded unless its id matches.
-    pub fn find(&mut self, ids: &HashSet<&[u8]>, states: &[State], first_only: bool) -> Vec<Found> {
-        // Server-made ids are compared as numbers, so that no record's id is formatted.
-        let made: HashSet<(u64, u64)> = ids.iter().filter_map(|id| record::parse_made_id(id)).collect();
+    pub fn find(&mut self, ids: &[&[u8]], states: &[State], first_only: bool) -> Vec<Found> {
+        let wanted = Wanted::new(ids);
         let mut found = Vec::new();
         for &state in states {
             let mut hits: Vec<(Place, Vec<u8>, u64)> = Vec::new();
-            let wanted = |bytes: &[u8]| match record::id_of(bytes) {
-                Ok(record::IdView::Given(id)) => ids.contains(id),
-                Ok(record::IdView::Made(created, offset)) => made.contains(&(created, offset)),
-                Err(_) => false,
-            };
+            let wanted = |bytes: &[u8]| wanted.matches(bytes);
             match state {
                 State::Ready | State::Failed | State::Errors => {
                     self.store.list_walk(state.key(), &mut |index, bytes| {
@@ -577,14 +584,20 @@ impl<'a, S: Store> Queue<'a, S> {
     /// RMQ.GET: the first message with that id, in the states' order.
     pub fn get(&mut self, id: &[u8]) -> Result<Option<Found>> {
         self.store.check(&[Key::Msg, Key::Dly, Key::Bak, Key::Inf, Key::Fai, Key::Err])?;
-        Ok(self.find(&HashSet::from([id]), &State::ALL, true).pop())
+        Ok(self.find(&[id], &State::ALL, true).pop())
     }
 
     /// RMQ.DEL: removes every message with one of these ids, from every state.
     pub fn delete(&mut self, ids: &[&[u8]]) -> Result<u64> {
         let keys = self.moving_keys();
         self.store.check(&keys)?;
-        let found = self.find(&ids.iter().copied().collect(), &State::ALL, false);
+        let found = self.find(ids, &State::ALL, false);
+        self.delete_found(found)
+    }
+
+    /// DEL of messages found in this command (by [`Queue::find`] or a [`crate::lookup::Lookup`]
+    /// finished now), in the states' order.
+    pub fn delete_found(&mut self, found: Vec<Found>) -> Result<u64> {
         let hold = self.store.hget(Key::St, b"hold");
         let mut freed_the_line = false;
         for f in found.iter().rev() {
@@ -622,7 +635,12 @@ impl<'a, S: Store> Queue<'a, S> {
     pub fn requeue(&mut self, ids: &[&[u8]]) -> Result<u64> {
         let keys = self.moving_keys();
         self.store.check(&keys)?;
-        let found = self.find(&ids.iter().copied().collect(), &[State::Delayed, State::Failed, State::Errors], false);
+        let found = self.find(ids, &State::REQUEUABLE, false);
+        self.requeue_found(found)
+    }
+
+    /// REQUEUE of messages found in this command, in the states' order.
+    pub fn requeue_found(&mut self, found: Vec<Found>) -> Result<u64> {
         let hold = self.store.hget(Key::St, b"hold");
         // Removed from the back of each list first, so the indexes found stay right.
         for f in found.iter().rev() {

@@ -1,0 +1,370 @@
+//! GET, DEL and REQUEUE on a big queue: the client is blocked and the queue is read a slice at
+//! a time from a timer, so Redis serves other clients in between (rmq_core::lookup keeps the
+//! answer exact while the queue changes). A small queue, and a command inside MULTI or a
+//! script (which cannot block), is read at once, as before.
+//!
+//! The queue's own commands tell running lookups what they change ([`watching`] and the
+//! functions after it, called by the store); any other write to the queue's keys (seen as a
+//! keyspace notification the module did not send) or a flush restarts them.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::os::raw::{c_int, c_void};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis_module::raw;
+use rmq_core::lookup::{list_state, Lookup};
+use rmq_core::queue::{Found, State};
+use rmq_core::store::{Key, Store};
+use rmq_core::{Error, Result};
+
+use crate::commands::{queue_of, reply_found};
+use crate::ffi::{self, reply_int, reply_null, Ctx, OpenKey, RStr};
+use crate::safety::guarded;
+use crate::store::RedisStore;
+
+/// A queue with more messages than this is read in slices; fewer are read at once (about
+/// 75 ns each: under a millisecond).
+pub const AT_ONCE_LIMIT: u64 = 10_000;
+/// Work per timer tick, over all running lookups, stops once this much time is spent.
+const TICK_BUDGET: Duration = Duration::from_millis(1);
+/// Elements read between two looks at the clock.
+const SLICE: usize = 256;
+/// A lookup disturbed more often than this by writes that were not rmq's gives up (TRYAGAIN).
+const MAX_RESTARTS: u32 = 8;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Get,
+    Delete,
+    Requeue,
+}
+
+impl Kind {
+    fn states(self) -> &'static [State] {
+        match self {
+            Kind::Get | Kind::Delete => &State::ALL,
+            Kind::Requeue => &State::REQUEUABLE,
+        }
+    }
+}
+
+struct Job {
+    db: i32,
+    queue: Vec<u8>,
+    kind: Kind,
+    lookup: Lookup,
+    client: *mut raw::RedisModuleBlockedClient,
+    /// The queue was changed by something that does not tell lookups: read it again.
+    disturbed: bool,
+    restarts: u32,
+    /// The SCAN cursor of the delayed zset or the in-flight hash being read.
+    cursor: Option<ScanCursor>,
+}
+
+/// What the blocked client is told.
+enum Outcome {
+    Found(Option<Box<Found>>),
+    Count(u64),
+    Failed(Error),
+}
+
+/// Lookups read in slices since the module loaded (INFO `rmq_lookups_sliced`).
+pub static SLICED: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static JOBS: RefCell<VecDeque<Job>> = const { RefCell::new(VecDeque::new()) };
+    /// Whether any lookup runs: the store's hot path looks at this flag only.
+    static RUNNING: Cell<bool> = const { Cell::new(false) };
+    static TIMER_ARMED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the command must be read at once: small queue, or a client that cannot block.
+pub fn at_once(ctx: Ctx, q: &[u8]) -> bool {
+    let flags = ffi::ctx_flags(ctx);
+    let cannot_block = raw::REDISMODULE_CTX_FLAGS_MULTI
+        | raw::REDISMODULE_CTX_FLAGS_LUA
+        | raw::REDISMODULE_CTX_FLAGS_REPLICATED
+        | raw::REDISMODULE_CTX_FLAGS_LOADING
+        | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING;
+    if flags & cannot_block != 0 {
+        return true;
+    }
+    let mut store = RedisStore::reading(ctx, q);
+    let size: u64 = [Key::Msg, Key::Dly, Key::Inf, Key::Fai, Key::Err].iter().map(|k| store.llen(*k)).sum();
+    size <= AT_ONCE_LIMIT
+}
+
+/// Blocks the client and starts reading `q` in slices. The keys' types were checked.
+pub fn start(ctx: Ctx, q: &[u8], ids: &[&[u8]], kind: Kind) {
+    // SAFETY: a command context; no callbacks on timeout (there is none) and the reply
+    // callback gets the outcome handed to RedisModule_UnblockClient.
+    let client = unsafe { raw::RedisModule_BlockClient.unwrap()(ctx, Some(on_reply), None, Some(free_outcome), 0) };
+    let job = Job {
+        db: ffi::selected_db(ctx),
+        queue: q.to_vec(),
+        kind,
+        lookup: Lookup::new(ids, kind.states()),
+        client,
+        disturbed: false,
+        restarts: 0,
+        cursor: None,
+    };
+    JOBS.with(|j| j.borrow_mut().push_back(job));
+    SLICED.fetch_add(1, Ordering::Relaxed);
+    RUNNING.with(|r| r.set(true));
+    arm();
+}
+
+fn arm() {
+    if TIMER_ARMED.with(|a| a.replace(true)) {
+        return;
+    }
+    let ctx = crate::guard::module_ctx();
+    // SAFETY: a context that outlives the timer; `tick` runs on the main thread.
+    unsafe { raw::RedisModule_CreateTimer.unwrap()(ctx, 1, Some(tick), std::ptr::null_mut()) };
+}
+
+extern "C" fn tick(ctx: Ctx, _data: *mut c_void) {
+    TIMER_ARMED.with(|a| a.set(false));
+    let started = Instant::now();
+    while started.elapsed() < TICK_BUDGET {
+        // The job leaves the list while it works: what it writes when it finishes tells the
+        // other lookups, not itself.
+        let Some(mut job) = JOBS.with(|j| j.borrow_mut().pop_front()) else { break };
+        ffi::select_db(ctx, job.db);
+        let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(ctx, &mut job, started))) {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                ffi::log(ctx, c"warning", "rmq: internal error in a lookup by id");
+                Some(Outcome::Failed(Error::Internal))
+            }
+        };
+        match outcome {
+            Some(outcome) => unblock(job, outcome),
+            None => JOBS.with(|j| j.borrow_mut().push_back(job)),
+        }
+    }
+    let left = JOBS.with(|j| !j.borrow().is_empty());
+    RUNNING.with(|r| r.set(left));
+    if left {
+        arm();
+    }
+}
+
+fn unblock(job: Job, outcome: Outcome) {
+    let outcome = Box::into_raw(Box::new(outcome));
+    // SAFETY: the client blocked in `start`, unblocked once; the Box comes back in
+    // `on_reply` (read) and `free_outcome` (freed).
+    unsafe { raw::RedisModule_UnblockClient.unwrap()(job.client, outcome as *mut c_void) };
+}
+
+/// Reads a slice of the job's queue; the outcome once every state is read.
+fn step(ctx: Ctx, job: &mut Job, started: Instant) -> Option<Outcome> {
+    if job.disturbed {
+        job.disturbed = false;
+        job.restarts += 1;
+        if job.restarts > MAX_RESTARTS {
+            return Some(Outcome::Failed(Error::LookupDisturbed));
+        }
+        job.lookup.restart();
+        job.cursor = None;
+    }
+    if crate::cluster::moving(ctx, &job.queue) {
+        return Some(Outcome::Failed(Error::SlotMoving));
+    }
+    if job.kind != Kind::Get && ffi::ctx_flags(ctx) & raw::REDISMODULE_CTX_FLAGS_MASTER == 0 {
+        return Some(Outcome::Failed(Error::ReadOnlyReplica));
+    }
+    while started.elapsed() < TICK_BUDGET {
+        let Some(state) = job.lookup.current() else { return Some(finish(ctx, job)) };
+        let done = match state {
+            State::Ready | State::Failed | State::Errors => read_list(ctx, job, state),
+            State::Delayed => scan(ctx, job, Key::Dly),
+            State::Inflight => scan(ctx, job, Key::Inf),
+        };
+        if done {
+            job.lookup.next_state();
+            job.cursor = None;
+        }
+    }
+    None
+}
+
+/// Reads up to [`SLICE`] elements of a list from the cursor; true at its end.
+fn read_list(ctx: Ctx, job: &mut Job, state: State) -> bool {
+    let key = match state {
+        State::Failed => Key::Fai,
+        State::Errors => Key::Err,
+        _ => Key::Msg,
+    };
+    let mut store = RedisStore::reading(ctx, &job.queue);
+    let from = job.lookup.cursor();
+    let mut read = 0;
+    let lookup = &mut job.lookup;
+    store.list_walk_from(key, from, &mut |index, bytes| {
+        lookup.visit_list(index, bytes);
+        read += 1;
+        if read == SLICE {
+            rmq_core::store::Walk::Stop
+        } else {
+            rmq_core::store::Walk::Next
+        }
+    });
+    read < SLICE
+}
+
+/// A SCAN cursor of one key.
+struct ScanCursor(*mut raw::RedisModuleScanCursor);
+
+impl Drop for ScanCursor {
+    fn drop(&mut self) {
+        // SAFETY: a cursor made by ScanCursorCreate, destroyed once.
+        unsafe { raw::RedisModule_ScanCursorDestroy.unwrap()(self.0) };
+    }
+}
+
+/// Reads some of the delayed zset or the in-flight hash; true when the scan is complete.
+fn scan(ctx: Ctx, job: &mut Job, k: Key) -> bool {
+    let name = RStr::new(ctx, &k.name(&job.queue));
+    let key = OpenKey::open(ctx, &name, false);
+    if key.key_type() == raw::REDISMODULE_KEYTYPE_EMPTY as c_int {
+        return true;
+    }
+    // SAFETY: no arguments; the cursor is destroyed by its Drop.
+    let cursor = job.cursor.get_or_insert_with(|| ScanCursor(unsafe { raw::RedisModule_ScanCursorCreate.unwrap()() }));
+    let mut visit = Visit { lookup: &mut job.lookup, key: k, seen: 0 };
+    while visit.seen < SLICE {
+        // SAFETY: an open handle of a zset or hash (types checked), a live cursor, and
+        // `visit`, which outlives the call; the callback does not touch the key.
+        let more =
+            unsafe { raw::RedisModule_ScanKey.unwrap()(key.ptr, cursor.0, Some(on_element), &mut visit as *mut Visit as *mut c_void) };
+        if more == 0 {
+            return true;
+        }
+    }
+    false
+}
+
+struct Visit<'a> {
+    lookup: &'a mut Lookup,
+    key: Key,
+    seen: usize,
+}
+
+extern "C" fn on_element(
+    _key: *mut raw::RedisModuleKey,
+    field: *mut raw::RedisModuleString,
+    value: *mut raw::RedisModuleString,
+    data: *mut c_void,
+) {
+    // SAFETY: `data` is the Visit handed to ScanKey, live for the call; field and value are
+    // live for the callback (value is the score for a zset).
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+        let visit = &mut *(data as *mut Visit);
+        visit.seen += 1;
+        let field = ffi::bytes_of(field);
+        match visit.key {
+            Key::Dly => visit.lookup.visit_delayed(field),
+            _ if !value.is_null() => visit.lookup.visit_inflight(field, ffi::bytes_of(value)),
+            _ => {}
+        }
+    }));
+}
+
+/// Every state is read: the found messages, checked again and acted on, in this one step.
+fn finish(ctx: Ctx, job: &mut Job) -> Outcome {
+    let lookup = std::mem::replace(&mut job.lookup, Lookup::new(&[], &[]));
+    let q = job.queue.clone();
+    let result: Result<Outcome> = (|| {
+        let mut store = if job.kind == Kind::Get { RedisStore::reading(ctx, &q) } else { RedisStore::new(ctx, &q) };
+        store.check(&Key::ALL)?;
+        let found = lookup.finish(&mut store, job.kind == Kind::Get);
+        Ok(match job.kind {
+            Kind::Get => Outcome::Found(found.into_iter().next().map(Box::new)),
+            Kind::Delete => Outcome::Count(queue_of(ctx, &q, &mut store).delete_found(found)?),
+            Kind::Requeue => Outcome::Count(queue_of(ctx, &q, &mut store).requeue_found(found)?),
+        })
+    })();
+    result.unwrap_or_else(Outcome::Failed)
+}
+
+extern "C" fn on_reply(ctx: Ctx, _argv: *mut *mut raw::RedisModuleString, _argc: c_int) -> c_int {
+    guarded(ctx, "lookup (reply)", || {
+        // SAFETY: the outcome handed to UnblockClient, freed only after this callback.
+        let outcome = unsafe { (raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx) as *const Outcome).as_ref() };
+        match outcome {
+            Some(Outcome::Found(Some(f))) => reply_found(ctx, f),
+            Some(Outcome::Found(None)) => reply_null(ctx),
+            Some(Outcome::Count(n)) => reply_int(ctx, *n as i64),
+            Some(Outcome::Failed(e)) => return Err(e.clone()),
+            None => return Err(Error::Internal),
+        }
+        Ok(())
+    });
+    raw::REDISMODULE_OK as c_int
+}
+
+extern "C" fn free_outcome(_ctx: Ctx, p: *mut c_void) {
+    if !p.is_null() {
+        // SAFETY: the Box leaked in `unblock`, handed back once.
+        let _ = std::panic::catch_unwind(|| drop(unsafe { Box::from_raw(p as *mut Outcome) }));
+    }
+}
+
+/// How many lookups are reading their queue now (INFO `rmq_lookups_running`).
+pub fn running() -> usize {
+    JOBS.with(|j| j.borrow().len())
+}
+
+/// Whether any lookup runs (then the store tells it what changes).
+pub fn watching() -> bool {
+    RUNNING.with(|r| r.get())
+}
+
+/// Runs `f` on every lookup of queue `q` in database `db`.
+fn each(db: i32, q: &[u8], mut f: impl FnMut(&mut Job)) {
+    JOBS.with(|j| {
+        for job in j.borrow_mut().iter_mut().filter(|job| job.db == db && job.queue == q) {
+            f(job);
+        }
+    });
+}
+
+/// A command of `q` removed the element at `index` of list `k`.
+pub fn list_removed(db: i32, q: &[u8], k: Key, index: u64) {
+    let Some(state) = list_state(k) else { return };
+    each(db, q, |job| job.lookup.list_removed(state, index));
+}
+
+/// A command of `q` pushed `bytes` to list `k` (front or back), which now holds `len`.
+pub fn list_pushed(db: i32, q: &[u8], k: Key, front: bool, len: u64, bytes: &[u8]) {
+    let Some(state) = list_state(k) else { return };
+    each(db, q, |job| {
+        if front {
+            job.lookup.list_pushed_front(state);
+        }
+        job.lookup.landed_in_list(state, if front { 0 } else { len.saturating_sub(1) }, bytes);
+    });
+}
+
+/// A command of `q` added a delayed record.
+pub fn delayed_added(db: i32, q: &[u8], bytes: &[u8]) {
+    each(db, q, |job| job.lookup.visit_delayed(bytes));
+}
+
+/// A command of `q` put a record in flight under `receipt`.
+pub fn inflight_added(db: i32, q: &[u8], receipt: &[u8], bytes: &[u8]) {
+    each(db, q, |job| job.lookup.visit_inflight(receipt, bytes));
+}
+
+/// A write the module did not make touched a key of `q`.
+pub fn disturbed(db: i32, q: &[u8]) {
+    each(db, q, |job| job.disturbed = true);
+}
+
+/// A flush, SWAPDB or load: every lookup reads its queue again.
+pub fn disturb_all() {
+    JOBS.with(|j| j.borrow_mut().iter_mut().for_each(|job| job.disturbed = true));
+}
