@@ -9,7 +9,7 @@ use rmq_core::{Error, Result};
 
 use crate::ffi::{self, reply_array, reply_bulk, reply_int, reply_map, reply_null, Ctx, RStr};
 use crate::store::RedisStore;
-use crate::{acl, cluster, config, lookup, registry, settings_cache};
+use crate::{acl, cluster, config, registry, settings_cache, sliced};
 
 /// The queue logic on `q`'s keys, with its settings, at the command's `now`.
 pub(crate) fn queue_of<'s, 'q>(ctx: Ctx, q: &[u8], store: &'s mut RedisStore<'q>) -> Queue<'s, RedisStore<'q>> {
@@ -134,6 +134,12 @@ pub fn touch(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
 pub fn recover(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     let q = queue(ctx, argv, 2, "rmq.recover")?;
     let what = args::recover(&argv[2..])?;
+    // Many messages to move: in slices, the client blocked meanwhile (see `sliced`).
+    if !sliced::at_once(ctx, q, &[Key::Bak, Key::Fai, Key::Err]) {
+        RedisStore::reading(ctx, q).check(&Key::ALL)?;
+        sliced::start_recover(ctx, q, what);
+        return Ok(());
+    }
     let mut store = RedisStore::new(ctx, q);
     let counts = queue_of(ctx, q, &mut store).recover(what)?;
     reply_array(ctx, 3);
@@ -165,7 +171,7 @@ pub fn stats(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
 pub fn get(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     let q = queue(ctx, argv, 3, "rmq.get")?;
     let id = args::get(&argv[2..])?;
-    if in_slices(ctx, q, &[id], lookup::Kind::Get)? {
+    if in_slices(ctx, q, &[id], sliced::Kind::Get)? {
         return Ok(());
     }
     let mut store = RedisStore::reading(ctx, q);
@@ -176,14 +182,14 @@ pub fn get(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     Ok(())
 }
 
-/// A big queue is read in slices (the client blocks meanwhile; see `lookup`): true when the
+/// A big queue is read in slices (the client blocks meanwhile; see `sliced`): true when the
 /// lookup started, after the keys' types were checked.
-fn in_slices(ctx: Ctx, q: &[u8], ids: &[&[u8]], kind: lookup::Kind) -> Result<bool> {
-    if lookup::at_once(ctx, q) {
+fn in_slices(ctx: Ctx, q: &[u8], ids: &[&[u8]], kind: sliced::Kind) -> Result<bool> {
+    if sliced::at_once(ctx, q, &[Key::Msg, Key::Dly, Key::Inf, Key::Fai, Key::Err]) {
         return Ok(false);
     }
     RedisStore::reading(ctx, q).check(&Key::ALL)?;
-    lookup::start(ctx, q, ids, kind);
+    sliced::start_lookup(ctx, q, ids, kind);
     Ok(true)
 }
 
@@ -246,7 +252,7 @@ pub(crate) fn reply_found(ctx: Ctx, f: &Found) {
 pub fn del(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     let q = queue(ctx, argv, 3, "rmq.del")?;
     let ids = args::ids(&argv[2..], "rmq.del")?;
-    if in_slices(ctx, q, &ids, lookup::Kind::Delete)? {
+    if in_slices(ctx, q, &ids, sliced::Kind::Delete)? {
         return Ok(());
     }
     let mut store = RedisStore::new(ctx, q);
@@ -260,7 +266,7 @@ pub fn del(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
 pub fn requeue(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     let q = queue(ctx, argv, 3, "rmq.requeue")?;
     let ids = args::ids(&argv[2..], "rmq.requeue")?;
-    if in_slices(ctx, q, &ids, lookup::Kind::Requeue)? {
+    if in_slices(ctx, q, &ids, sliced::Kind::Requeue)? {
         return Ok(());
     }
     let mut store = RedisStore::new(ctx, q);

@@ -30,8 +30,8 @@ extern "C" fn on_key_event(ctx: Ctx, _class: c_int, event: *const c_char, key: *
             settings_cache::forget(db, q);
         }
         // A lookup by id in slices cannot follow a change it is not told about.
-        if !store::announcing() && crate::lookup::watching() && (MESSAGE_KEYS.contains(&k) || k == Key::Inf) {
-            crate::lookup::disturbed(db, q);
+        if !store::announcing() && crate::sliced::watching() && (MESSAGE_KEYS.contains(&k) || k == Key::Inf) {
+            crate::sliced::disturbed(db, q);
         }
         if is_deletion(event) {
             registry::deleted(ctx, db, q);
@@ -52,7 +52,7 @@ extern "C" fn on_server_event(ctx: Ctx, event: raw::RedisModuleEvent, sub: u64, 
     quietly(ctx, "server event", || {
         settings_cache::clear();
         crate::cluster::stale();
-        crate::lookup::disturb_all();
+        crate::sliced::disturb_all();
         match event.id {
             raw::REDISMODULE_EVENT_FLUSHDB => {
                 // SAFETY: FLUSHDB events carry a RedisModuleFlushInfo.

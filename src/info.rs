@@ -44,8 +44,8 @@ pub extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: c_in
         field(ctx, "guard_promoted", guard::PROMOTED.load(Ordering::Relaxed));
         field(ctx, "guard_last_us", guard::LAST_US.load(Ordering::Relaxed));
         field(ctx, "guard_scheduled", schedule::len() as u64);
-        field(ctx, "lookups_running", crate::lookup::running() as u64);
-        field(ctx, "lookups_sliced", crate::lookup::SLICED.load(Ordering::Relaxed));
+        field(ctx, "sliced_running", crate::sliced::running() as u64);
+        field(ctx, "sliced_total", crate::sliced::SLICED.load(Ordering::Relaxed));
         field(ctx, "settings_cached", settings_cache::len() as u64);
         field(ctx, "eviction_policy_ok", guard::EVICTION_POLICY_OK.load(Ordering::Relaxed) as u64);
     });

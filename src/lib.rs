@@ -27,7 +27,6 @@ mod events;
 mod ffi;
 mod guard;
 mod info;
-mod lookup;
 mod lua;
 mod msgpack_lua;
 mod propagation;
@@ -35,6 +34,7 @@ mod registry;
 mod safety;
 mod schedule;
 mod settings_cache;
+mod sliced;
 mod store;
 
 use std::ffi::CStr;
@@ -178,10 +178,10 @@ fn commands() -> Vec<(&'static CStr, Handler, &'static CStr, Doc)> {
             // RMQ.RECOVER q [EXPIRED] [FAILED] [ERRORS]
             c"rmq.recover",
             rmq_recover,
-            c"write",
+            c"write blocking",
             Doc {
                 summary: "Puts expired in-flight, failed and errored messages back to ready",
-                complexity: "O(n) of the messages moved",
+                complexity: "O(n) of the messages moved; above 10,000 to look at, in slices of 1 ms between which Redis serves other clients",
                 access: Access::Update,
                 args: vec![queue(), token("EXPIRED").optional(), token("FAILED").optional(), token("ERRORS").optional()],
             },

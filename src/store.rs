@@ -282,10 +282,10 @@ impl<'q> RedisStore<'q> {
         let where_ = if head { raw::REDISMODULE_LIST_HEAD } else { raw::REDISMODULE_LIST_TAIL };
         // SAFETY: a handle open for writing on a key checked to be a list (or empty).
         unsafe { raw::RedisModule_ListPush.unwrap()(p, where_ as c_int, s.ptr) };
-        if crate::lookup::watching() {
+        if crate::sliced::watching() {
             // SAFETY: the same handle.
             let len = unsafe { raw::RedisModule_ValueLength.unwrap()(p) } as u64;
-            crate::lookup::list_pushed(ffi::selected_db(ctx), self.queue, k, head, len, v);
+            crate::sliced::list_pushed(ffi::selected_db(ctx), self.queue, k, head, len, v);
         }
         self.effect(k, if head { c"LPUSH" } else { c"RPUSH" }, [s]);
         if k == Key::Msg {
@@ -409,8 +409,8 @@ impl Store for RedisStore<'_> {
         // SAFETY: a list handle open for writing; the popped string is ours to free.
         let e = unsafe { raw::RedisModule_ListPop.unwrap()(p, raw::REDISMODULE_LIST_HEAD as c_int) };
         let e = RStr::adopt(self.ctx, e)?;
-        if crate::lookup::watching() {
-            crate::lookup::list_removed(ffi::selected_db(self.ctx), self.queue, k, 0);
+        if crate::sliced::watching() {
+            crate::sliced::list_removed(ffi::selected_db(self.ctx), self.queue, k, 0);
         }
         self.effect(k, c"LPOP", []);
         Some(e.bytes().to_vec())
@@ -435,8 +435,8 @@ impl Store for RedisStore<'_> {
         // SAFETY: a list handle open for writing; the index was found in this command.
         let ok = unsafe { raw::RedisModule_ListDelete.unwrap()(p, index as c_long) };
         if ok == raw::REDISMODULE_OK as c_int {
-            if crate::lookup::watching() {
-                crate::lookup::list_removed(ffi::selected_db(self.ctx), self.queue, k, index);
+            if crate::sliced::watching() {
+                crate::sliced::list_removed(ffi::selected_db(self.ctx), self.queue, k, index);
             }
             // Elements are whole records with unique offsets: the first equal one is this one.
             let ctx = self.ctx;
@@ -455,8 +455,8 @@ impl Store for RedisStore<'_> {
         let mut flags: c_int = 0;
         // SAFETY: a handle open for writing on a key checked to be a zset (or empty).
         unsafe { raw::RedisModule_ZsetAdd.unwrap()(p, score as f64, m.ptr, &mut flags) };
-        if k == Key::Dly && crate::lookup::watching() {
-            crate::lookup::delayed_added(ffi::selected_db(ctx), self.queue, member);
+        if k == Key::Dly && crate::sliced::watching() {
+            crate::sliced::delayed_added(ffi::selected_db(ctx), self.queue, member);
         }
         match k {
             Key::Bak | Key::Dly => self.guard_by(score),
@@ -532,8 +532,8 @@ impl Store for RedisStore<'_> {
         let v = RStr::new(ctx, value);
         // SAFETY: a handle open for writing on a key checked to be a hash (or empty).
         unsafe { raw::RedisModule_HashSet.unwrap()(p, raw::REDISMODULE_HASH_NONE as c_int, f.ptr, v.ptr, NULL_STR) };
-        if k == Key::Inf && crate::lookup::watching() {
-            crate::lookup::inflight_added(ffi::selected_db(ctx), self.queue, field, value);
+        if k == Key::Inf && crate::sliced::watching() {
+            crate::sliced::inflight_added(ffi::selected_db(ctx), self.queue, field, value);
         }
         self.effect(k, c"HSET", [f, v]);
     }

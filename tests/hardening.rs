@@ -197,7 +197,7 @@ fn get_del_requeue_over_1000000_messages_never_stall() {
     assert_eq!(ok(&mut c, "RMQ.GET", "big", &["last"]), Value::Nil);
     let st = stats(&mut c, "big");
     assert_eq!((st["ready"], st["inflight"], st["failed"]), (n as i64 + 1, 1, 0));
-    assert_eq!(info(&mut c)["lookups_running"], 0);
+    assert_eq!(info(&mut c)["sliced_running"], 0);
 }
 
 #[test]
@@ -267,6 +267,53 @@ fn a_hand_made_write_during_a_long_lookup_restarts_it() {
     rotate.join().unwrap();
     let first = fetch_one(&mut c, "q", &[]);
     assert_eq!(field(&first, "id"), "last", "the hand-made move happened");
+}
+
+#[test]
+fn recover_of_200000_messages_never_stalls_and_ends_while_more_fail() {
+    let s = module();
+    let mut c = s.conn();
+    let n = 200_000;
+    push_fillers(&mut c, "q", n + 1000);
+    // n failed, 1000 in flight whose lock ran out. (The FETCHes run in a script: their
+    // replies, 200,000 messages, are not needed here.)
+    let _: Value = redis::cmd("EVAL")
+        .arg("for i = 1, tonumber(ARGV[1]) do redis.call('RMQ.FETCH', KEYS[1], 'COUNT', 1000, 'LOCK', 600000) end")
+        .arg(1)
+        .arg("q")
+        .arg(n / 1000)
+        .query(&mut c)
+        .unwrap();
+    let receipts: Vec<String> = redis::cmd("ZRANGE").arg("bak:{q}").arg(0).arg(-1).query(&mut c).unwrap();
+    pipelined(&mut c, receipts.len(), |p, i| {
+        p.cmd("RMQ.NACK").arg("q").arg(&receipts[i]).arg("FAIL");
+    });
+    messages(&ok(&mut c, "RMQ.FETCH", "q", &["COUNT", "1000", "LOCK", "1"]));
+    std::thread::sleep(Duration::from_millis(5));
+    push_fillers(&mut c, "q", 50);
+    // Consumers keep failing messages while RECOVER runs (once it is past the expired ones,
+    // which a FETCH would reclaim itself): RECOVER takes what had failed when it began, and
+    // ends.
+    let more_failures = meanwhile(&s, Duration::ZERO, move |o| {
+        while stats(o, "q")["failed"] == n as i64 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let mut failed = 0;
+        for _ in 0..50 {
+            let got = messages(&ok(o, "RMQ.FETCH", "q", &[]));
+            failed += int(&ok(o, "RMQ.NACK", "q", &[&field(&got[0], "receipt"), "FAIL"]));
+        }
+        failed
+    });
+    let meter = PingMeter::start(&s.url());
+    let counts: Vec<i64> = array(&ok(&mut c, "RMQ.RECOVER", "q", &[])).iter().map(int).collect();
+    let worst = meter.worst();
+    assert_eq!(counts, [1000, n as i64, 0]);
+    assert!(worst < STALL_LIMIT, "a PING waited {worst:?} behind a RECOVER of {n} messages");
+    assert_eq!(more_failures.join().unwrap(), 50);
+    let st = stats(&mut c, "q");
+    assert_eq!((st["ready"], st["failed"], st["inflight"]), (n as i64 + 1000, 50, 0), "the late failures stay failed");
+    assert_eq!(info(&mut c)["sliced_running"], 0);
 }
 
 // ---- 3. Headers ----

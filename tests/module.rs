@@ -398,11 +398,11 @@ fn by_id_commands_read_in_slices_replicate_exactly() {
     for m in messages(&ok(&mut p, "RMQ.FETCH", "big", &["COUNT", "4", "LOCK", "600000"])) {
         ok(&mut p, "RMQ.NACK", "big", &[&field(&m, "receipt"), "FAIL"]);
     }
-    let sliced_before = info_field(&mut p, "rmq_lookups_sliced");
+    let sliced_before = info_field(&mut p, "rmq_sliced_total");
     assert_eq!(int(&ok(&mut p, "RMQ.DEL", "big", &["id-0", "id-7000", "id-14999", "nope"])), 3);
     assert_eq!(int(&ok(&mut p, "RMQ.REQUEUE", "big", &["id-1", "id-2", "id-8000"])), 2, "failed ones only");
     assert_eq!(text(&map(&ok(&mut p, "RMQ.GET", "big", &["id-2"]))["state"]), "ready");
-    assert_eq!(info_field(&mut p, "rmq_lookups_sliced") - sliced_before, 3);
+    assert_eq!(info_field(&mut p, "rmq_sliced_total") - sliced_before, 3);
     let _: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut p).unwrap();
     let want = dump_keys(&mut p);
     assert!(

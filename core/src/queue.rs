@@ -131,6 +131,29 @@ impl State {
     }
 }
 
+/// A RECOVER in progress: which part it is in, and what it took so far.
+#[derive(Debug, Clone)]
+pub struct Recovering {
+    what: Recover,
+    /// 0: expired, 1: failed, 2: errors, 3: done.
+    part: usize,
+    /// Messages still to take from the current list (its length when the part began).
+    left: Option<u64>,
+    /// `[expired, failed, errors]` so far.
+    pub counts: [u64; 3],
+}
+
+impl Recovering {
+    pub fn new(what: Recover) -> Self {
+        Recovering { what, part: 0, left: None, counts: [0; 3] }
+    }
+
+    fn next_part(&mut self) {
+        self.part += 1;
+        self.left = None;
+    }
+}
+
 /// A message found by id.
 #[derive(Debug, Clone)]
 pub struct Found {
@@ -486,42 +509,63 @@ impl<'a, S: Store> Queue<'a, S> {
 
     /// RMQ.RECOVER: `[expired, failed, errors]` taken from each source.
     pub fn recover(&mut self, what: Recover) -> Result<[u64; 3]> {
+        let mut r = Recovering::new(what);
+        while !self.recover_some(&mut r, usize::MAX)? {}
+        Ok(r.counts)
+    }
+
+    /// Moves up to about `limit` messages of a RECOVER (each one whole), in its order:
+    /// expired, failed, errors. True when the RECOVER is complete. Each list is taken up to
+    /// its length when its part began, so a RECOVER done in several steps ends even while
+    /// consumers fail more messages; done in one step, that is the whole list.
+    pub fn recover_some(&mut self, r: &mut Recovering, limit: usize) -> Result<bool> {
         let keys = self.moving_keys();
         self.store.check(&keys)?;
-        let mut counts = [0u64; 3];
-        if what.expired {
-            loop {
-                let m = self.reclaim_expired(FETCH_MOVE_LIMIT);
-                counts[0] += m.reclaimed;
-                if !m.more {
-                    break;
+        let mut moved = 0;
+        while moved < limit && r.part < 3 {
+            if r.part == 0 {
+                if r.what.expired {
+                    let m = self.reclaim_expired(FETCH_MOVE_LIMIT.min(limit - moved));
+                    r.counts[0] += m.reclaimed;
+                    moved += m.reclaimed as usize;
+                    if m.reclaimed > 0 {
+                        self.wake_ordered();
+                    }
+                    if m.more {
+                        continue;
+                    }
                 }
-            }
-        }
-        for (i, key, wanted) in [(1, Key::Fai, what.failed), (2, Key::Err, what.errors)] {
-            if !wanted {
+                r.next_part();
                 continue;
             }
-            while let Some(bytes) = self.store.lpop(key) {
-                counts[i] += 1;
-                let Ok(mut record) = Record::decode(&bytes) else {
-                    // Not a record: leave it where an operator will see it.
-                    self.store.rpush(Key::Err, &bytes);
-                    if key == Key::Err {
-                        break;
-                    }
-                    continue;
-                };
-                record.attempt = 0;
-                record.error.clear();
-                self.store.rpush(Key::Msg, &record.encode());
-                self.log_plain(b"recover", &record);
-            }
+            let (key, wanted) = if r.part == 1 { (Key::Fai, r.what.failed) } else { (Key::Err, r.what.errors) };
+            let left = match (wanted, r.left) {
+                (false, _) => 0,
+                (true, Some(left)) => left,
+                (true, None) => self.store.llen(key),
+            };
+            let Some(bytes) = (left > 0).then(|| self.store.lpop(key)).flatten() else {
+                r.next_part();
+                continue;
+            };
+            r.left = Some(left - 1);
+            r.counts[r.part] += 1;
+            moved += 1;
+            let Ok(mut record) = Record::decode(&bytes) else {
+                // Not a record: leave it where an operator will see it; in errors itself
+                // that ends the pass, so it is not met again.
+                self.store.rpush(Key::Err, &bytes);
+                if key == Key::Err {
+                    r.next_part();
+                }
+                continue;
+            };
+            record.attempt = 0;
+            record.error.clear();
+            self.store.rpush(Key::Msg, &record.encode());
+            self.log_plain(b"recover", &record);
         }
-        if counts[0] > 0 {
-            self.wake_ordered();
-        }
-        Ok(counts)
+        Ok(r.part >= 3)
     }
 
     /// Finds the messages whose id is in `ids`, in the given states, in each state's order

@@ -1,11 +1,15 @@
-//! GET, DEL and REQUEUE on a big queue: the client is blocked and the queue is read a slice at
-//! a time from a timer, so Redis serves other clients in between (rmq_core::lookup keeps the
-//! answer exact while the queue changes). A small queue, and a command inside MULTI or a
-//! script (which cannot block), is read at once, as before.
+//! Commands whose work grows with the queue, on a big queue: GET, DEL and REQUEUE (which read
+//! every state) and RECOVER (which moves every failed and errored message). The client is
+//! blocked and the work is done a slice at a time from a timer, about 1 ms per tick, so Redis
+//! serves other clients in between. A small queue, a command inside MULTI or a script (which
+//! cannot block), and a GET on a replica are done at once, as before.
 //!
-//! The queue's own commands tell running lookups what they change ([`watching`] and the
-//! functions after it, called by the store); any other write to the queue's keys (seen as a
-//! keyspace notification the module did not send) or a flush restarts them.
+//! A lookup by id answers as if it had read the queue at one instant (rmq_core::lookup): the
+//! queue's own commands tell running lookups what they change ([`watching`] and the functions
+//! after it, called by the store); any other write to the queue's keys (seen as a keyspace
+//! notification the module did not send) or a flush restarts them. RECOVER moves each
+//! message whole in one step; other commands may run between two steps, as they may between
+//! two RECOVERs.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -14,23 +18,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use redis_module::raw;
+use rmq_core::args::Recover;
 use rmq_core::lookup::{list_state, Lookup};
-use rmq_core::queue::{Found, State};
+use rmq_core::queue::{Found, Recovering, State};
 use rmq_core::store::{Key, Store};
 use rmq_core::{Error, Result};
 
 use crate::commands::{queue_of, reply_found};
-use crate::ffi::{self, reply_int, reply_null, Ctx, OpenKey, RStr};
+use crate::ffi::{self, reply_array, reply_int, reply_null, Ctx, OpenKey, RStr};
 use crate::safety::guarded;
 use crate::store::RedisStore;
 
-/// A queue with more messages than this is read in slices; fewer are read at once (about
-/// 75 ns each: under a millisecond).
+/// A queue with more messages than this (in the states the command works on) is done in
+/// slices; fewer are done at once (a lookup reads one in about 75 ns, RECOVER moves one in
+/// about 0.7 µs: a few milliseconds at most).
 pub const AT_ONCE_LIMIT: u64 = 10_000;
-/// Work per timer tick, over all running lookups, stops once this much time is spent.
+/// Work per timer tick, over all running commands, stops once this much time is spent.
 const TICK_BUDGET: Duration = Duration::from_millis(1);
 /// Elements read between two looks at the clock.
 const SLICE: usize = 256;
+/// Messages RECOVER moves between two looks at the clock.
+const RECOVER_SLICE: usize = 64;
 /// A lookup disturbed more often than this by writes that were not rmq's gives up (TRYAGAIN).
 const MAX_RESTARTS: u32 = 8;
 
@@ -53,9 +61,18 @@ impl Kind {
 struct Job {
     db: i32,
     queue: Vec<u8>,
+    client: *mut raw::RedisModuleBlockedClient,
+    work: Work,
+}
+
+enum Work {
+    Lookup(LookupJob),
+    Recover(Recovering),
+}
+
+struct LookupJob {
     kind: Kind,
     lookup: Lookup,
-    client: *mut raw::RedisModuleBlockedClient,
     /// The queue was changed by something that does not tell lookups: read it again.
     disturbed: bool,
     restarts: u32,
@@ -67,10 +84,11 @@ struct Job {
 enum Outcome {
     Found(Option<Box<Found>>),
     Count(u64),
+    Counts([u64; 3]),
     Failed(Error),
 }
 
-/// Lookups read in slices since the module loaded (INFO `rmq_lookups_sliced`).
+/// Commands done in slices since the module loaded (INFO `rmq_sliced_total`).
 pub static SLICED: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
@@ -80,37 +98,42 @@ thread_local! {
     static TIMER_ARMED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Whether the command must be read at once: small queue, or a client that cannot block.
-pub fn at_once(ctx: Ctx, q: &[u8]) -> bool {
+/// Whether the command must be done at once: a small queue (counting the messages in `keys`),
+/// a client that cannot block, or a replica.
+pub fn at_once(ctx: Ctx, q: &[u8], keys: &[Key]) -> bool {
     let flags = ffi::ctx_flags(ctx);
     let cannot_block = raw::REDISMODULE_CTX_FLAGS_MULTI
         | raw::REDISMODULE_CTX_FLAGS_LUA
         | raw::REDISMODULE_CTX_FLAGS_REPLICATED
         | raw::REDISMODULE_CTX_FLAGS_LOADING
         | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING;
-    if flags & cannot_block != 0 {
+    // A replica applies its primary's writes as plain commands, which a lookup cannot follow
+    // (it would start again at each one): there the queue is read at once, as before.
+    let replica = flags & raw::REDISMODULE_CTX_FLAGS_MASTER == 0;
+    if flags & cannot_block != 0 || replica {
         return true;
     }
     let mut store = RedisStore::reading(ctx, q);
-    let size: u64 = [Key::Msg, Key::Dly, Key::Inf, Key::Fai, Key::Err].iter().map(|k| store.llen(*k)).sum();
+    let size: u64 = keys.iter().map(|k| store.llen(*k)).sum();
     size <= AT_ONCE_LIMIT
 }
 
 /// Blocks the client and starts reading `q` in slices. The keys' types were checked.
-pub fn start(ctx: Ctx, q: &[u8], ids: &[&[u8]], kind: Kind) {
+pub fn start_lookup(ctx: Ctx, q: &[u8], ids: &[&[u8]], kind: Kind) {
+    let lookup = Lookup::new(ids, kind.states());
+    start(ctx, q, Work::Lookup(LookupJob { kind, lookup, disturbed: false, restarts: 0, cursor: None }));
+}
+
+/// Blocks the client and starts a RECOVER of `q` in slices.
+pub fn start_recover(ctx: Ctx, q: &[u8], what: Recover) {
+    start(ctx, q, Work::Recover(Recovering::new(what)));
+}
+
+fn start(ctx: Ctx, q: &[u8], work: Work) {
     // SAFETY: a command context; no callbacks on timeout (there is none) and the reply
     // callback gets the outcome handed to RedisModule_UnblockClient.
     let client = unsafe { raw::RedisModule_BlockClient.unwrap()(ctx, Some(on_reply), None, Some(free_outcome), 0) };
-    let job = Job {
-        db: ffi::selected_db(ctx),
-        queue: q.to_vec(),
-        kind,
-        lookup: Lookup::new(ids, kind.states()),
-        client,
-        disturbed: false,
-        restarts: 0,
-        cursor: None,
-    };
+    let job = Job { db: ffi::selected_db(ctx), queue: q.to_vec(), client, work };
     JOBS.with(|j| j.borrow_mut().push_back(job));
     SLICED.fetch_add(1, Ordering::Relaxed);
     RUNNING.with(|r| r.set(true));
@@ -160,8 +183,22 @@ fn unblock(job: Job, outcome: Outcome) {
     unsafe { raw::RedisModule_UnblockClient.unwrap()(job.client, outcome as *mut c_void) };
 }
 
-/// Reads a slice of the job's queue; the outcome once every state is read.
+/// Does a slice of the job's work; the outcome once it is complete.
 fn step(ctx: Ctx, job: &mut Job, started: Instant) -> Option<Outcome> {
+    if crate::cluster::moving(ctx, &job.queue) {
+        return Some(Outcome::Failed(Error::SlotMoving));
+    }
+    let writes = !matches!(&job.work, Work::Lookup(l) if l.kind == Kind::Get);
+    if writes && ffi::ctx_flags(ctx) & raw::REDISMODULE_CTX_FLAGS_MASTER == 0 {
+        return Some(Outcome::Failed(Error::ReadOnlyReplica));
+    }
+    match &mut job.work {
+        Work::Lookup(l) => lookup_step(ctx, &job.queue, l, started),
+        Work::Recover(r) => recover_step(ctx, &job.queue, r, started),
+    }
+}
+
+fn lookup_step(ctx: Ctx, q: &[u8], job: &mut LookupJob, started: Instant) -> Option<Outcome> {
     if job.disturbed {
         job.disturbed = false;
         job.restarts += 1;
@@ -171,18 +208,12 @@ fn step(ctx: Ctx, job: &mut Job, started: Instant) -> Option<Outcome> {
         job.lookup.restart();
         job.cursor = None;
     }
-    if crate::cluster::moving(ctx, &job.queue) {
-        return Some(Outcome::Failed(Error::SlotMoving));
-    }
-    if job.kind != Kind::Get && ffi::ctx_flags(ctx) & raw::REDISMODULE_CTX_FLAGS_MASTER == 0 {
-        return Some(Outcome::Failed(Error::ReadOnlyReplica));
-    }
     while started.elapsed() < TICK_BUDGET {
-        let Some(state) = job.lookup.current() else { return Some(finish(ctx, job)) };
+        let Some(state) = job.lookup.current() else { return Some(finish(ctx, q, job)) };
         let done = match state {
-            State::Ready | State::Failed | State::Errors => read_list(ctx, job, state),
-            State::Delayed => scan(ctx, job, Key::Dly),
-            State::Inflight => scan(ctx, job, Key::Inf),
+            State::Ready | State::Failed | State::Errors => read_list(ctx, q, job, state),
+            State::Delayed => scan(ctx, q, job, Key::Dly),
+            State::Inflight => scan(ctx, q, job, Key::Inf),
         };
         if done {
             job.lookup.next_state();
@@ -192,14 +223,27 @@ fn step(ctx: Ctx, job: &mut Job, started: Instant) -> Option<Outcome> {
     None
 }
 
+fn recover_step(ctx: Ctx, q: &[u8], r: &mut Recovering, started: Instant) -> Option<Outcome> {
+    while started.elapsed() < TICK_BUDGET {
+        // A store per slice: its changes replicate, and wake consumers, as the slice ends.
+        let mut store = RedisStore::new(ctx, q);
+        match queue_of(ctx, q, &mut store).recover_some(r, RECOVER_SLICE) {
+            Ok(true) => return Some(Outcome::Counts(r.counts)),
+            Ok(false) => {}
+            Err(e) => return Some(Outcome::Failed(e)),
+        }
+    }
+    None
+}
+
 /// Reads up to [`SLICE`] elements of a list from the cursor; true at its end.
-fn read_list(ctx: Ctx, job: &mut Job, state: State) -> bool {
+fn read_list(ctx: Ctx, q: &[u8], job: &mut LookupJob, state: State) -> bool {
     let key = match state {
         State::Failed => Key::Fai,
         State::Errors => Key::Err,
         _ => Key::Msg,
     };
-    let mut store = RedisStore::reading(ctx, &job.queue);
+    let mut store = RedisStore::reading(ctx, q);
     let from = job.lookup.cursor();
     let mut read = 0;
     let lookup = &mut job.lookup;
@@ -226,8 +270,8 @@ impl Drop for ScanCursor {
 }
 
 /// Reads some of the delayed zset or the in-flight hash; true when the scan is complete.
-fn scan(ctx: Ctx, job: &mut Job, k: Key) -> bool {
-    let name = RStr::new(ctx, &k.name(&job.queue));
+fn scan(ctx: Ctx, q: &[u8], job: &mut LookupJob, k: Key) -> bool {
+    let name = RStr::new(ctx, &k.name(q));
     let key = OpenKey::open(ctx, &name, false);
     if key.key_type() == raw::REDISMODULE_KEYTYPE_EMPTY as c_int {
         return true;
@@ -274,17 +318,16 @@ extern "C" fn on_element(
 }
 
 /// Every state is read: the found messages, checked again and acted on, in this one step.
-fn finish(ctx: Ctx, job: &mut Job) -> Outcome {
+fn finish(ctx: Ctx, q: &[u8], job: &mut LookupJob) -> Outcome {
     let lookup = std::mem::replace(&mut job.lookup, Lookup::new(&[], &[]));
-    let q = job.queue.clone();
     let result: Result<Outcome> = (|| {
-        let mut store = if job.kind == Kind::Get { RedisStore::reading(ctx, &q) } else { RedisStore::new(ctx, &q) };
+        let mut store = if job.kind == Kind::Get { RedisStore::reading(ctx, q) } else { RedisStore::new(ctx, q) };
         store.check(&Key::ALL)?;
         let found = lookup.finish(&mut store, job.kind == Kind::Get);
         Ok(match job.kind {
             Kind::Get => Outcome::Found(found.into_iter().next().map(Box::new)),
-            Kind::Delete => Outcome::Count(queue_of(ctx, &q, &mut store).delete_found(found)?),
-            Kind::Requeue => Outcome::Count(queue_of(ctx, &q, &mut store).requeue_found(found)?),
+            Kind::Delete => Outcome::Count(queue_of(ctx, q, &mut store).delete_found(found)?),
+            Kind::Requeue => Outcome::Count(queue_of(ctx, q, &mut store).requeue_found(found)?),
         })
     })();
     result.unwrap_or_else(Outcome::Failed)
@@ -298,6 +341,12 @@ extern "C" fn on_reply(ctx: Ctx, _argv: *mut *mut raw::RedisModuleString, _argc:
             Some(Outcome::Found(Some(f))) => reply_found(ctx, f),
             Some(Outcome::Found(None)) => reply_null(ctx),
             Some(Outcome::Count(n)) => reply_int(ctx, *n as i64),
+            Some(Outcome::Counts(counts)) => {
+                reply_array(ctx, counts.len());
+                for c in counts {
+                    reply_int(ctx, *c as i64);
+                }
+            }
             Some(Outcome::Failed(e)) => return Err(e.clone()),
             None => return Err(Error::Internal),
         }
@@ -313,7 +362,7 @@ extern "C" fn free_outcome(_ctx: Ctx, p: *mut c_void) {
     }
 }
 
-/// How many lookups are reading their queue now (INFO `rmq_lookups_running`).
+/// How many commands are being done in slices now (INFO `rmq_sliced_running`).
 pub fn running() -> usize {
     JOBS.with(|j| j.borrow().len())
 }
@@ -324,10 +373,12 @@ pub fn watching() -> bool {
 }
 
 /// Runs `f` on every lookup of queue `q` in database `db`.
-fn each(db: i32, q: &[u8], mut f: impl FnMut(&mut Job)) {
+fn each(db: i32, q: &[u8], mut f: impl FnMut(&mut LookupJob)) {
     JOBS.with(|j| {
         for job in j.borrow_mut().iter_mut().filter(|job| job.db == db && job.queue == q) {
-            f(job);
+            if let Work::Lookup(l) = &mut job.work {
+                f(l);
+            }
         }
     });
 }
@@ -366,5 +417,11 @@ pub fn disturbed(db: i32, q: &[u8]) {
 
 /// A flush, SWAPDB or load: every lookup reads its queue again.
 pub fn disturb_all() {
-    JOBS.with(|j| j.borrow_mut().iter_mut().for_each(|job| job.disturbed = true));
+    JOBS.with(|j| {
+        for job in j.borrow_mut().iter_mut() {
+            if let Work::Lookup(l) = &mut job.work {
+                l.disturbed = true;
+            }
+        }
+    });
 }
