@@ -2,7 +2,7 @@
 //! [`RedisStore`], and shape the reply. Replies follow docs/commands.md.
 
 use rmq_core::args::{self, check_queue};
-use rmq_core::queue::{Delivery, Found, Queue, State};
+use rmq_core::queue::{Delivery, Found, Purging, Queue, State};
 use rmq_core::record::Record;
 use rmq_core::store::{Key, Store};
 use rmq_core::{Error, Result};
@@ -272,6 +272,38 @@ pub fn requeue(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     let mut store = RedisStore::new(ctx, q);
     let n = queue_of(ctx, q, &mut store).requeue(&ids)?;
     reply_int(ctx, n as i64);
+    Ok(())
+}
+
+/// RMQ.PURGE q READY|DELAYED|INFLIGHT|FAILED|ERRORS|ALL
+/// Reply: how many messages were deleted. Without the log the state's keys are unlinked (the
+/// Lua core, O(1)); with it each message is logged, natively, and a big state in slices.
+pub fn purge(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
+    let q = queue(ctx, argv, 3, "rmq.purge")?;
+    let which = args::purge(&argv[2..])?;
+    let mut store = RedisStore::new(ctx, q);
+    if !settings_cache::get(ctx, q, &mut store).log {
+        drop(store);
+        return lua_command(ctx, argv, "rmq_purge", "rmq.purge");
+    }
+    let keys: &[Key] = match which {
+        None => &[Key::Msg, Key::Dly, Key::Bak, Key::Fai, Key::Err],
+        Some(State::Ready) => &[Key::Msg],
+        Some(State::Delayed) => &[Key::Dly],
+        Some(State::Inflight) => &[Key::Bak],
+        Some(State::Failed) => &[Key::Fai],
+        Some(State::Errors) => &[Key::Err],
+    };
+    if !sliced::at_once(ctx, q, keys) {
+        store.check(&Key::ALL)?;
+        drop(store);
+        sliced::start_purge(ctx, q, which);
+        return Ok(());
+    }
+    let mut purging = Purging::new(which);
+    let mut queue = queue_of(ctx, q, &mut store);
+    while !queue.purge_some(&mut purging, usize::MAX)? {}
+    reply_int(ctx, purging.count as i64);
     Ok(())
 }
 

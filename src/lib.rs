@@ -79,7 +79,7 @@ entry!(rmq_del, "rmq.del", commands::del);
 entry!(rmq_requeue, "rmq.requeue", commands::requeue);
 entry!(rmq_queues, "rmq.queues", commands::queues);
 lua_entry!(rmq_peek, "rmq.peek", "rmq_peek");
-lua_entry!(rmq_purge, "rmq.purge", "rmq_purge");
+entry!(rmq_purge, "rmq.purge", commands::purge);
 lua_entry!(rmq_config, "rmq.config", "rmq_config");
 lua_entry!(rmq_log, "rmq.log", "rmq_log");
 lua_entry!(rmq_replay, "rmq.replay", "rmq_replay");
@@ -250,7 +250,7 @@ fn commands() -> Vec<(&'static CStr, Handler, &'static CStr, Doc)> {
             // RMQ.PURGE q READY|DELAYED|INFLIGHT|FAILED|ERRORS|ALL
             c"rmq.purge",
             rmq_purge,
-            c"write",
+            c"write blocking",
             Doc {
                 summary: "Deletes every message of one state, or of all",
                 complexity: "O(n) of the messages deleted",

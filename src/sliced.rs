@@ -1,5 +1,6 @@
 //! Commands whose work grows with the queue, on a big queue: GET, DEL and REQUEUE (which read
-//! every state) and RECOVER (which moves every failed and errored message). The client is
+//! every state), RECOVER (which moves every failed and errored message) and PURGE with the log
+//! on (which logs every message it deletes). The client is
 //! blocked and the work is done a slice at a time from a timer, about 1 ms per tick, so Redis
 //! serves other clients in between. A small queue, a command inside MULTI or a script (which
 //! cannot block), and a GET on a replica are done at once, as before.
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use redis_module::raw;
 use rmq_core::args::Recover;
 use rmq_core::lookup::{list_state, Lookup};
-use rmq_core::queue::{Found, Recovering, State};
+use rmq_core::queue::{Found, Purging, Recovering, State};
 use rmq_core::store::{Key, Store};
 use rmq_core::{Error, Result};
 
@@ -37,7 +38,7 @@ pub const AT_ONCE_LIMIT: u64 = 10_000;
 const TICK_BUDGET: Duration = Duration::from_millis(1);
 /// Elements read between two looks at the clock.
 const SLICE: usize = 256;
-/// Messages RECOVER moves between two looks at the clock.
+/// Messages RECOVER moves, or PURGE deletes, between two looks at the clock.
 const RECOVER_SLICE: usize = 64;
 /// A lookup disturbed more often than this by writes that were not rmq's gives up (TRYAGAIN).
 const MAX_RESTARTS: u32 = 8;
@@ -68,6 +69,7 @@ struct Job {
 enum Work {
     Lookup(LookupJob),
     Recover(Recovering),
+    Purge(Purging),
 }
 
 struct LookupJob {
@@ -122,6 +124,11 @@ pub fn at_once(ctx: Ctx, q: &[u8], keys: &[Key]) -> bool {
 pub fn start_lookup(ctx: Ctx, q: &[u8], ids: &[&[u8]], kind: Kind) {
     let lookup = Lookup::new(ids, kind.states());
     start(ctx, q, Work::Lookup(LookupJob { kind, lookup, disturbed: false, restarts: 0, cursor: None }));
+}
+
+/// Blocks the client and starts a PURGE (with the log on) of `q` in slices.
+pub fn start_purge(ctx: Ctx, q: &[u8], which: Option<State>) {
+    start(ctx, q, Work::Purge(Purging::new(which)));
 }
 
 /// Blocks the client and starts a RECOVER of `q` in slices.
@@ -195,6 +202,7 @@ fn step(ctx: Ctx, job: &mut Job, started: Instant) -> Option<Outcome> {
     match &mut job.work {
         Work::Lookup(l) => lookup_step(ctx, &job.queue, l, started),
         Work::Recover(r) => recover_step(ctx, &job.queue, r, started),
+        Work::Purge(p) => purge_step(ctx, &job.queue, p, started),
     }
 }
 
@@ -229,6 +237,18 @@ fn recover_step(ctx: Ctx, q: &[u8], r: &mut Recovering, started: Instant) -> Opt
         let mut store = RedisStore::new(ctx, q);
         match queue_of(ctx, q, &mut store).recover_some(r, RECOVER_SLICE) {
             Ok(true) => return Some(Outcome::Counts(r.counts)),
+            Ok(false) => {}
+            Err(e) => return Some(Outcome::Failed(e)),
+        }
+    }
+    None
+}
+
+fn purge_step(ctx: Ctx, q: &[u8], p: &mut Purging, started: Instant) -> Option<Outcome> {
+    while started.elapsed() < TICK_BUDGET {
+        let mut store = RedisStore::new(ctx, q);
+        match queue_of(ctx, q, &mut store).purge_some(p, RECOVER_SLICE) {
+            Ok(true) => return Some(Outcome::Count(p.count)),
             Ok(false) => {}
             Err(e) => return Some(Outcome::Failed(e)),
         }

@@ -344,6 +344,24 @@ pub fn ids<'a>(args: &[&'a [u8]], command: &'static str) -> Result<Vec<&'a [u8]>
 }
 
 /// Commands that take nothing after q (`RMQ.STATS q`).
+/// RMQ.PURGE's state, after the queue: `READY|DELAYED|INFLIGHT|FAILED|ERRORS` (Some) or `ALL`
+/// (None). Its absence is an arity error, checked before the queue name by the caller.
+pub fn purge(args: &[&[u8]]) -> Result<Option<crate::queue::State>> {
+    use crate::queue::State;
+    let raw = args.first().copied().unwrap_or_default();
+    let which = match raw.to_ascii_uppercase().as_slice() {
+        b"READY" => Some(State::Ready),
+        b"DELAYED" => Some(State::Delayed),
+        b"INFLIGHT" => Some(State::Inflight),
+        b"FAILED" => Some(State::Failed),
+        b"ERRORS" => Some(State::Errors),
+        b"ALL" => None,
+        _ => return Err(Error::Syntax(raw.to_vec())),
+    };
+    nothing(&args[1..])?;
+    Ok(which)
+}
+
 pub fn nothing(args: &[&[u8]]) -> Result<()> {
     match args.first() {
         Some(extra) => Err(Error::Syntax(extra.to_vec())),

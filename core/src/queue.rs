@@ -154,6 +154,26 @@ impl Recovering {
     }
 }
 
+/// A PURGE with the log on, in progress (without the log the state's keys are simply unlinked).
+#[derive(Debug, Clone)]
+pub struct Purging {
+    states: Vec<State>,
+    /// Index in `states` of the state being purged.
+    at: usize,
+    /// Messages still to take from it (its size when its turn came).
+    left: Option<u64>,
+    /// Messages deleted so far.
+    pub count: u64,
+}
+
+impl Purging {
+    /// One state, or all of them (None) in the order ready, delayed, inflight, failed, errors.
+    pub fn new(which: Option<State>) -> Self {
+        let states = which.map_or_else(|| State::ALL.to_vec(), |s| vec![s]);
+        Purging { states, at: 0, left: None, count: 0 }
+    }
+}
+
 /// A message found by id.
 #[derive(Debug, Clone)]
 pub struct Found {
@@ -566,6 +586,76 @@ impl<'a, S: Store> Queue<'a, S> {
             self.log_plain(b"recover", &record);
         }
         Ok(r.part >= 3)
+    }
+
+    /// Deletes up to about `limit` messages of a PURGE with the log on, each logged `purge`;
+    /// true when the PURGE is complete. Each state is taken up to its size when its turn came,
+    /// so a PURGE done in several steps ends even while producers push; done in one step,
+    /// that is the whole state.
+    pub fn purge_some(&mut self, p: &mut Purging, limit: usize) -> Result<bool> {
+        self.store.check(&[Key::Msg, Key::Dly, Key::Bak, Key::Inf, Key::Fai, Key::Err, Key::St, Key::Log])?;
+        let hold = self.store.hget(Key::St, b"hold");
+        let mut done = 0;
+        while done < limit {
+            let Some(&state) = p.states.get(p.at) else { return Ok(true) };
+            let left = match p.left {
+                Some(left) => left,
+                None => match state {
+                    State::Delayed => self.store.zcard(Key::Dly),
+                    State::Inflight => self.store.zcard(Key::Bak),
+                    _ => self.store.llen(state.key()),
+                },
+            };
+            let take = left.min((limit - done) as u64) as usize;
+            if take == 0 {
+                p.at += 1;
+                p.left = None;
+                continue;
+            }
+            // What this page takes: the stored records (a receipt without one is dropped and
+            // not counted, as it holds no message).
+            let mut page: Vec<Vec<u8>> = Vec::with_capacity(take);
+            let mut popped = 0;
+            match state {
+                State::Delayed | State::Inflight => {
+                    let zset = if state == State::Delayed { Key::Dly } else { Key::Bak };
+                    for (member, _) in self.store.zrange_upto(zset, u64::MAX, take) {
+                        popped += 1;
+                        self.store.zrem(zset, &member);
+                        if state == State::Delayed {
+                            page.push(member);
+                        } else if let Some(bytes) = self.store.hget(Key::Inf, &member) {
+                            self.store.hdel(Key::Inf, &member);
+                            page.push(bytes);
+                        }
+                    }
+                }
+                _ => {
+                    while popped < take {
+                        let Some(bytes) = self.store.lpop(state.key()) else { break };
+                        popped += 1;
+                        page.push(bytes);
+                    }
+                }
+            }
+            p.left = Some(if popped == 0 { 0 } else { left - popped as u64 });
+            done += popped.max(1);
+            for bytes in &page {
+                let Ok(record) = Record::decode(bytes) else { continue };
+                self.log_plain(b"purge", &record);
+                if state == State::Delayed && hold.as_deref() == Some(record.offset.to_string().as_bytes()) {
+                    self.store.hdel(Key::St, b"hold");
+                }
+            }
+            if !page.is_empty() {
+                self.bump(b"removed", page.len() as i64);
+                p.count += page.len() as u64;
+                if matches!(state, State::Delayed | State::Inflight) {
+                    self.wake_ordered();
+                }
+            }
+        }
+        Ok(p.at >= p.states.len())
     }
 
     /// Finds the messages whose id is in `ids`, in the given states, in each state's order
