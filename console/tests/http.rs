@@ -457,9 +457,14 @@ async fn ten_thousand_queues_and_a_big_queue(ed: Ed) {
     assert!(ids[0][6].contains("199999"), "{:?}", ids[0]);
     let deep = c.get("/queues/big?page=9000&size=10", 200).await;
     assert!(rows(&deep, "table.messages")[0][6].contains("90000"));
-    // Lookup by id is refused for a queue this big (it would scan it).
-    let find = c.get("/queues/big/find?id=x", 422).await;
-    assert!(find.contains("200,000"));
+    // Lookup by id: the module reads a big queue in slices, so it looks; the Lua edition would
+    // scan it in one call, so it is refused.
+    if ed == Ed::Module {
+        c.get("/queues/big/find?id=x", 404).await;
+    } else {
+        let find = c.get("/queues/big/find?id=x", 422).await;
+        assert!(find.contains("200,000"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,9 @@
 //!
 //! A message is found by its place in its state's PEEK order (the list link gives it): one
 //! PEEK of one message, then, if it moved, one PEEK of the 100 around it. Finding by id alone
-//! needs RMQ.GET, which scans the queue: offered only for queues up to FIND_LIMIT messages.
+//! needs RMQ.GET, which scans the queue: the module does it a slice at a time on a big queue
+//! (other clients are served in between), so there it is offered for any queue; the Lua
+//! edition scans in one function call, so there only for queues up to FIND_LIMIT messages.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -16,7 +18,7 @@ use super::{fmt, App, Shared};
 use crate::reply::{self, Message};
 use crate::snapshot::unix_ms;
 
-/// The largest queue (messages in all states) the console runs RMQ.GET on.
+/// The largest queue (messages in all states) the console runs the Lua edition's GET on.
 pub const FIND_LIMIT: u64 = 100_000;
 /// Messages looked at around the expected place when a message moved.
 const NEAR: u64 = 50;
@@ -99,10 +101,10 @@ pub async fn find(State(app): State<Shared>, Path(q): Path<String>, Query(f): Qu
     };
     let base = fmt::queue_url(&q);
     let total = info.stats.total();
-    if total > FIND_LIMIT {
+    if total > FIND_LIMIT && !app.redis.edition().await.is_ok_and(|e| e == "module") {
         let body = html! {
             h1 { a href="/" { "Queues" } " / " a href=(base) { (q) } " / find" }
-            p { "This queue holds " (fmt::count(total)) " messages. Looking a message up by id scans the whole queue inside Redis, so the console does it only for queues of up to "
+            p { "This queue holds " (fmt::count(total)) " messages. Looking a message up by id scans the whole queue inside Redis, in one call with the Lua edition, so the console does it there only for queues of up to "
                 (fmt::count(FIND_LIMIT)) " messages. Browse the tabs, or run " code { "RMQ.GET " (q) " " (f.id) } " yourself at a quiet time." }
         };
         return layout::html_response(StatusCode::UNPROCESSABLE_ENTITY, layout::page(&app, "Find", Nav::Queues, body));

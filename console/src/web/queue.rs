@@ -404,7 +404,7 @@ fn actions(app: &App, q: &str, info: &Info) -> Markup {
                 form method="get" action={ (base) "/find" } {
                     input name="id" placeholder="message id" required;
                     button { "Find" }
-                    p.muted { "Looks in every state (RMQ.GET scans the queue: offered for queues of up to "
+                    p.muted { "Looks in every state (RMQ.GET scans the queue; with the Lua edition, offered for queues of up to "
                         (fmt::count(super::message::FIND_LIMIT)) " messages)." }
                 }
             }
