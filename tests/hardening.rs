@@ -344,6 +344,149 @@ fn purge_with_the_log_of_200000_messages_never_stalls_and_logs_each() {
     assert!(format!("{last:?}").contains("purge"));
 }
 
+/// Every message of `q`, by id, with the state it is in (a message twice would show).
+fn every_message(c: &mut Connection, q: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for state in ["READY", "DELAYED", "INFLIGHT", "FAILED", "ERRORS"] {
+        let mut start = 0;
+        loop {
+            let page = messages(&ok(c, "RMQ.PEEK", q, &[state, "START", &start.to_string(), "COUNT", "1000"]));
+            if page.is_empty() {
+                break;
+            }
+            start += page.len();
+            for m in page {
+                out.entry(field(&m, "id")).or_default().push(state.to_lowercase());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn lookups_in_slices_under_random_concurrent_moves_lose_and_duplicate_nothing() {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    let s = Server::start(ServerOptions::module().arg("guard-interval-ms", "20"));
+    let mut c = s.conn();
+    ok(&mut c, "RMQ.CONFIG", "q", &["SET", "backoff-ms", "0", "max-attempts", "1000"]);
+    // Messages the background moves (b-*), then messages only the lookups touch (s-*, ready
+    // and delayed): the ready ones sit behind more b-* messages than the background takes.
+    let n = 20_000;
+    pipelined(&mut c, n, |p, i| {
+        p.cmd("RMQ.PUSH").arg("q").arg(format!("b{i}")).arg("ID").arg(format!("b-{i}"));
+    });
+    let stable = 400;
+    for i in 0..stable {
+        let id = format!("s-{i}");
+        let mut args = vec!["s", "ID", &id];
+        if i % 2 == 1 {
+            args.extend(["DELAY", "3600000"]);
+        }
+        ok(&mut c, "RMQ.PUSH", "q", &args);
+    }
+    // Failed and errored messages only the lookups touch: the first 200 b-* ids.
+    let mut failed_ids = Vec::new();
+    for m in messages(&ok(&mut c, "RMQ.FETCH", "q", &["COUNT", "200", "LOCK", "600000"])) {
+        let how = if failed_ids.len() % 2 == 0 { "FAIL" } else { "ERROR" };
+        ok(&mut c, "RMQ.NACK", "q", &[&field(&m, "receipt"), how]);
+        failed_ids.push(field(&m, "id"));
+    }
+    let mut expected: BTreeMap<String, Vec<String>> = every_message(&mut c, "q");
+    assert_eq!(expected.len(), n + stable);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let mut bg = s.conn();
+    // The background: fetches (a few thousand at most), acks, retries, fails, lets locks run
+    // out, pushes more b-* ids, and deletes b-* ids itself (lookups in slices side by side).
+    let background = std::thread::spawn(move || {
+        let mut rng = SmallRng::seed_from_u64(7);
+        let mut gone = BTreeSet::new();
+        let mut pushed = Vec::new();
+        let mut fetched = 0;
+        let mut i = 0;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            i += 1;
+            match rng.gen_range(0..10) {
+                0..=4 if fetched < 3000 => {
+                    let lock = if rng.gen_bool(0.2) { "5" } else { "600000" };
+                    for m in messages(&ok(&mut bg, "RMQ.FETCH", "q", &["COUNT", "5", "LOCK", lock])) {
+                        fetched += 1;
+                        let id = field(&m, "id");
+                        let receipt = field(&m, "receipt");
+                        match rng.gen_range(0..5) {
+                            0 => {
+                                if int(&ok(&mut bg, "RMQ.ACK", "q", &[&receipt])) == 1 {
+                                    gone.insert(id);
+                                }
+                            }
+                            1 => drop(ok(&mut bg, "RMQ.NACK", "q", &[&receipt])),
+                            2 => drop(ok(&mut bg, "RMQ.NACK", "q", &[&receipt, "FAIL"])),
+                            3 => drop(ok(&mut bg, "RMQ.NACK", "q", &[&receipt, "ERROR"])),
+                            _ => {} // its lock runs out (or not) and the guard takes it back
+                        }
+                    }
+                }
+                5 | 6 => {
+                    let id = format!("b-new-{i}");
+                    ok(&mut bg, "RMQ.PUSH", "q", &["late", "ID", &id]);
+                    pushed.push(id);
+                }
+                7 => {
+                    let id = format!("b-{}", rng.gen_range(200..n));
+                    if int(&ok(&mut bg, "RMQ.DEL", "q", &[&id])) == 1 {
+                        gone.insert(id);
+                    }
+                }
+                _ => std::thread::sleep(Duration::from_micros(50)),
+            }
+        }
+        (gone, pushed)
+    });
+    // The lookups: every stable message found where it is, some deleted, some requeued.
+    let mut rng = SmallRng::seed_from_u64(11);
+    for round in 0..150 {
+        let i = rng.gen_range(0..stable);
+        let id = if rng.gen_bool(0.5) { format!("s-{i}") } else { failed_ids[i % failed_ids.len()].clone() };
+        let Some(states) = expected.get(&id).cloned() else { continue };
+        match round % 3 {
+            0 => {
+                let got = map(&ok(&mut c, "RMQ.GET", "q", &[&id]));
+                assert_eq!(text(&got["state"]), states[0], "GET {id}");
+            }
+            1 => {
+                assert_eq!(int(&ok(&mut c, "RMQ.DEL", "q", &[&id])), 1, "DEL {id}");
+                expected.remove(&id);
+            }
+            _ => {
+                let moved = int(&ok(&mut c, "RMQ.REQUEUE", "q", &[&id]));
+                let requeuable = ["delayed", "failed", "errors"].contains(&states[0].as_str());
+                assert_eq!(moved, requeuable as i64, "REQUEUE {id} from {}", states[0]);
+                if requeuable {
+                    expected.insert(id, vec!["ready".into()]);
+                }
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (gone, pushed) = background.join().unwrap();
+    assert!(info(&mut c)["sliced_total"] >= 150, "every lookup ran in slices");
+    // Nothing lost, nothing twice: every message is where some state holds it, once.
+    let now = every_message(&mut c, "q");
+    for (id, states) in &now {
+        assert_eq!(states.len(), 1, "{id} is held twice: {states:?}");
+    }
+    for id in expected.keys().filter(|id| !gone.contains(*id)) {
+        assert!(now.contains_key(id), "{id} was lost");
+    }
+    for id in &pushed {
+        assert!(now.contains_key(id) || gone.contains(id), "{id} (pushed meanwhile) was lost");
+    }
+    for id in now.keys() {
+        assert!(expected.contains_key(id) || pushed.contains(id), "{id} came back after it was deleted");
+    }
+}
+
 // ---- 3. Headers ----
 
 #[test]
