@@ -95,7 +95,7 @@ pub static SLICED: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     static JOBS: RefCell<VecDeque<Job>> = const { RefCell::new(VecDeque::new()) };
-    /// Whether any lookup runs: the store's hot path looks at this flag only.
+    /// Whether any command runs in slices: the store's hot path looks at this flag only.
     static RUNNING: Cell<bool> = const { Cell::new(false) };
     static TIMER_ARMED: Cell<bool> = const { Cell::new(false) };
 }
@@ -160,14 +160,14 @@ extern "C" fn tick(ctx: Ctx, _data: *mut c_void) {
     TIMER_ARMED.with(|a| a.set(false));
     let started = Instant::now();
     while started.elapsed() < TICK_BUDGET {
-        // The job leaves the list while it works: what it writes when it finishes tells the
-        // other lookups, not itself.
+        // The job leaves the list while it works: what it writes tells the other lookups,
+        // not itself.
         let Some(mut job) = JOBS.with(|j| j.borrow_mut().pop_front()) else { break };
         ffi::select_db(ctx, job.db);
         let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(ctx, &mut job, started))) {
             Ok(outcome) => outcome,
             Err(_) => {
-                ffi::log(ctx, c"warning", "rmq: internal error in a lookup by id");
+                ffi::log(ctx, c"warning", "rmq: internal error in a command done in slices");
                 Some(Outcome::Failed(Error::Internal))
             }
         };
