@@ -486,6 +486,74 @@ fn lookups_in_slices_under_random_concurrent_moves_lose_and_duplicate_nothing() 
     }
 }
 
+#[test]
+fn log_from_and_replay_of_a_few_entries_at_the_end_of_a_300000_entry_log_never_stall() {
+    let s = module();
+    let mut c = s.conn();
+    ok(&mut c, "RMQ.CONFIG", "q", &["SET", "log", "1"]);
+    let n = 300_000;
+    push_fillers(&mut c, "q", n);
+    let meter = PingMeter::start(&s.url());
+    let tail = messages(&ok(&mut c, "RMQ.LOG", "q", &["FROM", &(n - 2).to_string(), "COUNT", "10"]));
+    assert_eq!(tail.iter().map(|e| field_int(e, "offset")).collect::<Vec<_>>(), [n as i64 - 2, n as i64 - 1, n as i64]);
+    assert_eq!(int(&ok(&mut c, "RMQ.REPLAY", "q", &["FROM", &n.to_string(), "TO", &n.to_string()])), 1);
+    let worst = meter.worst();
+    assert!(worst < STALL_LIMIT, "a PING waited {worst:?} behind LOG/REPLAY at the end of a {n}-entry log");
+}
+
+#[test]
+fn log_from_finds_every_later_entry_among_interleaved_events() {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    let s = module();
+    let mut c = s.conn();
+    ok(&mut c, "RMQ.CONFIG", "q", &["SET", "log", "1", "backoff-ms", "0"]);
+    // Pushes, with fetches, acks, retries and failures of older messages in between, over
+    // many milliseconds, so that the log interleaves events of old and new messages.
+    let mut rng = SmallRng::seed_from_u64(5);
+    let mut held: Vec<String> = Vec::new();
+    for i in 0..3000 {
+        ok(&mut c, "RMQ.PUSH", "q", &[&format!("m{i}")]);
+        if rng.gen_bool(0.3) {
+            for m in messages(&ok(&mut c, "RMQ.FETCH", "q", &["COUNT", "3"])) {
+                held.push(field(&m, "receipt"));
+            }
+        }
+        if !held.is_empty() && rng.gen_bool(0.4) {
+            let r = held.swap_remove(rng.gen_range(0..held.len()));
+            let how = ["ACK", "NACK"][rng.gen_range(0..2)];
+            let _ = rmq(&mut c, &format!("RMQ.{how}"), "q", &[&r]);
+        }
+        if i % 300 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    // Every entry of the log with its offset, in log order, read directly.
+    let all: Vec<(i64, String)> = {
+        let entries: Vec<Value> = redis::cmd("XRANGE").arg("log:{q}").arg("-").arg("+").query(&mut c).unwrap();
+        entries
+            .iter()
+            .map(|e| {
+                let f = array(&array(e)[1]);
+                let get = |name: &str| f.chunks(2).find(|p| text(&p[0]) == name).map(|p| text(&p[1])).unwrap();
+                (get("offset").parse().unwrap(), get("event"))
+            })
+            .collect()
+    };
+    for from in [1i64, 2, 17, 500, 1234, 2999, 3000, 3001] {
+        let want: Vec<(i64, String)> = all.iter().filter(|(o, _)| *o >= from).take(1000).cloned().collect();
+        let got: Vec<(i64, String)> = messages(&ok(&mut c, "RMQ.LOG", "q", &["FROM", &from.to_string(), "COUNT", "1000"]))
+            .iter()
+            .map(|e| (field_int(e, "offset"), field(e, "event")))
+            .collect();
+        assert_eq!(got, want, "LOG FROM {from}");
+    }
+    // REPLAY of a range copies exactly its pushes.
+    let before = stats(&mut c, "q")["pushed"];
+    assert_eq!(int(&ok(&mut c, "RMQ.REPLAY", "q", &["FROM", "1500", "TO", "1509"])), 10);
+    assert_eq!(stats(&mut c, "q")["pushed"], before + 10);
+}
+
 // ---- 3. Headers ----
 
 #[test]

@@ -2041,20 +2041,69 @@ local function read_log_page(k, start, last)
     return call('XRANGE', k.log, start, last, 'COUNT', PAGE)
 end
 
+-- The fields of a log entry, by name.
+local function entry_fields(entry)
+    local f = {}
+    local flat = entry[2]
+    for i = 1, #flat, 2 do
+        f[flat[i]] = flat[i + 1]
+    end
+    return f
+end
+
+-- Log entries one probe of log_start reads at most to find a push.
+local LOG_PROBE = 16
+
+-- A stream id (or '-') before which no log entry has a message offset >= from, found in
+-- O(log) short reads instead of reading the log from its start. Pushes are logged in offset
+-- order and every event of a message comes after its push, so no entry before the push of
+-- `from` has an offset >= from (also when that push was trimmed away). A binary search on time
+-- moves its lower bound to a time only when the first push it finds there is below `from`;
+-- where it finds none within LOG_PROBE entries it looks earlier, which stays a lower bound.
+local function log_start(k, from, last)
+    if from <= 1 then
+        return '-'
+    end
+    local first = call('XRANGE', k.log, '-', last, 'COUNT', 1)
+    local newest = call('XREVRANGE', k.log, last, '-', 'COUNT', 1)
+    if #first == 0 or #newest == 0 then
+        return '-'
+    end
+    local lo = tonumber(string.match(first[1][1], '^(%d+)'))
+    local hi = tonumber(string.match(newest[1][1], '^(%d+)'))
+    while lo < hi do
+        local mid = lo + math.floor((hi - lo + 1) / 2)
+        local push = nil
+        for _, entry in ipairs(call('XRANGE', k.log, string.format('%.0f', mid), last, 'COUNT', LOG_PROBE)) do
+            local f = entry_fields(entry)
+            if f.event == 'push' then
+                push = tonumber(f.offset or '')
+                break
+            end
+        end
+        if push ~= nil and push < from then
+            lo = mid
+        else
+            hi = mid - 1
+        end
+    end
+    return string.format('%.0f', lo)
+end
+
 -- Calls fn(fields) for every log entry (up to stream id `last`, '+' for all) whose message
 -- offset is within [from, to] (to = nil: no bound), oldest first, a page at a time, until fn
--- returns true.
-local function each_log_entry(k, from, to, last, fn)
-    local start = '-'
+-- returns true. It starts where log_start says, and with `to` it stops at the first push past
+-- it (later entries are of later messages or of earlier ones, never of [from, to] pushes).
+local function each_log_entry(k, from, to, last, fn, pushes_only)
+    local start = log_start(k, from, last)
     while true do
         local chunk = read_log_page(k, start, last)
         for _, entry in ipairs(chunk) do
-            local f = {}
-            local flat = entry[2]
-            for i = 1, #flat, 2 do
-                f[flat[i]] = flat[i + 1]
-            end
+            local f = entry_fields(entry)
             local off = tonumber(f.offset or '')
+            if pushes_only and to ~= nil and off ~= nil and off > to and f.event == 'push' then
+                return
+            end
             if off ~= nil and off >= from and (to == nil or off <= to) then
                 if fn(f) then
                     return
@@ -2160,7 +2209,7 @@ function commands.replay(q, args)
             if f.event == 'push' then
                 n = n + 1
             end
-        end)
+        end, true)
         local held = call('LLEN', k.msg) + call('ZCARD', k.dly) + call('ZCARD', k.bak)
         if n > 0 and held + n > s['maxlen'] then
             fail('queue full')
@@ -2193,7 +2242,7 @@ function commands.replay(q, args)
         log_push(k, s, now, rec, nil)
         pushed = pushed + 1
         return false
-    end)
+    end, true)
     return pushed
 end
 
