@@ -307,6 +307,52 @@ pub fn purge(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     Ok(())
 }
 
+/// RMQ.REPLAY q FROM offset [TO offset]
+/// Reply: how many copies. A range of more than `sliced::REPLAY_AT_ONCE` offsets on a queue
+/// without `maxlen` is copied in slices; anything else (refusals included) at once by the
+/// Lua core.
+pub fn replay(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
+    let q = queue(ctx, argv, 3, "rmq.replay")?;
+    if let Some((from, to)) = replay_range(&argv[2..]) {
+        if sliced::may_block(ctx) {
+            let mut store = RedisStore::reading(ctx, q);
+            let set = settings_cache::get(ctx, q, &mut store);
+            // Only what was logged before REPLAY began: copies take later offsets.
+            let last: u64 = store.hget(Key::St, b"offset").and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()).unwrap_or(0);
+            let to = to.min(last);
+            if set.maxlen == 0 && to >= from && to - from >= sliced::REPLAY_AT_ONCE {
+                store.check(&Key::ALL)?;
+                drop(store);
+                sliced::start_replay(ctx, q, from.max(1), to);
+                return Ok(());
+            }
+        }
+    }
+    lua_command(ctx, argv, "rmq_replay", "rmq.replay")
+}
+
+/// `FROM n [TO m]` in plain form (each once, numbers in decimal digits), or None: the Lua core
+/// then parses the arguments and gives the refusals.
+fn replay_range(args: &[&[u8]]) -> Option<(u64, u64)> {
+    let (mut from, mut to) = (None, None);
+    let number = |v: &[u8]| -> Option<u64> {
+        (!v.is_empty() && v.len() <= 18 && v.iter().all(u8::is_ascii_digit)).then(|| std::str::from_utf8(v).ok()?.parse().ok())?
+    };
+    for pair in args.chunks(2) {
+        let [kw, value] = pair else { return None };
+        let slot = match kw.to_ascii_uppercase().as_slice() {
+            b"FROM" => &mut from,
+            b"TO" => &mut to,
+            _ => return None,
+        };
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(number(value)?);
+    }
+    Some((from?, to.unwrap_or(u64::MAX)))
+}
+
 /// RMQ.QUEUES
 /// Reply: the queues this node holds (any of their keys exists), sorted, restricted to the
 /// queues whose name the caller's ACL user may read.

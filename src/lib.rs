@@ -82,7 +82,7 @@ lua_entry!(rmq_peek, "rmq.peek", "rmq_peek");
 entry!(rmq_purge, "rmq.purge", commands::purge);
 lua_entry!(rmq_config, "rmq.config", "rmq_config");
 lua_entry!(rmq_log, "rmq.log", "rmq_log");
-lua_entry!(rmq_replay, "rmq.replay", "rmq_replay");
+entry!(rmq_replay, "rmq.replay", commands::replay);
 
 /// Every command: name, handler, Redis flags, and its documentation. Arity is -1 for all:
 /// the commands check their own arity, before the queue name, with the same error text as
@@ -312,10 +312,10 @@ fn commands() -> Vec<(&'static CStr, Handler, &'static CStr, Doc)> {
             // RMQ.REPLAY q FROM offset [TO offset]
             c"rmq.replay",
             rmq_replay,
-            c"write deny-oom",
+            c"write deny-oom blocking",
             Doc {
                 summary: "Pushes copies of logged messages again",
-                complexity: "O(N) of the log",
+                complexity: "O(log N) short reads of the log to find FROM, then the entries up to TO; a long range in slices of 1 ms between which Redis serves other clients",
                 access: Access::Insert,
                 args: vec![queue(), integer("offset").after("FROM"), integer("offset").after("TO").optional()],
             },

@@ -327,6 +327,27 @@ fn reply_value(ctx: Ctx, v: &Value) -> mlua::Result<()> {
 
 /// Runs `rmq_<name>` of lua/rmq.lua with the command's key and arguments, and replies.
 pub fn run(ctx: Ctx, function: &str, keys: &[&[u8]], args: &[&[u8]]) -> Result<()> {
+    call(ctx, function, keys, args, |v| reply_value(ctx, v))
+}
+
+/// Runs `rmq_<name>` for its integer reply, from a context with no client to reply to (a
+/// command done in slices); an error reply of the library comes back as [`Error::Reply`].
+pub fn run_for_integer(ctx: Ctx, function: &str, keys: &[&[u8]], args: &[&[u8]]) -> Result<i64> {
+    call(ctx, function, keys, args, |v| {
+        Ok(match v {
+            Value::Integer(i) => Ok(*i),
+            Value::Number(n) => Ok(*n as i64),
+            Value::Table(t) => match t.raw_get::<Option<mlua::LuaString>>("err")? {
+                Some(err) => Err(Error::Reply(err.to_string_lossy())),
+                None => Err(Error::Internal),
+            },
+            _ => Err(Error::Internal),
+        })
+    })?
+}
+
+/// Runs `rmq_<name>` and hands its value to `take`, within the Lua budgets.
+fn call<T>(ctx: Ctx, function: &str, keys: &[&[u8]], args: &[&[u8]], take: impl FnOnce(&Value) -> mlua::Result<T>) -> Result<T> {
     // Clone the handles out of the RefCell before calling: the call may re-enter (RM_Call of
     // another RMQ command) and must not find the cell borrowed.
     let (lua, f) = CORE
@@ -357,8 +378,8 @@ pub fn run(ctx: Ctx, function: &str, keys: &[&[u8]], args: &[&[u8]]) -> Result<(
     let result = (|| -> mlua::Result<Value> { f.call::<Value>((to_table(keys)?, to_table(args)?)) })();
     CURRENT.with(|c| c.set(previous));
     BUDGET.with(|b| b.set(outer));
-    match result.and_then(|v| reply_value(ctx, &v)) {
-        Ok(()) => Ok(()),
+    match result.and_then(|v| take(&v)) {
+        Ok(v) => Ok(v),
         Err(e) if e.to_string().contains("rmq: command stopped") => {
             ffi::log(ctx, c"warning", &format!("rmq: {function} stopped at its budget"));
             Err(Error::OverBudget)

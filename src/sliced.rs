@@ -1,6 +1,7 @@
 //! Commands whose work grows with the queue, on a big queue: GET, DEL and REQUEUE (which read
-//! every state), RECOVER (which moves every failed and errored message) and PURGE with the log
-//! on (which logs every message it deletes). The client is
+//! every state), RECOVER (which moves every failed and errored message), PURGE with the log
+//! on (which logs every message it deletes) and REPLAY of a long range (which copies every
+//! logged push in it). The client is
 //! blocked and the work is done a slice at a time from a timer, about 1 ms per tick, so Redis
 //! serves other clients in between. A small queue, a command inside MULTI or a script (which
 //! cannot block), and a GET on a replica are done at once, as before.
@@ -40,6 +41,11 @@ const TICK_BUDGET: Duration = Duration::from_millis(1);
 const SLICE: usize = 256;
 /// Messages RECOVER moves, or PURGE deletes, between two looks at the clock.
 const RECOVER_SLICE: usize = 64;
+/// Offsets REPLAY copies per call of the Lua core (about 30 µs a copy, and 1–2 ms to find
+/// where the range starts in the log).
+const REPLAY_CHUNK: u64 = 64;
+/// A REPLAY of at most this many offsets is done at once.
+pub const REPLAY_AT_ONCE: u64 = 128;
 /// A lookup disturbed more often than this by writes that were not rmq's gives up (TRYAGAIN).
 const MAX_RESTARTS: u32 = 8;
 
@@ -70,6 +76,14 @@ enum Work {
     Lookup(LookupJob),
     Recover(Recovering),
     Purge(Purging),
+    Replay(Replaying),
+}
+
+/// A REPLAY in progress: the logged pushes of offsets `next..=to` are still to be copied.
+struct Replaying {
+    next: u64,
+    to: u64,
+    count: u64,
 }
 
 struct LookupJob {
@@ -103,6 +117,16 @@ thread_local! {
 /// Whether the command must be done at once: a small queue (counting the messages in `keys`),
 /// a client that cannot block, or a replica.
 pub fn at_once(ctx: Ctx, q: &[u8], keys: &[Key]) -> bool {
+    if !may_block(ctx) {
+        return true;
+    }
+    let mut store = RedisStore::reading(ctx, q);
+    let size: u64 = keys.iter().map(|k| store.llen(*k)).sum();
+    size <= AT_ONCE_LIMIT
+}
+
+/// Whether the calling client may be blocked: not inside MULTI or a script, not a replica.
+pub fn may_block(ctx: Ctx) -> bool {
     let flags = ffi::ctx_flags(ctx);
     let cannot_block = raw::REDISMODULE_CTX_FLAGS_MULTI
         | raw::REDISMODULE_CTX_FLAGS_LUA
@@ -112,12 +136,7 @@ pub fn at_once(ctx: Ctx, q: &[u8], keys: &[Key]) -> bool {
     // A replica applies its primary's writes as plain commands, which a lookup cannot follow
     // (it would start again at each one): there the queue is read at once, as before.
     let replica = flags & raw::REDISMODULE_CTX_FLAGS_MASTER == 0;
-    if flags & cannot_block != 0 || replica {
-        return true;
-    }
-    let mut store = RedisStore::reading(ctx, q);
-    let size: u64 = keys.iter().map(|k| store.llen(*k)).sum();
-    size <= AT_ONCE_LIMIT
+    flags & cannot_block == 0 && !replica
 }
 
 /// Blocks the client and starts reading `q` in slices. The keys' types were checked.
@@ -129,6 +148,11 @@ pub fn start_lookup(ctx: Ctx, q: &[u8], ids: &[&[u8]], kind: Kind) {
 /// Blocks the client and starts a PURGE (with the log on) of `q` in slices.
 pub fn start_purge(ctx: Ctx, q: &[u8], which: Option<State>) {
     start(ctx, q, Work::Purge(Purging::new(which)));
+}
+
+/// Blocks the client and starts a REPLAY of the logged pushes of offsets `from..=to`.
+pub fn start_replay(ctx: Ctx, q: &[u8], from: u64, to: u64) {
+    start(ctx, q, Work::Replay(Replaying { next: from, to, count: 0 }));
 }
 
 /// Blocks the client and starts a RECOVER of `q` in slices.
@@ -203,6 +227,7 @@ fn step(ctx: Ctx, job: &mut Job, started: Instant) -> Option<Outcome> {
         Work::Lookup(l) => lookup_step(ctx, &job.queue, l, started),
         Work::Recover(r) => recover_step(ctx, &job.queue, r, started),
         Work::Purge(p) => purge_step(ctx, &job.queue, p, started),
+        Work::Replay(r) => replay_step(ctx, &job.queue, r, started),
     }
 }
 
@@ -251,6 +276,27 @@ fn purge_step(ctx: Ctx, q: &[u8], p: &mut Purging, started: Instant) -> Option<O
             Ok(true) => return Some(Outcome::Count(p.count)),
             Ok(false) => {}
             Err(e) => return Some(Outcome::Failed(e)),
+        }
+    }
+    None
+}
+
+/// Copies the logged pushes of [`REPLAY_CHUNK`] offsets at a time, through the Lua core's
+/// REPLAY (which finds where an offset starts in the log in a few short reads).
+fn replay_step(ctx: Ctx, q: &[u8], r: &mut Replaying, started: Instant) -> Option<Outcome> {
+    while started.elapsed() < TICK_BUDGET {
+        let to = r.next.saturating_add(REPLAY_CHUNK - 1).min(r.to);
+        let (from_text, to_text) = (r.next.to_string(), to.to_string());
+        let args: [&[u8]; 4] = [b"FROM", from_text.as_bytes(), b"TO", to_text.as_bytes()];
+        match crate::lua::run_for_integer(ctx, "rmq_replay", &[q], &args) {
+            Ok(n) => r.count += n.max(0) as u64,
+            Err(e) => return Some(Outcome::Failed(e)),
+        }
+        // The copies are ready: wake FETCHes waiting on the queue.
+        ffi::signal_ready(ctx, &RStr::new(ctx, &Key::Msg.name(q)));
+        r.next = to + 1;
+        if r.next > r.to {
+            return Some(Outcome::Count(r.count));
         }
     }
     None

@@ -2035,12 +2035,6 @@ function commands.queues(_, args)
     return out
 end
 
--- Reads log entries whose message offset is within [from, to] (to = nil: no bound), oldest
--- first, at most `limit` (nil: all). Each entry is a table of its fields.
-local function read_log_page(k, start, last)
-    return call('XRANGE', k.log, start, last, 'COUNT', PAGE)
-end
-
 -- The fields of a log entry, by name.
 local function entry_fields(entry)
     local f = {}
@@ -2074,10 +2068,16 @@ local function log_start(k, from, last)
     while lo < hi do
         local mid = lo + math.floor((hi - lo + 1) / 2)
         local push = nil
-        for _, entry in ipairs(call('XRANGE', k.log, string.format('%.0f', mid), last, 'COUNT', LOG_PROBE)) do
-            local f = entry_fields(entry)
-            if f.event == 'push' then
-                push = tonumber(f.offset or '')
+        -- One entry first (usually a push), a few more when it is another event.
+        for _, count in ipairs({ 1, LOG_PROBE }) do
+            for _, entry in ipairs(call('XRANGE', k.log, string.format('%.0f', mid), last, 'COUNT', count)) do
+                local f = entry_fields(entry)
+                if f.event == 'push' then
+                    push = tonumber(f.offset or '')
+                    break
+                end
+            end
+            if push ~= nil then
                 break
             end
         end
@@ -2096,8 +2096,10 @@ end
 -- it (later entries are of later messages or of earlier ones, never of [from, to] pushes).
 local function each_log_entry(k, from, to, last, fn, pushes_only)
     local start = log_start(k, from, last)
+    -- Small pages first (a LOG or REPLAY of a few entries reads a few), then full ones.
+    local size = 16
     while true do
-        local chunk = read_log_page(k, start, last)
+        local chunk = call('XRANGE', k.log, start, last, 'COUNT', size)
         for _, entry in ipairs(chunk) do
             local f = entry_fields(entry)
             local off = tonumber(f.offset or '')
@@ -2110,10 +2112,11 @@ local function each_log_entry(k, from, to, last, fn, pushes_only)
                 end
             end
         end
-        if #chunk < PAGE then
+        if #chunk < size then
             return
         end
         start = '(' .. chunk[#chunk][1]
+        size = math.min(size * 2, PAGE)
     end
 end
 

@@ -41,6 +41,8 @@ pub enum Error {
     /// A long lookup by id (GET, DEL, REQUEUE) saw the queue changed by writes that were not
     /// rmq's, again and again: retry.
     LookupDisturbed,
+    /// An error reply of the Lua core (lua/rmq.lua), passed on as it is.
+    Reply(String),
     /// A Lua-core command stopped at its instruction or time budget, between two moves.
     OverBudget,
     Internal,
@@ -75,6 +77,7 @@ impl fmt::Display for Error {
             Error::LookupDisturbed => {
                 write!(f, "TRYAGAIN the queue kept being changed by writes other than rmq's during the lookup; retry")
             }
+            Error::Reply(text) => write!(f, "{text}"),
             Error::OverBudget => write!(
                 f,
                 "ERR stopped at the module's Lua budget (rmq.lua-instruction-budget, rmq.lua-time-budget-ms); what it moved before stopping stays moved"
