@@ -13,11 +13,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{Any, Transaction};
 
-use crate::db::{Backend, Db, Sql};
+use crate::db::{Backend, Db, PgArray, Sql};
 use crate::error::Result;
 use crate::event::{LogEvent, StreamId};
 use crate::fold::{self, Row};
-use crate::store::{self, col_list, EVENTS, EVENT_COLS, GAPS, MESSAGES, QUEUES, REPLACED, ROW_COLS, STATE_COLS};
+use crate::store::{
+    self, col_list, Kind, EVENTS, EVENT_COLS, EVENT_KINDS, GAPS, MESSAGES, QUEUES, REPLACED, ROW_COLS, ROW_KINDS, STATE_COLS,
+};
 use crate::when::now_ms;
 
 /// What a log entry turned out to be.
@@ -357,7 +359,66 @@ fn runs<'a, T>(items: &'a [T], steps: &[usize], size: impl Fn(&T) -> usize) -> V
     out
 }
 
+/// Splits `items` into runs of about `max_bytes` at most (at least one item each).
+fn runs_by_bytes<'a, T>(items: &'a [T], max_bytes: usize, size: impl Fn(&T) -> usize) -> Vec<&'a [T]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, it) in items.iter().enumerate() {
+        let n = size(it);
+        if i > start && bytes + n > max_bytes {
+            out.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += n;
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
+/// PostgreSQL: `INSERT INTO table (cols) SELECT … FROM UNNEST($1, $2, …)`, one array per
+/// column: one short statement, prepared once, for any number of rows (instead of multi-row
+/// VALUES with a placeholder per value).
+fn pg_unnest_insert(b: Backend, table: &str, cols: &[&str], kinds: &[Kind], arrays: Vec<PgArray>) -> Sql {
+    let mut s = Sql::new(b);
+    s.push(&format!("INSERT INTO {table} {} SELECT ", col_list(b, cols)));
+    for (i, k) in kinds.iter().enumerate() {
+        if i > 0 {
+            s.push(", ");
+        }
+        let c = format!("c{i}");
+        match k {
+            Kind::Int | Kind::Text => s.push(&c),
+            Kind::Ms => s.push(&b.timestamp_of_ms(&c)),
+            Kind::Json => s.push(&format!("CAST({c} AS JSONB)")),
+        };
+    }
+    s.push(" FROM UNNEST(");
+    for (i, (a, k)) in arrays.into_iter().zip(kinds).enumerate() {
+        if i > 0 {
+            s.push(", ");
+        }
+        s.array(a, if matches!(k, Kind::Int | Kind::Ms) { "BIGINT" } else { "TEXT" });
+    }
+    let names: Vec<String> = (0..kinds.len()).map(|i| format!("c{i}")).collect();
+    s.push(&format!(") AS t({})", names.join(", ")));
+    s
+}
+
 async fn insert_events(tx: &mut Transaction<'static, Any>, b: Backend, events: &[(&str, &LogEvent)]) -> Result<()> {
+    if b == Backend::Postgres {
+        for run in runs_by_bytes(events, STATEMENT_BYTES, |(_, e)| e.size()) {
+            let mut cols: Vec<PgArray> = EVENT_COLS.iter().map(|_| PgArray::default()).collect();
+            for (q, e) in run {
+                store::event_arrays(&mut cols, q, e);
+            }
+            let mut s = pg_unnest_insert(b, EVENTS, &EVENT_COLS, &EVENT_KINDS, cols);
+            s.push(&b.on_conflict_nothing(EVENTS, "queue"));
+            s.query().execute(&mut **tx).await?;
+        }
+        return Ok(());
+    }
     let head = format!("INSERT INTO {EVENTS} {} VALUES ", col_list(b, &EVENT_COLS));
     let tail = b.on_conflict_nothing(EVENTS, "queue");
     for run in runs(events, &EVENT_STEPS, |(_, e)| e.size()) {
@@ -560,6 +621,20 @@ async fn write_rows(tx: &mut Transaction<'static, Any>, b: Backend, writes: &[Wr
     let full_tail = b.upsert(&["queue", "offset"], &ROW_COLS);
     let state_tail = b.upsert(&["queue", "offset"], &STATE_COLS);
     let payload_size = |r: &&Row| 256 + r.payload.as_ref().map_or(0, |p| p.body.len() * 4 / 3 + 64);
+    if b == Backend::Postgres {
+        for (rows, state_only, tail) in [(&full, false, &full_tail), (&state, true, &state_tail)] {
+            for run in runs_by_bytes(rows, STATEMENT_BYTES, payload_size) {
+                let mut cols: Vec<PgArray> = ROW_COLS.iter().map(|_| PgArray::default()).collect();
+                for r in run {
+                    store::row_arrays(&mut cols, r, state_only);
+                }
+                let mut s = pg_unnest_insert(b, MESSAGES, &ROW_COLS, &ROW_KINDS, cols);
+                s.push(tail);
+                s.query().execute(&mut **tx).await?;
+            }
+        }
+        return Ok(());
+    }
     for run in runs(&full, &ROW_STEPS, payload_size) {
         let mut s = Sql::new(b);
         s.push(&head);
