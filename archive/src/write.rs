@@ -360,7 +360,7 @@ fn runs<'a, T>(items: &'a [T], steps: &[usize], size: impl Fn(&T) -> usize) -> V
 }
 
 /// Splits `items` into runs of about `max_bytes` at most (at least one item each).
-fn runs_by_bytes<'a, T>(items: &'a [T], max_bytes: usize, size: impl Fn(&T) -> usize) -> Vec<&'a [T]> {
+fn runs_by_bytes<T>(items: &[T], max_bytes: usize, size: impl Fn(&T) -> usize) -> Vec<&[T]> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (i, it) in items.iter().enumerate() {
@@ -676,5 +676,13 @@ mod tests {
         let big: Vec<usize> = vec![3 << 20; 3];
         let sizes: Vec<usize> = runs(&big, &ROW_STEPS, |b| *b).iter().map(|r| r.len()).collect();
         assert_eq!(sizes, vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn byte_runs_cut_at_the_limit_and_keep_a_big_item_alone() {
+        let items: Vec<usize> = vec![3, 3, 3, 10, 1];
+        let sizes: Vec<usize> = runs_by_bytes(&items, 6, |x| *x).iter().map(|r| r.len()).collect();
+        assert_eq!(sizes, vec![2, 1, 1, 1]);
+        assert!(runs_by_bytes(&[] as &[usize], 6, |x| *x).is_empty());
     }
 }
