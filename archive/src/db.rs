@@ -81,7 +81,7 @@ impl Backend {
     }
 
     /// SQL for a timestamp made of a unix-ms parameter.
-    fn timestamp_of_ms(self, p: &str) -> String {
+    pub fn timestamp_of_ms(self, p: &str) -> String {
         match self {
             Backend::Sqlite => format!("strftime('%Y-%m-%d %H:%M:%f', {p} / 1000.0, 'unixepoch')"),
             Backend::Postgres => format!("to_timestamp({p} / 1000.0)"),
@@ -229,9 +229,7 @@ impl Sql {
 
     /// Appends a timestamp of unix ms (NULL for `None`).
     pub fn ts(&mut self, ms: Option<i64>) -> &mut Sql {
-        // Within what every backend's timestamp holds (1970 to 9999): an absurd `AT` must not
-        // make a batch fail for ever.
-        let ms = ms.map(|v| v.clamp(0, 253_402_300_799_999));
+        let ms = ms.map(clamp_ms);
         let p = self.next_placeholder();
         if self.backend == Backend::Sqlite {
             // The text SQLite's strftime would make, made here (cheaper than calling it for
@@ -242,6 +240,15 @@ impl Sql {
             self.text.push_str(&self.backend.timestamp_of_ms(&p));
             self.args.add(ms).expect("integer");
         }
+        self
+    }
+
+    /// Appends a PostgreSQL array of `ty` (`BIGINT`, `TEXT`), given as its text (the Any
+    /// driver binds scalars only; the server reads the text as the array).
+    pub fn array(&mut self, a: PgArray, ty: &str) -> &mut Sql {
+        let p = self.next_placeholder();
+        self.text.push_str(&format!("CAST({p} AS {ty}[])"));
+        self.args.add(a.finish()).expect("text");
         self
     }
 
@@ -295,6 +302,66 @@ impl Sql {
     pub fn one_off(self) -> sqlx::query::Query<'static, Any, AnyArguments> {
         self.query().persistent(false)
     }
+}
+
+/// A PostgreSQL array written as its text, `{1,NULL,3}` or `{"a","b\"c"}`: a whole column
+/// of a multi-row write in one argument ([`Sql::array`]).
+#[derive(Default)]
+pub struct PgArray {
+    text: String,
+    n: usize,
+}
+
+impl PgArray {
+    fn sep(&mut self) {
+        self.text.push(if self.n == 0 { '{' } else { ',' });
+        self.n += 1;
+    }
+
+    pub fn int(&mut self, v: Option<i64>) {
+        use std::fmt::Write;
+        self.sep();
+        match v {
+            Some(v) => write!(self.text, "{v}").expect("a String takes writes"),
+            None => self.text.push_str("NULL"),
+        }
+    }
+
+    /// Unix ms as [`Sql::ts`] clamps them (the statement makes them timestamps).
+    pub fn ms(&mut self, v: Option<i64>) {
+        self.int(v.map(clamp_ms));
+    }
+
+    pub fn text(&mut self, v: Option<&str>) {
+        self.sep();
+        let Some(v) = v else {
+            self.text.push_str("NULL");
+            return;
+        };
+        self.text.reserve(v.len() + 2);
+        self.text.push('"');
+        for c in v.chars() {
+            if c == '"' || c == '\\' {
+                self.text.push('\\');
+            }
+            self.text.push(c);
+        }
+        self.text.push('"');
+    }
+
+    fn finish(mut self) -> String {
+        if self.n == 0 {
+            self.text.push('{');
+        }
+        self.text.push('}');
+        self.text
+    }
+}
+
+/// Unix ms within what every backend's timestamp holds (1970 to 9999): an absurd `AT` must
+/// not make a batch fail for ever.
+fn clamp_ms(ms: i64) -> i64 {
+    ms.clamp(0, 253_402_300_799_999)
 }
 
 /// An open archive database.
@@ -478,6 +545,24 @@ mod tests {
         let mut s = Sql::new(Backend::MySql);
         s.push("t = ").ts(Some(5));
         assert_eq!(s.text(), "t = FROM_UNIXTIME(? / 1000)");
+    }
+
+    #[test]
+    fn postgres_arrays_quote_what_they_must() {
+        let mut a = PgArray::default();
+        a.text(Some(r#"a"b\c,{d}"#));
+        a.text(None);
+        a.text(Some(""));
+        assert_eq!(a.finish(), r#"{"a\"b\\c,{d}",NULL,""}"#);
+        let mut a = PgArray::default();
+        a.int(Some(-5));
+        a.int(None);
+        a.ms(Some(i64::MAX));
+        assert_eq!(a.finish(), "{-5,NULL,253402300799999}");
+        assert_eq!(PgArray::default().finish(), "{}");
+        let mut s = Sql::new(Backend::Postgres);
+        s.push("x = ANY(").array(PgArray::default(), "BIGINT").push(")");
+        assert_eq!(s.text(), "x = ANY(CAST($1 AS BIGINT[]))");
     }
 
     #[test]

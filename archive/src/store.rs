@@ -7,7 +7,7 @@ use base64::Engine;
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
-use crate::db::{Backend, Sql};
+use crate::db::{Backend, PgArray, Sql};
 use crate::error::{Error, Result};
 use crate::event::{LogEvent, Payload, StreamId};
 use crate::fold::{Row, Status};
@@ -76,6 +76,58 @@ pub const EVENT_COLS: [&str; 12] = [
     "due_time",
     "deadline_time",
     "error",
+];
+
+/// What a column holds, as the PostgreSQL array writes send it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Int,
+    Text,
+    /// Unix ms, made a timestamp by the statement.
+    Ms,
+    /// JSON, sent as text.
+    Json,
+}
+
+/// The kind of each of [`ROW_COLS`].
+pub const ROW_KINDS: [Kind; 21] = [
+    Kind::Text, // queue
+    Kind::Int,  // offset
+    Kind::Text, // id
+    Kind::Text, // tag
+    Kind::Text, // key
+    Kind::Text, // body
+    Kind::Text, // virtual_queue_name
+    Kind::Json, // header
+    Kind::Text, // status
+    Kind::Ms,   // create_time
+    Kind::Ms,   // update_time
+    Kind::Text, // body_encoding
+    Kind::Int,  // attempts
+    Kind::Int,  // deliveries
+    Kind::Text, // error
+    Kind::Text, // consumer
+    Kind::Ms,   // due_time
+    Kind::Ms,   // deadline_time
+    Kind::Text, // last_event
+    Kind::Int,  // log_ms
+    Kind::Int,  // log_seq
+];
+
+/// The kind of each of [`EVENT_COLS`].
+pub const EVENT_KINDS: [Kind; 12] = [
+    Kind::Text, // queue
+    Kind::Int,  // offset
+    Kind::Int,  // log_ms
+    Kind::Int,  // log_seq
+    Kind::Text, // event
+    Kind::Text, // message_id
+    Kind::Ms,   // event_time
+    Kind::Text, // consumer
+    Kind::Int,  // attempt
+    Kind::Ms,   // due_time
+    Kind::Ms,   // deadline_time
+    Kind::Text, // error
 ];
 
 /// `(a, b, c)` with each name quoted.
@@ -172,6 +224,56 @@ pub fn state_row_values(sql: &mut Sql, r: &Row) {
     sql.json("{}".to_string()).push(", ");
     state_values(sql, r, None);
     sql.push(")");
+}
+
+/// Adds a row to `cols` (one array per column of [`ROW_COLS`]), with the same values as
+/// [`row_values`], or as [`state_row_values`] when `state_only`.
+pub fn row_arrays(cols: &mut [PgArray], r: &Row, state_only: bool) {
+    let (body, enc, tag, key, header) = match (&r.payload, state_only) {
+        (Some(p), false) => {
+            let (b, e) = encode_body(&p.body);
+            (Some(b), Some(e), p.tag.as_str(), p.key.as_str(), headers_json(&p.headers))
+        }
+        _ => (None, None, "", "", "{}".to_string()),
+    };
+    cols[0].text(Some(&r.queue));
+    cols[1].int(Some(r.offset));
+    cols[2].text(Some(&r.id));
+    cols[3].text(Some(tag));
+    cols[4].text(Some(key));
+    cols[5].text(body.as_deref());
+    cols[6].text(Some(&virtual_queue_name(&r.queue)));
+    cols[7].text(Some(&header));
+    cols[8].text(Some(r.status.as_str()));
+    cols[9].ms(Some(r.create_ms));
+    cols[10].ms(Some(r.update_ms));
+    cols[11].text(enc);
+    cols[12].int(Some(r.attempts));
+    cols[13].int(Some(r.deliveries));
+    cols[14].text(r.error.as_deref());
+    cols[15].text(r.consumer.as_deref());
+    cols[16].ms(r.due_ms);
+    cols[17].ms(r.deadline_ms);
+    cols[18].text(Some(&r.last_event));
+    cols[19].int(Some(r.pos.ms));
+    cols[20].int(Some(r.pos.seq));
+}
+
+/// Adds an event to `cols` (one array per column of [`EVENT_COLS`]), with the same values as
+/// [`event_values`].
+pub fn event_arrays(cols: &mut [PgArray], queue: &str, e: &LogEvent) {
+    cols[0].text(Some(queue));
+    cols[1].int(Some(e.offset));
+    cols[2].int(Some(e.pos.ms));
+    cols[3].int(Some(e.pos.seq));
+    cols[4].text(Some(&e.event));
+    cols[5].text(Some(&e.id));
+    cols[6].ms(Some(e.time_ms));
+    cols[7].text(e.consumer.as_deref());
+    cols[8].int(e.attempt);
+    cols[9].ms(e.due_ms);
+    cols[10].ms(e.deadline_ms);
+    cols[11].text(e.error.as_deref());
 }
 
 /// Appends `(…)` with every column of the event, in [`EVENT_COLS`] order.

@@ -146,6 +146,10 @@ impl DbServer {
                 if !self.durable {
                     opts += " -c fsync=off -c full_page_writes=off";
                 }
+                // More server settings, to look inside (auto_explain, pg_stat_statements).
+                if let Ok(more) = std::env::var("RMQ_TESTDB_PG_OPTS") {
+                    opts = format!("{opts} {more}");
+                }
                 let mut c = as_pg_user(&pg_bin("pg_ctl"));
                 c.arg("-D").arg(self.path("data")).arg("-l").arg(self.path("postgres.log")).args(["-w", "-t", "60", "-o", &opts, "start"]);
                 run(c, "pg_ctl start", &self.path("postgres.log"))?;
@@ -166,6 +170,10 @@ impl DbServer {
                     .args(["--skip-log-bin", "--skip-name-resolve", "--innodb-buffer-pool-size=64M", "--max-connections=100"]);
                 if !self.durable {
                     c.arg("--innodb-flush-log-at-trx-commit=2");
+                }
+                // More server options, to look inside (the slow query log).
+                if let Ok(more) = std::env::var("RMQ_TESTDB_MARIADB_OPTS") {
+                    c.args(more.split_whitespace());
                 }
                 if is_root() {
                     c.arg("--user=root");

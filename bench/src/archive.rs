@@ -45,11 +45,13 @@ struct Opts {
     rate: usize,
     seconds: u64,
     backends: Vec<&'static str>,
+    /// Only the catch-up of each backend (no log-cost phases, no sustained runs, no report).
+    catch_up_only: bool,
 }
 
 const USAGE: &str = "rmq-bench archive [--quick] [--cpu N | --no-pin] [--archive-cpu N] [--module PATH] [--rmq PATH]
           [--out DIR] [--report docs/BENCHMARKS.md | --no-report] [--n N] [--runs N] [--backlog N]
-          [--rate N] [--seconds N] [--backends sqlite,postgres,mariadb]";
+          [--rate N] [--seconds N] [--backends sqlite,postgres,mariadb] [--catch-up-only]";
 
 fn log(msg: &str) {
     eprintln!("[rmq-bench archive] {msg}");
@@ -74,6 +76,7 @@ fn parse(args: &[String]) -> R<Opts> {
         rate: 20_000,
         seconds: if quick { 8 } else { 30 },
         backends: vec!["sqlite", "postgres", "mariadb"],
+        catch_up_only: false,
     };
     let mut i = 0;
     let val = |i: &mut usize, name: &str| -> R<String> {
@@ -84,6 +87,10 @@ fn parse(args: &[String]) -> R<Opts> {
     while i < args.len() {
         match args[i].as_str() {
             "--quick" => {}
+            "--catch-up-only" => {
+                o.catch_up_only = true;
+                o.report = None;
+            }
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -151,6 +158,10 @@ pub fn main(args: &[String]) -> R<()> {
         o.archive_cpu.map_or("any".to_string(), |c| c.to_string())
     ));
 
+    if o.catch_up_only {
+        return catch_up_only(&srv, &o);
+    }
+
     // 1. The log's cost in Redis, phase by phase.
     let mut off: Vec<[f64; 3]> = Vec::new();
     let mut on: Vec<[f64; 3]> = Vec::new();
@@ -190,20 +201,8 @@ pub fn main(args: &[String]) -> R<()> {
     // 3. Per backend: catch-up and sustained.
     let mut rows = Vec::new();
     for b in &o.backends {
-        let (kind, name) = match *b {
-            "sqlite" => (None, "SQLite"),
-            "postgres" => (Some(Kind::Postgres), "PostgreSQL"),
-            _ => (Some(Kind::MariaDb), "MariaDB"),
-        };
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let server = match kind {
-            Some(k) => Some(DbServer::start(k, true)?),
-            None => None,
-        };
-        let url = match &server {
-            Some(s) => s.url(),
-            None => format!("sqlite://{}", dir.path().join("archive.db").display()),
-        };
+        let (name, server, url) = database(b, &dir)?;
         let c = catch_up(&srv, &o, &url)?;
         log(&format!(
             "{name}: catch-up of {} messages ({} log entries) in {:.1} s: {} rows/s, {} entries/s; archiver {} µs CPU/msg",
@@ -242,6 +241,47 @@ pub fn main(args: &[String]) -> R<()> {
     if let Some(doc) = &o.report {
         splice(doc, &md)?;
         log(&format!("updated the archive results in {}", doc.display()));
+    }
+    Ok(())
+}
+
+/// The database server of a backend (`None`: SQLite, in a file of `dir`) and its URL.
+fn database(b: &str, dir: &tempfile::TempDir) -> R<(&'static str, Option<DbServer>, String)> {
+    let (kind, name) = match b {
+        "sqlite" => (None, "SQLite"),
+        "postgres" => (Some(Kind::Postgres), "PostgreSQL"),
+        _ => (Some(Kind::MariaDb), "MariaDB"),
+    };
+    let server = match kind {
+        Some(k) => Some(DbServer::start(k, true)?),
+        None => None,
+    };
+    let url = match &server {
+        Some(s) => s.url(),
+        None => format!("sqlite://{}", dir.path().join("archive.db").display()),
+    };
+    Ok((name, server, url))
+}
+
+/// `--catch-up-only`: the catch-up of each backend, `o.runs` times, each on a new database.
+fn catch_up_only(srv: &Server, o: &Opts) -> R<()> {
+    for b in &o.backends {
+        for r in 0..o.runs {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let (name, server, url) = database(b, &dir)?;
+            let c = catch_up(srv, o, &url)?;
+            log(&format!(
+                "{name} run {}: catch-up of {} messages ({} log entries) in {:.1} s: {} rows/s, {} entries/s; archiver {} µs CPU/msg",
+                r + 1,
+                int(o.backlog as f64),
+                int(c.entries as f64),
+                c.seconds,
+                int(c.rows_per_s),
+                int(c.entries as f64 / c.seconds),
+                f3(c.archiver_us)
+            ));
+            drop(server);
+        }
     }
     Ok(())
 }
@@ -357,7 +397,10 @@ impl Archiver {
             None => Command::new(&o.rmq),
         };
         cmd.args(["--url", redis_url, "archive", "run", "--db", db, "--queues", queue, "--consumer", "bench"])
-            .env("RMQ_LOG", "warn")
+            // RMQ_BENCH_ARCHIVER_ARGS="--batch 5000": options of `rmq archive run` to try.
+            .args(std::env::var("RMQ_BENCH_ARCHIVER_ARGS").unwrap_or_default().split_whitespace())
+            // RMQ_BENCH_ARCHIVER_LOG=rmq_archive=debug shows each batch's time per step.
+            .env("RMQ_LOG", std::env::var("RMQ_BENCH_ARCHIVER_LOG").unwrap_or_else(|_| "warn".to_string()))
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", o.rmq.display()))?;
