@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod load;
 pub mod module_calls;
 pub mod stall;
 pub mod values;
