@@ -257,25 +257,30 @@ fn lookup_step(ctx: Ctx, q: &[u8], job: &mut LookupJob, started: Instant) -> Opt
 }
 
 fn recover_step(ctx: Ctx, q: &[u8], r: &mut Recovering, started: Instant) -> Option<Outcome> {
-    while started.elapsed() < TICK_BUDGET {
-        // A store per slice: its changes replicate, and wake consumers, as the slice ends.
-        let mut store = RedisStore::new(ctx, q);
-        match queue_of(ctx, q, &mut store).recover_some(r, RECOVER_SLICE) {
-            Ok(true) => return Some(Outcome::Counts(r.counts)),
-            Ok(false) => {}
-            Err(e) => return Some(Outcome::Failed(e)),
-        }
-    }
-    None
+    let done = moves(ctx, q, started, |queue| queue.recover_some(r, RECOVER_SLICE));
+    done.map(|outcome| outcome.unwrap_or(Outcome::Counts(r.counts)))
 }
 
 fn purge_step(ctx: Ctx, q: &[u8], p: &mut Purging, started: Instant) -> Option<Outcome> {
+    let done = moves(ctx, q, started, |queue| queue.purge_some(p, RECOVER_SLICE));
+    done.map(|outcome| outcome.unwrap_or(Outcome::Count(p.count)))
+}
+
+/// Runs `slice` (true once the work is complete) until the tick's budget is spent: None while
+/// work is left, Some(None) when complete, Some(Some(failure)) on an error.
+fn moves(
+    ctx: Ctx,
+    q: &[u8],
+    started: Instant,
+    mut slice: impl FnMut(&mut rmq_core::queue::Queue<RedisStore>) -> Result<bool>,
+) -> Option<Option<Outcome>> {
     while started.elapsed() < TICK_BUDGET {
+        // A store per slice: its changes replicate, and wake consumers, as the slice ends.
         let mut store = RedisStore::new(ctx, q);
-        match queue_of(ctx, q, &mut store).purge_some(p, RECOVER_SLICE) {
-            Ok(true) => return Some(Outcome::Count(p.count)),
+        match slice(&mut queue_of(ctx, q, &mut store)) {
+            Ok(true) => return Some(None),
             Ok(false) => {}
-            Err(e) => return Some(Outcome::Failed(e)),
+            Err(e) => return Some(Some(Outcome::Failed(e))),
         }
     }
     None

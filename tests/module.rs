@@ -315,17 +315,23 @@ fn dump_keys(c: &mut Connection) -> BTreeMap<String, String> {
     out
 }
 
-#[test]
-fn replica_holds_identical_keys_and_takes_over_with_the_same_receipts() {
-    let primary =
-        Server::start(ServerOptions::module().arg("guard-interval-ms", "50").arg("backoff-ms", "30").conf("repl-diskless-sync-delay", "0"));
+/// A primary started with `options` and a replica of it whose link is up.
+fn primary_and_replica(options: ServerOptions) -> (Server, Server) {
+    let primary = Server::start(options.conf("repl-diskless-sync-delay", "0"));
     let replica = Server::start(ServerOptions::module().conf("replicaof", &format!("127.0.0.1 {}", primary.port)));
-    let mut p = primary.conn();
     let mut r = replica.conn();
     assert!(eventually(Duration::from_secs(10), || {
         let info: String = redis::cmd("INFO").arg("replication").query(&mut r).unwrap();
         info.contains("master_link_status:up")
     }));
+    (primary, replica)
+}
+
+#[test]
+fn replica_holds_identical_keys_and_takes_over_with_the_same_receipts() {
+    let (primary, replica) = primary_and_replica(ServerOptions::module().arg("guard-interval-ms", "50").arg("backoff-ms", "30"));
+    let mut p = primary.conn();
+    let mut r = replica.conn();
     // Commands served by the Lua core replicate as plain commands too.
     ok(&mut p, "RMQ.CONFIG", "mix", &["SET", "log", "1", "max-attempts", "9"]);
     for i in 0..60 {
@@ -381,14 +387,9 @@ fn replica_holds_identical_keys_and_takes_over_with_the_same_receipts() {
 
 #[test]
 fn by_id_commands_read_in_slices_replicate_exactly() {
-    let primary = Server::start(ServerOptions::module().conf("repl-diskless-sync-delay", "0"));
-    let replica = Server::start(ServerOptions::module().conf("replicaof", &format!("127.0.0.1 {}", primary.port)));
+    let (primary, replica) = primary_and_replica(ServerOptions::module());
     let mut p = primary.conn();
     let mut r = replica.conn();
-    assert!(eventually(Duration::from_secs(10), || {
-        let info: String = redis::cmd("INFO").arg("replication").query(&mut r).unwrap();
-        info.contains("master_link_status:up")
-    }));
     // Above the size read at once: the lookups run in slices, from the module's timer.
     let mut pipe = redis::pipe();
     for i in 0..15_000 {
