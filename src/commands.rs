@@ -185,7 +185,7 @@ pub fn get(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
 /// A big queue is read in slices (the client blocks meanwhile; see `sliced`): true when the
 /// lookup started, after the keys' types were checked.
 fn in_slices(ctx: Ctx, q: &[u8], ids: &[&[u8]], kind: sliced::Kind) -> Result<bool> {
-    if sliced::at_once(ctx, q, &[Key::Msg, Key::Dly, Key::Inf, Key::Fai, Key::Err]) {
+    if sliced::at_once(ctx, q, &State::ALL.map(State::key)) {
         return Ok(false);
     }
     RedisStore::reading(ctx, q).check(&Key::ALL)?;
@@ -286,22 +286,19 @@ pub fn purge(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
         drop(store);
         return lua_command(ctx, argv, "rmq_purge", "rmq.purge");
     }
-    let keys: &[Key] = match which {
-        None => &[Key::Msg, Key::Dly, Key::Bak, Key::Fai, Key::Err],
-        Some(State::Ready) => &[Key::Msg],
-        Some(State::Delayed) => &[Key::Dly],
-        Some(State::Inflight) => &[Key::Bak],
-        Some(State::Failed) => &[Key::Fai],
-        Some(State::Errors) => &[Key::Err],
+    let keys: Vec<Key> = match which {
+        None => State::ALL.map(State::key).to_vec(),
+        Some(state) => vec![state.key()],
     };
-    if !sliced::at_once(ctx, q, keys) {
-        store.check(&Key::ALL)?;
-        drop(store);
-        sliced::start_purge(ctx, q, which);
-        return Ok(());
-    }
     let mut purging = Purging::new(which);
     let mut queue = queue_of(ctx, q, &mut store);
+    if !sliced::at_once(ctx, q, &keys) {
+        // The first state's size now: messages pushed once PURGE began stay.
+        queue.purge_some(&mut purging, 0)?;
+        drop(store);
+        sliced::start_purge(ctx, q, purging);
+        return Ok(());
+    }
     while !queue.purge_some(&mut purging, usize::MAX)? {}
     reply_int(ctx, purging.count as i64);
     Ok(())

@@ -146,8 +146,8 @@ pub fn start_lookup(ctx: Ctx, q: &[u8], ids: &[&[u8]], kind: Kind) {
 }
 
 /// Blocks the client and starts a PURGE (with the log on) of `q` in slices.
-pub fn start_purge(ctx: Ctx, q: &[u8], which: Option<State>) {
-    start(ctx, q, Work::Purge(Purging::new(which)));
+pub fn start_purge(ctx: Ctx, q: &[u8], purging: Purging) {
+    start(ctx, q, Work::Purge(purging));
 }
 
 /// Blocks the client and starts a REPLAY of the logged pushes of offsets `from..=to`.
@@ -309,11 +309,7 @@ fn replay_step(ctx: Ctx, q: &[u8], r: &mut Replaying, started: Instant) -> Optio
 
 /// Reads up to [`SLICE`] elements of a list from the cursor; true at its end.
 fn read_list(ctx: Ctx, q: &[u8], job: &mut LookupJob, state: State) -> bool {
-    let key = match state {
-        State::Failed => Key::Fai,
-        State::Errors => Key::Err,
-        _ => Key::Msg,
-    };
+    let key = state.key();
     let mut store = RedisStore::reading(ctx, q);
     let from = job.lookup.cursor();
     let mut read = 0;

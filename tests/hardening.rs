@@ -214,8 +214,11 @@ fn purge_with_the_log_of_200000_messages_never_stalls_and_logs_each() {
     ok(&mut c, "RMQ.CONFIG", "q", &["SET", "log", "1"]);
     let n = 200_000;
     push_fillers(&mut c, "q", n);
-    // Producers go on pushing while PURGE runs: it deletes what was ready when it began.
-    let pushes = meanwhile(&s, Duration::from_millis(2), |o| {
+    // Producers go on pushing once PURGE runs: it deletes what was ready when it began.
+    let pushes = meanwhile(&s, Duration::ZERO, |o| {
+        while info(o)["sliced_running"] == 0 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
         for i in 0..100 {
             ok(o, "RMQ.PUSH", "q", &[&format!("late {i}")]);
         }

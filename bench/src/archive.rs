@@ -204,15 +204,7 @@ pub fn main(args: &[String]) -> R<()> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let (name, server, url) = database(b, &dir)?;
         let c = catch_up(&srv, &o, &url)?;
-        log(&format!(
-            "{name}: catch-up of {} messages ({} log entries) in {:.1} s: {} rows/s, {} entries/s; archiver {} µs CPU/msg",
-            int(o.backlog as f64),
-            int(c.entries as f64),
-            c.seconds,
-            int(c.rows_per_s),
-            int(c.entries as f64 / c.seconds),
-            f3(c.archiver_us)
-        ));
+        log(&catch_up_line(name, &o, &c));
         let s = sustained(&srv, &o, Mode::Archive(&url))?;
         log(&format!(
             "{name}: sustained {} msg/s for {} s: achieved {}, lag max {} entries, at stop {}, drained in {:.1} s; Redis {} µs CPU/msg ({}× without log); archiver {} µs CPU/msg",
@@ -270,16 +262,7 @@ fn catch_up_only(srv: &Server, o: &Opts) -> R<()> {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
             let (name, server, url) = database(b, &dir)?;
             let c = catch_up(srv, o, &url)?;
-            log(&format!(
-                "{name} run {}: catch-up of {} messages ({} log entries) in {:.1} s: {} rows/s, {} entries/s; archiver {} µs CPU/msg",
-                r + 1,
-                int(o.backlog as f64),
-                int(c.entries as f64),
-                c.seconds,
-                int(c.rows_per_s),
-                int(c.entries as f64 / c.seconds),
-                f3(c.archiver_us)
-            ));
+            log(&catch_up_line(&format!("{name} run {}", r + 1), o, &c));
             drop(server);
         }
     }
@@ -473,6 +456,19 @@ struct CatchUp {
 
 /// A backlog of `o.backlog` messages (push, fetch, ack: three log entries each), then an
 /// archiver started on it: how long until everything is saved.
+/// The log line of one catch-up, after `what` (the backend, and the run when there are several).
+fn catch_up_line(what: &str, o: &Opts, c: &CatchUp) -> String {
+    format!(
+        "{what}: catch-up of {} messages ({} log entries) in {:.1} s: {} rows/s, {} entries/s; archiver {} µs CPU/msg",
+        int(o.backlog as f64),
+        int(c.entries as f64),
+        c.seconds,
+        int(c.rows_per_s),
+        int(c.entries as f64 / c.seconds),
+        f3(c.archiver_us)
+    )
+}
+
 fn catch_up(srv: &Server, o: &Opts, db: &str) -> R<CatchUp> {
     let mut con = srv.conn();
     flushall(&mut con)?;

@@ -168,7 +168,7 @@ impl Lookup {
         let mut found: Vec<(usize, u64, Found)> = Vec::new();
         for c in self.candidates {
             let (still_there, at, position) = match &c.place {
-                Place::Index(i) => (store.lindex(list_key(c.state), *i).as_deref() == Some(&c.bytes[..]), 0, *i),
+                Place::Index(i) => (store.lindex(c.state.key(), *i).as_deref() == Some(&c.bytes[..]), 0, *i),
                 Place::Member => match store.zscore(Key::Dly, &c.bytes) {
                     Some(due) => (true, due, due),
                     None => (false, 0, 0),
@@ -191,15 +191,6 @@ impl Lookup {
             found.truncate(1);
         }
         found
-    }
-}
-
-/// The list that holds a state's records (ready, failed, errors).
-fn list_key(state: State) -> Key {
-    match state {
-        State::Failed => Key::Fai,
-        State::Errors => Key::Err,
-        _ => Key::Msg,
     }
 }
 

@@ -120,7 +120,7 @@ impl State {
     }
 
     /// The key that holds the state's records (in flight: the records, by receipt).
-    fn key(self) -> Key {
+    pub fn key(self) -> Key {
         match self {
             State::Ready => Key::Msg,
             State::Delayed => Key::Dly,
@@ -596,16 +596,18 @@ impl<'a, S: Store> Queue<'a, S> {
         self.store.check(&[Key::Msg, Key::Dly, Key::Bak, Key::Inf, Key::Fai, Key::Err, Key::St, Key::Log])?;
         let hold = self.store.hget(Key::St, b"hold");
         let mut done = 0;
-        while done < limit {
+        loop {
             let Some(&state) = p.states.get(p.at) else { return Ok(true) };
-            let left = match p.left {
-                Some(left) => left,
-                None => match state {
-                    State::Delayed => self.store.zcard(Key::Dly),
-                    State::Inflight => self.store.zcard(Key::Bak),
-                    _ => self.store.llen(state.key()),
-                },
-            };
+            // The state's size is taken when its turn comes (a call with limit 0 takes the
+            // first one's: what the command found when it began).
+            let left = *p.left.get_or_insert_with(|| match state {
+                State::Delayed => self.store.zcard(Key::Dly),
+                State::Inflight => self.store.zcard(Key::Bak),
+                _ => self.store.llen(state.key()),
+            });
+            if done >= limit {
+                return Ok(false);
+            }
             let take = left.min((limit - done) as u64) as usize;
             if take == 0 {
                 p.at += 1;
@@ -655,7 +657,6 @@ impl<'a, S: Store> Queue<'a, S> {
                 }
             }
         }
-        Ok(p.at >= p.states.len())
     }
 
     /// Finds the messages whose id is in `ids`, in the given states, in each state's order
