@@ -86,6 +86,23 @@ async fn find(b: &Client, css: &str) -> fantoccini::elements::Element {
     b.wait().at_most(Duration::from_secs(30)).for_element(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"))
 }
 
+/// Clicks the link with that text. The overview re-renders itself while it is open, so a link
+/// found just before a refresh may be gone by the click: it is found again then.
+async fn click_link(b: &Client, text: &str) {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let clicked = match b.find(Locator::LinkText(text)).await {
+            Ok(link) => link.click().await.is_ok(),
+            Err(_) => false,
+        };
+        if clicked {
+            return;
+        }
+        assert!(Instant::now() < end, "no link {text:?} to click");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until the element's text satisfies `f`.
 async fn text_until(b: &Client, css: &str, what: &str, f: impl Fn(&str) -> bool) -> String {
     let end = Instant::now() + Duration::from_secs(60);
@@ -193,7 +210,7 @@ async fn an_operator_requeues_a_failed_message_and_pauses_a_queue_in_chromium() 
     save_screenshot("console-overview.png", &b.screenshot().await.unwrap());
 
     // To the queue, its failed tab, the message.
-    b.find(Locator::LinkText("orders")).await.unwrap().click().await.unwrap();
+    click_link(&b, "orders").await;
     find(&b, "nav.tabs").await;
     b.find(Locator::Css("nav.tabs a[href*='state=failed']")).await.unwrap().click().await.unwrap();
     let row = find(&b, "table.messages tbody tr").await;
