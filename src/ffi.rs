@@ -30,13 +30,15 @@ impl RStr {
     /// at every use.
     pub fn name(ctx: Ctx, bytes: &'static [u8]) -> RStr {
         /// Names kept; any further one is made afresh each time.
-        const MAX_NAMES: usize = 32;
+        const MAX_NAMES: usize = 64;
         thread_local! {
             static NAMES: std::cell::RefCell<Vec<(&'static [u8], usize)>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         NAMES.with(|names| {
             let mut names = names.borrow_mut();
-            let shared = match names.iter().find(|(n, _)| *n == bytes) {
+            // The same literal is (nearly always) at the same address: that is checked first.
+            let found = names.iter().find(|(n, _)| std::ptr::eq(*n, bytes)).or_else(|| names.iter().find(|(n, _)| *n == bytes));
+            let shared = match found {
                 Some(&(_, p)) => p as *mut raw::RedisModuleString,
                 None if names.len() < MAX_NAMES => {
                     // SAFETY: a null context: the string is the module's, never freed by Redis.
@@ -53,6 +55,17 @@ impl RStr {
         })
     }
 
+    /// The same as `new`, shared as [`RStr::name`] is when `bytes` is one of the values the
+    /// log writes again and again (an event's name, an empty tag or key, no headers).
+    pub fn value(ctx: Ctx, bytes: &[u8]) -> RStr {
+        if bytes.len() <= LONGEST_COMMON_VALUE {
+            if let Some(common) = COMMON_VALUES.iter().find(|c| **c == bytes) {
+                return RStr::name(ctx, common);
+            }
+        }
+        RStr::new(ctx, bytes)
+    }
+
     /// Takes ownership of a string Redis handed over (ListPop, HashGet, …).
     pub fn adopt(ctx: Ctx, ptr: *mut raw::RedisModuleString) -> Option<RStr> {
         (!ptr.is_null()).then(|| RStr { ctx, ptr })
@@ -63,6 +76,14 @@ impl RStr {
         unsafe { bytes_of(self.ptr) }
     }
 }
+
+/// Values [`RStr::value`] shares: the log's event names, the empty string, an empty
+/// MessagePack array (no headers).
+const COMMON_VALUES: [&[u8]; 15] = [
+    b"", b"\x90", b"push", b"fetch", b"ack", b"retry", b"delay", b"fail", b"error", b"reclaim", b"recover", b"delete", b"purge",
+    b"requeue", b"1",
+];
+const LONGEST_COMMON_VALUE: usize = 7;
 
 impl Drop for RStr {
     fn drop(&mut self) {

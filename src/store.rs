@@ -55,6 +55,8 @@ pub struct RedisStore<'q> {
     types_checked: bool,
     /// Keys open for writing from the start (a command that writes).
     writable: bool,
+    /// Whether effects go to replicas and the AOF (asked once per command).
+    propagate: Option<bool>,
 }
 
 /// A plain command to replicate, built up while a command runs.
@@ -65,6 +67,9 @@ struct Effect {
     /// LPOP's count.
     count: u64,
 }
+
+/// Log entries with up to this many fields pass them to Redis from the stack.
+const LOG_FIELDS_ON_STACK: usize = 12;
 
 /// An effect carries at most this many arguments before a new one starts.
 const MAX_EFFECT_ARGS: usize = 1024;
@@ -121,6 +126,7 @@ impl<'q> RedisStore<'q> {
             dedup_window: 0,
             types_checked: false,
             writable: true,
+            propagate: None,
         }
     }
 
@@ -186,7 +192,7 @@ impl<'q> RedisStore<'q> {
                 unsafe { raw::RedisModule_SignalModifiedKey.unwrap()(self.ctx, name) };
             }
         }
-        let propagate = crate::propagation::needed(self.ctx);
+        let propagate = self.propagating();
         for e in effects.iter().filter(|_| propagate) {
             let mut argv = vec![self.name(e.key)];
             let count;
@@ -226,6 +232,12 @@ impl<'q> RedisStore<'q> {
         } else {
             crate::registry::note(db, self.queue);
         }
+    }
+
+    /// Whether this command's effects must be handed to replicas and the AOF.
+    fn propagating(&mut self) -> bool {
+        let ctx = self.ctx;
+        *self.propagate.get_or_insert_with(|| crate::propagation::needed(ctx))
     }
 
     pub fn name(&mut self, k: Key) -> *mut raw::RedisModuleString {
@@ -571,8 +583,21 @@ impl Store for RedisStore<'_> {
     fn xadd(&mut self, k: Key, maxlen: u64, fields: &[(&'static [u8], &[u8])]) {
         let ctx = self.ctx;
         let p = self.write(k);
-        let args: Vec<RStr> = fields.iter().flat_map(|(f, v)| [RStr::name(ctx, f), RStr::new(ctx, v)]).collect();
-        let mut argv: Vec<*mut raw::RedisModuleString> = args.iter().map(|a| a.ptr).collect();
+        // The arguments of the replicated XADD: its id first (known once the entry is added),
+        // then the fields; the vector is the effect's, so it is made once, at its full size.
+        let mut args: Vec<RStr> = Vec::with_capacity(1 + 2 * fields.len());
+        args.extend(fields.iter().flat_map(|(f, v)| [RStr::name(ctx, f), RStr::value(ctx, v)]));
+        let mut argv = [std::ptr::null_mut(); 2 * LOG_FIELDS_ON_STACK];
+        let mut argv_heap = Vec::new();
+        let argv: &mut [*mut raw::RedisModuleString] = if args.len() <= argv.len() {
+            &mut argv[..args.len()]
+        } else {
+            argv_heap.resize(args.len(), std::ptr::null_mut());
+            &mut argv_heap
+        };
+        for (slot, a) in argv.iter_mut().zip(&args) {
+            *slot = a.ptr;
+        }
         let mut id = raw::RedisModuleStreamID { ms: 0, seq: 0 };
         // SAFETY: a handle open for writing on a key checked to be a stream (or empty); `argv`
         // holds 2 × fields.len() live strings.
@@ -589,19 +614,40 @@ impl Store for RedisStore<'_> {
             // Only when the stream's last id is the largest there is: XADD * fails the same way.
             return;
         }
-        // Exact trimming, as `XADD … MAXLEN n` does.
+        // Exact trimming, as `XADD … MAXLEN n` does; only asked for when the log is over its
+        // length (a trim that finds nothing to do still costs a walk into the stream).
         // SAFETY: the same handle.
-        let trimmed = unsafe { raw::RedisModule_StreamTrimByLength.unwrap()(p, 0, maxlen.min(i64::MAX as u64) as c_longlong) };
-        // Replicas and the AOF get the id this entry was given, never `*`.
-        let mut id_text = Vec::with_capacity(41);
-        id_text.extend_from_slice(itoa::Buffer::new().format(id.ms).as_bytes());
-        id_text.push(b'-');
-        id_text.extend_from_slice(itoa::Buffer::new().format(id.seq).as_bytes());
-        let id = RStr::new(ctx, &id_text);
-        self.effect(k, c"XADD", std::iter::once(id).chain(args));
+        let length = unsafe { raw::RedisModule_ValueLength.unwrap()(p) } as u64;
+        let trimmed = if length > maxlen {
+            // SAFETY: the same handle.
+            unsafe { raw::RedisModule_StreamTrimByLength.unwrap()(p, 0, maxlen.min(i64::MAX as u64) as c_longlong) }
+        } else {
+            0
+        };
+        // Without replicas or the AOF the effects carry no arguments: they still signal the
+        // key modified and send the keyspace events.
+        let propagate = self.propagating();
+        if propagate {
+            // Replicas and the AOF get the id this entry was given, never `*`.
+            let (mut ms, mut seq) = (itoa::Buffer::new(), itoa::Buffer::new());
+            let (ms, seq) = (ms.format(id.ms).as_bytes(), seq.format(id.seq).as_bytes());
+            let mut id_text = [0u8; 41];
+            let len = ms.len() + 1 + seq.len();
+            id_text[..ms.len()].copy_from_slice(ms);
+            id_text[ms.len()] = b'-';
+            id_text[ms.len() + 1..len].copy_from_slice(seq);
+            args.insert(0, RStr::new(ctx, &id_text[..len]));
+        } else {
+            args.clear();
+        }
+        self.effect(k, c"XADD", args);
         if trimmed > 0 {
-            let maxlen = RStr::new(ctx, itoa::Buffer::new().format(maxlen).as_bytes());
-            self.effect(k, c"XTRIM", [RStr::new(ctx, b"MAXLEN"), maxlen]);
+            let args = if propagate {
+                vec![RStr::new(ctx, b"MAXLEN"), RStr::new(ctx, itoa::Buffer::new().format(maxlen).as_bytes())]
+            } else {
+                Vec::new()
+            };
+            self.effect(k, c"XTRIM", args);
         }
     }
 

@@ -13,6 +13,8 @@
 //!
 //! No parsing and no reply shaping here: requests come typed from [`crate::args`].
 
+use std::borrow::Cow;
+
 use crate::args::{NackAction, Push, Recover, When};
 use crate::error::{Error, Result};
 use crate::lookup::Wanted;
@@ -74,7 +76,7 @@ impl Delivery {
         &self.bytes[span.clone()]
     }
 
-    pub fn message_id(&self) -> Vec<u8> {
+    pub fn message_id(&self) -> Cow<'_, [u8]> {
         self.layout.message_id(&self.bytes)
     }
 
@@ -286,7 +288,7 @@ impl<'a, S: Store> Queue<'a, S> {
             self.store.zadd(Key::Dup, self.now, id);
         }
         self.log_push(&record, delayed.then_some(due));
-        Ok(PushOutcome::Stored(record.message_id()))
+        Ok(PushOutcome::Stored(record.message_id().into_owned()))
     }
 
     /// The keys FETCH (and the guard) may touch: promotion, reclaim, delivery, quarantine.
@@ -883,50 +885,62 @@ impl<'a, S: Store> Queue<'a, S> {
     }
 
     /// Appends an event to the message log when the queue's `log` setting is on: `offset
-    /// event id time`, then the event's own fields (docs/commands.md, LOG).
-    fn log(&mut self, event: &[u8], offset: u64, id: &[u8], extra: &[(&'static [u8], &[u8])]) {
+    /// event id time`, then the event's own fields (docs/commands.md, LOG). Built on the stack:
+    /// an entry is written for every step of every message, and allocations were a good part
+    /// of what the log cost.
+    fn log(&mut self, event: &'static [u8], offset: u64, id: &[u8], extra: &[(&'static [u8], &[u8])]) {
         if !self.set.log {
             return;
         }
-        let offset = offset.to_string();
-        let time = self.now.to_string();
-        let mut fields: Vec<(&'static [u8], &[u8])> =
-            vec![(b"offset", offset.as_bytes()), (b"event", event), (b"id", id), (b"time", time.as_bytes())];
-        fields.extend_from_slice(extra);
-        self.store.xadd(Key::Log, self.set.log_maxlen, &fields);
+        let (mut offset_text, mut time_text) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let mut fields: [(&'static [u8], &[u8]); LOG_FIELDS_MAX] = [(b"", b""); LOG_FIELDS_MAX];
+        fields[..4].copy_from_slice(&[
+            (b"offset", offset_text.format(offset).as_bytes()),
+            (b"event", event),
+            (b"id", id),
+            (b"time", time_text.format(self.now).as_bytes()),
+        ]);
+        let n = 4 + extra.len();
+        fields[4..n].copy_from_slice(extra);
+        self.store.xadd(Key::Log, self.set.log_maxlen, &fields[..n]);
     }
 
     /// An event about a message that carries no fields of its own.
-    fn log_plain(&mut self, event: &[u8], r: &Record) {
+    fn log_plain(&mut self, event: &'static [u8], r: &Record) {
         if self.set.log {
             self.log(event, r.offset, &r.message_id(), &[]);
         }
     }
 
     /// An event after a delivery: `attempt`, and `error` when there is a reason.
-    fn log_outcome(&mut self, event: &[u8], r: &Record, reason: Option<&[u8]>) {
+    fn log_outcome(&mut self, event: &'static [u8], r: &Record, reason: Option<&[u8]>) {
         if !self.set.log {
             return;
         }
-        let attempt = r.attempt.to_string();
-        let mut extra: Vec<(&'static [u8], &[u8])> = vec![(b"attempt", attempt.as_bytes())];
-        if let Some(reason) = reason {
-            extra.push((b"error", reason));
+        let mut attempt = itoa::Buffer::new();
+        let attempt = (&b"attempt"[..], attempt.format(r.attempt).as_bytes());
+        match reason {
+            Some(reason) => self.log(event, r.offset, &r.message_id(), &[attempt, (b"error", reason)]),
+            None => self.log(event, r.offset, &r.message_id(), &[attempt]),
         }
-        self.log(event, r.offset, &r.message_id(), &extra);
     }
 
     fn log_push(&mut self, r: &Record, due: Option<u64>) {
         if !self.set.log {
             return;
         }
-        let headers = encode_headers(&r.headers);
-        let due = due.map(|d| d.to_string());
-        let mut extra: Vec<(&'static [u8], &[u8])> = vec![(b"body", &r.body), (b"tag", &r.tag), (b"key", &r.key), (b"headers", &headers)];
-        if let Some(due) = &due {
-            extra.push((b"due", due.as_bytes()));
-        }
-        self.log(b"push", r.offset, &r.message_id(), &extra);
+        let headers: Cow<[u8]> = if r.headers.is_empty() { Cow::Borrowed(EMPTY_HEADERS) } else { Cow::Owned(encode_headers(&r.headers)) };
+        let mut due_text = itoa::Buffer::new();
+        let mut fields: [(&'static [u8], &[u8]); 5] =
+            [(b"body", &r.body), (b"tag", &r.tag), (b"key", &r.key), (b"headers", &headers), (b"due", b"")];
+        let n = match due {
+            Some(due) => {
+                fields[4].1 = due_text.format(due).as_bytes();
+                5
+            }
+            None => 4,
+        };
+        self.log(b"push", r.offset, &r.message_id(), &fields[..n]);
     }
 
     /// A `delay` event: a retry waiting out its backoff until `due`.
@@ -934,12 +948,14 @@ impl<'a, S: Store> Queue<'a, S> {
         if !self.set.log {
             return;
         }
-        let (attempt, due) = (r.attempt.to_string(), due.to_string());
-        let mut extra: Vec<(&'static [u8], &[u8])> = vec![(b"attempt", attempt.as_bytes()), (b"due", due.as_bytes())];
-        if let Some(reason) = reason {
-            extra.push((b"error", reason));
-        }
-        self.log(b"delay", r.offset, &r.message_id(), &extra);
+        let (mut attempt, mut due_text) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let fields: [(&'static [u8], &[u8]); 3] = [
+            (b"attempt", attempt.format(r.attempt).as_bytes()),
+            (b"due", due_text.format(due).as_bytes()),
+            (b"error", reason.unwrap_or(b"")),
+        ];
+        let n = if reason.is_some() { 3 } else { 2 };
+        self.log(b"delay", r.offset, &r.message_id(), &fields[..n]);
     }
 
     /// A `fetch` event for a delivery just handed out.
@@ -948,12 +964,21 @@ impl<'a, S: Store> Queue<'a, S> {
             return;
         }
         let l = &d.layout;
-        let (attempt, deadline) = (l.attempt.to_string(), d.deadline.to_string());
-        let extra: [(&'static [u8], &[u8]); 3] =
-            [(b"consumer", consumer), (b"attempt", attempt.as_bytes()), (b"deadline", deadline.as_bytes())];
+        let (mut attempt, mut deadline) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let extra: [(&'static [u8], &[u8]); 3] = [
+            (b"consumer", consumer),
+            (b"attempt", attempt.format(l.attempt).as_bytes()),
+            (b"deadline", deadline.format(d.deadline).as_bytes()),
+        ];
         self.log(b"fetch", l.offset, &d.message_id(), &extra);
     }
 }
+
+/// The most fields a log entry has: the four every entry has, and a push's five.
+const LOG_FIELDS_MAX: usize = 9;
+
+/// No headers, as the record and the log hold them: an empty MessagePack array.
+pub const EMPTY_HEADERS: &[u8] = b"\x90";
 
 /// Headers as the record holds them: a MessagePack flat array of strings.
 pub fn encode_headers(headers: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {

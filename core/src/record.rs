@@ -2,6 +2,7 @@
 //! `cmsgpack.pack` makes of `{id, body, tag, key, headers, created, attempt, offset,
 //! deliveries, error, consumer}` (see docs/storage.md). Both editions read and write it.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use rmp::encode;
@@ -40,11 +41,11 @@ pub struct CorruptRecord;
 
 impl Record {
     /// The id users see: the producer's, or `<created>-<offset>` when the server made it.
-    pub fn message_id(&self) -> Vec<u8> {
+    pub fn message_id(&self) -> Cow<'_, [u8]> {
         if self.id.is_empty() {
-            pair(self.created, self.offset)
+            Cow::Owned(pair(self.created, self.offset))
         } else {
-            self.id.clone()
+            Cow::Borrowed(&self.id)
         }
     }
 
@@ -176,11 +177,11 @@ impl Layout {
     }
 
     /// The message id (the producer's, or `<created>-<offset>`).
-    pub fn message_id(&self, bytes: &[u8]) -> Vec<u8> {
+    pub fn message_id<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
         if self.id.is_empty() {
-            pair(self.created, self.offset)
+            Cow::Owned(pair(self.created, self.offset))
         } else {
-            bytes[self.id.clone()].to_vec()
+            Cow::Borrowed(&bytes[self.id.clone()])
         }
     }
 }
@@ -470,7 +471,7 @@ mod tests {
 
     #[test]
     fn server_made_id_is_created_dash_offset() {
-        assert_eq!(sample().message_id(), b"1765000000000-70000".to_vec());
+        assert_eq!(&*sample().message_id(), b"1765000000000-70000");
         assert_eq!(message_id_of(&sample().encode()).unwrap(), b"1765000000000-70000".to_vec());
         let mut given = sample();
         given.id = b"order-42".to_vec();

@@ -40,7 +40,7 @@ fn read_slice(s: &mut MemStore, lookup: &mut Lookup, count: usize) {
 }
 
 fn ids(found: &[rmq_core::queue::Found]) -> Vec<String> {
-    found.iter().map(|f| String::from_utf8(f.record.message_id()).unwrap()).collect()
+    found.iter().map(|f| String::from_utf8(f.record.message_id().into_owned()).unwrap()).collect()
 }
 
 #[test]
