@@ -25,47 +25,6 @@ impl RStr {
         RStr { ctx, ptr }
     }
 
-    /// The same as `new` for a name the module uses again and again (the log's field names):
-    /// one string made once and shared by reference count, instead of an allocation and a copy
-    /// at every use.
-    pub fn name(ctx: Ctx, bytes: &'static [u8]) -> RStr {
-        /// Names kept; any further one is made afresh each time.
-        const MAX_NAMES: usize = 64;
-        thread_local! {
-            static NAMES: std::cell::RefCell<Vec<(&'static [u8], usize)>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        NAMES.with(|names| {
-            let mut names = names.borrow_mut();
-            // The same literal is (nearly always) at the same address: that is checked first.
-            let found = names.iter().find(|(n, _)| std::ptr::eq(*n, bytes)).or_else(|| names.iter().find(|(n, _)| *n == bytes));
-            let shared = match found {
-                Some(&(_, p)) => p as *mut raw::RedisModuleString,
-                None if names.len() < MAX_NAMES => {
-                    // SAFETY: a null context: the string is the module's, never freed by Redis.
-                    let p = unsafe { raw::RedisModule_CreateString.unwrap()(std::ptr::null_mut(), bytes.as_ptr().cast(), bytes.len()) };
-                    names.push((bytes, p as usize));
-                    p
-                }
-                None => return RStr::new(ctx, bytes),
-            };
-            // SAFETY: a live string the module keeps; the reference taken here is the one this
-            // RStr's drop gives back (RM_FreeString decrements the count).
-            unsafe { raw::RedisModule_RetainString.unwrap()(ctx, shared) };
-            RStr { ctx, ptr: shared }
-        })
-    }
-
-    /// The same as `new`, shared as [`RStr::name`] is when `bytes` is one of the values the
-    /// log writes again and again (an event's name, an empty tag or key, no headers).
-    pub fn value(ctx: Ctx, bytes: &[u8]) -> RStr {
-        if bytes.len() <= LONGEST_COMMON_VALUE {
-            if let Some(common) = COMMON_VALUES.iter().find(|c| **c == bytes) {
-                return RStr::name(ctx, common);
-            }
-        }
-        RStr::new(ctx, bytes)
-    }
-
     /// Takes ownership of a string Redis handed over (ListPop, HashGet, …).
     pub fn adopt(ctx: Ctx, ptr: *mut raw::RedisModuleString) -> Option<RStr> {
         (!ptr.is_null()).then(|| RStr { ctx, ptr })
@@ -77,13 +36,62 @@ impl RStr {
     }
 }
 
-/// Values [`RStr::value`] shares: the log's event names, the empty string, an empty
-/// MessagePack array (no headers).
+/// Strings the module uses again and again (the log's field names, its common values): each
+/// made once and shared by reference count, instead of an allocation and a copy at every use.
+/// Reached through [`with_shared`], once for all the fields of a log entry.
+pub struct Shared {
+    names: Vec<(&'static [u8], usize)>,
+}
+
+/// Names kept; any further one is made afresh each time.
+const MAX_NAMES: usize = 64;
+
+/// Values [`Shared::value`] shares: the log's event names, the empty string, an empty
+/// MessagePack array (no headers), a first attempt.
 const COMMON_VALUES: [&[u8]; 15] = [
     b"", b"\x90", b"push", b"fetch", b"ack", b"retry", b"delay", b"fail", b"error", b"reclaim", b"recover", b"delete", b"purge",
     b"requeue", b"1",
 ];
 const LONGEST_COMMON_VALUE: usize = 7;
+
+impl Shared {
+    pub fn name(&mut self, ctx: Ctx, bytes: &'static [u8]) -> RStr {
+        let names = &mut self.names;
+        // The same literal is (nearly always) at the same address: that is checked first.
+        let found = names.iter().find(|(n, _)| std::ptr::eq(*n, bytes)).or_else(|| names.iter().find(|(n, _)| *n == bytes));
+        let shared = match found {
+            Some(&(_, p)) => p as *mut raw::RedisModuleString,
+            None if names.len() < MAX_NAMES => {
+                // SAFETY: a null context: the string is the module's, never freed by Redis.
+                let p = unsafe { raw::RedisModule_CreateString.unwrap()(std::ptr::null_mut(), bytes.as_ptr().cast(), bytes.len()) };
+                names.push((bytes, p as usize));
+                p
+            }
+            None => return RStr::new(ctx, bytes),
+        };
+        // SAFETY: a live string the module keeps; the reference taken here is the one this
+        // RStr's drop gives back (RM_FreeString decrements the count).
+        unsafe { raw::RedisModule_RetainString.unwrap()(ctx, shared) };
+        RStr { ctx, ptr: shared }
+    }
+
+    pub fn value(&mut self, ctx: Ctx, bytes: &[u8]) -> RStr {
+        if bytes.len() <= LONGEST_COMMON_VALUE {
+            if let Some(common) = COMMON_VALUES.iter().find(|c| **c == bytes) {
+                return self.name(ctx, common);
+            }
+        }
+        RStr::new(ctx, bytes)
+    }
+}
+
+/// Runs `f` with the module's shared strings (Redis runs the module on one thread).
+pub fn with_shared<R>(f: impl FnOnce(&mut Shared) -> R) -> R {
+    thread_local! {
+        static SHARED: std::cell::RefCell<Shared> = const { std::cell::RefCell::new(Shared { names: Vec::new() }) };
+    }
+    SHARED.with(|s| f(&mut s.borrow_mut()))
+}
 
 impl Drop for RStr {
     fn drop(&mut self) {

@@ -586,7 +586,7 @@ impl Store for RedisStore<'_> {
         // The arguments of the replicated XADD: its id first (known once the entry is added),
         // then the fields; the vector is the effect's, so it is made once, at its full size.
         let mut args: Vec<RStr> = Vec::with_capacity(1 + 2 * fields.len());
-        args.extend(fields.iter().flat_map(|(f, v)| [RStr::name(ctx, f), RStr::value(ctx, v)]));
+        ffi::with_shared(|shared| args.extend(fields.iter().flat_map(|(f, v)| [shared.name(ctx, f), shared.value(ctx, v)])));
         let mut argv = [std::ptr::null_mut(); 2 * LOG_FIELDS_ON_STACK];
         let mut argv_heap = Vec::new();
         let argv: &mut [*mut raw::RedisModuleString] = if args.len() <= argv.len() {
