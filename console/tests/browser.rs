@@ -86,21 +86,32 @@ async fn find(b: &Client, css: &str) -> fantoccini::elements::Element {
     b.wait().at_most(Duration::from_secs(30)).for_element(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"))
 }
 
-/// Clicks the link with that text. The overview re-renders itself while it is open, so a link
-/// found just before a refresh may be gone by the click: it is found again then.
+/// Clicks the link with that text.
 async fn click_link(b: &Client, text: &str) {
+    click(b, Locator::LinkText(text)).await
+}
+
+/// Clicks the element. Pages re-render their live parts while they are open, so an element
+/// found just before a refresh may be gone by the click: it is found again then.
+async fn click(b: &Client, what: Locator<'_>) {
     let end = Instant::now() + Duration::from_secs(30);
     loop {
-        let clicked = match b.find(Locator::LinkText(text)).await {
-            Ok(link) => link.click().await.is_ok(),
+        let clicked = match b.find(what).await {
+            Ok(e) => e.click().await.is_ok(),
             Err(_) => false,
         };
         if clicked {
             return;
         }
-        assert!(Instant::now() < end, "no link {text:?} to click");
+        assert!(Instant::now() < end, "nothing to click at {what:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The element's text. Pages re-render their live parts while they are open, so an element
+/// found just before a refresh may be gone when its text is read: it is found again then.
+async fn text_of(b: &Client, css: &str) -> String {
+    text_until(b, css, css, |_| true).await
 }
 
 /// Waits until the element's text satisfies `f`.
@@ -197,8 +208,8 @@ async fn an_operator_requeues_a_failed_message_and_pauses_a_queue_in_chromium() 
     find(&b, "table.queues").await;
     // Rows by name: emails, invoices, orders, reports.
     let orders_ready = "table.queues tbody tr:nth-child(3) td:nth-child(2)";
-    assert_eq!(find(&b, "table.queues tbody tr:nth-child(3) td.name").await.text().await.unwrap(), "orders");
-    let before = find(&b, orders_ready).await.text().await.unwrap();
+    assert_eq!(text_of(&b, "table.queues tbody tr:nth-child(3) td.name").await, "orders");
+    let before = text_of(&b, orders_ready).await;
     let before_n: u64 = before.replace(',', "").parse().unwrap();
     for i in 0..7 {
         r.push("orders", &format!("{{\"late\":{i}}}"), &[]);
@@ -212,59 +223,58 @@ async fn an_operator_requeues_a_failed_message_and_pauses_a_queue_in_chromium() 
     // To the queue, its failed tab, the message.
     click_link(&b, "orders").await;
     find(&b, "nav.tabs").await;
-    b.find(Locator::Css("nav.tabs a[href*='state=failed']")).await.unwrap().click().await.unwrap();
-    let row = find(&b, "table.messages tbody tr").await;
-    assert!(row.text().await.unwrap().contains("payment declined"));
+    click(&b, Locator::Css("nav.tabs a[href*='state=failed']")).await;
+    assert!(text_of(&b, "table.messages tbody tr").await.contains("payment declined"));
     save_screenshot("console-queue.png", &b.screenshot().await.unwrap());
-    b.find(Locator::LinkText("order-4711")).await.unwrap().click().await.unwrap();
-    let fields = find(&b, "table.fields").await.text().await.unwrap();
+    click(&b, Locator::LinkText("order-4711")).await;
+    let fields = text_of(&b, "table.fields").await;
     assert!(fields.contains("payment declined: card expired") && fields.contains("cust-42"), "{fields}");
-    assert!(find(&b, "pre.body").await.text().await.unwrap().contains("\"card\": \"declined\""), "pretty JSON");
+    assert!(text_of(&b, "pre.body").await.contains("\"card\": \"declined\""), "pretty JSON");
     save_screenshot("console-message.png", &b.screenshot().await.unwrap());
 
     // Requeue, confirm, and Redis moved it.
     let failed_before = r.stats("orders")["failed"];
     let ready_before = r.stats("orders")["ready"];
-    b.find(Locator::Css("button.primary")).await.unwrap().click().await.unwrap();
-    let confirm = find(&b, "p.confirm").await.text().await.unwrap();
+    click(&b, Locator::Css("button.primary")).await;
+    let confirm = text_of(&b, "p.confirm").await;
     assert!(confirm.starts_with("Requeue 1 message"), "{confirm}");
     assert_eq!(r.stats("orders")["failed"], failed_before, "nothing moves before the confirmation");
-    b.find(Locator::Css("button.danger.big")).await.unwrap().click().await.unwrap();
-    let notice = find(&b, "div.banner.good").await.text().await.unwrap();
+    click(&b, Locator::Css("button.danger.big")).await;
+    let notice = text_of(&b, "div.banner.good").await;
     assert!(notice.starts_with("Requeue: 1 message"), "{notice}");
     let st = r.stats("orders");
     assert_eq!((st["failed"], st["ready"]), (failed_before - 1, ready_before + 1), "RMQ.STATS shows the move");
 
     // Pause from the page: FETCH hands out nothing; PUSH still works.
-    b.find(Locator::Css(".qhead button")).await.unwrap().click().await.unwrap();
+    click(&b, Locator::Css(".qhead button")).await;
     text_until(&b, ".qhead .badge.paused", "the page shows the queue paused", |t| t == "paused").await;
     assert_eq!(r.run("fetch", "orders", &["COUNT", "10"]), Value::Nil, "a paused queue hands out nothing");
     r.push("orders", "still accepted", &[]);
     let fetched = r.client().fetch("orders", &Fetch { block: Some(Duration::from_millis(300)), ..Default::default() }).await.unwrap();
     assert!(fetched.is_empty(), "a blocking FETCH waits while paused");
     // Resume from the page: FETCH hands out again.
-    b.find(Locator::Css(".qhead button.primary")).await.unwrap().click().await.unwrap();
+    click(&b, Locator::Css(".qhead button.primary")).await;
     find(&b, ".qhead button:not(.primary)").await;
     assert_ne!(r.run("fetch", "orders", &[]), Value::Nil);
 
     // The audit page shows what the operator did.
     b.goto(&console.url("/audit")).await.unwrap();
-    let audit = find(&b, "table.audit tbody").await.text().await.unwrap();
+    let audit = text_of(&b, "table.audit tbody").await;
     for a in ["requeue", "pause", "resume"] {
         assert!(audit.contains(a), "{audit}");
     }
 
     // The Archive: search the queue's errored messages, open one's history.
     caught_up(&r, "orders").await;
-    b.find(Locator::LinkText("Archive")).await.unwrap().click().await.unwrap();
+    click(&b, Locator::LinkText("Archive")).await;
     find(&b, "form.search input[name=queue]").await.send_keys("orders").await.unwrap();
-    b.find(Locator::Css("form.search input[name=status][value=errored]")).await.unwrap().click().await.unwrap();
-    b.find(Locator::Css("form.search button.primary")).await.unwrap().click().await.unwrap();
-    let row = find(&b, "table.archive tbody tr").await.text().await.unwrap();
+    click(&b, Locator::Css("form.search input[name=status][value=errored]")).await;
+    click(&b, Locator::Css("form.search button.primary")).await;
+    let row = text_of(&b, "table.archive tbody tr").await;
     assert!(row.contains("order-4712") && row.contains("address missing"), "{row}");
     save_screenshot("console-archive.png", &b.screenshot().await.unwrap());
-    b.find(Locator::LinkText("order-4712")).await.unwrap().click().await.unwrap();
-    let history = find(&b, "table.history tbody").await.text().await.unwrap();
+    click(&b, Locator::LinkText("order-4712")).await;
+    let history = text_of(&b, "table.history tbody").await;
     assert!(history.contains("push") && history.contains("error"), "{history}");
     b.close().await.unwrap();
 }
