@@ -388,9 +388,21 @@ impl<'a, S: Store> Queue<'a, S> {
                     self.store.hdel(Key::Inf, r);
                     acked += 1;
                 }
-            } else if let Some(record) = self.take_inflight(r) {
-                self.log_plain(b"ack", &record);
-                acked += 1;
+            } else if self.store.zrem(Key::Bak, r) {
+                // The log needs the message's offset and id only: the record is read in place,
+                // not decoded (its body is never copied).
+                let bytes = self.store.hget(Key::Inf, r);
+                self.store.hdel(Key::Inf, r);
+                // As with a decoded record: a missing or corrupt one is no ack (and a corrupt
+                // one is kept in the error queue).
+                let Some(bytes) = bytes else { continue };
+                match Layout::of(&bytes) {
+                    Ok(l) => {
+                        self.log(b"ack", l.offset, &l.message_id(&bytes), &[]);
+                        acked += 1;
+                    }
+                    Err(_) => self.quarantine(bytes),
+                }
             }
         }
         if acked > 0 {
