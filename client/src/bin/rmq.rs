@@ -26,6 +26,9 @@ use rmq_client::{Client, Config, EditionChoice, Error};
 
 use output::Out;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "rmq",
