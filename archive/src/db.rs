@@ -564,6 +564,9 @@ impl Db {
                 PgPoolOptions::new()
                     .max_connections(4)
                     .acquire_timeout(CONNECTION_WAIT)
+                    // No ping before each batch (a round trip): a dead connection fails the
+                    // batch's first statement instead, and the batch is tried again.
+                    .test_before_acquire(false)
                     .after_connect(move |conn, _| {
                         Box::pin(async move {
                             for stmt in session_setup(backend) {
