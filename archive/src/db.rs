@@ -233,14 +233,38 @@ impl From<Option<String>> for Arg {
 pub struct Sql {
     pub backend: Backend,
     text: String,
-    args: Vec<Arg>,
+    args: Args,
+    n: usize,
     /// Kept prepared on the connection (see [`Sql::unprepared`]).
     keep: bool,
 }
 
+/// A statement's arguments: bound for `Any` as they come on SQLite and MySQL (which only it
+/// runs), kept as values on PostgreSQL until the driver is known.
+enum Args {
+    Any(AnyArguments),
+    Values(Vec<Arg>),
+}
+
 impl Sql {
     pub fn new(backend: Backend) -> Sql {
-        Sql { backend, text: String::new(), args: Vec::new(), keep: true }
+        let args = match backend {
+            Backend::Postgres => Args::Values(Vec::new()),
+            _ => Args::Any(AnyArguments::default()),
+        };
+        Sql { backend, text: String::new(), args, n: 0, keep: true }
+    }
+
+    fn add(&mut self, a: Arg) {
+        self.n += 1;
+        match &mut self.args {
+            Args::Values(v) => v.push(a),
+            Args::Any(args) => match a {
+                Arg::Int(v) => args.add(v),
+                Arg::Text(v) => args.add(v),
+            }
+            .expect("the Any driver encodes integers and text"),
+        }
     }
 
     pub fn push(&mut self, s: &str) -> &mut Sql {
@@ -249,14 +273,14 @@ impl Sql {
     }
 
     fn next_placeholder(&mut self) -> String {
-        self.backend.placeholder(self.args.len() + 1)
+        self.backend.placeholder(self.n + 1)
     }
 
     /// Appends a placeholder for `v`.
     pub fn arg(&mut self, v: impl Into<Arg>) -> &mut Sql {
         let p = self.next_placeholder();
         self.text.push_str(&p);
-        self.args.push(v.into());
+        self.add(v.into());
         self
     }
 
@@ -268,10 +292,10 @@ impl Sql {
             // The text SQLite's strftime would make, made here (cheaper than calling it for
             // every column of every row).
             self.text.push_str(&p);
-            self.args.push(Arg::Text(ms.map(sqlite_time)));
+            self.add(Arg::Text(ms.map(sqlite_time)));
         } else {
             self.text.push_str(&self.backend.timestamp_of_ms(&p));
-            self.args.push(Arg::Int(ms));
+            self.add(Arg::Int(ms));
         }
         self
     }
@@ -281,7 +305,7 @@ impl Sql {
     pub fn array(&mut self, a: PgArray, ty: &str) -> &mut Sql {
         let p = self.next_placeholder();
         self.text.push_str(&format!("CAST({p} AS {ty}[])"));
-        self.args.push(a.finish().into());
+        self.add(a.finish().into());
         self
     }
 
@@ -289,7 +313,7 @@ impl Sql {
     pub fn json(&mut self, text: String) -> &mut Sql {
         let p = self.next_placeholder();
         self.text.push_str(&self.backend.json_of(&p));
-        self.args.push(text.into());
+        self.add(text.into());
         self
     }
 
@@ -297,7 +321,7 @@ impl Sql {
     pub fn contains(&mut self, col: &str, text: String) -> &mut Sql {
         let p = self.next_placeholder();
         self.text.push_str(&self.backend.contains(col, &p));
-        self.args.push(text.into());
+        self.add(text.into());
         self
     }
 
@@ -315,7 +339,7 @@ impl Sql {
 
     /// How many arguments so far.
     pub fn args_len(&self) -> usize {
-        self.args.len()
+        self.n
     }
 
     pub fn text(&self) -> &str {
@@ -331,14 +355,20 @@ impl Sql {
     /// The statement, prepared once per connection and reused (for statements whose text
     /// repeats: the archiver's writes).
     pub fn query(self) -> sqlx::query::Query<'static, Any, AnyArguments> {
-        let mut args = AnyArguments::default();
-        for a in self.args {
-            match a {
-                Arg::Int(v) => args.add(v),
-                Arg::Text(v) => args.add(v),
+        let args = match self.args {
+            Args::Any(args) => args,
+            Args::Values(values) => {
+                let mut args = AnyArguments::default();
+                for a in values {
+                    match a {
+                        Arg::Int(v) => args.add(v),
+                        Arg::Text(v) => args.add(v),
+                    }
+                    .expect("the Any driver encodes integers and text");
+                }
+                args
             }
-            .expect("the Any driver encodes integers and text");
-        }
+        };
         sqlx::query_with(AssertSqlSafe(self.text), args).persistent(self.keep)
     }
 
@@ -349,9 +379,11 @@ impl Sql {
 
     /// The statement for PostgreSQL's own driver.
     pub fn pg(self) -> sqlx::query::Query<'static, Postgres, PgArguments> {
-        debug_assert_eq!(self.backend, Backend::Postgres);
+        let Args::Values(values) = self.args else {
+            panic!("a statement for PostgreSQL's own driver is written for PostgreSQL");
+        };
         let mut args = PgArguments::default();
-        for a in self.args {
+        for a in values {
             match a {
                 Arg::Int(v) => args.add(v),
                 Arg::Text(v) => args.add(v),
