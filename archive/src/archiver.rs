@@ -2,10 +2,11 @@
 //! one transaction, then acknowledges its entries.
 //!
 //! Two tasks and a channel of one batch between them: the reader fills a batch (by count,
-//! bytes and time) while the writer commits the previous one. When the database is away the
-//! writer retries the same batch with backoff, the channel stays full and the reader stops:
-//! memory stays at about two batches, and the entries wait in the log (and in the group's
-//! pending list) until the database is back. Entries are acknowledged only after their
+//! bytes and time) while the writer commits the previous one (and the acknowledgement of the
+//! one before runs beside it). When the database is away the writer retries the same batch
+//! with backoff, the channel stays full and the reader stops: memory stays at about two
+//! batches, and the entries wait in the log (and in the group's pending list) until the
+//! database is back. Entries are acknowledged only after their
 //! transaction committed, so a crash at any point loses nothing the log still holds; the
 //! entries read but not saved are read again at the next start.
 
@@ -216,7 +217,9 @@ async fn report(c: Arc<Counters>, every: Duration, mut stop: watch::Receiver<boo
     }
 }
 
-/// Saves batches in order; acknowledges each one's entries after its commit.
+/// Saves batches in order; acknowledges each one's entries after its commit, while the next
+/// batch is written (one acknowledgement in flight at a time: XACK in slices of 1,000 ids is a
+/// few round trips to Redis that the next transaction need not wait for).
 async fn writer(
     db: Db,
     source: Source,
@@ -225,6 +228,7 @@ async fn writer(
     max_backoff: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut acking: Option<tokio::task::JoinHandle<()>> = None;
     while let Some(batch) = rx.recv().await {
         let mut backoff = Duration::from_millis(100);
         let outcome = loop {
@@ -247,7 +251,7 @@ async fn writer(
             }
         };
         let Some(outcome) = outcome else {
-            return;
+            break;
         };
         for w in &outcome.warnings {
             warn!("{w}");
@@ -256,27 +260,48 @@ async fn writer(
         counters.rows.fetch_add(outcome.rows, Ordering::Relaxed);
         counters.batches.fetch_add(1, Ordering::Relaxed);
         counters.warnings.fetch_add(outcome.warnings.len() as u64, Ordering::Relaxed);
-        ack_batch(&source, &batch, max_backoff).await;
-        for (q, m) in &outcome.markers {
-            if let Err(e) = source.drop_marker(q, m).await {
-                warn!("queue {q}: the gap marker {m} stays in Redis ({e}); it is saved already and is not counted twice");
+        if let Some(previous) = acking.take() {
+            let _ = previous.await;
+        }
+        // Only the ids go on: the batch itself is dropped here (memory stays at two batches).
+        let ids = ids_by_queue(&batch);
+        drop(batch);
+        let source = source.clone();
+        acking = Some(tokio::spawn(async move {
+            ack_batch(&source, &ids, max_backoff).await;
+            for (q, m) in &outcome.markers {
+                if let Err(e) = source.drop_marker(q, m).await {
+                    warn!("queue {q}: the gap marker {m} stays in Redis ({e}); it is saved already and is not counted twice");
+                }
             }
+        }));
+    }
+    if let Some(last) = acking {
+        let _ = last.await;
+    }
+}
+
+/// A batch's log entry ids, per queue.
+fn ids_by_queue(batch: &Batch) -> BTreeMap<String, Vec<StreamId>> {
+    let mut by_queue: BTreeMap<String, Vec<StreamId>> = BTreeMap::new();
+    for e in &batch.entries {
+        if let Some(ids) = by_queue.get_mut(&e.queue) {
+            ids.push(e.pos);
+        } else {
+            by_queue.insert(e.queue.clone(), vec![e.pos]);
         }
     }
+    by_queue
 }
 
 /// Acknowledges a saved batch's entries. When Redis stays away the entries stay pending: this
 /// archiver reads them again at its next start, or another one takes them over, and saving
 /// them again changes nothing.
-async fn ack_batch(source: &Source, batch: &Batch, max_backoff: Duration) {
-    let mut by_queue: BTreeMap<&str, Vec<StreamId>> = BTreeMap::new();
-    for e in &batch.entries {
-        by_queue.entry(e.queue.as_str()).or_default().push(e.pos);
-    }
+async fn ack_batch(source: &Source, by_queue: &BTreeMap<String, Vec<StreamId>>, max_backoff: Duration) {
     for (q, ids) in by_queue {
         let mut backoff = Duration::from_millis(100);
         for attempt in 1..=5 {
-            match source.ack(q, &ids).await {
+            match source.ack(q, ids).await {
                 Ok(()) => break,
                 Err(e) if attempt < 5 => {
                     warn!("queue {q}: acknowledging {} saved log entries failed ({e}); trying again", ids.len());

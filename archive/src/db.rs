@@ -3,14 +3,17 @@
 //!
 //! Everything goes through sqlx's `Any` driver with values of four kinds (integers, text,
 //! NULL, and unix-ms times turned into timestamps by SQL), so one code path serves SQLite,
-//! PostgreSQL and MySQL/MariaDB; [`Backend`] writes the SQL that differs.
+//! PostgreSQL and MySQL/MariaDB; [`Backend`] writes the SQL that differs. One exception: on
+//! PostgreSQL the archiver's write transaction ([`Tx`]) runs on PostgreSQL's own driver, the
+//! same statements plus COPY, which `Any` cannot send.
 
 use std::sync::Once;
 use std::time::Duration;
 
-use sqlx::any::{AnyArguments, AnyPoolOptions};
+use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
-use sqlx::{Any, AnyPool, Arguments, AssertSqlSafe, Encode, Executor, Type};
+use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Any, AnyPool, Arguments, AssertSqlSafe, Executor, Postgres, Row as _};
 
 use crate::error::{Error, Result};
 
@@ -193,17 +196,75 @@ pub fn redact(url: &str) -> String {
     url.to_string()
 }
 
-/// One SQL statement and its arguments, with placeholders written for the backend.
+/// A statement's argument: an integer or text, or NULL of either.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Arg {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Arg {
+        Arg::Int(Some(v))
+    }
+}
+
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Arg {
+        Arg::Int(v)
+    }
+}
+
+impl From<String> for Arg {
+    fn from(v: String) -> Arg {
+        Arg::Text(Some(v))
+    }
+}
+
+impl From<Option<String>> for Arg {
+    fn from(v: Option<String>) -> Arg {
+        Arg::Text(v)
+    }
+}
+
+/// One SQL statement and its arguments, with placeholders written for the backend. It runs
+/// through the `Any` driver ([`Sql::query`]), or PostgreSQL's own ([`Sql::pg`], which the
+/// archiver's writes use for COPY).
 pub struct Sql {
     pub backend: Backend,
     text: String,
-    args: AnyArguments,
+    args: Args,
     n: usize,
+    /// Kept prepared on the connection (see [`Sql::unprepared`]).
+    keep: bool,
+}
+
+/// A statement's arguments: bound for `Any` as they come on SQLite and MySQL (which only it
+/// runs), kept as values on PostgreSQL until the driver is known.
+enum Args {
+    Any(AnyArguments),
+    Values(Vec<Arg>),
 }
 
 impl Sql {
     pub fn new(backend: Backend) -> Sql {
-        Sql { backend, text: String::new(), args: AnyArguments::default(), n: 0 }
+        let args = match backend {
+            Backend::Postgres => Args::Values(Vec::new()),
+            _ => Args::Any(AnyArguments::default()),
+        };
+        Sql { backend, text: String::new(), args, n: 0, keep: true }
+    }
+
+    fn add(&mut self, a: Arg) {
+        self.n += 1;
+        match &mut self.args {
+            Args::Values(v) => v.push(a),
+            Args::Any(args) => match a {
+                Arg::Int(v) => args.add(v),
+                Arg::Text(v) => args.add(v),
+            }
+            .expect("the Any driver encodes integers and text"),
+        }
     }
 
     pub fn push(&mut self, s: &str) -> &mut Sql {
@@ -212,18 +273,14 @@ impl Sql {
     }
 
     fn next_placeholder(&mut self) -> String {
-        self.n += 1;
-        self.backend.placeholder(self.n)
+        self.backend.placeholder(self.n + 1)
     }
 
     /// Appends a placeholder for `v`.
-    pub fn arg<T>(&mut self, v: T) -> &mut Sql
-    where
-        T: for<'e> Encode<'e, Any> + Type<Any>,
-    {
+    pub fn arg(&mut self, v: impl Into<Arg>) -> &mut Sql {
         let p = self.next_placeholder();
         self.text.push_str(&p);
-        self.args.add(v).expect("the Any driver encodes integers and text");
+        self.add(v.into());
         self
     }
 
@@ -235,10 +292,10 @@ impl Sql {
             // The text SQLite's strftime would make, made here (cheaper than calling it for
             // every column of every row).
             self.text.push_str(&p);
-            self.args.add(ms.map(sqlite_time)).expect("text");
+            self.add(Arg::Text(ms.map(sqlite_time)));
         } else {
             self.text.push_str(&self.backend.timestamp_of_ms(&p));
-            self.args.add(ms).expect("integer");
+            self.add(Arg::Int(ms));
         }
         self
     }
@@ -248,7 +305,7 @@ impl Sql {
     pub fn array(&mut self, a: PgArray, ty: &str) -> &mut Sql {
         let p = self.next_placeholder();
         self.text.push_str(&format!("CAST({p} AS {ty}[])"));
-        self.args.add(a.finish()).expect("text");
+        self.add(a.finish().into());
         self
     }
 
@@ -256,7 +313,7 @@ impl Sql {
     pub fn json(&mut self, text: String) -> &mut Sql {
         let p = self.next_placeholder();
         self.text.push_str(&self.backend.json_of(&p));
-        self.args.add(text).expect("text");
+        self.add(text.into());
         self
     }
 
@@ -264,15 +321,12 @@ impl Sql {
     pub fn contains(&mut self, col: &str, text: String) -> &mut Sql {
         let p = self.next_placeholder();
         self.text.push_str(&self.backend.contains(col, &p));
-        self.args.add(text).expect("text");
+        self.add(text.into());
         self
     }
 
     /// Appends `(a, b, c)`.
-    pub fn list<T>(&mut self, vs: impl IntoIterator<Item = T>) -> &mut Sql
-    where
-        T: for<'e> Encode<'e, Any> + Type<Any>,
-    {
+    pub fn list<T: Into<Arg>>(&mut self, vs: impl IntoIterator<Item = T>) -> &mut Sql {
         self.push("(");
         for (i, v) in vs.into_iter().enumerate() {
             if i > 0 {
@@ -292,15 +346,160 @@ impl Sql {
         &self.text
     }
 
+    /// Not kept prepared on the connection when run (see [`Sql::one_off`]).
+    pub fn unprepared(mut self) -> Sql {
+        self.keep = false;
+        self
+    }
+
     /// The statement, prepared once per connection and reused (for statements whose text
     /// repeats: the archiver's writes).
     pub fn query(self) -> sqlx::query::Query<'static, Any, AnyArguments> {
-        sqlx::query_with(AssertSqlSafe(self.text), self.args)
+        let args = match self.args {
+            Args::Any(args) => args,
+            Args::Values(values) => {
+                let mut args = AnyArguments::default();
+                for a in values {
+                    match a {
+                        Arg::Int(v) => args.add(v),
+                        Arg::Text(v) => args.add(v),
+                    }
+                    .expect("the Any driver encodes integers and text");
+                }
+                args
+            }
+        };
+        sqlx::query_with(AssertSqlSafe(self.text), args).persistent(self.keep)
     }
 
     /// The statement, not kept prepared (for one-off texts: searches).
     pub fn one_off(self) -> sqlx::query::Query<'static, Any, AnyArguments> {
-        self.query().persistent(false)
+        self.unprepared().query()
+    }
+
+    /// The statement for PostgreSQL's own driver.
+    pub fn pg(self) -> sqlx::query::Query<'static, Postgres, PgArguments> {
+        let Args::Values(values) = self.args else {
+            panic!("a statement for PostgreSQL's own driver is written for PostgreSQL");
+        };
+        let mut args = PgArguments::default();
+        for a in values {
+            match a {
+                Arg::Int(v) => args.add(v),
+                Arg::Text(v) => args.add(v),
+            }
+            .expect("the PostgreSQL driver encodes integers and text");
+        }
+        sqlx::query_with(AssertSqlSafe(self.text), args).persistent(self.keep)
+    }
+}
+
+/// The columns of a row read back, by position, whichever driver read it.
+pub trait Cols {
+    fn int(&self, i: usize) -> Result<i64>;
+    fn opt_int(&self, i: usize) -> Result<Option<i64>>;
+    fn text(&self, i: usize) -> Result<String>;
+    fn opt_text(&self, i: usize) -> Result<Option<String>>;
+}
+
+macro_rules! cols_of {
+    ($row:ty) => {
+        impl Cols for $row {
+            fn int(&self, i: usize) -> Result<i64> {
+                Ok(self.try_get(i)?)
+            }
+            fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+                Ok(self.try_get(i)?)
+            }
+            fn text(&self, i: usize) -> Result<String> {
+                Ok(self.try_get(i)?)
+            }
+            fn opt_text(&self, i: usize) -> Result<Option<String>> {
+                Ok(self.try_get(i)?)
+            }
+        }
+    };
+}
+cols_of!(AnyRow);
+cols_of!(PgRow);
+
+/// A row read in a write transaction ([`Tx::fetch_all`]).
+pub enum Rec {
+    Any(AnyRow),
+    Pg(PgRow),
+}
+
+impl Cols for Rec {
+    fn int(&self, i: usize) -> Result<i64> {
+        match self {
+            Rec::Any(r) => r.int(i),
+            Rec::Pg(r) => r.int(i),
+        }
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+        match self {
+            Rec::Any(r) => r.opt_int(i),
+            Rec::Pg(r) => r.opt_int(i),
+        }
+    }
+    fn text(&self, i: usize) -> Result<String> {
+        match self {
+            Rec::Any(r) => r.text(i),
+            Rec::Pg(r) => r.text(i),
+        }
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        match self {
+            Rec::Any(r) => r.opt_text(i),
+            Rec::Pg(r) => r.opt_text(i),
+        }
+    }
+}
+
+/// The archiver's write transaction: through PostgreSQL's own driver on PostgreSQL (for
+/// COPY, which the `Any` driver cannot send), through `Any` elsewhere.
+pub enum Tx {
+    Any(sqlx::Transaction<'static, Any>),
+    Pg(sqlx::Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    /// Runs a statement; returns the rows it changed.
+    pub async fn execute(&mut self, s: Sql) -> Result<u64> {
+        Ok(match self {
+            Tx::Any(tx) => s.query().execute(&mut **tx).await?.rows_affected(),
+            Tx::Pg(tx) => s.pg().execute(&mut **tx).await?.rows_affected(),
+        })
+    }
+
+    pub async fn fetch_all(&mut self, s: Sql) -> Result<Vec<Rec>> {
+        Ok(match self {
+            Tx::Any(tx) => s.query().fetch_all(&mut **tx).await?.into_iter().map(Rec::Any).collect(),
+            Tx::Pg(tx) => s.pg().fetch_all(&mut **tx).await?.into_iter().map(Rec::Pg).collect(),
+        })
+    }
+
+    /// PostgreSQL: `COPY table (cols) FROM STDIN (FORMAT binary)` of `data`
+    /// ([`crate::pgcopy::CopyRows`]); returns the rows copied.
+    pub async fn copy_in(&mut self, table: &str, cols: &str, data: &[u8]) -> Result<u64> {
+        let Tx::Pg(tx) = self else {
+            return Err(Error::Failed("COPY is for PostgreSQL only".into()));
+        };
+        let mut copy = tx.copy_in_raw(&format!("COPY {table} {cols} FROM STDIN (FORMAT binary)")).await?;
+        if let Err(e) = copy.send(data).await {
+            // The connection is broken; the transaction is lost either way.
+            let _ = copy.abort(e.to_string()).await;
+            return Err(e.into());
+        }
+        Ok(copy.finish().await?)
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Any(tx) => tx.commit().await?,
+            Tx::Pg(tx) => tx.commit().await?,
+        }
+        Ok(())
     }
 }
 
@@ -360,7 +559,7 @@ impl PgArray {
 
 /// Unix ms within what every backend's timestamp holds (1970 to 9999): an absurd `AT` must
 /// not make a batch fail for ever.
-fn clamp_ms(ms: i64) -> i64 {
+pub fn clamp_ms(ms: i64) -> i64 {
     ms.clamp(0, 253_402_300_799_999)
 }
 
@@ -368,6 +567,9 @@ fn clamp_ms(ms: i64) -> i64 {
 #[derive(Clone)]
 pub struct Db {
     pub pool: AnyPool,
+    /// PostgreSQL: a pool of PostgreSQL's own driver, for the archiver's writes
+    /// ([`Db::begin_write`]); it connects at its first use.
+    pg: Option<PgPool>,
     pub backend: Backend,
     /// The URL without its password.
     pub shown: String,
@@ -389,6 +591,26 @@ impl Db {
         if backend == Backend::Sqlite {
             url = sqlite_url(&url, create)?;
         }
+        let pg = match backend {
+            Backend::Postgres => Some(
+                PgPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(CONNECTION_WAIT)
+                    // No ping before each batch (a round trip): a dead connection fails the
+                    // batch's first statement instead, and the batch is tried again.
+                    .test_before_acquire(false)
+                    .after_connect(move |conn, _| {
+                        Box::pin(async move {
+                            for stmt in session_setup(backend) {
+                                conn.execute(*stmt).await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .connect_lazy(&url)?,
+            ),
+            _ => None,
+        };
         let pool = AnyPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(CONNECTION_WAIT)
@@ -401,7 +623,7 @@ impl Db {
                 })
             })
             .connect_lazy(&url)?;
-        Ok(Db { pool, backend, shown })
+        Ok(Db { pool, pg, backend, shown })
     }
 
     /// Applies the schema versions that the database lacks; returns their versions and names.
@@ -481,6 +703,18 @@ impl Db {
         };
         match tokio::time::timeout(CONNECTION_WAIT, begin).await {
             Ok(tx) => Ok(tx?),
+            Err(_) => Err(Error::Db(sqlx::Error::PoolTimedOut)),
+        }
+    }
+
+    /// Starts the transaction of a batch write ([`Db::begin`]; on PostgreSQL, on a connection
+    /// of its own driver, which can COPY).
+    pub async fn begin_write(&self) -> Result<Tx> {
+        let Some(pg) = &self.pg else {
+            return Ok(Tx::Any(self.begin().await?));
+        };
+        match tokio::time::timeout(CONNECTION_WAIT, pg.begin()).await {
+            Ok(tx) => Ok(Tx::Pg(tx?)),
             Err(_) => Err(Error::Db(sqlx::Error::PoolTimedOut)),
         }
     }

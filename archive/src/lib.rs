@@ -9,7 +9,7 @@
 //! - [`event`]: log entries → typed events; [`fold`]: events → a message's row (the state
 //!   machine, no SQL);
 //! - [`db`]: backends, pool, migrations, dialects; [`store`]: the tables column by column;
-//!   [`write`]: one batch → one transaction;
+//!   [`write`]: one batch → one transaction; [`pgcopy`]: PostgreSQL's binary COPY format;
 //! - [`backend`]: what the archive needs of a Redis connection (the rmq client provides it);
 //!   [`source`]: the Redis side (queues, log reads, gaps); [`archiver`]: the run loop;
 //!   [`retain`]: retention;
@@ -23,6 +23,7 @@ pub mod error;
 pub mod event;
 pub mod fold;
 pub mod names;
+pub mod pgcopy;
 pub mod replay;
 pub mod retain;
 pub mod search;

@@ -4,14 +4,13 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use sqlx::any::AnyRow;
-use sqlx::Row as _;
 
-use crate::db::{Backend, PgArray, Sql};
+use crate::db::{Backend, Cols, PgArray, Sql};
 use crate::error::{Error, Result};
 use crate::event::{LogEvent, Payload, StreamId};
 use crate::fold::{Row, Status};
 use crate::names::virtual_queue_name;
+use crate::pgcopy::CopyRows;
 
 pub const MESSAGES: &str = "redismq_message";
 pub const EVENTS: &str = "redismq_message_event";
@@ -226,9 +225,76 @@ pub fn state_row_values(sql: &mut Sql, r: &Row) {
     sql.push(")");
 }
 
-/// Adds a row to `cols` (one array per column of [`ROW_COLS`]), with the same values as
-/// [`row_values`], or as [`state_row_values`] when `state_only`.
-pub fn row_arrays(cols: &mut [PgArray], r: &Row, state_only: bool) {
+/// Where the PostgreSQL writes put a row's or an event's values, one at a time in column
+/// order: one array per column ([`PgArrays`], for `UNNEST`) or rows of binary COPY data.
+pub trait Put {
+    fn int(&mut self, v: Option<i64>);
+    fn text(&mut self, v: Option<&str>);
+    /// Unix ms, for a `TIMESTAMPTZ` column.
+    fn ms(&mut self, v: Option<i64>);
+    /// JSON text, for a `JSONB` column.
+    fn json(&mut self, v: &str);
+    /// Before the first value of each row.
+    fn row(&mut self);
+}
+
+/// One [`PgArray`] per column: each value goes to the next column's array.
+pub struct PgArrays {
+    pub cols: Vec<PgArray>,
+    next: usize,
+}
+
+impl PgArrays {
+    pub fn new(n: usize) -> PgArrays {
+        PgArrays { cols: (0..n).map(|_| PgArray::default()).collect(), next: 0 }
+    }
+
+    fn col(&mut self) -> &mut PgArray {
+        self.next += 1;
+        &mut self.cols[self.next - 1]
+    }
+}
+
+impl Put for PgArrays {
+    fn int(&mut self, v: Option<i64>) {
+        self.col().int(v);
+    }
+    fn text(&mut self, v: Option<&str>) {
+        self.col().text(v);
+    }
+    fn ms(&mut self, v: Option<i64>) {
+        self.col().ms(v);
+    }
+    fn json(&mut self, v: &str) {
+        // Sent as text; the statement casts it.
+        self.col().text(Some(v));
+    }
+    fn row(&mut self) {
+        self.next = 0;
+    }
+}
+
+impl Put for CopyRows {
+    fn int(&mut self, v: Option<i64>) {
+        CopyRows::int(self, v);
+    }
+    fn text(&mut self, v: Option<&str>) {
+        CopyRows::text(self, v);
+    }
+    fn ms(&mut self, v: Option<i64>) {
+        CopyRows::ms(self, v);
+    }
+    fn json(&mut self, v: &str) {
+        CopyRows::json(self, v);
+    }
+    fn row(&mut self) {
+        CopyRows::row(self);
+    }
+}
+
+/// Puts a row (every column of [`ROW_COLS`]), with the same values as [`row_values`], or as
+/// [`state_row_values`] when `state_only`.
+pub fn put_row(out: &mut impl Put, r: &Row, state_only: bool) {
     let (body, enc, tag, key, header) = match (&r.payload, state_only) {
         (Some(p), false) => {
             let (b, e) = encode_body(&p.body);
@@ -236,44 +302,45 @@ pub fn row_arrays(cols: &mut [PgArray], r: &Row, state_only: bool) {
         }
         _ => (None, None, "", "", "{}".to_string()),
     };
-    cols[0].text(Some(&r.queue));
-    cols[1].int(Some(r.offset));
-    cols[2].text(Some(&r.id));
-    cols[3].text(Some(tag));
-    cols[4].text(Some(key));
-    cols[5].text(body.as_deref());
-    cols[6].text(Some(&virtual_queue_name(&r.queue)));
-    cols[7].text(Some(&header));
-    cols[8].text(Some(r.status.as_str()));
-    cols[9].ms(Some(r.create_ms));
-    cols[10].ms(Some(r.update_ms));
-    cols[11].text(enc);
-    cols[12].int(Some(r.attempts));
-    cols[13].int(Some(r.deliveries));
-    cols[14].text(r.error.as_deref());
-    cols[15].text(r.consumer.as_deref());
-    cols[16].ms(r.due_ms);
-    cols[17].ms(r.deadline_ms);
-    cols[18].text(Some(&r.last_event));
-    cols[19].int(Some(r.pos.ms));
-    cols[20].int(Some(r.pos.seq));
+    out.row();
+    out.text(Some(&r.queue));
+    out.int(Some(r.offset));
+    out.text(Some(&r.id));
+    out.text(Some(tag));
+    out.text(Some(key));
+    out.text(body.as_deref());
+    out.text(Some(&virtual_queue_name(&r.queue)));
+    out.json(&header);
+    out.text(Some(r.status.as_str()));
+    out.ms(Some(r.create_ms));
+    out.ms(Some(r.update_ms));
+    out.text(enc);
+    out.int(Some(r.attempts));
+    out.int(Some(r.deliveries));
+    out.text(r.error.as_deref());
+    out.text(r.consumer.as_deref());
+    out.ms(r.due_ms);
+    out.ms(r.deadline_ms);
+    out.text(Some(&r.last_event));
+    out.int(Some(r.pos.ms));
+    out.int(Some(r.pos.seq));
 }
 
-/// Adds an event to `cols` (one array per column of [`EVENT_COLS`]), with the same values as
-/// [`event_values`].
-pub fn event_arrays(cols: &mut [PgArray], queue: &str, e: &LogEvent) {
-    cols[0].text(Some(queue));
-    cols[1].int(Some(e.offset));
-    cols[2].int(Some(e.pos.ms));
-    cols[3].int(Some(e.pos.seq));
-    cols[4].text(Some(&e.event));
-    cols[5].text(Some(&e.id));
-    cols[6].ms(Some(e.time_ms));
-    cols[7].text(e.consumer.as_deref());
-    cols[8].int(e.attempt);
-    cols[9].ms(e.due_ms);
-    cols[10].ms(e.deadline_ms);
-    cols[11].text(e.error.as_deref());
+/// Puts an event (every column of [`EVENT_COLS`]), with the same values as [`event_values`].
+pub fn put_event(out: &mut impl Put, queue: &str, e: &LogEvent) {
+    out.row();
+    out.text(Some(queue));
+    out.int(Some(e.offset));
+    out.int(Some(e.pos.ms));
+    out.int(Some(e.pos.seq));
+    out.text(Some(&e.event));
+    out.text(Some(&e.id));
+    out.ms(Some(e.time_ms));
+    out.text(e.consumer.as_deref());
+    out.int(e.attempt);
+    out.ms(e.due_ms);
+    out.ms(e.deadline_ms);
+    out.text(e.error.as_deref());
 }
 
 /// Appends `(…)` with every column of the event, in [`EVENT_COLS`] order.
@@ -307,27 +374,26 @@ pub fn state_select(b: Backend) -> String {
 }
 
 /// A row's state (payload `None`), and whether the stored row has its message.
-pub fn state_from(queue: &str, rec: &AnyRow) -> Result<(Row, bool)> {
-    let status: String = rec.try_get(2)?;
+pub fn state_from(queue: &str, rec: &impl Cols) -> Result<(Row, bool)> {
+    let status = rec.text(2)?;
     let row = Row {
         queue: queue.to_string(),
-        offset: rec.try_get(0)?,
-        id: rec.try_get(1)?,
+        offset: rec.int(0)?,
+        id: rec.text(1)?,
         payload: None,
         status: Status::parse(&status).unwrap_or(Status::Ready),
-        create_ms: rec.try_get(3)?,
-        update_ms: rec.try_get(4)?,
-        attempts: rec.try_get(5)?,
-        deliveries: rec.try_get(6)?,
-        error: rec.try_get(7)?,
-        consumer: rec.try_get(8)?,
-        due_ms: rec.try_get(9)?,
-        deadline_ms: rec.try_get(10)?,
-        last_event: rec.try_get(11)?,
-        pos: StreamId::new(rec.try_get(12)?, rec.try_get(13)?),
+        create_ms: rec.int(3)?,
+        update_ms: rec.int(4)?,
+        attempts: rec.int(5)?,
+        deliveries: rec.int(6)?,
+        error: rec.opt_text(7)?,
+        consumer: rec.opt_text(8)?,
+        due_ms: rec.opt_int(9)?,
+        deadline_ms: rec.opt_int(10)?,
+        last_event: rec.text(11)?,
+        pos: StreamId::new(rec.int(12)?, rec.int(13)?),
     };
-    let enc: Option<String> = rec.try_get(14)?;
-    Ok((row, enc.is_some()))
+    Ok((row, rec.opt_text(14)?.is_some()))
 }
 
 /// The SELECT list that [`event_from`] reads.
@@ -341,18 +407,18 @@ pub fn event_select(b: Backend) -> String {
     )
 }
 
-pub fn event_from(rec: &AnyRow) -> Result<LogEvent> {
+pub fn event_from(rec: &impl Cols) -> Result<LogEvent> {
     Ok(LogEvent {
-        offset: rec.try_get(0)?,
-        pos: StreamId::new(rec.try_get(1)?, rec.try_get(2)?),
-        event: rec.try_get(3)?,
-        id: rec.try_get(4)?,
-        time_ms: rec.try_get(5)?,
-        consumer: rec.try_get(6)?,
-        attempt: rec.try_get(7)?,
-        due_ms: rec.try_get(8)?,
-        deadline_ms: rec.try_get(9)?,
-        error: rec.try_get(10)?,
+        offset: rec.int(0)?,
+        pos: StreamId::new(rec.int(1)?, rec.int(2)?),
+        event: rec.text(3)?,
+        id: rec.text(4)?,
+        time_ms: rec.int(5)?,
+        consumer: rec.opt_text(6)?,
+        attempt: rec.opt_int(7)?,
+        due_ms: rec.opt_int(8)?,
+        deadline_ms: rec.opt_int(9)?,
+        error: rec.opt_text(10)?,
         payload: None,
     })
 }
@@ -419,33 +485,33 @@ pub fn message_select(b: Backend) -> String {
     )
 }
 
-pub fn message_from(rec: &AnyRow) -> Result<Message> {
-    let header: String = rec.try_get(6)?;
-    let create_ms: i64 = rec.try_get(10)?;
-    let update_ms: i64 = rec.try_get(11)?;
-    let due: Option<i64> = rec.try_get(16)?;
-    let deadline: Option<i64> = rec.try_get(17)?;
+pub fn message_from(rec: &impl Cols) -> Result<Message> {
+    let header = rec.text(6)?;
+    let create_ms = rec.int(10)?;
+    let update_ms = rec.int(11)?;
+    let due = rec.opt_int(16)?;
+    let deadline = rec.opt_int(17)?;
     Ok(Message {
-        queue: rec.try_get(0)?,
-        offset: rec.try_get(1)?,
-        id: rec.try_get(2)?,
-        status: rec.try_get(3)?,
-        tag: rec.try_get(4)?,
-        key: rec.try_get(5)?,
+        queue: rec.text(0)?,
+        offset: rec.int(1)?,
+        id: rec.text(2)?,
+        status: rec.text(3)?,
+        tag: rec.text(4)?,
+        key: rec.text(5)?,
         headers: headers_from_json(&header),
-        body: rec.try_get(7)?,
-        body_encoding: rec.try_get(8)?,
-        virtual_queue_name: rec.try_get(9)?,
+        body: rec.opt_text(7)?,
+        body_encoding: rec.opt_text(8)?,
+        virtual_queue_name: rec.text(9)?,
         create_time: crate::when::format_ms(create_ms),
         update_time: crate::when::format_ms(update_ms),
         create_ms,
-        attempts: rec.try_get(12)?,
-        deliveries: rec.try_get(13)?,
-        error: rec.try_get(14)?,
-        consumer: rec.try_get(15)?,
+        attempts: rec.int(12)?,
+        deliveries: rec.int(13)?,
+        error: rec.opt_text(14)?,
+        consumer: rec.opt_text(15)?,
         due_time: due.map(crate::when::format_ms),
         deadline_time: deadline.map(crate::when::format_ms),
-        last_event: rec.try_get(18)?,
+        last_event: rec.text(18)?,
     })
 }
 
