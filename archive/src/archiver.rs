@@ -59,7 +59,7 @@ impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
             patterns: Patterns::default(),
-            batch_max: 5000,
+            batch_max: 10_000,
             batch_bytes: 16 << 20,
             batch_time: Duration::from_millis(200),
             read_count: 500,

@@ -87,7 +87,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub consumer: Option<String>,
     /// Log entries per transaction, at most.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 10000)]
     pub batch: usize,
     /// The longest an entry waits before its batch is written.
     #[arg(long, default_value = "200ms", value_parser = duration)]
