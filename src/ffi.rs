@@ -49,8 +49,21 @@ const MAX_NAMES: usize = 64;
 /// Values [`Shared::value`] shares: the log's event names, the empty string, an empty
 /// MessagePack array (no headers), a first attempt.
 const COMMON_VALUES: [&[u8]; 15] = [
-    b"", b"\x90", b"push", b"fetch", b"ack", b"retry", b"delay", b"fail", b"error", b"reclaim", b"recover", b"delete", b"purge",
-    b"requeue", b"1",
+    b"",
+    rmq_core::queue::EMPTY_HEADERS,
+    b"push",
+    b"fetch",
+    b"ack",
+    b"retry",
+    b"delay",
+    b"fail",
+    b"error",
+    b"reclaim",
+    b"recover",
+    b"delete",
+    b"purge",
+    b"requeue",
+    b"1",
 ];
 const LONGEST_COMMON_VALUE: usize = 7;
 

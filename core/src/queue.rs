@@ -364,14 +364,20 @@ impl<'a, S: Store> Queue<'a, S> {
         self.store.rpush(Key::Err, &r.encode());
     }
 
-    /// Takes the current delivery of `receipt` out of flight.
-    fn take_inflight(&mut self, receipt: &[u8]) -> Option<Record> {
+    /// Takes the current delivery of `receipt` out of flight: its record as stored.
+    fn take_inflight_bytes(&mut self, receipt: &[u8]) -> Option<Vec<u8>> {
         if !self.store.zrem(Key::Bak, receipt) {
             return None;
         }
         let bytes = self.store.hget(Key::Inf, receipt);
         self.store.hdel(Key::Inf, receipt);
-        let mut record = self.decode_or_quarantine(bytes?)?;
+        bytes
+    }
+
+    /// Takes the current delivery of `receipt` out of flight.
+    fn take_inflight(&mut self, receipt: &[u8]) -> Option<Record> {
+        let bytes = self.take_inflight_bytes(receipt)?;
+        let mut record = self.decode_or_quarantine(bytes)?;
         record.consumer.clear();
         Some(record)
     }
@@ -388,14 +394,10 @@ impl<'a, S: Store> Queue<'a, S> {
                     self.store.hdel(Key::Inf, r);
                     acked += 1;
                 }
-            } else if self.store.zrem(Key::Bak, r) {
+            } else if let Some(bytes) = self.take_inflight_bytes(r) {
                 // The log needs the message's offset and id only: the record is read in place,
-                // not decoded (its body is never copied).
-                let bytes = self.store.hget(Key::Inf, r);
-                self.store.hdel(Key::Inf, r);
-                // As with a decoded record: a missing or corrupt one is no ack (and a corrupt
-                // one is kept in the error queue).
-                let Some(bytes) = bytes else { continue };
+                // not decoded (its body is never copied). As with a decoded record, a corrupt
+                // one is no ack and is kept in the error queue.
                 match Layout::of(&bytes) {
                     Ok(l) => {
                         self.log(b"ack", l.offset, &l.message_id(&bytes), &[]);
