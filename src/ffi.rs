@@ -41,31 +41,38 @@ impl RStr {
 /// Reached through [`with_shared`], once for all the fields of a log entry.
 pub struct Shared {
     names: Vec<(&'static [u8], usize)>,
+    /// The common values, by [`common_value`]'s index; null until first used.
+    values: [*mut raw::RedisModuleString; COMMON_VALUES],
 }
 
 /// Names kept; any further one is made afresh each time.
 const MAX_NAMES: usize = 64;
 
-/// Values [`Shared::value`] shares: the log's event names, the empty string, an empty
-/// MessagePack array (no headers), a first attempt.
-const COMMON_VALUES: [&[u8]; 15] = [
-    b"",
-    rmq_core::queue::EMPTY_HEADERS,
-    b"push",
-    b"fetch",
-    b"ack",
-    b"retry",
-    b"delay",
-    b"fail",
-    b"error",
-    b"reclaim",
-    b"recover",
-    b"delete",
-    b"purge",
-    b"requeue",
-    b"1",
-];
-const LONGEST_COMMON_VALUE: usize = 7;
+/// Which of the values [`Shared::value`] shares `bytes` is (the log's event names, the empty
+/// string, an empty MessagePack array for no headers, a first attempt), if any: a `match` on
+/// the bytes, which compiles to a switch on the length and one comparison.
+fn common_value(bytes: &[u8]) -> Option<usize> {
+    Some(match bytes {
+        b"" => 0,
+        rmq_core::queue::EMPTY_HEADERS => 1,
+        b"push" => 2,
+        b"fetch" => 3,
+        b"ack" => 4,
+        b"retry" => 5,
+        b"delay" => 6,
+        b"fail" => 7,
+        b"error" => 8,
+        b"reclaim" => 9,
+        b"recover" => 10,
+        b"delete" => 11,
+        b"purge" => 12,
+        b"requeue" => 13,
+        b"1" => 14,
+        _ => return None,
+    })
+}
+
+const COMMON_VALUES: usize = 15;
 
 impl Shared {
     pub fn name(&mut self, ctx: Ctx, bytes: &'static [u8]) -> RStr {
@@ -89,19 +96,23 @@ impl Shared {
     }
 
     pub fn value(&mut self, ctx: Ctx, bytes: &[u8]) -> RStr {
-        if bytes.len() <= LONGEST_COMMON_VALUE {
-            if let Some(common) = COMMON_VALUES.iter().find(|c| **c == bytes) {
-                return self.name(ctx, common);
-            }
+        let Some(i) = common_value(bytes) else { return RStr::new(ctx, bytes) };
+        let shared = &mut self.values[i];
+        if shared.is_null() {
+            // SAFETY: a null context: the string is the module's, never freed by Redis.
+            *shared = unsafe { raw::RedisModule_CreateString.unwrap()(std::ptr::null_mut(), bytes.as_ptr().cast(), bytes.len()) };
         }
-        RStr::new(ctx, bytes)
+        // SAFETY: as in `name`.
+        unsafe { raw::RedisModule_RetainString.unwrap()(ctx, *shared) };
+        RStr { ctx, ptr: *shared }
     }
 }
 
 /// Runs `f` with the module's shared strings (Redis runs the module on one thread).
 pub fn with_shared<R>(f: impl FnOnce(&mut Shared) -> R) -> R {
     thread_local! {
-        static SHARED: std::cell::RefCell<Shared> = const { std::cell::RefCell::new(Shared { names: Vec::new() }) };
+        static SHARED: std::cell::RefCell<Shared> =
+            const { std::cell::RefCell::new(Shared { names: Vec::new(), values: [std::ptr::null_mut(); COMMON_VALUES] }) };
     }
     SHARED.with(|s| f(&mut s.borrow_mut()))
 }

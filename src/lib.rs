@@ -27,6 +27,7 @@ mod events;
 mod ffi;
 mod guard;
 mod info;
+mod key_names;
 mod lua;
 mod msgpack_lua;
 mod propagation;

@@ -10,7 +10,9 @@
 //! dataset is loaded and when this node becomes a primary.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use foldhash::HashMap;
 
 /// (database, queue name).
 pub type QueueRef = (i32, Vec<u8>);

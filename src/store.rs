@@ -146,8 +146,11 @@ impl<'q> RedisStore<'q> {
     }
 
     /// Records a change to replicate, merged into the key's latest effect when it is the same
-    /// command and that command takes several.
-    fn effect(&mut self, k: Key, command: &'static CStr, args: impl IntoIterator<Item = RStr>) {
+    /// command and that command takes several. The arguments are made only when the effect will
+    /// be propagated: otherwise it serves the keyspace notifications and the modified-key
+    /// signals alone, which need the key and the command.
+    fn effect<A: IntoIterator<Item = RStr>>(&mut self, k: Key, command: &'static CStr, args: impl FnOnce() -> A) {
+        let args: Vec<RStr> = if self.propagating() { args().into_iter().collect() } else { Vec::new() };
         let merges = event_of(command).3;
         if let Some(i) = self.last_effect[slot(k)] {
             let e = &mut self.effects[i];
@@ -157,7 +160,7 @@ impl<'q> RedisStore<'q> {
                 return;
             }
         }
-        self.effects.push(Effect { key: k, command, args: args.into_iter().collect(), count: 1 });
+        self.effects.push(Effect { key: k, command, args, count: 1 });
         self.last_effect[slot(k)] = Some(self.effects.len() - 1);
     }
 
@@ -243,7 +246,7 @@ impl<'q> RedisStore<'q> {
     pub fn name(&mut self, k: Key) -> *mut raw::RedisModuleString {
         let ctx = self.ctx;
         let queue = self.queue;
-        self.names[slot(k)].get_or_insert_with(|| RStr::new(ctx, &k.name(queue))).ptr
+        self.names[slot(k)].get_or_insert_with(|| crate::key_names::name(ctx, queue, k)).ptr
     }
 
     fn open(&mut self, k: Key, write: bool) -> *mut raw::RedisModuleKey {
@@ -299,7 +302,7 @@ impl<'q> RedisStore<'q> {
             let len = unsafe { raw::RedisModule_ValueLength.unwrap()(p) } as u64;
             crate::sliced::list_pushed(ffi::selected_db(ctx), self.queue, k, head, len, v);
         }
-        self.effect(k, if head { c"LPUSH" } else { c"RPUSH" }, [s]);
+        self.effect(k, if head { c"LPUSH" } else { c"RPUSH" }, || [s]);
         if k == Key::Msg {
             self.ready_signal = true;
         }
@@ -417,6 +420,10 @@ impl Store for RedisStore<'_> {
     }
 
     fn lpop(&mut self, k: Key) -> Option<Vec<u8>> {
+        self.lpop_with(k, <[u8]>::to_vec)
+    }
+
+    fn lpop_with<R>(&mut self, k: Key, take: impl FnOnce(&[u8]) -> R) -> Option<R> {
         let p = self.existing_for_write(k)?;
         // SAFETY: a list handle open for writing; the popped string is ours to free.
         let e = unsafe { raw::RedisModule_ListPop.unwrap()(p, raw::REDISMODULE_LIST_HEAD as c_int) };
@@ -424,8 +431,8 @@ impl Store for RedisStore<'_> {
         if crate::sliced::watching() {
             crate::sliced::list_removed(ffi::selected_db(self.ctx), self.queue, k, 0);
         }
-        self.effect(k, c"LPOP", []);
-        Some(e.bytes().to_vec())
+        self.effect(k, c"LPOP", || []);
+        Some(take(e.bytes()))
     }
 
     fn lindex(&mut self, k: Key, index: u64) -> Option<Vec<u8>> {
@@ -452,7 +459,7 @@ impl Store for RedisStore<'_> {
             }
             // Elements are whole records with unique offsets: the first equal one is this one.
             let ctx = self.ctx;
-            self.effect(k, c"LREM", [RStr::new(ctx, b"1"), RStr::new(ctx, value)]);
+            self.effect(k, c"LREM", || [RStr::new(ctx, b"1"), RStr::new(ctx, value)]);
         }
     }
 
@@ -475,8 +482,7 @@ impl Store for RedisStore<'_> {
             Key::Dup => self.guard_by(score.saturating_add(self.dedup_window)),
             _ => {}
         }
-        let score = RStr::new(ctx, itoa::Buffer::new().format(score).as_bytes());
-        self.effect(k, c"ZADD", [score, m]);
+        self.effect(k, c"ZADD", || [RStr::new(ctx, itoa::Buffer::new().format(score).as_bytes()), m]);
     }
 
     fn zrem(&mut self, k: Key, member: &[u8]) -> bool {
@@ -486,7 +492,7 @@ impl Store for RedisStore<'_> {
         // SAFETY: a zset handle open for writing.
         unsafe { raw::RedisModule_ZsetRem.unwrap()(p, m.ptr, &mut deleted) };
         if deleted != 0 {
-            self.effect(k, c"ZREM", [m]);
+            self.effect(k, c"ZREM", || [m]);
         }
         deleted != 0
     }
@@ -547,7 +553,7 @@ impl Store for RedisStore<'_> {
         if k == Key::Inf && crate::sliced::watching() {
             crate::sliced::inflight_added(ffi::selected_db(ctx), self.queue, field, value);
         }
-        self.effect(k, c"HSET", [f, v]);
+        self.effect(k, c"HSET", || [f, v]);
     }
 
     fn hdel(&mut self, k: Key, field: &[u8]) -> bool {
@@ -558,7 +564,7 @@ impl Store for RedisStore<'_> {
             raw::RedisModule_HashSet.unwrap()(p, raw::REDISMODULE_HASH_NONE as c_int, f.ptr, raw::REDISMODULE_HASH_DELETE, NULL_STR)
         };
         if n > 0 {
-            self.effect(k, c"HDEL", [f]);
+            self.effect(k, c"HDEL", || [f]);
         }
         n > 0
     }
@@ -576,7 +582,7 @@ impl Store for RedisStore<'_> {
         // SAFETY: as in `hset`.
         unsafe { raw::RedisModule_HashSet.unwrap()(p, raw::REDISMODULE_HASH_NONE as c_int, f.ptr, v.ptr, NULL_STR) };
         // The absolute value, not the increment: a replica ends up with the primary's number.
-        self.effect(k, c"HSET", [f, v]);
+        self.effect(k, c"HSET", || [f, v]);
         Ok(new)
     }
 
@@ -624,10 +630,7 @@ impl Store for RedisStore<'_> {
         } else {
             0
         };
-        // Without replicas or the AOF the effects carry no arguments: they still signal the
-        // key modified and send the keyspace events.
-        let propagate = self.propagating();
-        if propagate {
+        if self.propagating() {
             // Replicas and the AOF get the id this entry was given, never `*`.
             let (mut ms, mut seq) = (itoa::Buffer::new(), itoa::Buffer::new());
             let (ms, seq) = (ms.format(id.ms).as_bytes(), seq.format(id.seq).as_bytes());
@@ -637,17 +640,10 @@ impl Store for RedisStore<'_> {
             id_text[ms.len()] = b'-';
             id_text[ms.len() + 1..len].copy_from_slice(seq);
             args.insert(0, RStr::new(ctx, &id_text[..len]));
-        } else {
-            args.clear();
         }
-        self.effect(k, c"XADD", args);
+        self.effect(k, c"XADD", || args);
         if trimmed > 0 {
-            let args = if propagate {
-                vec![RStr::new(ctx, b"MAXLEN"), RStr::new(ctx, itoa::Buffer::new().format(maxlen).as_bytes())]
-            } else {
-                Vec::new()
-            };
-            self.effect(k, c"XTRIM", args);
+            self.effect(k, c"XTRIM", || [RStr::new(ctx, b"MAXLEN"), RStr::new(ctx, itoa::Buffer::new().format(maxlen).as_bytes())]);
         }
     }
 

@@ -275,6 +275,45 @@ fn dedup_window_drops_a_resent_id() {
     assert_eq!((st["pushed"], st["dups"], st["ready"]), (1, 2, 0));
 }
 
+/// The module keeps the key names of a few hundred recently used queues from one command to
+/// the next; a thousand queues used in turn keep replacing one another's names.
+#[test]
+fn commands_over_more_queues_than_the_kept_key_names_each_reach_their_own_keys() {
+    let s = module();
+    let mut c = s.conn();
+    let n = 1000;
+    let mut pipe = redis::pipe();
+    for round in 0..2 {
+        for i in 0..n {
+            pipe.cmd("RMQ.PUSH").arg(format!("q{i}")).arg(format!("{i}-{round}"));
+        }
+    }
+    pipe.query::<()>(&mut c).unwrap();
+    for i in (0..n).rev() {
+        let q = format!("q{i}");
+        let m = fetch_one(&mut c, &q, &[]);
+        assert_eq!(field(&m, "body"), format!("{i}-0"), "{q} hands out its own first message");
+        assert_eq!(llen(&mut c, &format!("msg:{{{q}}}")), 1, "{q} keeps its second message");
+        let in_flight: i64 = redis::cmd("ZCARD").arg(format!("bak:{{{q}}}")).query(&mut c).unwrap();
+        assert_eq!(in_flight, 1);
+        assert_eq!(int(&ok(&mut c, "RMQ.ACK", &q, &[&field(&m, "receipt")])), 1);
+    }
+    for i in 0..n {
+        let q = format!("q{i}");
+        let st = stats(&mut c, &q);
+        assert_eq!((st["ready"], st["inflight"], st["pushed"], st["acked"]), (1, 0, 2, 1), "{q}");
+    }
+    let keys: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(keys, 2 * n, "a ready list and a counters hash per queue, nothing else");
+    // A name of the longest length queue names may have.
+    let long = "L".repeat(200);
+    ok(&mut c, "RMQ.PUSH", &long, &["long"]);
+    let m = fetch_one(&mut c, &long, &[]);
+    assert_eq!(field(&m, "body"), "long");
+    assert_eq!(int(&ok(&mut c, "RMQ.ACK", &long, &[&field(&m, "receipt")])), 1);
+    assert_eq!(stats(&mut c, &long)["acked"], 1);
+}
+
 #[test]
 fn ordered_queue_hands_out_one_at_a_time_and_retries_hold_the_line() {
     let s = Server::start(ServerOptions::module().arg("backoff-ms", "0"));

@@ -321,11 +321,13 @@ impl<'a, S: Store> Queue<'a, S> {
         let mut out = Vec::with_capacity(n.min(64) as usize);
         let mut quarantined = 0;
         while (out.len() as u64) < n && quarantined <= QUARANTINE_LIMIT {
-            let Some(bytes) = self.store.lpop(Key::Msg) else { break };
-            // Only attempt, deliveries and consumer change: the body is not decoded.
-            let (bytes, layout) = match record::redeliver(&bytes, consumer) {
+            // Only attempt, deliveries and consumer change: the body is not decoded, and the
+            // record is read where it was popped (a corrupt one is copied out to be kept).
+            let popped = self.store.lpop_with(Key::Msg, |b| record::redeliver(b, consumer).map_err(|_| b.to_vec()));
+            let Some(popped) = popped else { break };
+            let (bytes, layout) = match popped {
                 Ok(next) => next,
-                Err(_) => {
+                Err(bytes) => {
                     self.quarantine(bytes);
                     quarantined += 1;
                     continue;

@@ -113,6 +113,14 @@ pub trait Store {
     fn rpush(&mut self, k: Key, v: &[u8]);
     fn lpush(&mut self, k: Key, v: &[u8]);
     fn lpop(&mut self, k: Key) -> Option<Vec<u8>>;
+    /// Pops the front element and hands it to `take` where it lies, for a caller that makes
+    /// its own changed copy anyway (FETCH): no copy of the element is made for it.
+    fn lpop_with<R>(&mut self, k: Key, take: impl FnOnce(&[u8]) -> R) -> Option<R>
+    where
+        Self: Sized,
+    {
+        self.lpop(k).map(|v| take(&v))
+    }
     /// The element at `index` from the front.
     fn lindex(&mut self, k: Key, index: u64) -> Option<Vec<u8>>;
     /// Visits the elements of a list from the front, with their index, until `visit` stops.
