@@ -54,9 +54,9 @@ def run(commands):
 
 run([cmd("RMQ.PUSH", "q", body) for _ in range(n)])
 receipts = []
-for reply in run([cmd("RMQ.FETCH", "q") for _ in range(n)]):
-    fields = reply[0]
-    receipts.append(fields[fields.index(b"receipt") + 1].decode())
+# COMPACT, as the rmq clients ask for it: id body receipt attempt …
+for reply in run([cmd("RMQ.FETCH", "q", "COMPACT") for _ in range(n)]):
+    receipts.append(reply[0][2].decode())
 run([cmd("RMQ.ACK", "q", r) for r in receipts])
 run([cmd("XADD", "s", "%d-1" % i, "b", body) for i in range(1, n + 1)])
 run([cmd("XGROUP", "CREATE", "s", "g", "0")])

@@ -5,14 +5,15 @@
 use std::os::raw::{c_int, c_void};
 
 use redis_module::raw;
+use rmq_core::args::Fetch;
 use rmq_core::store::Key;
 
 use crate::commands::{fetch_now, reply_deliveries};
 use crate::ffi::{self, reply_null, Ctx, RStr};
 use crate::safety::guarded;
 
-pub fn wait(ctx: Ctx, q: &[u8], timeout_ms: u64, count: u64, lock: Option<u64>, consumer: &[u8]) {
-    let data = Box::new(Blocked { count, lock, consumer: consumer.to_vec() });
+pub fn wait(ctx: Ctx, q: &[u8], timeout_ms: u64, req: &Fetch) {
+    let data = Box::new(Blocked { count: req.count, lock: req.lock, consumer: req.consumer.to_vec(), compact: req.compact });
     let key = RStr::new(ctx, &Key::Msg.name(q));
     let mut keys = [key.ptr];
     // SAFETY: a command context; the private data is a Box handed to Redis, which gives it
@@ -40,12 +41,14 @@ extern "C" fn on_ready(ctx: Ctx, argv: *mut *mut raw::RedisModuleString, argc: c
         if crate::cluster::moving(ctx, q) {
             return Ok(false); // keep waiting: Redis redirects the client once the slot has moved
         }
-        let Some(got) = with_blocked(ctx, |b| fetch_now(ctx, q, b.count, b.lock, &b.consumer)) else { return Ok(false) };
+        let Some((got, compact)) = with_blocked(ctx, |b| (fetch_now(ctx, q, b.count, b.lock, &b.consumer), b.compact)) else {
+            return Ok(false);
+        };
         let got = got?;
         if got.is_empty() {
             return Ok(false);
         }
-        reply_deliveries(ctx, &got);
+        reply_deliveries(ctx, &got, compact);
         Ok(true)
     });
     match served {
@@ -65,6 +68,7 @@ struct Blocked {
     count: u64,
     lock: Option<u64>,
     consumer: Vec<u8>,
+    compact: bool,
 }
 
 /// Runs `f` on the blocked FETCH's private data, which lives until `free_blocked`.

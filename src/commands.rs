@@ -40,20 +40,21 @@ pub fn push(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     Ok(())
 }
 
-/// RMQ.FETCH q [COUNT n] [LOCK ms] [BLOCK ms] [CONSUMER name]
-/// Reply: an array of message maps, or null; with BLOCK, waits on `msg:{q}`.
+/// RMQ.FETCH q [COUNT n] [LOCK ms] [BLOCK ms] [CONSUMER name] [COMPACT]
+/// Reply: an array of message maps (arrays with COMPACT), or null; with BLOCK, waits on
+/// `msg:{q}`.
 pub fn fetch(ctx: Ctx, argv: &[&[u8]]) -> Result<()> {
     let q = queue(ctx, argv, 2, "rmq.fetch")?;
     let req = args::fetch(&argv[2..], config::max_fetch_count())?;
     let got = fetch_now(ctx, q, req.count, req.lock, req.consumer)?;
     if !got.is_empty() {
-        reply_deliveries(ctx, &got);
+        reply_deliveries(ctx, &got, req.compact);
         return Ok(());
     }
     let in_script =
         ffi::ctx_flags(ctx) & (redis_module::raw::REDISMODULE_CTX_FLAGS_MULTI | redis_module::raw::REDISMODULE_CTX_FLAGS_LUA) != 0;
     match req.block {
-        Some(ms) if !in_script => crate::block::wait(ctx, q, ms, req.count, req.lock, req.consumer),
+        Some(ms) if !in_script => crate::block::wait(ctx, q, ms, &req),
         _ => reply_null(ctx),
     }
     Ok(())
@@ -64,34 +65,49 @@ pub fn fetch_now(ctx: Ctx, q: &[u8], count: u64, lock: Option<u64>, consumer: &[
     queue_of(ctx, q, &mut store).fetch(count, lock, consumer)
 }
 
-pub fn reply_deliveries(ctx: Ctx, got: &[Delivery]) {
+pub fn reply_deliveries(ctx: Ctx, got: &[Delivery], compact: bool) {
     reply_array(ctx, got.len());
     for d in got {
         let l = &d.layout;
-        reply_map(ctx, 10);
-        reply_bulk(ctx, b"id");
+        // COMPACT: the values alone, in the map's order (half the reply calls: the field names
+        // were a third of FETCH's cost).
+        let name = |n: &[u8]| {
+            if !compact {
+                reply_bulk(ctx, n)
+            }
+        };
+        if compact {
+            reply_array(ctx, 10);
+        } else {
+            reply_map(ctx, 10);
+        }
+        name(b"id");
         reply_bulk(ctx, &d.message_id());
-        reply_bulk(ctx, b"body");
+        name(b"body");
         reply_bulk(ctx, d.field(&l.body));
-        reply_bulk(ctx, b"receipt");
+        name(b"receipt");
         reply_bulk(ctx, &d.receipt);
-        reply_bulk(ctx, b"attempt");
+        name(b"attempt");
         reply_int(ctx, l.attempt as i64);
-        reply_bulk(ctx, b"tag");
+        name(b"tag");
         reply_bulk(ctx, d.field(&l.tag));
-        reply_bulk(ctx, b"key");
+        name(b"key");
         reply_bulk(ctx, d.field(&l.key));
-        reply_bulk(ctx, b"headers");
-        reply_map(ctx, l.headers.len());
+        name(b"headers");
+        if compact {
+            reply_array(ctx, 2 * l.headers.len());
+        } else {
+            reply_map(ctx, l.headers.len());
+        }
         for (n, v) in &l.headers {
             reply_bulk(ctx, d.field(n));
             reply_bulk(ctx, d.field(v));
         }
-        reply_bulk(ctx, b"created");
+        name(b"created");
         reply_int(ctx, l.created as i64);
-        reply_bulk(ctx, b"offset");
+        name(b"offset");
         reply_int(ctx, l.offset as i64);
-        reply_bulk(ctx, b"deadline");
+        name(b"deadline");
         reply_int(ctx, d.deadline as i64);
     }
 }

@@ -342,6 +342,57 @@ fn fetch_is_fifo_and_count_limits(ed: Edition) {
     assert_eq!(t.stat("q", "inflight"), 5);
 }
 
+/// FETCH … COMPACT: each message an array of the map's values in the map's order, its
+/// headers a flat array; the map form of the same message says the same.
+fn fetch_compact_gives_the_values_in_the_maps_order(ed: Edition) {
+    let mut t = Ctx::new(ed);
+    t.push("q", "first", &["ID", "order-1", "TAG", "t", "KEY", "k", "HEADER", "trace", "abc", "HEADER", "lang", "fr"]);
+    t.push("q", "second", &[]);
+    t.push("q", "third", &[]);
+    let before = t.now();
+    let one = match t.run("fetch", "q", &["CONSUMER", "w", "COMPACT"]) {
+        Value::Array(a) => a,
+        other => panic!("expected an array of messages, got {other:?}"),
+    };
+    assert_eq!(one.len(), 1);
+    let Value::Array(v) = &one[0] else { panic!("a COMPACT message is an array, got {:?}", one[0]) };
+    assert_eq!(v.len(), 10, "id body receipt attempt tag key headers created offset deadline");
+    assert_eq!((text(&v[0]), text(&v[1])), ("order-1".into(), "first".into()));
+    assert_receipt(&text(&v[2]), 1, 1);
+    assert_eq!((int(&v[3]), text(&v[4]), text(&v[5])), (1, "t".into(), "k".into()));
+    assert_eq!(strings(&v[6]), vec!["trace", "abc", "lang", "fr"], "headers flat, in the order pushed");
+    assert!(int(&v[7]) <= before && int(&v[8]) == 1);
+    assert!(int(&v[9]) >= before + 30_000, "the deadline is now + lock-ms");
+
+    let two = match t.run("fetch", "q", &["COUNT", "2", "compact"]) {
+        Value::Array(a) => a,
+        other => panic!("expected an array of messages, got {other:?}"),
+    };
+    let rows: Vec<Vec<Value>> = two
+        .iter()
+        .map(|m| match m {
+            Value::Array(v) => v.clone(),
+            other => panic!("a COMPACT message is an array, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(rows.iter().map(|v| text(&v[1])).collect::<Vec<_>>(), vec!["second", "third"]);
+    for (v, offset) in rows.iter().zip(2..) {
+        assert_eq!(text(&v[0]), format!("{}-{offset}", int(&v[7])), "a server-made id is <created>-<offset>");
+        assert_eq!(int(&v[8]), offset);
+        assert!(strings(&v[6]).is_empty(), "no headers: an empty array");
+        assert_eq!(int(&v[3]), 1);
+    }
+    let receipts: Vec<String> = rows.iter().map(|v| text(&v[2])).chain([text(&v[2])]).collect();
+    let r: Vec<&str> = receipts.iter().map(|s| s.as_str()).collect();
+    assert_eq!(t.int("ack", "q", &r), 3, "COMPACT receipts ack like any");
+    assert_eq!(t.run("fetch", "q", &["COMPACT"]), Value::Nil, "nothing to fetch: null");
+    assert_eq!(t.err("fetch", "q", &["COMPACT", "COMPACT"]), "ERR syntax error near 'COMPACT'");
+    // The map form of a message holds the same values.
+    t.push("q", "again", &["HEADER", "a", "b"]);
+    let m = t.fetch1("q", &[]);
+    assert_eq!((m.s("body"), m.headers().get("a").cloned()), ("again".into(), Some("b".into())));
+}
+
 fn fetch_on_empty_queue_is_null_in_resp2_and_resp3(ed: Edition) {
     let mut t = Ctx::new(ed);
     assert_eq!(t.run("fetch", "q", &[]), Value::Nil);
@@ -1992,6 +2043,7 @@ on_both_editions!(
     message_without_tag_key_headers_has_empty_values,
     server_made_ids_are_created_dash_offset_and_increase,
     fetch_is_fifo_and_count_limits,
+    fetch_compact_gives_the_values_in_the_maps_order,
     fetch_on_empty_queue_is_null_in_resp2_and_resp3,
     consumer_is_kept_while_in_flight,
     push_argument_errors_change_nothing,

@@ -166,6 +166,23 @@ fn block_is_woken_by_push() {
 }
 
 #[test]
+fn a_blocked_compact_fetch_is_answered_compact() {
+    let s = module();
+    let mut waiter = s.conn();
+    let url = s.url();
+    let pusher = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let _: String = redis::cmd("RMQ.PUSH").arg("q").arg("wake").arg("HEADER").arg("h").arg("v").query(&mut c).unwrap();
+    });
+    let got = ok(&mut waiter, "RMQ.FETCH", "q", &["BLOCK", "10000", "COMPACT"]);
+    let m = array(&array(&got)[0]);
+    assert_eq!((text(&m[1]), int(&m[3]), int(&m[8])), ("wake".into(), 1, 1), "body, attempt, offset in place");
+    assert_eq!(array(&m[6]).iter().map(text).collect::<Vec<_>>(), vec!["h", "v"]);
+    pusher.join().unwrap();
+}
+
+#[test]
 fn block_is_woken_by_nack_retry() {
     let s = Server::start(ServerOptions::module().arg("backoff-ms", "0"));
     let mut c = s.conn();

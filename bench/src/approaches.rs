@@ -103,8 +103,8 @@ impl Approach {
     /// The commands of one message, per phase, as a reader would write them.
     pub fn commands(self) -> [&'static str; 3] {
         match self {
-            Approach::Rmq => ["RMQ.PUSH q body", "RMQ.FETCH q COUNT 1", "RMQ.ACK q receipt"],
-            Approach::RmqLua => ["FCALL rmq_push 1 q body", "FCALL rmq_fetch 1 q COUNT 1", "FCALL rmq_ack 1 q receipt"],
+            Approach::Rmq => ["RMQ.PUSH q body", "RMQ.FETCH q COUNT 1 COMPACT", "RMQ.ACK q receipt"],
+            Approach::RmqLua => ["FCALL rmq_push 1 q body", "FCALL rmq_fetch 1 q COUNT 1 COMPACT", "FCALL rmq_ack 1 q receipt"],
             Approach::Streams => ["XADD s * b body", "XREADGROUP GROUP g c COUNT 1 STREAMS s >", "XACK s g id"],
             Approach::StreamsDel => {
                 ["XADD s * b body", "XREADGROUP GROUP g c COUNT 1 STREAMS s >", "XACK s g id + XDEL s id (1 round trip)"]
@@ -189,10 +189,11 @@ impl Approach {
             for _ in 0..n {
                 match self {
                     Approach::Rmq => {
-                        p.cmd("RMQ.FETCH").arg(Q_MODULE).arg("COUNT").arg(1);
+                        // COMPACT, as the rmq clients ask for it.
+                        p.cmd("RMQ.FETCH").arg(Q_MODULE).arg("COUNT").arg(1).arg("COMPACT");
                     }
                     Approach::RmqLua => {
-                        p.cmd("FCALL").arg("rmq_fetch").arg(1).arg(Q_LUA).arg("COUNT").arg(1);
+                        p.cmd("FCALL").arg("rmq_fetch").arg(1).arg(Q_LUA).arg("COUNT").arg(1).arg("COMPACT");
                     }
                     Approach::Streams | Approach::StreamsDel => {
                         p.cmd("XREADGROUP").arg("GROUP").arg(GROUP).arg(&consumer).arg("COUNT").arg(1).arg("STREAMS").arg(STREAM).arg(">");
@@ -245,8 +246,10 @@ impl Approach {
                 if msgs.len() != 1 {
                     return Err(bad());
                 }
-                let receipt = field(&msgs[0], "receipt").ok_or_else(bad)?;
-                let body = field(&msgs[0], "body").ok_or_else(bad)?;
+                // COMPACT: id body receipt attempt …
+                let values = array(&msgs[0]).ok_or_else(bad)?;
+                let body = values.get(1).and_then(bulk).ok_or_else(bad)?;
+                let receipt = values.get(2).and_then(bulk).ok_or_else(bad)?;
                 Ok((receipt, body))
             }
             Approach::Streams | Approach::StreamsDel => {

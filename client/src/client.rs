@@ -2,7 +2,7 @@
 //! commands of the module, or FCALL of the Lua library), and typed wrappers of the commands.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -133,6 +133,9 @@ struct Inner {
     /// Found out at the first request.
     mode: OnceCell<Mode>,
     edition: AtomicU8,
+    /// FETCH asks for the COMPACT reply (half the server's reply work) until a server that
+    /// predates it refuses the word; then it asks for maps.
+    compact: AtomicBool,
 }
 
 /// Where a request goes.
@@ -224,7 +227,9 @@ impl Client {
             EditionChoice::Module => ED_MODULE,
             EditionChoice::Lua => ED_LUA,
         };
-        Ok(Client { inner: Arc::new(Inner { cfg, seed, mode: OnceCell::new(), edition: AtomicU8::new(edition) }) })
+        Ok(Client {
+            inner: Arc::new(Inner { cfg, seed, mode: OnceCell::new(), edition: AtomicU8::new(edition), compact: AtomicBool::new(true) }),
+        })
     }
 
     pub fn open(url: &str) -> Result<Client> {
@@ -669,8 +674,22 @@ impl Client {
 
     /// RMQ.FETCH. With `block`, waits (on the server for the module, by polling for Lua).
     pub async fn fetch(&self, q: &str, f: &Fetch) -> Result<Vec<Message>> {
+        let compact = self.inner.compact.load(Ordering::Relaxed);
+        match self.fetch_as(q, f, compact).await {
+            Err(Error::Refused(e)) if compact && e.contains("near 'COMPACT'") => {
+                self.inner.compact.store(false, Ordering::Relaxed);
+                self.fetch_as(q, f, false).await
+            }
+            other => other,
+        }
+    }
+
+    async fn fetch_as(&self, q: &str, f: &Fetch, compact: bool) -> Result<Vec<Message>> {
         let ed = self.edition().await?;
         let mut args: Vec<Vec<u8>> = Vec::new();
+        if compact {
+            args.push(b"COMPACT".to_vec());
+        }
         if let Some(n) = f.count {
             args.push(b"COUNT".to_vec());
             args.push(n.to_string().into_bytes());
@@ -685,7 +704,7 @@ impl Client {
         }
         let Some(block) = f.block else {
             let v = self.call("fetch", Some(q), &args).await?;
-            return parse_messages(q, v);
+            return parse_fetched(q, v, compact);
         };
         let forever = block.is_zero();
         let until = Instant::now() + block;
@@ -697,7 +716,7 @@ impl Client {
                 a.push(b"BLOCK".to_vec());
                 a.push(slice.as_millis().max(1).to_string().into_bytes());
                 let v = self.blocking_call(q, &a, slice).await?;
-                let msgs = parse_messages(q, v)?;
+                let msgs = parse_fetched(q, v, compact)?;
                 if !msgs.is_empty() || (!forever && Instant::now() >= until) {
                     return Ok(msgs);
                 }
@@ -706,7 +725,7 @@ impl Client {
                 let mut pause = self.inner.cfg.poll_min;
                 loop {
                     let v = self.call("fetch", Some(q), &args).await?;
-                    let msgs = parse_messages(q, v)?;
+                    let msgs = parse_fetched(q, v, compact)?;
                     let now = Instant::now();
                     if !msgs.is_empty() || (!forever && now >= until) {
                         return Ok(msgs);
@@ -1018,6 +1037,24 @@ fn parse_names(v: Value) -> Result<Vec<String>> {
         Value::Array(v) => v.into_iter().map(as_string).collect(),
         Value::Nil => Ok(Vec::new()),
         other => Err(Error::Protocol(format!("QUEUES replied {other:?}"))),
+    }
+}
+
+/// FETCH's reply: maps, or with COMPACT each message's values in the maps' order.
+fn parse_fetched(q: &str, v: Value, compact: bool) -> Result<Vec<Message>> {
+    if !compact {
+        return parse_messages(q, v);
+    }
+    match v {
+        Value::Nil => Ok(Vec::new()),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|m| match m {
+                Value::Array(values) => Message::from_compact(q, values),
+                other => Err(Error::Protocol(format!("expected a COMPACT message, got {other:?}"))),
+            })
+            .collect(),
+        other => Err(Error::Protocol(format!("expected messages, got {other:?}"))),
     }
 }
 

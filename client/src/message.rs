@@ -241,6 +241,16 @@ impl Message {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
+    /// A message of FETCH … COMPACT: id body receipt attempt tag key headers created offset
+    /// deadline, in that order.
+    pub(crate) fn from_compact(queue: &str, values: Vec<Value>) -> Result<Message> {
+        const FIELDS: [&str; 10] = ["id", "body", "receipt", "attempt", "tag", "key", "headers", "created", "offset", "deadline"];
+        if values.len() != FIELDS.len() {
+            return Err(Error::Protocol(format!("a COMPACT message has 10 values, got {}", values.len())));
+        }
+        Message::from_pairs(queue, FIELDS.iter().map(|f| f.to_string()).zip(values).collect())
+    }
+
     pub(crate) fn from_pairs(queue: &str, fields: Vec<(String, Value)>) -> Result<Message> {
         let mut m = Message { queue: queue.to_string(), ..Default::default() };
         for (k, v) in fields {

@@ -52,6 +52,8 @@ pub struct Fetch<'a> {
     pub lock: Option<u64>,
     pub block: Option<u64>,
     pub consumer: &'a [u8],
+    /// Each message as an array of its values in a fixed order instead of a map.
+    pub compact: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,12 +205,16 @@ pub fn push<'a>(args: &[&'a [u8]]) -> Result<Push<'a>> {
 /// `RMQ.FETCH q [COUNT n] [LOCK ms] [BLOCK ms] [CONSUMER name]`; `args` starts after q.
 pub fn fetch<'a>(args: &[&'a [u8]], max_fetch_count: u64) -> Result<Fetch<'a>> {
     let mut o = Options { args, pos: 0 };
-    let (mut count, mut lock, mut block, mut consumer) = (None, None, None, None);
+    let (mut count, mut lock, mut block, mut consumer, mut compact) = (None, None, None, None, None);
     while let Some((raw, kw)) = o.next_keyword() {
         match kw.as_slice() {
             b"COUNT" => {
                 once(&count, raw)?;
                 count = Some(parse_count(&mut o, max_fetch_count)?);
+            }
+            b"COMPACT" => {
+                once(&compact, raw)?;
+                compact = Some(true);
             }
             b"LOCK" => {
                 once(&lock, raw)?;
@@ -229,7 +235,7 @@ pub fn fetch<'a>(args: &[&'a [u8]], max_fetch_count: u64) -> Result<Fetch<'a>> {
             _ => return Err(Error::Syntax(raw.to_vec())),
         }
     }
-    Ok(Fetch { count: count.unwrap_or(1), lock, block, consumer: consumer.unwrap_or(b"") })
+    Ok(Fetch { count: count.unwrap_or(1), lock, block, consumer: consumer.unwrap_or(b""), compact: compact.is_some() })
 }
 
 fn parse_count(o: &mut Options, max: u64) -> Result<u64> {
@@ -425,6 +431,14 @@ mod tests {
         assert_eq!(e(fetch(&[b"COUNT", b"1001"], 1000)), "ERR COUNT must not exceed max-fetch-count (1000)");
         assert_eq!(e(fetch(&[b"COUNT", b"0"], 1000)), "ERR COUNT must be a positive integer");
         assert_eq!(e(fetch(&[b"LOCK", b"0"], 1000)), "ERR LOCK must be a positive integer of milliseconds");
+    }
+
+    #[test]
+    fn fetch_compact_is_a_flag_given_once() {
+        assert!(!fetch(&[], 1000).unwrap().compact);
+        let f = fetch(&[b"COUNT", b"2", b"compact"], 1000).unwrap();
+        assert!(f.compact && f.count == 2);
+        assert_eq!(e(fetch(&[b"COMPACT", b"COMPACT"], 1000)), "ERR syntax error near 'COMPACT'");
     }
 
     #[test]

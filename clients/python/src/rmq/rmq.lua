@@ -1274,13 +1274,15 @@ function commands.push(q, args)
     return id or made_id(now, offset)
 end
 
--- RMQ.FETCH q [COUNT n] [LOCK ms] [BLOCK ms] [CONSUMER name]
+-- RMQ.FETCH q [COUNT n] [LOCK ms] [BLOCK ms] [CONSUMER name] [COMPACT]
 -- Keys: dly msg bak inf fai st cfg log. Reply: array of message maps
--- (id body receipt attempt tag key headers created offset deadline), or null.
--- FETCH's options: COUNT (default 1), LOCK (nil: the queue's lock-ms), CONSUMER (default '').
+-- (id body receipt attempt tag key headers created offset deadline), or null; with COMPACT
+-- each message is an array of those values in that order, its headers a flat array.
+-- FETCH's options: COUNT (default 1), LOCK (nil: the queue's lock-ms), CONSUMER (default ''),
+-- COMPACT (false).
 local function fetch_options(args)
     local o = walk(args)
-    local count, lock, block, consumer
+    local count, lock, block, consumer, compact
     while true do
         local raw, kw = o:keyword()
         if raw == nil then break end
@@ -1299,20 +1301,26 @@ local function fetch_options(args)
             if #consumer < 1 or #consumer > 200 then
                 fail('CONSUMER must be 1 to 200 bytes')
             end
+        elseif kw == 'COMPACT' then
+            once(compact, raw)
+            compact = true
         else
             fail_syntax(raw)
         end
     end
-    return count or 1, lock, consumer or ''
+    return count or 1, lock, consumer or '', compact or false
 end
 
--- The headers of a message that has none (FETCH's replies share it).
+-- The headers of a message that has none (FETCH's replies share it), as a map and as the flat
+-- array of a COMPACT reply.
 local NO_HEADERS = { map = {} }
+local NO_FLAT_HEADERS = {}
 
 -- The next delivery of the record raw, with nothing written yet: the record to store (attempt
 -- and deliveries one more, the consumer set; every other byte as it was) and the reply's map
--- (the table m when given, filled). nil when raw is not a record.
-local function next_delivery(raw, consumer, deadline, us, m)
+-- (the table m when given, filled; its headers a flat array when compact). nil when raw is not
+-- a record.
+local function next_delivery(raw, consumer, deadline, us, m, compact)
     local id, body, tag, key, headers, created, attempt, offset, deliveries, err, oat, dat = read_in_place(raw)
     local bytes
     if id then
@@ -1346,7 +1354,12 @@ local function next_delivery(raw, consumer, deadline, us, m)
         id = dec_created(created) .. '-' .. offset_text
     end
     local receipt = receipt_of(offset_text, deliveries, us)
-    local hmap = headers and headers_map(headers) or NO_HEADERS
+    local hmap
+    if compact then
+        hmap = headers or NO_FLAT_HEADERS
+    else
+        hmap = headers and headers_map(headers) or NO_HEADERS
+    end
     if m then
         m.id, m.body, m.attempt, m.tag, m.key, m.headers = id, body, attempt, tag, key, hmap
         m.created, m.offset, m.receipt, m.deadline = created, offset, receipt, deadline
@@ -1363,6 +1376,16 @@ end
 -- on the hot path).
 local ONE_MAP = {}
 local ONE_REPLY = { { map = ONE_MAP } }
+local ONE_ARRAY = {}
+local ONE_COMPACT_REPLY = { ONE_ARRAY }
+
+-- A message's COMPACT reply: its values in the map's order, in the table a when given.
+local function compact_of(m, a)
+    a = a or {}
+    a[1], a[2], a[3], a[4], a[5] = m.id, m.body, m.receipt, m.attempt, m.tag
+    a[6], a[7], a[8], a[9], a[10] = m.key, m.headers, m.created, m.offset, m.deadline
+    return a
+end
 
 -- Writes one delivery: in flight under its receipt until the deadline (and logged).
 local function hand_out(k, s, now, bytes, m, consumer, deadline_text)
@@ -1375,15 +1398,17 @@ local function hand_out(k, s, now, bytes, m, consumer, deadline_text)
 end
 
 function commands.fetch(q, args)
-    local count, lock, consumer = 1, nil, ''
+    local count, lock, consumer, compact = 1, nil, '', false
     local first = args[1]
     if first ~= nil then
-        -- The usual options, COUNT n alone, are read without walking them.
-        local n = args[3] == nil and (first == 'COUNT' or first == 'count') and SMALL_NUMBER[args[2]]
+        -- The usual options, COUNT n alone or with COMPACT, are read without walking them.
+        local rest = args[3]
+        local usual = rest == nil or ((rest == 'COMPACT' or rest == 'compact') and args[4] == nil)
+        local n = usual and (first == 'COUNT' or first == 'count') and SMALL_NUMBER[args[2]]
         if n and n >= 1 and n <= max_fetch_count() then
-            count = n
+            count, compact = n, rest ~= nil
         else
-            count, lock, consumer = fetch_options(args)
+            count, lock, consumer, compact = fetch_options(args)
         end
     end
 
@@ -1423,10 +1448,14 @@ function commands.fetch(q, args)
             if not raw then
                 return false
             end
-            local bytes, m = next_delivery(raw, consumer, deadline, us, ONE_MAP)
+            local bytes, m = next_delivery(raw, consumer, deadline, us, ONE_MAP, compact)
             if bytes then
                 hand_out(k, s, now, bytes, m, consumer, deadline_text)
                 call('LPOP', k.msg)
+                if compact then
+                    compact_of(m, ONE_ARRAY)
+                    return ONE_COMPACT_REPLY
+                end
                 return ONE_REPLY
             end
             need_key(k, 'err')
@@ -1446,7 +1475,7 @@ function commands.fetch(q, args)
         end
         local records, maps, bad = {}, {}, false
         for i = 1, n do
-            records[i], maps[i] = next_delivery(raws[i], consumer, deadline, us)
+            records[i], maps[i] = next_delivery(raws[i], consumer, deadline, us, nil, compact)
             bad = bad or not records[i]
         end
         if bad then
@@ -1455,7 +1484,7 @@ function commands.fetch(q, args)
         for i = 1, n do
             if records[i] then
                 hand_out(k, s, now, records[i], maps[i], consumer, deadline_text)
-                out[#out + 1] = { map = maps[i] }
+                out[#out + 1] = compact and compact_of(maps[i]) or { map = maps[i] }
             else
                 quarantine(k, now, raws[i])
                 quarantined = quarantined + 1
