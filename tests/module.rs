@@ -148,16 +148,21 @@ fn nack_retries_with_backoff_then_fails_at_max_attempts() {
     assert_eq!((st["failed"], st["dead"], st["retried"]), (1, 1, 2));
 }
 
+/// RMQ.PUSH `q` `args` from another connection after 150 ms, while this one waits.
+fn push_soon(s: &Server, args: &'static [&'static str]) -> std::thread::JoinHandle<()> {
+    let url = s.url();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let _: String = redis::cmd("RMQ.PUSH").arg("q").arg(args).query(&mut c).unwrap();
+    })
+}
+
 #[test]
 fn block_is_woken_by_push() {
     let s = module();
     let mut waiter = s.conn();
-    let url = s.url();
-    let pusher = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(150));
-        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
-        let _: String = redis::cmd("RMQ.PUSH").arg("q").arg("wake").query(&mut c).unwrap();
-    });
+    let pusher = push_soon(&s, &["wake"]);
     let started = Instant::now();
     let m = fetch_one(&mut waiter, "q", &["BLOCK", "10000"]);
     assert_eq!(field(&m, "body"), "wake");
@@ -169,12 +174,7 @@ fn block_is_woken_by_push() {
 fn a_blocked_compact_fetch_is_answered_compact() {
     let s = module();
     let mut waiter = s.conn();
-    let url = s.url();
-    let pusher = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(150));
-        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
-        let _: String = redis::cmd("RMQ.PUSH").arg("q").arg("wake").arg("HEADER").arg("h").arg("v").query(&mut c).unwrap();
-    });
+    let pusher = push_soon(&s, &["wake", "HEADER", "h", "v"]);
     let got = ok(&mut waiter, "RMQ.FETCH", "q", &["BLOCK", "10000", "COMPACT"]);
     let m = array(&array(&got)[0]);
     assert_eq!((text(&m[1]), int(&m[3]), int(&m[8])), ("wake".into(), 1, 1), "body, attempt, offset in place");
