@@ -82,6 +82,11 @@ export declare class Client {
     readonly pollMinMs: number;
     readonly pollMaxMs: number;
     private ed;
+    /**
+     * FETCH asks for the COMPACT reply (half the server's reply work) until a server that
+     * predates it refuses the word; then it asks for maps.
+     */
+    private compact;
     private seed;
     /** Found out at the first request: undefined (not yet), null (one server) or the cluster. */
     private cluster;
@@ -168,6 +173,7 @@ export declare class Client {
         blockMs?: number;
         consumer?: string;
     }): Promise<Message[]>;
+    private fetchAs;
     /** RMQ.ACK. Returns how many were acked (stale receipts count 0). */
     ack(queue: string, ...receipts: string[]): Promise<number>;
     /**

@@ -184,6 +184,11 @@ class Client {
     pollMinMs;
     pollMaxMs;
     ed;
+    /**
+     * FETCH asks for the COMPACT reply (half the server's reply work) until a server that
+     * predates it refuses the word; then it asks for maps.
+     */
+    compact = true;
     seed;
     /** Found out at the first request: undefined (not yet), null (one server) or the cluster. */
     cluster = undefined;
@@ -483,7 +488,19 @@ class Client {
      */
     async fetch(queue, o = {}) {
         (0, types_1.validateQueue)(queue);
-        const args = [];
+        const compact = this.compact;
+        try {
+            return await this.fetchAs(queue, o, compact);
+        }
+        catch (e) {
+            if (!(compact && e instanceof errors_1.Refused && e.message.includes("near 'COMPACT'")))
+                throw e;
+            this.compact = false;
+            return this.fetchAs(queue, o, false);
+        }
+    }
+    async fetchAs(queue, o, compact) {
+        const args = compact ? ["COMPACT"] : [];
         if (o.count !== undefined)
             args.push("COUNT", o.count);
         if (o.lockMs !== undefined)
@@ -491,7 +508,7 @@ class Client {
         if (o.consumer)
             args.push("CONSUMER", o.consumer);
         if (o.blockMs === undefined)
-            return (0, types_1.parseMessages)(queue, await this.call("fetch", queue, args));
+            return (0, types_1.parseFetched)(queue, await this.call("fetch", queue, args), compact);
         const forever = o.blockMs === 0;
         const until = Date.now() + o.blockMs;
         if ((await this.edition()) === "module") {
@@ -499,14 +516,14 @@ class Client {
                 const slice = forever ? 10_000 : Math.max(until - Date.now(), 1);
                 // On a connection of its own, so that it holds up no other command of this client.
                 const v = await this.call("fetch", queue, [...args, "BLOCK", Math.round(slice)], slice + this.commandTimeoutMs, true);
-                const msgs = (0, types_1.parseMessages)(queue, v);
+                const msgs = (0, types_1.parseFetched)(queue, v, compact);
                 if (msgs.length || (!forever && Date.now() >= until))
                     return msgs;
             }
         }
         let pause = this.pollMinMs;
         for (;;) {
-            const msgs = (0, types_1.parseMessages)(queue, await this.call("fetch", queue, args));
+            const msgs = (0, types_1.parseFetched)(queue, await this.call("fetch", queue, args), compact);
             const now = Date.now();
             if (msgs.length || (!forever && now >= until))
                 return msgs;

@@ -123,6 +123,8 @@ export declare function pushArgs(p: Push): Array<Buffer | string>;
 /** The fields of a map reply (a flat RESP2 array). */
 export declare function pairs(v: unknown): Array<[string, unknown]>;
 export declare function parseMessage(queue: string, v: unknown): Message;
+/** FETCH's reply: maps, or with COMPACT each message's values in the maps' order. */
+export declare function parseFetched(queue: string, v: unknown, compact: boolean): Message[];
 export declare function parseMessages(queue: string, v: unknown): Message[];
 export declare function parseStats(v: unknown): Stats;
 export declare function parseLog(v: unknown): LogEntry[];

@@ -8,6 +8,7 @@ exports.buildPush = buildPush;
 exports.pushArgs = pushArgs;
 exports.pairs = pairs;
 exports.parseMessage = parseMessage;
+exports.parseFetched = parseFetched;
 exports.parseMessages = parseMessages;
 exports.parseStats = parseStats;
 exports.parseLog = parseLog;
@@ -182,6 +183,21 @@ function parseMessage(queue, v) {
         }
     }
     return m;
+}
+/** The values of a FETCH … COMPACT message, in their order. */
+const COMPACT_FIELDS = ["id", "body", "receipt", "attempt", "tag", "key", "headers", "created", "offset", "deadline"];
+/** FETCH's reply: maps, or with COMPACT each message's values in the maps' order. */
+function parseFetched(queue, v, compact) {
+    if (!compact || v === null || v === undefined)
+        return parseMessages(queue, v);
+    if (!Array.isArray(v))
+        throw new errors_1.ProtocolError("expected messages");
+    return v.map((values) => {
+        if (!Array.isArray(values) || values.length !== COMPACT_FIELDS.length) {
+            throw new errors_1.ProtocolError("expected a COMPACT message of 10 values");
+        }
+        return parseMessage(queue, COMPACT_FIELDS.flatMap((name, i) => [name, values[i]]));
+    });
 }
 function parseMessages(queue, v) {
     if (v === null || v === undefined)

@@ -27,6 +27,7 @@ import {
   pairs,
   parseConfig,
   parseLog,
+  parseFetched,
   parseMessage,
   parseMessages,
   parseStats,
@@ -195,6 +196,11 @@ export class Client {
   readonly pollMinMs: number;
   readonly pollMaxMs: number;
   private ed: Edition | null;
+  /**
+   * FETCH asks for the COMPACT reply (half the server's reply work) until a server that
+   * predates it refuses the word; then it asks for maps.
+   */
+  private compact = true;
   private seed: Node;
   /** Found out at the first request: undefined (not yet), null (one server) or the cluster. */
   private cluster: Cluster | null | undefined = undefined;
@@ -502,11 +508,26 @@ export class Client {
     o: { count?: number; lockMs?: number; blockMs?: number; consumer?: string } = {},
   ): Promise<Message[]> {
     validateQueue(queue);
-    const args: Arg[] = [];
+    const compact = this.compact;
+    try {
+      return await this.fetchAs(queue, o, compact);
+    } catch (e) {
+      if (!(compact && e instanceof Refused && e.message.includes("near 'COMPACT'"))) throw e;
+      this.compact = false;
+      return this.fetchAs(queue, o, false);
+    }
+  }
+
+  private async fetchAs(
+    queue: string,
+    o: { count?: number; lockMs?: number; blockMs?: number; consumer?: string },
+    compact: boolean,
+  ): Promise<Message[]> {
+    const args: Arg[] = compact ? ["COMPACT"] : [];
     if (o.count !== undefined) args.push("COUNT", o.count);
     if (o.lockMs !== undefined) args.push("LOCK", Math.max(Math.round(o.lockMs), 1));
     if (o.consumer) args.push("CONSUMER", o.consumer);
-    if (o.blockMs === undefined) return parseMessages(queue, await this.call("fetch", queue, args));
+    if (o.blockMs === undefined) return parseFetched(queue, await this.call("fetch", queue, args), compact);
     const forever = o.blockMs === 0;
     const until = Date.now() + o.blockMs;
     if ((await this.edition()) === "module") {
@@ -514,13 +535,13 @@ export class Client {
         const slice = forever ? 10_000 : Math.max(until - Date.now(), 1);
         // On a connection of its own, so that it holds up no other command of this client.
         const v = await this.call("fetch", queue, [...args, "BLOCK", Math.round(slice)], slice + this.commandTimeoutMs, true);
-        const msgs = parseMessages(queue, v);
+        const msgs = parseFetched(queue, v, compact);
         if (msgs.length || (!forever && Date.now() >= until)) return msgs;
       }
     }
     let pause = this.pollMinMs;
     for (;;) {
-      const msgs = parseMessages(queue, await this.call("fetch", queue, args));
+      const msgs = parseFetched(queue, await this.call("fetch", queue, args), compact);
       const now = Date.now();
       if (msgs.length || (!forever && now >= until)) return msgs;
       await sleep(forever ? pause : Math.min(pause, until - now));

@@ -267,6 +267,21 @@ export function parseMessage(queue: string, v: unknown): Message {
   return m;
 }
 
+/** The values of a FETCH … COMPACT message, in their order. */
+const COMPACT_FIELDS = ["id", "body", "receipt", "attempt", "tag", "key", "headers", "created", "offset", "deadline"];
+
+/** FETCH's reply: maps, or with COMPACT each message's values in the maps' order. */
+export function parseFetched(queue: string, v: unknown, compact: boolean): Message[] {
+  if (!compact || v === null || v === undefined) return parseMessages(queue, v);
+  if (!Array.isArray(v)) throw new ProtocolError("expected messages");
+  return v.map((values) => {
+    if (!Array.isArray(values) || values.length !== COMPACT_FIELDS.length) {
+      throw new ProtocolError("expected a COMPACT message of 10 values");
+    }
+    return parseMessage(queue, COMPACT_FIELDS.flatMap((name, i) => [name, values[i]]));
+  });
+}
+
 export function parseMessages(queue: string, v: unknown): Message[] {
   if (v === null || v === undefined) return [];
   if (!Array.isArray(v)) throw new ProtocolError("expected messages");

@@ -124,3 +124,46 @@ test("the packaged Lua library is the repository's", (t) => {
   if (!fs.existsSync(repo)) return t.skip("not inside the rmq repository");
   assert.equal(luaLibrary(), fs.readFileSync(repo, "utf8"), "run `make sync-lua`");
 });
+
+test("fetch from a server that predates COMPACT gives whole messages", async () => {
+  const { luaLibrary } = require("../dist");
+  const { admin } = require("./helpers");
+  const current = luaLibrary();
+  const old = current
+    .replace("elseif kw == 'COMPACT' then", "elseif kw == 'NOT-YET-COMPACT' then")
+    .replace("(rest == 'COMPACT' or rest == 'compact')", "false");
+  assert.notEqual(old, current, "the library names COMPACT where this test expects it");
+  const srv = await Server.start("lua");
+  const c = new Client(srv.url);
+  try {
+    await admin(srv.port, "FUNCTION", "LOAD", old);
+    await assert.rejects(admin(srv.port, "FCALL", "rmq_fetch", 1, "q", "COMPACT"), /near 'COMPACT'/);
+    await c.push("q", "one", { headers: { h: "v" } });
+    await c.push("q", "two");
+    const [first] = await c.fetch("q");
+    assert.deepEqual([first.body.toString(), first.attempt, first.offset, first.headers], ["one", 1, 1, { h: "v" }]);
+    const [second] = await c.fetch("q");
+    assert.equal(second.body.toString(), "two");
+    assert.equal(await c.ack("q", first.receipt, second.receipt), 2);
+  } finally {
+    await c.close();
+    srv.close();
+  }
+});
+
+for (const ed of editions()) {
+  test(`a fetched message has every field [${ed}]`, editionOpts(ed), async () => {
+    const srv = await Server.start(ed);
+    const c = new Client(srv.url);
+    try {
+      await c.push("q", "body", { id: "m1", tag: "t", key: "k", headers: { a: "1", b: "2" } });
+      const [m] = await c.fetch("q", { consumer: "w" });
+      assert.deepEqual([m.id, m.body.toString(), m.tag, m.key, m.headers, m.attempt, m.offset], ["m1", "body", "t", "k", { a: "1", b: "2" }, 1, 1]);
+      assert.ok(m.deadline >= m.created + 30_000 && m.receipt.startsWith("1-1-"));
+      assert.equal(await c.ack("q", m.receipt), 1);
+    } finally {
+      await c.close();
+      srv.close();
+    }
+  });
+}

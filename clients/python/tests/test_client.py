@@ -122,3 +122,40 @@ def test_the_packaged_lua_library_is_the_repositorys() -> None:
     if not repo.exists():
         pytest.skip("not inside the rmq repository")
     assert lua_library() == repo.read_text(encoding="utf-8"), "run `make sync-lua`"
+
+
+def test_fetch_from_a_server_that_predates_compact_gives_whole_messages() -> None:
+    """The client asks FETCH for the COMPACT reply; a server whose library does not know the
+    word yet refuses it once, and the client fetches maps from then on."""
+    import redis
+
+    from conftest import lua_source
+
+    old = lua_source().replace("elseif kw == 'COMPACT' then", "elseif kw == 'NOT-YET-COMPACT' then")
+    old = old.replace("(rest == 'COMPACT' or rest == 'compact')", "false")
+    assert old != lua_source(), "the library names COMPACT where this test expects it"
+    s = Server("lua")
+    try:
+        r = redis.Redis(host="127.0.0.1", port=s.port, socket_timeout=10)
+        r.execute_command("FUNCTION", "LOAD", old)
+        with pytest.raises(redis.ResponseError, match="near 'COMPACT'"):
+            r.execute_command("FCALL", "rmq_fetch", 1, "q", "COMPACT")
+        with rmq.Client(s.url) as c:
+            c.push("q", "one", headers={"h": "v"})
+            c.push("q", "two")
+            first = c.fetch("q")
+            assert [(m.body, m.attempt, m.offset, m.headers) for m in first] == [(b"one", 1, 1, {"h": "v"})]
+            second = c.fetch("q")
+            assert [m.body for m in second] == [b"two"]
+            assert c.ack("q", first[0].receipt, second[0].receipt) == 2
+    finally:
+        s.close()
+
+
+def test_fetch_compact_and_map_forms_give_the_same_message(server: Server) -> None:
+    with rmq.Client(server.url) as c:
+        c.push("q", "body", id="m1", tag="t", key="k", headers={"a": "1", "b": "2"})
+        [m] = c.fetch("q", consumer="w")
+        assert (m.id, m.body, m.tag, m.key, m.headers, m.attempt, m.offset) == ("m1", b"body", "t", "k", {"a": "1", "b": "2"}, 1, 1)
+        assert m.deadline >= m.created + 30000 and m.receipt.startswith("1-1-")
+        assert c.ack("q", m.receipt) == 1

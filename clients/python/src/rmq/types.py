@@ -327,6 +327,27 @@ def parse_message(queue: str, v: Any) -> Message:
     return m
 
 
+# The values of a FETCH … COMPACT message, in their order.
+COMPACT_FIELDS = ("id", "body", "receipt", "attempt", "tag", "key", "headers", "created", "offset", "deadline")
+
+
+def parse_fetched(queue: str, v: Any, compact: bool) -> List[Message]:
+    """FETCH's reply: maps, or with COMPACT each message's values in the maps' order."""
+    if not compact or v is None:
+        return parse_messages(queue, v)
+    if not isinstance(v, (list, tuple)):
+        raise ProtocolError(f"expected messages, got {v!r}")
+    out = []
+    for values in v:
+        if not isinstance(values, (list, tuple)) or len(values) != len(COMPACT_FIELDS):
+            raise ProtocolError(f"expected a COMPACT message of 10 values, got {values!r}")
+        flat: List[Any] = []
+        for name, value in zip(COMPACT_FIELDS, values):
+            flat += [name, value]
+        out.append(parse_message(queue, flat))
+    return out
+
+
 def parse_messages(queue: str, v: Any) -> List[Message]:
     if v is None:
         return []

@@ -37,6 +37,7 @@ from ..types import (
     parse_config,
     parse_log,
     parse_message,
+    parse_fetched,
     parse_messages,
     parse_stats,
     seconds,
@@ -219,6 +220,9 @@ class Client:
         self.poll_max = max(seconds(poll_max, "poll_max") or 0.001, self.poll_min)
         self.max_connections = max_connections
         self._edition: Optional[str] = None if edition == "auto" else edition
+        # FETCH asks for the COMPACT reply (half the server's reply work) until a server that
+        # predates it refuses the word; then it asks for maps.
+        self._compact = True
         if not re.match(r"^(rediss?|unix)://", url):
             raise ConfigError(f"bad Redis URL: {url!r} (redis://, rediss:// or unix://)")
         self._seed = Node(url, connect_timeout=self.connect_timeout, max_connections=max_connections)
@@ -528,7 +532,25 @@ class Client:
         """RMQ.FETCH. ``block`` (seconds; 0 = forever) waits for a message: on the server with
         the module, by polling with the Lua edition."""
         validate_queue(queue)
-        args: List[Any] = []
+        compact = self._compact
+        try:
+            return await self._fetch_as(queue, count, lock, block, consumer, compact)
+        except Refused as e:
+            if not (compact and "near 'COMPACT'" in str(e)):
+                raise
+            self._compact = False
+            return await self._fetch_as(queue, count, lock, block, consumer, False)
+
+    async def _fetch_as(
+        self,
+        queue: str,
+        count: Optional[int],
+        lock: Optional[Duration],
+        block: Optional[Duration],
+        consumer: Optional[str],
+        compact: bool,
+    ) -> List[Message]:
+        args: List[Any] = ["COMPACT"] if compact else []
         if count is not None:
             args += ["COUNT", int(count)]
         if lock is not None:
@@ -536,7 +558,7 @@ class Client:
         if consumer:
             args += ["CONSUMER", consumer]
         if block is None:
-            return parse_messages(queue, await self.call("fetch", queue, args))
+            return parse_fetched(queue, await self.call("fetch", queue, args), compact)
         wait = seconds(block, "block") or 0.0
         forever = wait == 0
         until = time.monotonic() + wait
@@ -548,12 +570,12 @@ class Client:
                 v = await self.call(
                     "fetch", queue, args + ["BLOCK", max(int(sl * 1000), 1)], timeout=sl + self.command_timeout
                 )
-                msgs = parse_messages(queue, v)
+                msgs = parse_fetched(queue, v, compact)
                 if msgs or (not forever and time.monotonic() >= until):
                     return msgs
         pause = self.poll_min
         while True:
-            msgs = parse_messages(queue, await self.call("fetch", queue, args))
+            msgs = parse_fetched(queue, await self.call("fetch", queue, args), compact)
             now = time.monotonic()
             if msgs or (not forever and now >= until):
                 return msgs
