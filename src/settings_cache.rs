@@ -12,9 +12,9 @@
 //! The cache is bounded: it holds at most [`CAPACITY`] queues and starts again empty when
 //! full, so commands on any number of distinct names never grow the module's memory.
 
-use foldhash::HashMap;
 use std::cell::RefCell;
 
+use foldhash::HashMap;
 use rmq_core::queue;
 use rmq_core::settings::Settings;
 

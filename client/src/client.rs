@@ -687,9 +687,6 @@ impl Client {
     async fn fetch_as(&self, q: &str, f: &Fetch, compact: bool) -> Result<Vec<Message>> {
         let ed = self.edition().await?;
         let mut args: Vec<Vec<u8>> = Vec::new();
-        if compact {
-            args.push(b"COMPACT".to_vec());
-        }
         if let Some(n) = f.count {
             args.push(b"COUNT".to_vec());
             args.push(n.to_string().into_bytes());
@@ -701,6 +698,10 @@ impl Client {
         if let Some(c) = &f.consumer {
             args.push(b"CONSUMER".to_vec());
             args.push(c.clone().into_bytes());
+        }
+        // Last: the Lua edition reads `COUNT n COMPACT` without walking the options.
+        if compact {
+            args.push(b"COMPACT".to_vec());
         }
         let Some(block) = f.block else {
             let v = self.call("fetch", Some(q), &args).await?;

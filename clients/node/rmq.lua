@@ -1401,12 +1401,15 @@ function commands.fetch(q, args)
     local count, lock, consumer, compact = 1, nil, '', false
     local first = args[1]
     if first ~= nil then
-        -- The usual options, COUNT n alone or with COMPACT, are read without walking them.
+        -- The usual options, COUNT n and COMPACT alone or together (in that order, as the rmq
+        -- clients send them), are read without walking them.
         local rest = args[3]
         local usual = rest == nil or ((rest == 'COMPACT' or rest == 'compact') and args[4] == nil)
         local n = usual and (first == 'COUNT' or first == 'count') and SMALL_NUMBER[args[2]]
         if n and n >= 1 and n <= max_fetch_count() then
             count, compact = n, rest ~= nil
+        elseif (first == 'COMPACT' or first == 'compact') and args[2] == nil then
+            compact = true
         else
             count, lock, consumer, compact = fetch_options(args)
         end

@@ -323,8 +323,9 @@ impl<'a, S: Store> Queue<'a, S> {
         while (out.len() as u64) < n && quarantined <= QUARANTINE_LIMIT {
             // Only attempt, deliveries and consumer change: the body is not decoded, and the
             // record is read where it was popped (a corrupt one is copied out to be kept).
-            let popped = self.store.lpop_with(Key::Msg, |b| record::redeliver(b, consumer).map_err(|_| b.to_vec()));
-            let Some(popped) = popped else { break };
+            let Some(popped) = self.store.lpop_with(Key::Msg, |b| record::redeliver(b, consumer).map_err(|_| b.to_vec())) else {
+                break;
+            };
             let (bytes, layout) = match popped {
                 Ok(next) => next,
                 Err(bytes) => {

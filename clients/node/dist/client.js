@@ -500,13 +500,16 @@ class Client {
         }
     }
     async fetchAs(queue, o, compact) {
-        const args = compact ? ["COMPACT"] : [];
+        const args = [];
         if (o.count !== undefined)
             args.push("COUNT", o.count);
         if (o.lockMs !== undefined)
             args.push("LOCK", Math.max(Math.round(o.lockMs), 1));
         if (o.consumer)
             args.push("CONSUMER", o.consumer);
+        // Last: the Lua edition reads COUNT n COMPACT without walking the options.
+        if (compact)
+            args.push("COMPACT");
         if (o.blockMs === undefined)
             return (0, types_1.parseFetched)(queue, await this.call("fetch", queue, args), compact);
         const forever = o.blockMs === 0;

@@ -523,10 +523,12 @@ export class Client {
     o: { count?: number; lockMs?: number; blockMs?: number; consumer?: string },
     compact: boolean,
   ): Promise<Message[]> {
-    const args: Arg[] = compact ? ["COMPACT"] : [];
+    const args: Arg[] = [];
     if (o.count !== undefined) args.push("COUNT", o.count);
     if (o.lockMs !== undefined) args.push("LOCK", Math.max(Math.round(o.lockMs), 1));
     if (o.consumer) args.push("CONSUMER", o.consumer);
+    // Last: the Lua edition reads COUNT n COMPACT without walking the options.
+    if (compact) args.push("COMPACT");
     if (o.blockMs === undefined) return parseFetched(queue, await this.call("fetch", queue, args), compact);
     const forever = o.blockMs === 0;
     const until = Date.now() + o.blockMs;

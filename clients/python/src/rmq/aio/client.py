@@ -550,13 +550,16 @@ class Client:
         consumer: Optional[str],
         compact: bool,
     ) -> List[Message]:
-        args: List[Any] = ["COMPACT"] if compact else []
+        args: List[Any] = []
         if count is not None:
             args += ["COUNT", int(count)]
         if lock is not None:
             args += ["LOCK", max(ms(lock, "lock") or 1, 1)]
         if consumer:
             args += ["CONSUMER", consumer]
+        if compact:
+            # Last: the Lua edition reads COUNT n COMPACT without walking the options.
+            args.append("COMPACT")
         if block is None:
             return parse_fetched(queue, await self.call("fetch", queue, args), compact)
         wait = seconds(block, "block") or 0.0
