@@ -1388,8 +1388,11 @@ local function compact_of(m, a)
 end
 
 -- Writes one delivery: in flight under its receipt until the deadline (and logged).
-local function hand_out(k, s, now, bytes, m, consumer, deadline_text)
-    call('HSET', k.inf, m.receipt, bytes)
+-- stored: the caller wrote the record to inf:{q} already.
+local function hand_out(k, s, now, bytes, m, consumer, deadline_text, stored)
+    if not stored then
+        call('HSET', k.inf, m.receipt, bytes)
+    end
     call('ZADD', k.bak, deadline_text, m.receipt)
     if s['log'] == 1 then
         log_entry(k, s, now, 'fetch', m.offset, m.id,
@@ -1441,26 +1444,33 @@ function commands.fetch(q, args)
     local deadline = now + (lock or s['lock-ms'])
     local deadline_text = dec_deadline(deadline)
     local quarantined = 0
-    -- The records are read before anything is written. The first write is HSET inf:{q}, which
-    -- Redis refuses on a key of another type; msg:{q} and bak:{q} were read already. A record
-    -- that does not decode goes to errors (it does not count against COUNT): err:{q} and
-    -- inf:{q} are checked first then. Taking the records off ready comes last.
+    -- One message (the usual FETCH): it is taken off ready first, one call fewer than reading
+    -- it and popping it after. msg:{q} and bak:{q} were read already (a key of another type
+    -- stops the command before its first write); inf:{q} was not, and Redis's Lua cannot undo
+    -- a write, so when Redis refuses the HSET the record goes back to the front of ready
+    -- before the error is raised: nothing is lost. A record that does not decode goes back
+    -- too, and then to errors (it does not count against COUNT), err:{q} checked first.
     if count == 1 then
         while quarantined <= QUARANTINE_LIMIT do
-            local raw = call('LINDEX', k.msg, '0')
+            local raw = call('LPOP', k.msg)
             if not raw then
                 return false
             end
             local bytes, m = next_delivery(raw, consumer, deadline, us, ONE_MAP, compact)
             if bytes then
-                hand_out(k, s, now, bytes, m, consumer, deadline_text)
-                call('LPOP', k.msg)
+                local refused = redis.pcall('HSET', k.inf, m.receipt, bytes)
+                if type(refused) == 'table' and refused.err then
+                    call('LPUSH', k.msg, raw)
+                    error(refused, 0)
+                end
+                hand_out(k, s, now, bytes, m, consumer, deadline_text, true)
                 if compact then
                     compact_of(m, ONE_ARRAY)
                     return ONE_COMPACT_REPLY
                 end
                 return ONE_REPLY
             end
+            call('LPUSH', k.msg, raw)
             need_key(k, 'err')
             quarantine(k, now, raw)
             quarantined = quarantined + 1
@@ -1468,6 +1478,10 @@ function commands.fetch(q, args)
         end
         return false
     end
+    -- Several: the records are read before anything is written. The first write is HSET
+    -- inf:{q}, which Redis refuses on a key of another type. A record that does not decode
+    -- goes to errors: err:{q} and inf:{q} are checked first then. Taking the records off
+    -- ready comes last.
     local out = {}
     while #out < count and quarantined <= QUARANTINE_LIMIT do
         local want = count - #out

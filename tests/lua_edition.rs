@@ -1821,6 +1821,22 @@ fn keys_of_the_wrong_type_are_refused_and_nothing_changes(ed: Edition) {
     let snap = t.snapshot();
     assert!(t.err("fetch", "b", &[]).starts_with("WRONGTYPE"));
     assert_eq!(t.snapshot(), snap, "the message is still ready");
+    // The same where the in-flight records belong (the Lua edition takes the message off
+    // ready before it writes there, and must put it back), with one message and with several.
+    t.push("e", "first", &[]);
+    t.push("e", "second", &[]);
+    let _: () = t.redis(&["SET", "inf:{e}", "x"]);
+    let snap = t.snapshot();
+    assert!(t.err("fetch", "e", &[]).starts_with("WRONGTYPE"));
+    assert!(t.err("fetch", "e", &["COUNT", "2"]).starts_with("WRONGTYPE"));
+    assert_eq!(t.snapshot(), snap, "both messages still ready, in their order");
+    // And where the errors belong, met with a record that does not decode at the front.
+    let _: i64 = t.redis(&["LPUSH", "msg:{f}", "\u{1}bad"]);
+    t.push("f", "good", &[]);
+    let _: () = t.redis(&["SET", "err:{f}", "x"]);
+    let snap = t.snapshot();
+    assert!(t.err("fetch", "f", &[]).starts_with("WRONGTYPE"));
+    assert_eq!(t.snapshot(), snap, "the record that does not decode is still first");
     // A list where the counters belong: no offset is given twice.
     let _: i64 = t.redis(&["RPUSH", "st:{c}", "x"]);
     let snap = t.snapshot();
