@@ -32,6 +32,8 @@ pub static RUNS: AtomicU64 = AtomicU64::new(0);
 pub static RECLAIMED: AtomicU64 = AtomicU64::new(0);
 pub static PROMOTED: AtomicU64 = AtomicU64::new(0);
 pub static LAST_US: AtomicU64 = AtomicU64::new(0);
+/// The longest tick since the module loaded: what a client could have waited at worst.
+pub static LONGEST_US: AtomicU64 = AtomicU64::new(0);
 pub static EVICTION_POLICY_OK: AtomicBool = AtomicBool::new(true);
 
 /// A context that outlives OnLoad, for arming the timer from config callbacks.
@@ -145,7 +147,9 @@ fn run(ctx: Ctx) -> bool {
         registry::refresh(ctx, REFRESH_PER_TICK);
     }
     RUNS.fetch_add(1, Ordering::Relaxed);
-    LAST_US.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    let took = started.elapsed().as_micros() as u64;
+    LAST_US.store(took, Ordering::Relaxed);
+    LONGEST_US.fetch_max(took, Ordering::Relaxed);
     left
 }
 

@@ -43,6 +43,7 @@ pub extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: c_in
         field(ctx, "guard_reclaimed", guard::RECLAIMED.load(Ordering::Relaxed));
         field(ctx, "guard_promoted", guard::PROMOTED.load(Ordering::Relaxed));
         field(ctx, "guard_last_us", guard::LAST_US.load(Ordering::Relaxed));
+        field(ctx, "guard_longest_us", guard::LONGEST_US.load(Ordering::Relaxed));
         field(ctx, "guard_scheduled", schedule::len() as u64);
         field(ctx, "sliced_running", crate::sliced::running() as u64);
         field(ctx, "sliced_total", crate::sliced::SLICED.load(Ordering::Relaxed));

@@ -108,6 +108,14 @@ fn vanished_consumer_message_is_back_after_lock_and_guard_with_no_client_call() 
     assert!(eventually(Duration::from_secs(5), || llen(&mut c, "msg:{q}") == 1), "the guard never reclaimed it");
     let info: String = redis::cmd("INFO").arg("rmq").query(&mut c).unwrap();
     assert!(info.contains("rmq_guard_reclaimed:1"), "{info}");
+    // The longest tick is kept: a tick that moved a message took some time, and no later
+    // idle tick lowers it.
+    let field = |name: &str| -> u64 {
+        let line = info.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in {info}"));
+        line[name.len() + 1..].trim().parse().unwrap()
+    };
+    assert!(field("rmq_guard_longest_us") >= field("rmq_guard_last_us"), "{info}");
+    assert!(field("rmq_guard_longest_us") > 0, "{info}");
 }
 
 #[test]

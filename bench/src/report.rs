@@ -324,7 +324,7 @@ pub fn build(cfg: &Config, res: &Results) -> Report {
         }
         let _ = writeln!(
             md,
-            "## The guard reclaiming {} expired messages\n\nPush {}, fetch them all in COUNT 1000 batches with the guard off (`rmq.guard-interval-ms` 1 day), each batch's LOCK set so that every lock runs out at the same moment after the setup; wait for that moment, then `CONFIG SET rmq.guard-interval-ms 10` and poll `LLEN` every 5 ms until all are back in ready. Meanwhile another connection sends PING after PING: its longest round trip is the longest stall a client saw (it includes scheduling: the PING client shares the CPU with Redis). \"idle PING max\" is the same loop during the second before the guard was switched on: the floor of this machine.\n\n{}",
+            "## The guard reclaiming {} expired messages\n\nPush {}, fetch them all in COUNT 1000 batches with the guard off (`rmq.guard-interval-ms` 1 day), each batch's LOCK set so that every lock runs out at the same moment after the setup; wait for that moment, then `CONFIG SET rmq.guard-interval-ms 10` and poll `LLEN` every 5 ms until all are back in ready. Meanwhile another connection sends PING after PING: its longest round trip is the longest stall a client saw. It includes scheduling: the PING client shares the CPU with Redis. \"idle PING max\" is the same loop during the second before the guard was switched on: the floor of this machine. \"longest tick\" is `rmq_guard_longest_us` from INFO: wall-clock, so it includes what the kernel took from Redis's CPU meanwhile.\n\n{}",
             int(res.guard[0].n as f64),
             int(res.guard[0].n as f64),
             t.markdown()

@@ -121,6 +121,10 @@ pub fn render(snap: Option<&Snapshot>, scrape_seconds: f64) -> String {
         family(&mut out, "rmq_guard_last_tick_duration_seconds", "gauge", "How long the guard's last tick took.");
         let _ = writeln!(out, "rmq_guard_last_tick_duration_seconds {}", us as f64 / 1e6);
     }
+    if let Some(us) = snap.info_u64("guard_longest_us") {
+        family(&mut out, "rmq_guard_longest_tick_duration_seconds", "gauge", "The guard's longest tick since the module loaded.");
+        let _ = writeln!(out, "rmq_guard_longest_tick_duration_seconds {}", us as f64 / 1e6);
+    }
     if let Some(ok) = snap.info_u64("eviction_policy_ok") {
         family(
             &mut out,

@@ -379,6 +379,9 @@ async fn metrics_are_valid_prometheus_text_with_the_servers_counts() {
         assert!(is_counter(sample(&s, g, &[])), "{g}");
     }
     assert!(value(sample(&s, "rmq_guard_last_tick_duration_seconds", &[])) >= 0.0);
+    assert!(
+        value(sample(&s, "rmq_guard_longest_tick_duration_seconds", &[])) >= value(sample(&s, "rmq_guard_last_tick_duration_seconds", &[]))
+    );
     assert_eq!(value(sample(&s, "rmq_up", &[])), 1.0);
     assert_eq!(value(sample(&s, "rmq_queues", &[])), 3.0);
     assert_eq!(value(sample(&s, "rmq_scrape_round_trips", &[])), 2.0);
