@@ -267,14 +267,22 @@ pub fn parse_made_id(id: &[u8]) -> Option<(u64, u64)> {
 pub fn redeliver(bytes: &[u8], consumer: &[u8]) -> Result<(Vec<u8>, Layout), CorruptRecord> {
     let old = Layout::of(bytes)?;
     let mut out = Vec::with_capacity(bytes.len() + consumer.len() + 8);
+    // Each rewritten field's new place is noted as it is written: the new layout is the old
+    // one with those three places (the record is not read a second time, nor its headers).
     out.extend_from_slice(&bytes[..old.attempt_at.start]);
+    let start = out.len();
     encode::write_uint(&mut out, old.attempt + 1).unwrap();
+    let attempt_at = start..out.len();
     out.extend_from_slice(&bytes[old.attempt_at.end..old.deliveries_at.start]);
+    let start = out.len();
     encode::write_uint(&mut out, old.deliveries + 1).unwrap();
+    let deliveries_at = start..out.len();
     out.extend_from_slice(&bytes[old.deliveries_at.end..old.consumer_at.start]);
+    let start = out.len();
     write_bytes(&mut out, consumer);
+    let consumer_at = start..out.len();
     out.extend_from_slice(&bytes[old.consumer_at.end..]);
-    let layout = Layout::of(&out)?;
+    let layout = Layout { attempt: old.attempt + 1, deliveries: old.deliveries + 1, attempt_at, deliveries_at, consumer_at, ..old };
     Ok((out, layout))
 }
 
@@ -457,6 +465,26 @@ mod tests {
         assert_eq!(&bytes[layout.body.clone()], r.body.as_slice());
         assert_eq!((layout.attempt, layout.deliveries, layout.offset), (128, 2, r.offset));
         assert_eq!(layout.message_id(&bytes), want.message_id());
+    }
+
+    #[test]
+    fn a_redelivered_layout_is_the_one_its_bytes_have() {
+        // Fields that change width (127 -> 128, 255 -> 256, 65535 -> 65536), a consumer that
+        // grows and one that shrinks to nothing, headers, and fields of a later version after
+        // the consumer: the layout redeliver gives is what reading the new bytes gives.
+        for (attempt, deliveries, old_consumer, consumer) in
+            [(0, 0, &b""[..], &b"c"[..]), (127, 255, b"old", b"worker-7"), (65_535, 127, b"a-long-consumer-name", b"")]
+        {
+            let mut r = sample();
+            (r.attempt, r.deliveries, r.consumer) = (attempt, deliveries, old_consumer.to_vec());
+            r.headers = vec![(b"h1".to_vec(), b"v1".to_vec()), (b"h2".to_vec(), vec![b'x'; 300])];
+            let mut bytes = r.encode();
+            bytes[0] = 0x9d;
+            bytes.extend_from_slice(&[0xa3, b'n', b'e', b'w', 0x92, 0x01, 0xc0]);
+            let (out, layout) = redeliver(&bytes, consumer).unwrap();
+            assert_eq!(layout, Layout::of(&out).unwrap(), "attempt {attempt}, deliveries {deliveries}");
+            assert_eq!(Record::decode(&out).unwrap().consumer, consumer);
+        }
     }
 
     #[test]
