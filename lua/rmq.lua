@@ -1387,17 +1387,19 @@ local function compact_of(m, a)
     return a
 end
 
--- Writes one delivery: in flight under its receipt until the deadline (and logged).
--- stored: the caller wrote the record to inf:{q} already.
-local function hand_out(k, s, now, bytes, m, consumer, deadline_text, stored)
-    if not stored then
-        call('HSET', k.inf, m.receipt, bytes)
-    end
+-- A delivery whose record is in inf:{q} already: its lock deadline (and its log entry).
+local function lock_out(k, s, now, m, consumer, deadline_text)
     call('ZADD', k.bak, deadline_text, m.receipt)
     if s['log'] == 1 then
         log_entry(k, s, now, 'fetch', m.offset, m.id,
             { 'consumer', consumer, 'attempt', dec(m.attempt), 'deadline', deadline_text })
     end
+end
+
+-- Writes one delivery: in flight under its receipt until the deadline (and logged).
+local function hand_out(k, s, now, bytes, m, consumer, deadline_text)
+    call('HSET', k.inf, m.receipt, bytes)
+    lock_out(k, s, now, m, consumer, deadline_text)
 end
 
 function commands.fetch(q, args)
@@ -1463,7 +1465,7 @@ function commands.fetch(q, args)
                     call('LPUSH', k.msg, raw)
                     error(refused, 0)
                 end
-                hand_out(k, s, now, bytes, m, consumer, deadline_text, true)
+                lock_out(k, s, now, m, consumer, deadline_text)
                 if compact then
                     compact_of(m, ONE_ARRAY)
                     return ONE_COMPACT_REPLY
