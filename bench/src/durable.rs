@@ -17,11 +17,14 @@ pub struct Durable {
 }
 
 impl Durable {
-    pub fn start(module: &std::path::Path, cpu: Option<usize>) -> Result<Durable, String> {
-        let aof: Vec<String> = ["--appendonly", "yes", "--appendfsync", "everysec"].iter().map(|s| s.to_string()).collect();
+    /// `config`: the run's own directives (`--redis-config`), given to both servers.
+    pub fn start(module: &std::path::Path, cpu: Option<usize>, config: &[String]) -> Result<Durable, String> {
+        let mut aof = config.to_vec();
+        aof.extend(["--appendonly", "yes", "--appendfsync", "everysec"].iter().map(|s| s.to_string()));
         let primary = Server::start_with(module, cpu, &aof)?;
         let other = cpu.map(|c| if c == 0 { 1 } else { 0 });
-        let replicaof = vec!["--replicaof".to_string(), "127.0.0.1".to_string(), primary.port.to_string()];
+        let mut replicaof = config.to_vec();
+        replicaof.extend(["--replicaof".to_string(), "127.0.0.1".to_string(), primary.port.to_string()]);
         let replica = Server::start_with(module, other, &replicaof)?;
         let d = Durable { primary, replica };
         let mut p = d.primary.conn();

@@ -40,6 +40,9 @@ pub struct Config {
     pub guard_n: usize,
     pub guard_runs: usize,
     pub skip: Vec<String>,
+    /// Directives given to every redis-server the run starts (`--name value …`), from
+    /// `--redis-config "name value"`: to measure a tuning against the defaults.
+    pub redis_config: Vec<String>,
 }
 
 pub struct Results {
@@ -76,6 +79,7 @@ fn failed(srv: &mut server::Server, failures: &mut Vec<String>, what: String) ->
 const USAGE: &str = "rmq-bench [--quick] [--runs N] [--cpu N | --no-pin] [--module PATH] [--lua PATH]
           [--out DIR] [--report docs/BENCHMARKS.md] [--only a,b,…] [--skip cycle,memory,ack,guard,durable]
           [--n N] [--mem-n N] [--ack-big N] [--guard-n N] [--guard-runs N]
+          [--redis-config \"name value\"]…  (a redis-server directive for every server started)
 approaches: rmq rmq-lua streams streams-xdel lists lists-evalsha";
 
 fn parse_args() -> Result<Config, String> {
@@ -107,6 +111,7 @@ fn parse_args() -> Result<Config, String> {
             guard_n: 100_000,
             guard_runs: 1,
             skip: Vec::new(),
+            redis_config: Vec::new(),
         }
     } else {
         let mut workloads = Vec::new();
@@ -137,6 +142,7 @@ fn parse_args() -> Result<Config, String> {
             guard_n: 1_000_000,
             guard_runs: 3,
             skip: Vec::new(),
+            redis_config: Vec::new(),
         }
     };
     let mut i = 0;
@@ -178,6 +184,12 @@ fn parse_args() -> Result<Config, String> {
             "--ack-big" => c.ack_big = num(val(&mut i, "--ack-big")?, "--ack-big")?.max(1000),
             "--guard-n" => c.guard_n = num(val(&mut i, "--guard-n")?, "--guard-n")?.max(1000),
             "--guard-runs" => c.guard_runs = num(val(&mut i, "--guard-runs")?, "--guard-runs")?,
+            "--redis-config" => {
+                let v = val(&mut i, "--redis-config")?;
+                let (name, value) = v.trim().split_once(' ').ok_or(format!("--redis-config takes \"name value\", not {v:?}"))?;
+                c.redis_config.push(format!("--{name}"));
+                c.redis_config.extend(value.split_whitespace().map(str::to_string));
+            }
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
         i += 1;
@@ -288,7 +300,7 @@ fn run(cfg: &Config) -> Result<(), String> {
         }
         server::pin_self(cpu)?;
     }
-    let mut srv = server::Server::start(&cfg.module, cfg.cpu)?;
+    let mut srv = server::Server::start_with(&cfg.module, cfg.cpu, &cfg.redis_config)?;
     let mut ctl = srv.conn();
     let shas = approaches::load_scripts(&mut ctl, &lua)?;
     let server_cpus = srv.cpus_allowed();
@@ -421,7 +433,7 @@ fn run(cfg: &Config) -> Result<(), String> {
     if !skip("durable") && !cfg.durable_workloads.is_empty() {
         // Its own pair of servers; the main one is idle meanwhile.
         log("durable: starting a primary with appendonly yes, appendfsync everysec, and a replica");
-        match durable::Durable::start(&cfg.module, cfg.cpu) {
+        match durable::Durable::start(&cfg.module, cfg.cpu, &cfg.redis_config) {
             Ok(mut d) => {
                 let mut dctl = d.primary.conn();
                 let dshas = approaches::load_scripts(&mut dctl, &lua)?;

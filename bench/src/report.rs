@@ -128,6 +128,12 @@ pub fn build(cfg: &Config, res: &Results) -> Report {
         "{} × {} ({} GiB RAM), Linux {}, Redis {} (jemalloc), {}. {} runs of each measurement, medians shown; approaches interleaved (A B C … / B C … A …); FLUSHALL before each run. Idle server: {} µs CPU per second (cron + guard timer): the noise floor.",
         m.cores, m.cpu, f3(m.mem_gib), m.kernel, res.redis_version, pinned, cfg.runs, f3(res.idle_cpu_us_per_s)
     );
+    // A run with directives of its own says so: its ratios are not those of a default server.
+    let machine_line = if cfg.redis_config.is_empty() {
+        machine_line
+    } else {
+        format!("{machine_line} redis-server started with `{}` (not its defaults).", cfg.redis_config.join(" "))
+    };
     let _ = writeln!(md, "**Machine and setup.** {machine_line}\n");
     let _ = writeln!(txt, "== rmq-bench ({}) — {date}, commit {commit}\n{machine_line}\n", if cfg.quick { "quick" } else { "full" });
 

@@ -49,12 +49,14 @@ impl Server {
             .arg(module)
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            // A directive redis-server refuses is reported on stderr, before the log file is open.
+            .stderr(std::fs::File::create(dir.join("stderr.log")).map(Stdio::from).unwrap_or_else(|_| Stdio::null()));
         let mut child = cmd.spawn().map_err(|e| format!("cannot start redis-server (via taskset: {}): {e}", cpu.is_some()))?;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default()
+                    + &std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
                 return Err(format!("redis-server exited at start ({status}); its log:\n{log}"));
             }
             if let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) {
